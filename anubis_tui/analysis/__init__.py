@@ -1,0 +1,1 @@
+"""Analysis: rolling windows, segments and profiler overhead against baseline."""

@@ -1,0 +1,1 @@
+"""The inference workload: model resolution, the worker process and its parent-side client."""

@@ -1,0 +1,1 @@
+"""Profilers: py-spy, scalene and static analysis of the model."""

@@ -1,0 +1,1 @@
+"""Recording: the msgpack stream format, its writer thread and its tolerant reader."""

@@ -1,0 +1,322 @@
+"""The record types of a session: the in-memory types are the on-disk types.
+
+Every record has a plain form (`to_plain`) made only of msgpack-native values
+(lists, dicts with str keys, str, int, float, bool, None) and is rebuilt from
+it with `record_from_plain`. The plain form of a record is a list whose first
+item is the record's type code, so a stream of records needs no framing
+beyond msgpack's own.
+
+Times (`t`) are integer nanoseconds since the session start on the
+CLOCK_MONOTONIC timeline; the Header carries the monotonic and UTC wall time
+of that start so other processes' monotonic stamps can be aligned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+Value = float | int | None
+"""A channel reading in SI units; None means no reading in that sample."""
+
+
+class RecordType(IntEnum):
+    HEADER = 0
+    SAMPLE = 1
+    TOKENS = 2
+    EVENT = 3
+    FOOTER = 4
+    CHANNELS = 5
+
+
+KINDS = (
+    "power",
+    "energy",
+    "temperature",
+    "frequency",
+    "utilization",
+    "throttle",
+    "memory",
+    "voltage",
+    "current",
+    "rate",
+    "duration",
+)
+"""Channel kinds. Units: W, J, °C, Hz, ratio (0..1), flags, bytes, V, A, Hz, s."""
+
+UNITS = {
+    "power": "W",
+    "energy": "J",
+    "temperature": "°C",
+    "frequency": "Hz",
+    "utilization": "ratio",
+    "throttle": "flags",
+    "memory": "bytes",
+    "voltage": "V",
+    "current": "A",
+    "rate": "Hz",
+    "duration": "s",
+}
+
+METHODS = ("counter", "instant", "derived", "estimated")
+"""Plus ``average:<window>`` (e.g. ``average:1s``) for sensor-side averaging."""
+
+PHASES = ("prompt", "decode")
+
+
+def valid_method(method: str) -> bool:
+    return method in METHODS or (method.startswith("average:") and len(method) > 8)
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    """One measured quantity.
+
+    `meta` holds what only some channels have: ``flags`` (bit → canonical
+    throttle name, for `throttle` channels), ``sticky`` (bit → name of an
+    occurred-since-boot bit), ``critical_c``/``trip_c`` for temperatures,
+    ``max_hz`` for clocks, ``note`` for scope caveats.
+    """
+
+    id: str
+    label: str
+    source: str
+    kind: str
+    unit: str
+    scope: str
+    method: str
+    update_period_s: float
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"channel {self.id}: unknown kind {self.kind!r}")
+        if not valid_method(self.method):
+            raise ValueError(f"channel {self.id}: unknown method {self.method!r}")
+
+    def to_plain(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "label": self.label,
+            "source": self.source,
+            "kind": self.kind,
+            "unit": self.unit,
+            "scope": self.scope,
+            "method": self.method,
+            "update_period_s": self.update_period_s,
+            "meta": _plain_meta(self.meta),
+        }
+
+    @classmethod
+    def from_plain(cls, d: dict[str, Any]) -> Channel:
+        return cls(
+            id=d["id"],
+            label=d["label"],
+            source=d["source"],
+            kind=d["kind"],
+            unit=d["unit"],
+            scope=d["scope"],
+            method=d["method"],
+            update_period_s=float(d["update_period_s"]),
+            meta=_meta_from_plain(d.get("meta") or {}),
+        )
+
+
+def _plain_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    # msgpack maps may have int keys, but str keys keep the format JSON-friendly.
+    out: dict[str, Any] = {}
+    for k, v in meta.items():
+        if k in ("flags", "sticky"):
+            out[k] = {str(bit): name for bit, name in v.items()}
+        else:
+            out[k] = v
+    return out
+
+
+def _meta_from_plain(meta: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in meta.items():
+        if k in ("flags", "sticky"):
+            out[k] = {int(bit): name for bit, name in v.items()}
+        else:
+            out[k] = v
+    return out
+
+
+def decode_flags(channel: Channel, mask: int | None) -> tuple[list[str], list[str]]:
+    """Canonical names of the bits set in `mask`: (active now, occurred since boot)."""
+    if mask is None:
+        return [], []
+    mask = int(mask)
+    active: list[str] = []
+    occurred: list[str] = []
+    for bit, name in channel.meta.get("flags", {}).items():
+        if mask & bit and name not in active:
+            active.append(name)
+    for bit, name in channel.meta.get("sticky", {}).items():
+        if mask & bit and name not in occurred:
+            occurred.append(name)
+    known = 0
+    for bit in (*channel.meta.get("flags", {}), *channel.meta.get("sticky", {})):
+        known |= bit
+    if mask & ~known and "throttled" not in active:
+        # Bits we cannot name still mean the clocks are held back.
+        active.append("throttled")
+    return active, occurred
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    format: str
+    schema: tuple[int, int]
+    created_utc: str
+    t0_monotonic_ns: int
+    host: dict[str, Any]
+    app_version: str
+    channels: list[Channel]
+    model: dict[str, Any]
+    config: dict[str, Any]
+
+    def to_plain(self) -> list[Any]:
+        return [
+            RecordType.HEADER,
+            {
+                "format": self.format,
+                "schema": list(self.schema),
+                "created_utc": self.created_utc,
+                "t0_monotonic_ns": self.t0_monotonic_ns,
+                "host": self.host,
+                "app_version": self.app_version,
+                "channels": [c.to_plain() for c in self.channels],
+                "model": self.model,
+                "config": self.config,
+            },
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One tick of the sampler: `values` aligned to the channel table."""
+
+    t: int
+    values: list[Value]
+
+    def to_plain(self) -> list[Any]:
+        return [RecordType.SAMPLE, self.t, self.values]
+
+
+@dataclass(frozen=True, slots=True)
+class Tokens:
+    """`count` tokens of `phase` that completed in the batch ending at `t`.
+
+    `t_first` is the stamp of the first of them, so rates inside a batch are
+    exact; `request` is the request id.
+    """
+
+    t: int
+    count: int
+    phase: str
+    request: int
+    t_first: int
+
+    def to_plain(self) -> list[Any]:
+        return [RecordType.TOKENS, self.t, self.count, self.phase, self.request, self.t_first]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    t: int
+    kind: str
+    payload: dict[str, Any] = field(default_factory=dict)
+
+    def to_plain(self) -> list[Any]:
+        return [RecordType.EVENT, self.t, self.kind, self.payload]
+
+
+@dataclass(frozen=True, slots=True)
+class Footer:
+    t: int
+    totals: dict[str, Any]
+
+    def to_plain(self) -> list[Any]:
+        return [RecordType.FOOTER, self.t, self.totals]
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelsAdded:
+    """Extends the channel table mid-session (a sensor appeared)."""
+
+    t: int
+    channels: list[Channel]
+
+    def to_plain(self) -> list[Any]:
+        return [RecordType.CHANNELS, self.t, [c.to_plain() for c in self.channels]]
+
+
+Record = Header | Sample | Tokens | Event | Footer | ChannelsAdded
+
+
+class RecordError(ValueError):
+    """A plain value that is not a valid record."""
+
+
+def record_from_plain(obj: Any) -> Record:
+    """Rebuild a record from its plain form; RecordError if it is not one."""
+    if not isinstance(obj, list | tuple) or not obj:
+        raise RecordError("not a record: expected a non-empty array")
+    code = obj[0]
+    try:
+        if code == RecordType.SAMPLE:
+            _, t, values = obj
+            if not isinstance(values, list | tuple):
+                raise RecordError("sample values must be an array")
+            for v in values:
+                if (v is not None and not isinstance(v, int | float)) or isinstance(v, bool):
+                    raise RecordError("sample value must be a number or nil")
+            return Sample(_int(t), list(values))
+        if code == RecordType.TOKENS:
+            _, t, count, phase, request, t_first = obj
+            if phase not in PHASES:
+                raise RecordError(f"unknown token phase {phase!r}")
+            return Tokens(_int(t), _int(count), phase, _int(request), _int(t_first))
+        if code == RecordType.EVENT:
+            _, t, kind, payload = obj
+            if not isinstance(kind, str) or not isinstance(payload, dict):
+                raise RecordError("event needs a kind string and a payload map")
+            return Event(_int(t), kind, payload)
+        if code == RecordType.HEADER:
+            _, d = obj
+            if not isinstance(d, dict):
+                raise RecordError("header body must be a map")
+            schema = d["schema"]
+            return Header(
+                format=str(d["format"]),
+                schema=(_int(schema[0]), _int(schema[1])),
+                created_utc=str(d["created_utc"]),
+                t0_monotonic_ns=_int(d["t0_monotonic_ns"]),
+                host=dict(d["host"]),
+                app_version=str(d["app_version"]),
+                channels=[Channel.from_plain(c) for c in d["channels"]],
+                model=dict(d["model"]),
+                config=dict(d["config"]),
+            )
+        if code == RecordType.FOOTER:
+            _, t, totals = obj
+            if not isinstance(totals, dict):
+                raise RecordError("footer totals must be a map")
+            return Footer(_int(t), totals)
+        if code == RecordType.CHANNELS:
+            _, t, chans = obj
+            return ChannelsAdded(_int(t), [Channel.from_plain(c) for c in chans])
+    except RecordError:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
+        raise RecordError(f"malformed record of type {code!r}: {e}") from None
+    raise RecordError(f"unknown record type {code!r}")
+
+
+def _int(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise RecordError(f"expected an integer, got {type(v).__name__}")
+    return v

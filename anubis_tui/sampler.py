@@ -1,0 +1,345 @@
+"""The sampler: one thread, fixed deadlines, every source at its own cadence.
+
+Ticks fall on ``start + k × period`` (never ``sleep(period)``, which drifts).
+Each read group is read at the tick rate or its native update period,
+whichever is slower, so no sensor is polled faster than it changes; a group
+not due in a tick reads None there ("no new reading"). After each tick the
+sampler derives the system power (the choice of `choose_system_power`) and
+the system energy: the sum of hardware counters when every part has one,
+trapezoidal integration of the system power otherwise. It measures itself:
+achieved rate, tick lateness (p50/p99) and its own CPU time per second, as
+channels of its own, once a second.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from anubis_tui.records import Channel, Event, Record, Sample, Value
+from anubis_tui.sources.base import ReadGroup, Source
+from anubis_tui.sources.registry import SystemPower, choose_system_power
+
+MIN_RATE_HZ = 1.0
+MAX_RATE_HZ = 1000.0
+DEFAULT_RATE_HZ = 10.0
+LOST_AFTER = 3  # consecutive failed reads before a group is reported lost
+SELF_PERIOD_S = 1.0
+
+
+@dataclass
+class _GroupState:
+    group: ReadGroup
+    offset: int  # index of its first channel in the table
+    next_due_ns: int = 0
+    failures: int = 0
+    lost: bool = False
+    reads: int = 0
+
+
+@dataclass
+class SamplerStats:
+    """What the sampler says about itself."""
+
+    ticks: int = 0
+    skipped_ticks: int = 0
+    rate_hz: float | None = None
+    jitter_p50_s: float | None = None
+    jitter_p99_s: float | None = None
+    cpu_ratio: float | None = None  # CPU seconds of the sampler thread per wall second
+    read_errors: int = 0
+    thread_cpu_ns: int = 0  # CPU time of the sampler thread so far (CLOCK_THREAD_CPUTIME_ID)
+    lateness_ns: deque[int] = field(default_factory=lambda: deque(maxlen=10_000))
+
+
+def percentile(values: list[int] | list[float], q: float) -> float:
+    s = sorted(values)
+    if not s:
+        raise ValueError("no values")
+    k = (len(s) - 1) * q
+    lo = int(k)
+    hi = min(lo + 1, len(s) - 1)
+    return float(s[lo] + (s[hi] - s[lo]) * (k - lo))
+
+
+class Sampler:
+    """Reads `sources` at `rate_hz` and hands each Sample (and Events) to `emit`."""
+
+    def __init__(
+        self,
+        sources: list[Source],
+        emit: Callable[[Record], None],
+        rate_hz: float = DEFAULT_RATE_HZ,
+        t0_ns: int | None = None,
+        clock: Callable[[], int] = time.monotonic_ns,
+    ) -> None:
+        self.sources = [s for s in sources if s.available]
+        self.emit = emit
+        self.clock = clock
+        self.t0_ns = clock() if t0_ns is None else t0_ns
+        self.rate_hz = clamp_rate(rate_hz)
+        self._pending_rate: float | None = None
+        self.stats = SamplerStats()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+        self.channels: list[Channel] = []
+        self._groups: list[_GroupState] = []
+        for s in self.sources:
+            for g in s.groups:
+                self._groups.append(_GroupState(g, len(self.channels)))
+                self.channels.extend(g.channels)
+        self._index = {c.id: i for i, c in enumerate(self.channels)}
+        self.system: SystemPower | None = choose_system_power(self.channels)
+        self._sys_power_i = self._sys_energy_i = -1
+        if self.system is not None:
+            tier, method = self.system.tier, self.system.method
+            self._sys_power_i = len(self.channels)
+            self.channels.append(
+                Channel(
+                    "system.power",
+                    f"system power ({tier})",
+                    "anubis",
+                    "power",
+                    "W",
+                    tier,
+                    "estimated" if method == "estimated" else "derived",
+                    0.0,
+                    {"parts": list(self.system.channels), "reason": self.system.reason},
+                )
+            )
+            self._sys_energy_i = len(self.channels)
+            emethod = (
+                "estimated"
+                if method == "estimated"
+                else ("counter" if self.system.energy_channels else "derived")
+            )
+            self.channels.append(
+                Channel(
+                    "system.energy",
+                    "system energy since start",
+                    "anubis",
+                    "energy",
+                    "J",
+                    tier,
+                    emethod,
+                    0.0,
+                    {
+                        "parts": list(self.system.energy_channels or self.system.channels),
+                        "integration": "counters" if self.system.energy_channels else "trapezoidal",
+                    },
+                )
+            )
+        self._self_i = len(self.channels)
+        self.channels += [
+            Channel(
+                "anubis.sampler.rate",
+                "sampler rate achieved",
+                "anubis",
+                "rate",
+                "Hz",
+                "process",
+                "average:1s",
+                SELF_PERIOD_S,
+                {},
+            ),
+            Channel(
+                "anubis.sampler.jitter_p99",
+                "sampler tick lateness p99",
+                "anubis",
+                "duration",
+                "s",
+                "process",
+                "derived",
+                SELF_PERIOD_S,
+                {},
+            ),
+            Channel(
+                "anubis.sampler.cpu",
+                "sampler CPU (cores)",
+                "anubis",
+                "utilization",
+                "ratio",
+                "process",
+                "average:1s",
+                SELF_PERIOD_S,
+                {},
+            ),
+        ]
+        self._latest: list[Value] = [None] * len(self.channels)
+        self._energy0: float | None = None
+        self._energy_int = 0.0
+        self._last_power: tuple[int, float] | None = None
+        self._self_last: tuple[int, int, int] | None = None  # t, thread cpu ns, ticks
+        self._window_lateness: list[int] = []
+
+    # -- public -----------------------------------------------------------------
+
+    @property
+    def max_useful_rate_hz(self) -> float:
+        """The fastest rate any source updates at; sampling faster only repeats values."""
+        periods = [g.group.period_s for g in self._groups if g.group.period_s > 0]
+        return min(MAX_RATE_HZ, 1.0 / min(periods)) if periods else MAX_RATE_HZ
+
+    def set_rate(self, rate_hz: float) -> float:
+        """Ask for a new tick rate (applied at the next tick); returns the clamped rate."""
+        r = clamp_rate(rate_hz)
+        self._pending_rate = r
+        return r
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="anubis-sampler", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def tick(self, now_ns: int | None = None, force: bool = False) -> Sample:
+        """Read every due group (every group if `force`) once and emit the Sample."""
+        now = self.clock() if now_ns is None else now_ns
+        tick_ns = int(1e9 / self.rate_hz)
+        values: list[Value] = [None] * len(self.channels)
+        for gs in self._groups:
+            if not force and now + tick_ns // 2 < gs.next_due_ns:
+                continue
+            period = max(int(gs.group.period_s * 1e9), tick_ns)
+            # Next due on this group's own grid, never bunching after a stall.
+            gs.next_due_ns = max(gs.next_due_ns + period, now + period - tick_ns // 2)
+            self._read_group(gs, now, values)
+        self._derive_system(now, values)
+        self._self_measure(now, values)
+        for i in range(self._sys_power_i if self._sys_power_i >= 0 else self._self_i, len(values)):
+            if values[i] is not None:
+                self._latest[i] = values[i]
+        self.stats.ticks += 1
+        sample = Sample(now - self.t0_ns, values)
+        self.emit(sample)
+        return sample
+
+    def latest(self) -> list[Value]:
+        """The last non-None reading of every channel (system channels included)."""
+        return list(self._latest)
+
+    # -- internals --------------------------------------------------------------
+
+    def _read_group(self, gs: _GroupState, now: int, values: list[Value]) -> None:
+        g = gs.group
+        n = len(g.channels)
+        try:
+            got = g.read(now)
+            if len(got) != n:
+                raise ValueError(f"read returned {len(got)} values for {n} channels")
+        except Exception as e:  # a sensor must never stop the sampler
+            self.stats.read_errors += 1
+            got = [None] * n
+            err = f"{type(e).__name__}: {e}"
+        else:
+            err = ""
+        gs.reads += 1
+        if all(v is None for v in got):
+            gs.failures += 1
+            if gs.failures >= LOST_AFTER and not gs.lost:
+                gs.lost = True
+                self.emit(
+                    Event(
+                        now - self.t0_ns,
+                        "sensor_lost",
+                        {"channels": [c.id for c in g.channels], "error": err or "no reading"},
+                    )
+                )
+        else:
+            if gs.lost:
+                self.emit(
+                    Event(now - self.t0_ns, "sensor_back", {"channels": [c.id for c in g.channels]})
+                )
+            gs.failures = 0
+            gs.lost = False
+        for i, v in enumerate(got):
+            values[gs.offset + i] = v
+            if v is not None:
+                self._latest[gs.offset + i] = v
+
+    def _derive_system(self, now: int, values: list[Value]) -> None:
+        sp = self.system
+        if sp is None:
+            return
+        parts = [self._index[c] for c in sp.channels]
+        if not any(values[i] is not None for i in parts):
+            return  # nothing new this tick
+        latest = [self._latest[i] for i in parts]
+        if any(v is None for v in latest):
+            return
+        power = float(sum(v for v in latest if v is not None))
+        values[self._sys_power_i] = power
+        if sp.energy_channels:
+            es = [self._latest[self._index[c]] for c in sp.energy_channels]
+            if all(e is not None for e in es):
+                total = float(sum(e for e in es if e is not None))
+                if self._energy0 is None:
+                    self._energy0 = total
+                values[self._sys_energy_i] = total - self._energy0
+        else:
+            if self._last_power is not None:
+                t_prev, p_prev = self._last_power
+                self._energy_int += (p_prev + power) / 2 * (now - t_prev) / 1e9
+            values[self._sys_energy_i] = self._energy_int
+            self._last_power = (now, power)
+
+    def _self_measure(self, now: int, values: list[Value]) -> None:
+        cpu = time.thread_time_ns() if threading.current_thread() is self._thread else 0
+        if self._self_last is None:
+            self._self_last = (now, cpu, self.stats.ticks)
+            return
+        t_prev, cpu_prev, ticks_prev = self._self_last
+        if now - t_prev < SELF_PERIOD_S * 1e9:
+            return
+        wall = (now - t_prev) / 1e9
+        st = self.stats
+        st.rate_hz = (st.ticks - ticks_prev) / wall
+        st.cpu_ratio = (cpu - cpu_prev) / 1e9 / wall if self._thread is not None else None
+        if self._window_lateness:
+            st.jitter_p50_s = percentile(self._window_lateness, 0.5) / 1e9
+            st.jitter_p99_s = percentile(self._window_lateness, 0.99) / 1e9
+        self._window_lateness = []
+        values[self._self_i] = st.rate_hz
+        values[self._self_i + 1] = st.jitter_p99_s
+        values[self._self_i + 2] = st.cpu_ratio
+        self._self_last = (now, cpu, st.ticks)
+
+    def _run(self) -> None:
+        period = int(1e9 / self.rate_hz)
+        start = self.clock()
+        k = 0
+        while not self._stop.is_set():
+            if self._pending_rate is not None:
+                self.rate_hz, self._pending_rate = self._pending_rate, None
+                period = int(1e9 / self.rate_hz)
+                start, k = self.clock(), 0
+                self.emit(Event(start - self.t0_ns, "rate", {"sampler_hz": self.rate_hz}))
+            deadline = start + k * period
+            now = self.clock()
+            if deadline > now and self._stop.wait((deadline - now) / 1e9):
+                break
+            now = self.clock()
+            late = now - deadline
+            self.stats.lateness_ns.append(late)
+            self._window_lateness.append(late)
+            self.tick(now)
+            self.stats.thread_cpu_ns = time.thread_time_ns()
+            k += 1
+            # Behind by whole periods (a stall): skip them rather than burst.
+            behind = int((self.clock() - start) // period)
+            if behind > k:
+                self.stats.skipped_ticks += behind - k
+                k = behind
+
+
+def clamp_rate(rate_hz: float) -> float:
+    if not rate_hz > 0:
+        raise ValueError(f"sampling rate must be positive, got {rate_hz}")
+    return float(min(MAX_RATE_HZ, max(MIN_RATE_HZ, rate_hz)))

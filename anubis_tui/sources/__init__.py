@@ -1,0 +1,1 @@
+"""Sensor sources: one module per family, discovered through `registry`."""

@@ -1,0 +1,64 @@
+"""Laptop battery discharge power (``/sys/class/power_supply``).
+
+``power_now`` is µW; without it ``current_now`` (µA) × ``voltage_now`` (µV).
+It measures the whole laptop only while discharging: on AC the value is the
+charge rate or 0, so the channel reads None then.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from anubis_tui.records import Channel, Value
+from anubis_tui.sources.base import DiscoveryContext, ReadGroup, Source, read_int, read_text
+
+BATTERY_PERIOD_S = 1.0  # firmware (EC) dependent; seconds in practice
+
+
+@dataclass
+class BatterySource(Source):
+    order: ClassVar[int] = 60
+    batteries: list[Path] = field(default_factory=list)
+
+    @classmethod
+    def discover(cls, ctx: DiscoveryContext) -> list[Source]:
+        supplies = ctx.root.glob("/sys/class/power_supply", "*")
+        bats = [p for p in supplies if read_text(p / "type") == "Battery"]
+        bats = [p for p in bats if (p / "power_now").exists() or (p / "current_now").exists()]
+        if not bats:
+            return [cls(name="battery", reason="no battery with power_now or current_now")]
+        src = cls(name="battery", available=True, batteries=bats)
+        chans = [
+            Channel(
+                f"battery.{b.name}.power",
+                f"{b.name} discharge",
+                src.name,
+                "power",
+                "W",
+                "battery",
+                "instant",
+                BATTERY_PERIOD_S,
+                {"note": "whole laptop, only while discharging"},
+            )
+            for b in bats
+        ]
+        src.groups = [ReadGroup(chans, src._read, BATTERY_PERIOD_S)]
+        src.reason = ", ".join(f"{b.name} ({read_text(b / 'status') or '?'})" for b in bats)
+        return [src]
+
+    def _read(self, t_ns: int) -> list[Value]:
+        return [battery_power_w(b) for b in self.batteries]
+
+
+def battery_power_w(b: Path) -> float | None:
+    if read_text(b / "status") != "Discharging":
+        return None
+    p = read_int(b / "power_now")
+    if p is not None:
+        return abs(p) / 1e6
+    i, v = read_int(b / "current_now"), read_int(b / "voltage_now")
+    if i is None or v is None:
+        return None
+    return abs(i) * v / 1e12

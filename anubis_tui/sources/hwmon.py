@@ -1,0 +1,211 @@
+"""hwmon chips of any kind: coretemp, k10temp, amdgpu, nvme, acpitz, amd_energy, …
+
+Chips are found by their ``name`` file under ``/sys/class/hwmon`` (never by
+index; the same chip reached through two symlinks counts once). Units per the
+kernel's sysfs-interface: temperatures m°C, voltages mV, currents mA, power
+µW, energy µJ; everything is converted to SI here.
+
+INA3221 (Jetson) and rpi_volt (Raspberry Pi) chips belong to their own
+sources and are skipped.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from anubis_tui.records import Channel, Value
+from anubis_tui.sources.base import (
+    DiscoveryContext,
+    ReadGroup,
+    Source,
+    read_int,
+    read_text,
+    unique_dirs,
+)
+
+OWNED_ELSEWHERE = {"ina3221", "rpi_volt"}
+ATTR_RE = re.compile(r"^(temp|in|curr|power|energy)(\d+)_(input|average)$")
+# Not documented per chip; a conservative default (design.md), overridden by update_interval.
+DEFAULT_PERIOD_S = {"temp": 0.5, "in": 0.1, "curr": 0.1, "power": 0.1, "energy": 0.1}
+SCALE = {"temp": 1e-3, "in": 1e-3, "curr": 1e-3, "power": 1e-6, "energy": 1e-6}
+KIND = {
+    "temp": ("temperature", "°C"),
+    "in": ("voltage", "V"),
+    "curr": ("current", "A"),
+    "power": ("power", "W"),
+    "energy": ("energy", "J"),
+}
+CPU_PACKAGE_LABELS = re.compile(r"^(Package id \d+|Tctl|Tdie|Esocket\d+)$")
+CPU_CORE_LABELS = re.compile(r"^(Core \d+|Tccd\d+|Ecore\d+)$")
+
+
+def chip_scope(chip: str, label: str) -> str:
+    if CPU_PACKAGE_LABELS.match(label):
+        return "cpu-package"
+    if CPU_CORE_LABELS.match(label):
+        return "cpu-core"
+    if chip in ("coretemp", "k10temp", "zenpower", "amd_energy"):
+        return "cpu"
+    if chip in ("amdgpu", "radeon", "nouveau", "i915", "xe"):
+        return "gpu"
+    if chip == "nvme" or chip.startswith("drivetemp"):
+        return "storage"
+    if chip in ("spd5118", "jc42"):
+        return "dram"
+    if chip in ("acpitz",):
+        return "system"
+    return "board"
+
+
+@dataclass
+class _Attr:
+    """One attribute file read by a group; a `derived` attr turns the counter before it into W."""
+
+    path: Path
+    scale: float
+    role: str = "value"  # value | counter | derived
+    last: float | None = None
+    last_t: int = 0
+
+    def derive(self, energy_j: float | None, t_ns: int) -> float | None:
+        p = None
+        if energy_j is not None and self.last is not None:
+            dt = (t_ns - self.last_t) / 1e9
+            if dt > 0 and energy_j >= self.last:
+                p = (energy_j - self.last) / dt
+        if energy_j is not None:
+            self.last, self.last_t = energy_j, t_ns
+        return p
+
+
+@dataclass
+class HwmonSource(Source):
+    order: ClassVar[int] = 30
+    attrs: list[_Attr] = field(default_factory=list)
+    chip: str = ""
+
+    @classmethod
+    def discover(cls, ctx: DiscoveryContext) -> list[Source]:
+        dirs = ctx.root.glob("/sys/class/hwmon", "hwmon*")
+        if not dirs:
+            return [cls(name="hwmon", reason="no /sys/class/hwmon chips")]
+        out: list[Source] = []
+        seen_names: dict[str, int] = {}
+        for d in unique_dirs(dirs):
+            try:
+                chip = read_text(d / "name")
+            except PermissionError:
+                continue
+            if not chip or chip in OWNED_ELSEWHERE:
+                continue
+            n = seen_names.get(chip, 0)
+            seen_names[chip] = n + 1
+            ident = chip if n == 0 else f"{chip}-{n}"
+            src = cls(name=f"hwmon:{ident}", chip=chip)
+            src._build(d, ident)
+            if src.groups:
+                out.append(src)
+        return out or [cls(name="hwmon", reason="hwmon chips have no temp/in/curr/power/energy")]
+
+    def _build(self, d: Path, ident: str) -> None:
+        # Some drivers keep attributes under device/ (psutil looks in both).
+        files: dict[str, Path] = {}
+        for base in (d / "device", d):
+            try:
+                for f in base.iterdir():
+                    if ATTR_RE.match(f.name):
+                        files[f.name] = f
+            except OSError:
+                continue
+        interval = read_int(d / "update_interval")
+        groups: dict[float, tuple[list[Channel], list[_Attr]]] = {}
+        for fname in sorted(files, key=_natural):
+            m = ATTR_RE.match(fname)
+            assert m is not None
+            typ, num, item = m.groups()
+            f = files[fname]
+            try:
+                label = read_text(f.with_name(f"{typ}{num}_label")) or f"{typ}{num}"
+            except PermissionError:
+                label = f"{typ}{num}"
+            kind, unit = KIND[typ]
+            if typ == "energy":
+                method = "counter"
+            elif item == "average":
+                avg_ms = read_int(f.with_name(f"{typ}{num}_average_interval"))
+                method = f"average:{avg_ms / 1000:g}s" if avg_ms else "average:driver"
+            else:
+                method = "instant"
+            period = interval / 1000 if interval else DEFAULT_PERIOD_S[typ]
+            meta: dict[str, object] = {"chip": self.chip}
+            if typ == "temp":
+                for key, suffix in (("critical_c", "crit"), ("max_c", "max")):
+                    try:
+                        v = read_int(f.with_name(f"temp{num}_{suffix}"))
+                    except PermissionError:
+                        v = None
+                    if v is not None:
+                        meta[key] = v / 1000
+            if self.chip == "amdgpu" and typ == "power":
+                meta["note"] = "SoC power; on APUs it includes the CPU"
+            suffix = "" if item == "input" else "_avg"
+            cid = f"hwmon.{ident}.{typ}{num}{suffix}"
+            scope = chip_scope(self.chip, label)
+            ch = Channel(
+                cid, f"{ident} {label}", self.name, kind, unit, scope, method, period, meta
+            )
+            try:
+                ok = read_int(f) is not None
+            except PermissionError:
+                ok = False
+                self.reason = (self.reason + f" {fname} not readable;").strip()
+            if not ok and typ == "energy":
+                continue  # e.g. amd_energy restricted to root (CVE-2020-12912)
+            chans, attrs = groups.setdefault(period, ([], []))
+            chans.append(ch)
+            attrs.append(_Attr(f, SCALE[typ], "counter" if typ == "energy" else "value"))
+            if typ == "energy":
+                chans.append(
+                    Channel(
+                        f"{cid}.power",
+                        f"{ident} {label} power",
+                        self.name,
+                        "power",
+                        "W",
+                        scope,
+                        "derived",
+                        period,
+                        {**meta, "energy_channel": cid},
+                    )
+                )
+                attrs.append(_Attr(f, SCALE[typ], "derived"))
+        for period, (chans, attrs) in sorted(groups.items()):
+            self.groups.append(ReadGroup(chans, self._reader(attrs), period, cost_s=1e-5))
+        if self.groups:
+            self.available = True
+            self.reason = (self.reason + f" {self.chip}").strip()
+
+    @staticmethod
+    def _reader(attrs: list[_Attr]) -> Callable[[int], list[Value]]:
+        def read(t_ns: int) -> list[Value]:
+            out: list[Value] = []
+            energy: float | None = None
+            for a in attrs:
+                if a.role == "derived":
+                    out.append(a.derive(energy, t_ns))
+                    continue
+                raw = read_int(a.path)
+                v = None if raw is None else raw * a.scale
+                out.append(v)
+                energy = v if a.role == "counter" else None
+            return out
+
+        return read
+
+
+def _natural(s: str) -> list[object]:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]

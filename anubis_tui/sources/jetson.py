@@ -1,0 +1,203 @@
+"""NVIDIA Jetson INA3221 power rails and the integrated GPU (devfreq).
+
+JetPack 5/6: the mainline ``ina3221`` hwmon driver gives ``in<k>_input`` (mV)
+and ``curr<k>_input`` (mA) per channel, no power file: power = V × I.
+JetPack 4: the ``ina3221x`` iio driver gives ``in_power<k>_input`` in mW.
+Channels labelled ``NC`` (not connected) and the "sum of shunt voltages"
+channel are skipped. ``VDD_IN`` (or ``POM_5V_IN`` on the Nano) is the module's
+input power: board input, although it excludes the carrier board.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from anubis_tui.records import Channel, Value
+from anubis_tui.sources.base import (
+    DiscoveryContext,
+    ReadGroup,
+    Source,
+    read_int,
+    read_text,
+    unique_dirs,
+)
+
+RAIL_PERIOD_S = 0.1
+GPU_PERIOD_S = 0.25
+BOARD_INPUT = {"VDD_IN", "POM_5V_IN"}
+JETSON_GPUS = {"gv11b", "gp10b", "ga10b", "gb10b", "gpu"}
+
+
+def skip_label(label: str) -> bool:
+    return label.upper() == "NC" or label.upper().startswith("NC ") or "sum of" in label.lower()
+
+
+@dataclass
+class _Rail:
+    label: str
+    volt: Path | None
+    curr: Path | None
+    power_mw: Path | None  # JetPack 4
+
+
+@dataclass
+class JetsonRailSource(Source):
+    order: ClassVar[int] = 25
+    rails: list[_Rail] = field(default_factory=list)
+    gpu_dir: Path | None = None
+
+    @classmethod
+    def discover(cls, ctx: DiscoveryContext) -> list[Source]:
+        devs: list[Path] = []
+        for drv in ("ina3221", "ina3221x"):
+            devs += ctx.root.glob(f"/sys/bus/i2c/drivers/{drv}", "*-*")
+        for d in ctx.root.glob("/sys/bus/i2c/devices", "*"):
+            if "ina3221" in (_safe_text(d / "name") or ""):
+                devs.append(d)
+        src = cls(name="jetson")
+        for dev in unique_dirs(devs):
+            for hw in sorted(dev.glob("hwmon/hwmon*")):
+                for lab in sorted(hw.glob("in*_label"), key=lambda p: p.name):
+                    m = re.match(r"in(\d+)_label", lab.name)
+                    label = _safe_text(lab) or ""
+                    if not m or not label or skip_label(label):
+                        continue
+                    k = m.group(1)
+                    curr = hw / f"curr{k}_input"
+                    if not curr.exists():
+                        continue  # a shunt-voltage channel, not a rail
+                    src.rails.append(_Rail(label, hw / f"in{k}_input", curr, None))
+            for iio in sorted(dev.glob("iio:device*")):
+                for rn in sorted(iio.glob("rail_name_*")):
+                    k = rn.name.rsplit("_", 1)[1]
+                    label = _safe_text(rn) or ""
+                    if not label or skip_label(label):
+                        continue
+                    src.rails.append(
+                        _Rail(
+                            label,
+                            iio / f"in_voltage{k}_input",
+                            iio / f"in_current{k}_input",
+                            iio / f"in_power{k}_input",
+                        )
+                    )
+        for dev in ctx.root.glob("/sys/class/devfreq", "*"):
+            if (_safe_text(dev / "device" / "of_node" / "name") or "") in JETSON_GPUS:
+                src.gpu_dir = dev
+                break
+        if not src.rails and src.gpu_dir is None:
+            return [cls(name="jetson", reason="no INA3221 power monitor (not a Jetson)")]
+        src.available = True
+        chans: list[Channel] = []
+        for r in src.rails:
+            board = r.label in BOARD_INPUT
+            scope = "board-input" if board else "soc-rail"
+            meta: dict[str, object] = {"rail": r.label}
+            if board:
+                meta["note"] = "module input; excludes the carrier board"
+            method = "instant" if r.power_mw else "derived"
+            chans.append(
+                Channel(
+                    f"jetson.{r.label}.power",
+                    f"{r.label} power",
+                    src.name,
+                    "power",
+                    "W",
+                    scope,
+                    method,
+                    RAIL_PERIOD_S,
+                    meta,
+                )
+            )
+            chans.append(
+                Channel(
+                    f"jetson.{r.label}.voltage",
+                    f"{r.label} voltage",
+                    src.name,
+                    "voltage",
+                    "V",
+                    scope,
+                    "instant",
+                    RAIL_PERIOD_S,
+                    dict(meta),
+                )
+            )
+            chans.append(
+                Channel(
+                    f"jetson.{r.label}.current",
+                    f"{r.label} current",
+                    src.name,
+                    "current",
+                    "A",
+                    scope,
+                    "instant",
+                    RAIL_PERIOD_S,
+                    dict(meta),
+                )
+            )
+        if chans:
+            src.groups.append(ReadGroup(chans, src._read_rails, RAIL_PERIOD_S, cost_s=3e-5))
+        if src.gpu_dir is not None:
+            mx = read_int(src.gpu_dir / "max_freq")
+            gmeta: dict[str, object] = {"max_hz": float(mx)} if mx else {}
+            src.groups.append(
+                ReadGroup(
+                    [
+                        Channel(
+                            "jetson.gpu.util",
+                            "iGPU load",
+                            src.name,
+                            "utilization",
+                            "ratio",
+                            "gpu",
+                            "instant",
+                            GPU_PERIOD_S,
+                            {},
+                        ),
+                        Channel(
+                            "jetson.gpu.clock",
+                            "iGPU clock",
+                            src.name,
+                            "frequency",
+                            "Hz",
+                            "gpu",
+                            "instant",
+                            GPU_PERIOD_S,
+                            gmeta,
+                        ),
+                    ],
+                    src._read_gpu,
+                    GPU_PERIOD_S,
+                )
+            )
+        src.reason = "INA3221 " + ", ".join(r.label for r in src.rails)
+        return [src]
+
+    def _read_rails(self, t_ns: int) -> list[Value]:
+        out: list[Value] = []
+        for r in self.rails:
+            mv = read_int(r.volt) if r.volt else None
+            ma = read_int(r.curr) if r.curr else None
+            if r.power_mw is not None:
+                mw = read_int(r.power_mw)
+                power = None if mw is None else mw / 1e3
+            else:
+                power = None if mv is None or ma is None else mv * ma / 1e6
+            out += [power, None if mv is None else mv / 1e3, None if ma is None else ma / 1e3]
+        return out
+
+    def _read_gpu(self, t_ns: int) -> list[Value]:
+        assert self.gpu_dir is not None
+        load = read_int(self.gpu_dir / "device" / "load")  # per mille
+        freq = read_int(self.gpu_dir / "cur_freq")  # Hz
+        return [None if load is None else load / 1000, None if freq is None else float(freq)]
+
+
+def _safe_text(p: Path) -> str | None:
+    try:
+        return read_text(p)
+    except PermissionError:
+        return None

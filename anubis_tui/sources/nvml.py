@@ -1,0 +1,512 @@
+"""NVIDIA GPUs through NVML (nvidia-ml-py, ``import pynvml``).
+
+Everything NVML is reached through `NvmlAdapter`, so tests hand in a fake
+module (``ANUBIS_NVML_MODULE`` names a module or a ``.py`` file). Facts used
+here were measured on an H200 (reference/gpu-recipe.md, sensors-spec.md §1):
+power, instant power and the energy counter change every ~100 ms; the energy
+counter call costs ~4 ms, so it is read once a second, at window boundaries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any, ClassVar
+
+from anubis_tui.records import Channel, Value
+from anubis_tui.sources.base import DiscoveryContext, ReadGroup, Source
+
+FI_POWER_AVERAGE = 185
+FI_POWER_INSTANT = 186
+SCOPE_GPU = 0
+SCOPE_MEMORY = 2
+
+POWER_PERIOD_S = 0.1  # measured on H200: every ~100 ms
+ENERGY_PERIOD_S = 1.0  # the call costs ~4 ms: read at window boundaries only
+STATE_PERIOD_S = 0.25  # clocks, temperature, reasons, utilisation
+
+# NVML clocks-event reason bits → canonical throttle names (sensors-spec §1.6).
+NVML_FLAGS: dict[int, str] = {
+    0x001: "idle",
+    0x002: "app_clocks",
+    0x004: "power_cap",
+    0x008: "hw_slowdown",
+    0x010: "sync_boost",
+    0x020: "thermal",
+    0x040: "thermal",
+    0x080: "power_brake",
+    0x100: "freq_capped",  # display clock setting
+    0x200: "throttled",  # board limit (pynvml only)
+    0x400: "throttled",  # reliability (pynvml only)
+}
+
+
+class NvmlUnavailable(Exception):
+    """NVML cannot be used here; the message is the reason shown to the user."""
+
+
+def load_nvml_module(name: str | None = None) -> ModuleType:
+    """pynvml, or the module named by ``ANUBIS_NVML_MODULE`` (dotted name or .py path)."""
+    name = name or os.environ.get("ANUBIS_NVML_MODULE") or "pynvml"
+    if name.endswith(".py"):
+        spec = importlib.util.spec_from_file_location("anubis_fake_nvml", name)
+        if spec is None or spec.loader is None:
+            raise NvmlUnavailable(f"cannot load NVML module from {name}")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = mod
+        spec.loader.exec_module(mod)
+        return mod
+    try:
+        return importlib.import_module(name)
+    except ImportError as e:
+        raise NvmlUnavailable(f"nvidia-ml-py is not installed ({e})") from None
+
+
+class NvmlAdapter:
+    """The one place that calls NVML. Every method returns SI units."""
+
+    def __init__(self, module: ModuleType) -> None:
+        self.m = module
+
+    def _is_nvml_error(self, e: BaseException) -> bool:
+        return isinstance(e, self.m.NVMLError)
+
+    def init(self) -> int:
+        try:
+            self.m.nvmlInit()
+            return int(self.m.nvmlDeviceGetCount())
+        except Exception as e:
+            if self._is_nvml_error(e) or isinstance(e, OSError):
+                raise NvmlUnavailable(f"NVML did not initialise: {e}") from None
+            raise
+
+    def shutdown(self) -> None:
+        with contextlib.suppress(Exception):
+            self.m.nvmlShutdown()
+
+    def handle(self, index: int) -> Any:
+        return self.m.nvmlDeviceGetHandleByIndex(index)
+
+    def name(self, h: Any) -> str:
+        n = self.m.nvmlDeviceGetName(h)
+        return n.decode() if isinstance(n, bytes) else str(n)
+
+    def driver(self) -> str:
+        try:
+            d = self.m.nvmlSystemGetDriverVersion()
+            return d.decode() if isinstance(d, bytes) else str(d)
+        except Exception:
+            return "unknown"
+
+    def power_avg_w(self, h: Any) -> float:
+        return float(self.m.nvmlDeviceGetPowerUsage(h)) / 1000.0
+
+    def fields(self, h: Any, ids: list[tuple[int, int]]) -> list[float | None]:
+        """Field values (mW fields → W); None for a field NVML did not return."""
+        out: list[float | None] = []
+        for fv in self.m.nvmlDeviceGetFieldValues(h, ids):
+            if fv.nvmlReturn != 0:
+                out.append(None)
+                continue
+            vt = int(fv.valueType)
+            v = fv.value
+            raw = {
+                0: getattr(v, "dVal", None),
+                1: getattr(v, "uiVal", None),
+                2: getattr(v, "ulVal", None),
+                3: getattr(v, "ullVal", None),
+                4: getattr(v, "sllVal", None),
+                5: getattr(v, "siVal", None),
+                6: getattr(v, "usVal", None),
+            }.get(vt, getattr(v, "uiVal", None))
+            out.append(None if raw is None else float(raw) / 1000.0)
+        return out
+
+    def energy_j(self, h: Any) -> float:
+        return float(self.m.nvmlDeviceGetTotalEnergyConsumption(h)) / 1000.0
+
+    def temperature_c(self, h: Any) -> float:
+        if hasattr(self.m, "nvmlDeviceGetTemperatureV"):
+            try:
+                return float(self.m.nvmlDeviceGetTemperatureV(h, self.m.NVML_TEMPERATURE_GPU))
+            except Exception as e:
+                if not self._is_nvml_error(e) or not self._function_missing(e):
+                    raise
+        return float(self.m.nvmlDeviceGetTemperature(h, self.m.NVML_TEMPERATURE_GPU))
+
+    def temperature_limits(self, h: Any) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for key, const in (
+            ("critical_c", "NVML_TEMPERATURE_THRESHOLD_SHUTDOWN"),
+            ("trip_c", "NVML_TEMPERATURE_THRESHOLD_SLOWDOWN"),
+        ):
+            try:
+                out[key] = float(
+                    self.m.nvmlDeviceGetTemperatureThreshold(h, getattr(self.m, const))
+                )
+            except Exception as e:
+                if not self._is_nvml_error(e):
+                    raise
+        return out
+
+    def clock_hz(self, h: Any, which: str) -> float:
+        const = self.m.NVML_CLOCK_SM if which == "sm" else self.m.NVML_CLOCK_MEM
+        return float(self.m.nvmlDeviceGetClockInfo(h, const)) * 1e6
+
+    def max_clock_hz(self, h: Any, which: str) -> float | None:
+        const = self.m.NVML_CLOCK_SM if which == "sm" else self.m.NVML_CLOCK_MEM
+        try:
+            return float(self.m.nvmlDeviceGetMaxClockInfo(h, const)) * 1e6
+        except Exception as e:
+            if self._is_nvml_error(e):
+                return None
+            raise
+
+    def utilization(self, h: Any) -> tuple[float, float]:
+        u = self.m.nvmlDeviceGetUtilizationRates(h)
+        return float(u.gpu) / 100.0, float(u.memory) / 100.0
+
+    def reasons(self, h: Any) -> int:
+        fn = getattr(self.m, "nvmlDeviceGetCurrentClocksEventReasons", None)
+        if fn is not None:
+            try:
+                return int(fn(h))
+            except Exception as e:
+                # Drivers older than 535 lack the new symbol.
+                if not self._is_nvml_error(e) or not self._function_missing(e):
+                    raise
+        return int(self.m.nvmlDeviceGetCurrentClocksThrottleReasons(h))
+
+    def power_limit_w(self, h: Any) -> float:
+        return float(self.m.nvmlDeviceGetEnforcedPowerLimit(h)) / 1000.0
+
+    def _function_missing(self, e: BaseException) -> bool:
+        return getattr(e, "value", None) == getattr(self.m, "NVML_ERROR_FUNCTION_NOT_FOUND", 13)
+
+
+@dataclass
+class _Probe:
+    """Which metrics one GPU supports (each probed once at discovery)."""
+
+    power_avg: bool = False
+    power_instant: bool = False
+    power_memory: bool = False
+    energy: bool = False
+    temperature: bool = False
+    clocks: bool = False
+    utilization: bool = False
+    reasons: bool = False
+    power_limit: bool = False
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class NvmlSource(Source):
+    """One source per GPU."""
+
+    order: ClassVar[int] = 10
+    adapter: NvmlAdapter | None = None
+    index: int = 0
+    handle: Any = None
+    _owner: bool = False
+
+    @classmethod
+    def discover(cls, ctx: DiscoveryContext) -> list[Source]:
+        try:
+            module = ctx.config.get("nvml_module")
+            if not isinstance(module, ModuleType):
+                module = load_nvml_module(module if isinstance(module, str) else None)
+            adapter = NvmlAdapter(module)
+            count = adapter.init()
+        except NvmlUnavailable as e:
+            return [cls(name="nvml", available=False, reason=str(e))]
+        if count == 0:
+            adapter.shutdown()
+            return [cls(name="nvml", available=False, reason="NVML found no GPU")]
+        out: list[Source] = []
+        for i in range(count):
+            src = cls(name=f"nvml:{i}", adapter=adapter, index=i, _owner=(i == 0))
+            src._setup()
+            out.append(src)
+        if not any(s.available for s in out):
+            adapter.shutdown()
+        return out
+
+    def _setup(self) -> None:
+        a = self.adapter
+        assert a is not None
+        i = self.index
+        self.handle = h = a.handle(i)
+        gpu = a.name(h)
+        probe = _Probe()
+
+        def attempt(key: str, fn: Any) -> Any:
+            try:
+                v = fn()
+            except Exception as e:
+                if not a._is_nvml_error(e):
+                    raise
+                probe.errors[key] = str(e)
+                return None
+            setattr(probe, key, True)
+            return v
+
+        attempt("power_avg", lambda: a.power_avg_w(h))
+        inst = attempt("power_instant", lambda: a.fields(h, [(FI_POWER_INSTANT, SCOPE_GPU)])[0])
+        if inst is None:
+            probe.power_instant = False
+        mem = attempt("power_memory", lambda: a.fields(h, [(FI_POWER_AVERAGE, SCOPE_MEMORY)])[0])
+        if mem is None:
+            probe.power_memory = False
+        attempt("energy", lambda: a.energy_j(h))
+        attempt("temperature", lambda: a.temperature_c(h))
+        attempt("clocks", lambda: a.clock_hz(h, "sm"))
+        attempt("utilization", lambda: a.utilization(h))
+        attempt("reasons", lambda: a.reasons(h))
+        limit = attempt("power_limit", lambda: a.power_limit_w(h))
+
+        supported = [
+            k
+            for k in ("power_avg", "power_instant", "energy", "temperature", "clocks")
+            if getattr(probe, k)
+        ]
+        if not supported:
+            # Jetson Orin: NVML initialises, reports a GPU, and supports none of this.
+            first = next(iter(probe.errors.values()), "not supported")
+            self.available = False
+            self.reason = (
+                f"{gpu}: NVML initialised but power, energy, temperature and clocks are all "
+                f"unsupported ({first}); on Jetson the INA3221 rails measure power instead"
+            )
+            return
+        self.available = True
+        self.reason = f"{gpu}, driver {a.driver()}"
+        src = self.name
+        pfx = f"gpu{i}"
+        note = {"device": gpu}
+
+        fast: list[Channel] = []
+        fast_reads: list[Any] = []
+        if probe.power_avg:
+            fast.append(
+                Channel(
+                    f"{pfx}.power",
+                    f"GPU{i} power (1 s avg)",
+                    src,
+                    "power",
+                    "W",
+                    "gpu",
+                    "average:1s",
+                    POWER_PERIOD_S,
+                    dict(note),
+                )
+            )
+            fast_reads.append("avg")
+        if probe.power_instant:
+            fast.append(
+                Channel(
+                    f"{pfx}.power_instant",
+                    f"GPU{i} power (instant)",
+                    src,
+                    "power",
+                    "W",
+                    "gpu",
+                    "instant",
+                    POWER_PERIOD_S,
+                    {**note, "note": "25 ms window taken every 100 ms on A100/H100"},
+                )
+            )
+            fast_reads.append("inst")
+        if probe.power_memory:
+            fast.append(
+                Channel(
+                    f"{pfx}.power_memory",
+                    f"GPU{i} memory power",
+                    src,
+                    "power",
+                    "W",
+                    "gpu-memory",
+                    "average:1s",
+                    POWER_PERIOD_S,
+                    dict(note),
+                )
+            )
+            fast_reads.append("mem")
+        if fast:
+            field_ids = []
+            if probe.power_instant:
+                field_ids.append((FI_POWER_INSTANT, SCOPE_GPU))
+            if probe.power_memory:
+                field_ids.append((FI_POWER_AVERAGE, SCOPE_MEMORY))
+
+            def read_fast(t_ns: int) -> list[Value]:
+                vals: list[Value] = []
+                fv = a.fields(h, field_ids) if field_ids else []
+                fi = iter(fv)
+                for kind in fast_reads:
+                    if kind == "avg":
+                        vals.append(a.power_avg_w(h))
+                    else:
+                        vals.append(next(fi))
+                return vals
+
+            self.groups.append(ReadGroup(fast, read_fast, POWER_PERIOD_S, cost_s=8e-6))
+
+        if probe.energy:
+            e_ch = Channel(
+                f"{pfx}.energy",
+                f"GPU{i} energy",
+                src,
+                "energy",
+                "J",
+                "gpu",
+                "counter",
+                POWER_PERIOD_S,
+                {**note, "read_every_s": ENERGY_PERIOD_S},
+            )
+            p_ch = Channel(
+                f"{pfx}.power_counter",
+                f"GPU{i} power (from energy counter)",
+                src,
+                "power",
+                "W",
+                "gpu",
+                "derived",
+                ENERGY_PERIOD_S,
+                {**note, "energy_channel": f"{pfx}.energy"},
+            )
+            last: list[float] = []
+
+            def read_energy(t_ns: int) -> list[Value]:
+                e = a.energy_j(h)
+                p: float | None = None
+                if last:
+                    e0, t0 = last
+                    dt = (t_ns - t0) / 1e9
+                    # A window under half the update period may not have moved.
+                    if dt >= POWER_PERIOD_S / 2 and e >= e0:
+                        p = (e - e0) / dt
+                last[:] = [e, float(t_ns)]
+                return [e, p]
+
+            self.groups.append(ReadGroup([e_ch, p_ch], read_energy, ENERGY_PERIOD_S, cost_s=4e-3))
+
+        state: list[Channel] = []
+        state_reads: list[str] = []
+        if probe.temperature:
+            state.append(
+                Channel(
+                    f"{pfx}.temp",
+                    f"GPU{i} temperature",
+                    src,
+                    "temperature",
+                    "°C",
+                    "gpu",
+                    "instant",
+                    STATE_PERIOD_S,
+                    {**note, **a.temperature_limits(h)},
+                )
+            )
+            state_reads.append("temp")
+        if probe.clocks:
+            for which in ("sm", "mem"):
+                mx = a.max_clock_hz(h, which)
+                state.append(
+                    Channel(
+                        f"{pfx}.clock_{which}",
+                        f"GPU{i} {which.upper()} clock",
+                        src,
+                        "frequency",
+                        "Hz",
+                        "gpu",
+                        "instant",
+                        STATE_PERIOD_S,
+                        {**note, **({"max_hz": mx} if mx else {})},
+                    )
+                )
+                state_reads.append(which)
+        if probe.utilization:
+            state.append(
+                Channel(
+                    f"{pfx}.util",
+                    f"GPU{i} utilisation",
+                    src,
+                    "utilization",
+                    "ratio",
+                    "gpu",
+                    "average:1s",
+                    STATE_PERIOD_S,
+                    dict(note),
+                )
+            )
+            state.append(
+                Channel(
+                    f"{pfx}.util_mem",
+                    f"GPU{i} memory utilisation",
+                    src,
+                    "utilization",
+                    "ratio",
+                    "gpu",
+                    "average:1s",
+                    STATE_PERIOD_S,
+                    dict(note),
+                )
+            )
+            state_reads.append("util")
+        if probe.reasons:
+            state.append(
+                Channel(
+                    f"{pfx}.throttle",
+                    f"GPU{i} clocks-event reasons",
+                    src,
+                    "throttle",
+                    "flags",
+                    "gpu",
+                    "instant",
+                    STATE_PERIOD_S,
+                    {**note, "flags": dict(NVML_FLAGS)},
+                )
+            )
+            state_reads.append("reasons")
+        if probe.power_limit and limit is not None:
+            state.append(
+                Channel(
+                    f"{pfx}.power_limit",
+                    f"GPU{i} enforced power limit",
+                    src,
+                    "power",
+                    "W",
+                    "gpu",
+                    "instant",
+                    STATE_PERIOD_S,
+                    {**note, "is_limit": True},
+                )
+            )
+            state_reads.append("limit")
+
+        def read_state(t_ns: int) -> list[Value]:
+            vals: list[Value] = []
+            for k in state_reads:
+                if k == "temp":
+                    vals.append(a.temperature_c(h))
+                elif k in ("sm", "mem"):
+                    vals.append(a.clock_hz(h, k))
+                elif k == "util":
+                    vals.extend(a.utilization(h))
+                elif k == "reasons":
+                    vals.append(a.reasons(h))
+                elif k == "limit":
+                    vals.append(a.power_limit_w(h))
+            return vals
+
+        if state:
+            self.groups.append(ReadGroup(state, read_state, STATE_PERIOD_S, cost_s=2e-5))
+
+    def close(self) -> None:
+        if self._owner and self.adapter is not None:
+            self.adapter.shutdown()

@@ -1,0 +1,169 @@
+"""Intel/AMD RAPL through powercap (``/sys/class/powercap/intel-rapl*``).
+
+Energy comes from ``energy_uj`` counters, unwrapped against
+``max_energy_range_uj``; power is derived from them (ΔE/Δt). Zones are found
+by their ``name`` file (package-N, package-N-die-D, core, uncore, dram, psys),
+never by index; ``intel-rapl`` and ``intel-rapl-mmio`` zones with the same
+name are one domain (MMIO preferred when readable).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from anubis_tui.records import Channel, Value
+from anubis_tui.sources.base import DiscoveryContext, ReadGroup, Source, read_int, unique_dirs
+
+RAPL_PERIOD_S = 0.001  # AMD documents 1 ms; Intel is commonly the same
+ZONE_RE = re.compile(r"^intel-rapl(-mmio)?:\d+(:\d+)?$")
+
+PERMISSION_FIX = (
+    "energy_uj is readable by root only (CVE-2020-8694); to allow it until reboot run "
+    "`sudo chmod a+r /sys/class/powercap/intel-rapl*/energy_uj "
+    "/sys/class/powercap/intel-rapl*/*/energy_uj`, or persist it with a line "
+    "`mode class/powercap/intel-rapl:0/energy_uj = 0444` in /etc/sysfs.conf (sysfsutils)"
+)
+
+
+def zone_scope(name: str) -> str:
+    if name.startswith("package"):
+        return "cpu-package"
+    return {"core": "cpu-core", "uncore": "uncore", "dram": "dram", "psys": "platform"}.get(
+        name, name
+    )
+
+
+@dataclass
+class Zone:
+    path: Path
+    name: str  # qualified: package-0, package-0/core, psys
+    mmio: bool
+    max_range_uj: int | None
+    last_uj: int | None = None
+    last_t: int = 0
+    wraps: int = 0
+
+
+@dataclass
+class RaplSource(Source):
+    order: ClassVar[int] = 20
+    zones: list[Zone] = field(default_factory=list)
+
+    @classmethod
+    def discover(cls, ctx: DiscoveryContext) -> list[Source]:
+        base = ctx.root.path("/sys/class/powercap")
+        if not base.is_dir():
+            return [cls(name="rapl", reason="no /sys/class/powercap (no RAPL, or not exposed)")]
+        candidates: list[Path] = []
+        for p in sorted(base.iterdir()):
+            if ZONE_RE.match(p.name) and p.is_dir():
+                candidates.append(p)
+                candidates.extend(
+                    sorted(c for c in p.iterdir() if ZONE_RE.match(c.name) and c.is_dir())
+                )
+        found: dict[str, Zone] = {}
+        denied: list[str] = []
+        for p in unique_dirs(candidates):
+            name = _read_name(p)
+            if name is None:
+                continue
+            parent = p.name.count(":") == 2
+            if parent:
+                # /sys/class/powercap/intel-rapl:0:0 is a symlink: its zone parent is in devices/.
+                real_parent = p.resolve().parent
+                parent_name = _read_name(real_parent) or real_parent.name
+                name = f"{parent_name}/{name}"
+            mmio = "mmio" in p.name
+            try:
+                first = read_int(p / "energy_uj")
+            except PermissionError:
+                denied.append(name)
+                continue
+            if first is None:
+                continue
+            zone = Zone(p, name, mmio, read_int(p / "max_energy_range_uj"))
+            prev = found.get(name)
+            if prev is None or (mmio and not prev.mmio):
+                found[name] = zone
+        if not found:
+            if denied:
+                return [
+                    cls(name="rapl", reason=f"{', '.join(sorted(set(denied)))}: {PERMISSION_FIX}")
+                ]
+            return [cls(name="rapl", reason="powercap has no readable RAPL zone")]
+        src = cls(name="rapl", available=True, zones=list(found.values()))
+        src.reason = "powercap " + ", ".join(z.name for z in src.zones)
+        if denied:
+            src.reason += f" (not readable: {', '.join(sorted(set(denied)))})"
+        src._build()
+        return [src]
+
+    def _build(self) -> None:
+        chans: list[Channel] = []
+        for z in self.zones:
+            leaf = z.name.split("/")[-1]
+            cid = "rapl." + z.name.replace("/", ".")
+            meta = {"path": str(z.path.name), "provider": "mmio" if z.mmio else "msr"}
+            if leaf == "psys":
+                meta["note"] = "platform power; contains the packages, never summed with them"
+            chans.append(
+                Channel(
+                    f"{cid}.energy",
+                    f"RAPL {z.name} energy",
+                    self.name,
+                    "energy",
+                    "J",
+                    zone_scope(leaf),
+                    "counter",
+                    RAPL_PERIOD_S,
+                    meta,
+                )
+            )
+            chans.append(
+                Channel(
+                    f"{cid}.power",
+                    f"RAPL {z.name} power",
+                    self.name,
+                    "power",
+                    "W",
+                    zone_scope(leaf),
+                    "derived",
+                    RAPL_PERIOD_S,
+                    {**meta, "energy_channel": f"{cid}.energy"},
+                )
+            )
+        self.groups = [ReadGroup(chans, self._read, RAPL_PERIOD_S, cost_s=2e-5)]
+
+    def _read(self, t_ns: int) -> list[Value]:
+        out: list[Value] = []
+        for z in self.zones:
+            uj = read_int(z.path / "energy_uj")
+            if uj is None:
+                out += [None, None]
+                continue
+            power: float | None = None
+            if z.last_uj is not None:
+                delta: int | None = uj - z.last_uj
+                if delta is not None and delta < 0:
+                    if z.max_range_uj:
+                        delta = z.max_range_uj - z.last_uj + uj
+                        z.wraps += 1
+                    else:
+                        delta = None  # counter reset with no known range
+                dt = (t_ns - z.last_t) / 1e9
+                if delta is not None and dt > 0:
+                    power = delta / 1e6 / dt
+            z.last_uj, z.last_t = uj, t_ns
+            total = uj + z.wraps * (z.max_range_uj or 0)
+            out += [total / 1e6, power]
+        return out
+
+
+def _read_name(p: Path) -> str | None:
+    try:
+        return (p / "name").read_text().strip() or None
+    except OSError:
+        return None

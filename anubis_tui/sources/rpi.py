@@ -1,0 +1,185 @@
+"""Raspberry Pi: firmware throttle flags, the rpi_volt under-voltage alarm, Pi 5 PMIC rails.
+
+``get_throttled`` in sysfs is hex without ``0x`` (the kernel prints ``%x``);
+``vcgencmd get_throttled`` prints ``throttled=0x50005`` and is the fallback.
+Bits 0–3 are "now", bits 16–19 the same conditions "since boot" (sticky).
+The firmware refreshes these every 2 s. ``vcgencmd pmic_read_adc`` (Pi 5)
+lists rail currents and voltages with different indices: they are paired by
+rail name. Their sum covers the PMIC's internal rails, not USB peripherals.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from anubis_tui.records import Channel, Value
+from anubis_tui.sources.base import DiscoveryContext, ReadGroup, Source, read_int, read_text
+
+FIRMWARE_PERIOD_S = 2.0
+PMIC_PERIOD_S = 1.0  # one process spawn per read; more would cost the Pi measurable CPU
+RPI_FLAGS = {0x1: "under_voltage", 0x2: "freq_capped", 0x4: "throttled", 0x8: "soft_temp_limit"}
+RPI_STICKY = {
+    0x10000: "under_voltage",
+    0x20000: "freq_capped",
+    0x40000: "throttled",
+    0x80000: "soft_temp_limit",
+}
+PMIC_LINE = re.compile(r"^\s*(\S+)_([AV])\s+(?:current|volt)\(\d+\)=([-+0-9.eE]+|nan)[AV]?\s*$")
+
+
+def parse_get_throttled(text: str) -> int | None:
+    """``50005`` (sysfs) or ``throttled=0x50005`` (vcgencmd) → int."""
+    text = text.strip()
+    if "=" in text:
+        text = text.split("=", 1)[1]
+    try:
+        return int(text, 16)
+    except ValueError:
+        return None
+
+
+def parse_pmic(text: str) -> dict[str, float]:
+    """Rail name → power in W (V × A), pairing currents and voltages by name; NaN skipped."""
+    amps: dict[str, float] = {}
+    volts: dict[str, float] = {}
+    for line in text.splitlines():
+        m = PMIC_LINE.match(line)
+        if not m:
+            continue
+        rail, unit, num = m.groups()
+        v = float(num)
+        if math.isnan(v):
+            continue
+        (amps if unit == "A" else volts)[rail] = v
+    return {r: amps[r] * volts[r] for r in sorted(amps) if r in volts}
+
+
+@dataclass
+class RaspberryPiSource(Source):
+    order: ClassVar[int] = 26
+    throttled_path: Path | None = None
+    vcgencmd: str | None = None
+    volt_alarm: Path | None = None
+    pmic_rails: list[str] = field(default_factory=list)
+
+    @classmethod
+    def discover(cls, ctx: DiscoveryContext) -> list[Source]:
+        src = cls(name="rpi")
+        paths = ctx.root.glob("/sys/devices/platform/soc", "soc:firmware/get_throttled")
+        paths += ctx.root.glob("/sys/devices/platform", "soc@*/*firmware*/get_throttled")
+        src.throttled_path = paths[0] if paths else None
+        model = read_text(ctx.root.path("/proc/device-tree/model")) or ""
+        vc = shutil.which("vcgencmd")
+        if vc and (src.throttled_path is None or "Raspberry Pi" in model):
+            src.vcgencmd = vc
+        for hw in ctx.root.glob("/sys/class/hwmon", "hwmon*"):
+            if read_text(hw / "name") == "rpi_volt" and (hw / "in0_lcrit_alarm").exists():
+                src.volt_alarm = hw / "in0_lcrit_alarm"
+                break
+        chans: list[Channel] = []
+        if src.throttled_path is not None or src.vcgencmd:
+            chans.append(
+                Channel(
+                    "rpi.throttled",
+                    "firmware throttle flags",
+                    src.name,
+                    "throttle",
+                    "flags",
+                    "soc",
+                    "instant",
+                    FIRMWARE_PERIOD_S,
+                    {
+                        "flags": dict(RPI_FLAGS),
+                        "sticky": dict(RPI_STICKY),
+                        "via": "sysfs" if src.throttled_path else "vcgencmd",
+                    },
+                )
+            )
+        if src.volt_alarm is not None:
+            chans.append(
+                Channel(
+                    "rpi.undervoltage",
+                    "rpi_volt under-voltage alarm",
+                    src.name,
+                    "throttle",
+                    "flags",
+                    "board-input",
+                    "instant",
+                    FIRMWARE_PERIOD_S,
+                    {"flags": {0x1: "under_voltage"}},
+                )
+            )
+        if chans:
+            src.groups.append(ReadGroup(chans, src._read_flags, FIRMWARE_PERIOD_S))
+        if src.vcgencmd:
+            rails = parse_pmic(_run(src.vcgencmd, "pmic_read_adc") or "")
+            if rails:
+                src.pmic_rails = list(rails)
+                pchans = [
+                    Channel(
+                        "rpi.pmic.total",
+                        "PMIC rails total",
+                        src.name,
+                        "power",
+                        "W",
+                        "soc",
+                        "derived",
+                        PMIC_PERIOD_S,
+                        {"note": "internal PMIC rails only; excludes USB and the 5 V input"},
+                    )
+                ]
+                pchans += [
+                    Channel(
+                        f"rpi.pmic.{r}",
+                        f"{r} power",
+                        src.name,
+                        "power",
+                        "W",
+                        "soc-rail",
+                        "derived",
+                        PMIC_PERIOD_S,
+                        {"rail": r},
+                    )
+                    for r in src.pmic_rails
+                ]
+                src.groups.append(ReadGroup(pchans, src._read_pmic, PMIC_PERIOD_S, cost_s=5e-3))
+        if not src.groups:
+            return [cls(name="rpi", reason="no Raspberry Pi firmware interface")]
+        src.available = True
+        via = [g.channels[0].id for g in src.groups]
+        src.reason = (model.strip("\x00 ") or "Raspberry Pi") + " (" + ", ".join(via) + ")"
+        return [src]
+
+    def _read_flags(self, t_ns: int) -> list[Value]:
+        out: list[Value] = []
+        if self.throttled_path is not None or self.vcgencmd:
+            text = None
+            if self.throttled_path is not None:
+                text = read_text(self.throttled_path)
+            elif self.vcgencmd:
+                text = _run(self.vcgencmd, "get_throttled")
+            out.append(None if text is None else parse_get_throttled(text))
+        if self.volt_alarm is not None:
+            out.append(read_int(self.volt_alarm))
+        return out
+
+    def _read_pmic(self, t_ns: int) -> list[Value]:
+        assert self.vcgencmd
+        rails = parse_pmic(_run(self.vcgencmd, "pmic_read_adc") or "")
+        vals: list[Value] = [rails.get(r) for r in self.pmic_rails]
+        known = [v for v in vals if v is not None]
+        return [sum(known) if known else None, *vals]
+
+
+def _run(cmd: str, arg: str) -> str | None:
+    try:
+        p = subprocess.run([cmd, arg], capture_output=True, text=True, timeout=2, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return p.stdout if p.returncode == 0 else None

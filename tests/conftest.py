@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures"
+FAKE_NVML = ROOT / "tests" / "fakes" / "nvml_h200.py"
+
+
+@pytest.fixture
+def tree(tmp_path: Path):
+    """Copy a committed fake sysfs tree into tmp_path (so a test may change it) and return it."""
+
+    def make(name: str) -> Path:
+        dest = tmp_path / name
+        shutil.copytree(FIXTURES / name, dest, symlinks=True)
+        return dest
+
+    return make
+
+
+@pytest.fixture
+def fake_nvml(monkeypatch: pytest.MonkeyPatch):
+    """Load the fake pynvml in a given mode; returns the module."""
+
+    def load(mode: str = "trace", cost: bool = False):
+        from anubis_tui.sources.nvml import load_nvml_module
+
+        monkeypatch.setenv("ANUBIS_FAKE_NVML", mode)
+        monkeypatch.setenv("ANUBIS_FAKE_NVML_COST", "1" if cost else "0")
+        return load_nvml_module(str(FAKE_NVML))
+
+    return load
+
+
+def cli_env(tree: str | Path | None = None, **extra: str) -> dict[str, str]:
+    """Environment for running `anubis` in a subprocess against a fake tree, no real NVML."""
+    env = dict(os.environ)
+    env["ANUBIS_NVML_MODULE"] = str(FAKE_NVML)
+    env.setdefault("ANUBIS_FAKE_NVML", "absent")
+    env["ANUBIS_CONFIG"] = "/nonexistent/anubis.toml"
+    if tree is not None:
+        root = FIXTURES / tree if isinstance(tree, str) else tree
+        env["ANUBIS_SYSFS_ROOT"] = str(root)
+        if (root / "bin").is_dir():
+            env["PATH"] = f"{root / 'bin'}:{env['PATH']}"
+    env.update(extra)
+    return env
+
+
+ANUBIS = [sys.executable, "-m", "anubis_tui"]

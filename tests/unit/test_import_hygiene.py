@@ -1,0 +1,31 @@
+"""Only anubis_tui.ui imports textual: the headless modules run without it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+HEADLESS = [
+    "anubis_tui.cli",
+    "anubis_tui.records",
+    "anubis_tui.config",
+    "anubis_tui.sampler",
+    "anubis_tui.sources.registry",
+    "anubis_tui.sources.nvml",
+    "anubis_tui.sources.rapl",
+    "anubis_tui.sources.hwmon",
+    "anubis_tui.sources.jetson",
+    "anubis_tui.sources.rpi",
+    "anubis_tui.inference.commands",
+]
+
+
+def test_headless_modules_do_not_import_textual():
+    code = (
+        "import importlib, sys\n"
+        f"for m in {HEADLESS!r}: importlib.import_module(m)\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('textual', 'rich'))\n"
+        "print(','.join(bad))\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert p.stdout.strip() == ""
