@@ -1,0 +1,197 @@
+"""The parent side of the inference worker.
+
+`WorkerClient` starts the worker process, reads its msgpack records in a
+thread (a partial read is just fed to the unpacker and completed by the
+next), hands each as a record to `emit`, and controls it: pause/resume,
+threads, and stop (a clean stop command, then SIGTERM, then SIGKILL). When
+the record pipe closes without a requested stop, the worker died: an Event
+``worker_died`` carries the exit code or signal and the last log lines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from anubis_tui.inference.worker import Spec
+from anubis_tui.records import Event, Record, RecordError, record_from_plain
+
+MAX_FRAME = 1 << 20  # no single record from the worker is larger
+
+
+def unpacker() -> msgpack.Unpacker:
+    return msgpack.Unpacker(
+        max_buffer_size=4 * MAX_FRAME,
+        max_str_len=MAX_FRAME,
+        max_bin_len=MAX_FRAME,
+        max_array_len=1 << 16,
+        max_map_len=1 << 12,
+        strict_map_key=True,
+    )
+
+
+class WorkerClient:
+    """Runs one worker process and turns its output into records."""
+
+    def __init__(
+        self,
+        spec: Spec,
+        emit: Callable[[Record], None],
+        log_path: Path,
+        python: str = sys.executable,
+        wrapper: list[str] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.emit = emit
+        self.log_path = log_path
+        self.python = python
+        self.wrapper = wrapper or []
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.pid: int | None = None  # the process running inference (may differ under a wrapper)
+        self._stopping = False
+        self._reader: threading.Thread | None = None
+        self.exited = threading.Event()
+        self.returncode: int | None = None
+        self.loaded = threading.Event()
+        self.load_error: str | None = None
+
+    def start(self) -> None:
+        r, w = os.pipe()
+        spec = {**asdict(self.spec), "fd": w}
+        cmd = [*self.wrapper, self.python, "-m", "anubis_tui.inference.worker", json.dumps(spec)]
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
+        try:
+            self.proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.PIPE,
+                stdout=log,
+                stderr=log,
+                pass_fds=(w,),
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+            os.close(w)
+        self.pid = self.proc.pid
+        self._reader = threading.Thread(
+            target=self._read, args=(r,), name="worker-reader", daemon=True
+        )
+        self._reader.start()
+
+    def _send(self, msg: dict[str, Any]) -> bool:
+        if self.proc is None or self.proc.stdin is None:
+            return False
+        try:
+            self.proc.stdin.write(msgpack.packb(msg))
+            self.proc.stdin.flush()
+            return True
+        except (BrokenPipeError, OSError):
+            return False
+
+    def pause(self) -> bool:
+        return self._send({"cmd": "pause"})
+
+    def resume(self) -> bool:
+        return self._send({"cmd": "resume"})
+
+    def set_threads(self, n: int) -> bool:
+        if n <= 0:
+            raise ValueError("threads must be positive")
+        return self._send({"cmd": "threads", "n": n})
+
+    def stop(self, timeout: float = 5.0) -> int | None:
+        """Stop cleanly; escalate to SIGTERM, then SIGKILL. Returns the exit code."""
+        self._stopping = True
+        if self.proc is None:
+            return None
+        self._send({"cmd": "stop"})
+        for sig in (None, signal.SIGTERM, signal.SIGKILL):
+            if sig is not None and self.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        if self._reader is not None:
+            self._reader.join(timeout)
+        if self.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+        return self.proc.returncode
+
+    def log_tail(self, lines: int = 10) -> list[str]:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(max(0, f.seek(0, 2) - 8192))
+                text = f.read().decode(errors="replace")
+        except OSError:
+            return []
+        return [ln for ln in text.splitlines() if ln.strip()][-lines:]
+
+    def _read(self, fd: int) -> None:
+        u = unpacker()
+        with os.fdopen(fd, "rb", buffering=0) as pipe:
+            while True:
+                try:
+                    chunk = pipe.read(65536)
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    break
+                u.feed(chunk)
+                try:
+                    for obj in u:
+                        self._handle(obj)
+                except (
+                    ValueError,
+                    msgpack.ExtraData,
+                    msgpack.FormatError,
+                    msgpack.StackError,
+                ) as e:
+                    self.emit(Event(self._now(), "error", {"reason": f"worker stream: {e}"}))
+                    u = unpacker()
+        assert self.proc is not None
+        rc = self.proc.wait()
+        self.returncode = rc
+        if not self._stopping:
+            payload: dict[str, Any] = {"returncode": rc, "log_tail": self.log_tail()}
+            if rc < 0:
+                payload["signal"] = signal.Signals(-rc).name
+            if self.load_error:
+                payload["reason"] = self.load_error
+            self.emit(Event(self._now(), "worker_died", payload))
+        self.exited.set()
+        self.loaded.set()  # nobody waits forever on a worker that is gone
+
+    def _handle(self, obj: Any) -> None:
+        try:
+            rec = record_from_plain(obj)
+        except RecordError as e:
+            self.emit(Event(self._now(), "error", {"reason": f"worker sent a bad record: {e}"}))
+            return
+        if isinstance(rec, Event):
+            if rec.kind == "model_loaded":
+                self.pid = rec.payload.get("pid", self.pid)
+                self.loaded.set()
+            elif rec.kind == "error" and rec.payload.get("stage") == "load":
+                self.load_error = str(rec.payload.get("reason"))
+                self.loaded.set()
+        self.emit(rec)
+
+    def _now(self) -> int:
+        return time.monotonic_ns() - self.spec.t0_ns

@@ -1,0 +1,319 @@
+"""The inference worker: ``python -m anubis_tui.inference.worker SPEC_JSON``.
+
+Runs llama-cpp-python on a scripted workload until told to stop, and streams
+records to the parent as msgpack on the file descriptor named in the spec:
+Tokens (batched every `batch_s`, never one record per token) and Events
+(``model_loaded``, ``request_start``, ``request_end``, ``threads``,
+``paused``, ``resumed``, ``error``, ``worker_stopped``). Stamps are
+CLOCK_MONOTONIC nanoseconds minus the session start the parent passes in,
+so they line up with the sampler's. Commands arrive on stdin as msgpack maps:
+``{"cmd": "pause" | "resume" | "stop" | "threads", "n": int}``.
+
+Token accounting: each request's prompt is one ``prompt`` Tokens record
+stamped when the first token comes out (so TTFT = its t − request start);
+every generated token, the first included, is a ``decode`` token stamped when
+it is yielded. Decode tok/s is (tokens − 1) / (last − first stamp).
+
+llama.cpp's log goes to this process's stderr, which the parent points at a
+log file: nothing reaches the terminal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+PR_SET_PTRACER = 0x59616D61
+EXIT_LOAD_FAILED = 3
+
+
+@dataclass
+class Spec:
+    """What the worker runs; the parent serialises it as JSON on argv."""
+
+    model: str
+    t0_ns: int
+    fd: int
+    prompts: list[str] = field(default_factory=list)
+    threads: int | None = None
+    gpu_layers: int = 0
+    n_ctx: int = 1024
+    max_tokens: int = 128
+    seed: int = 1
+    flash_attn: bool = False
+    extra_bufts: bool | None = None  # None: off where the CPU has AMX (see design.md)
+    batch_s: float = 0.05
+    max_requests: int | None = None
+
+
+BUILTIN_PROMPTS = [
+    "Explain how a heat pump moves heat from a cold place to a warm one.",
+    "Write a short story about a lighthouse keeper who finds a message in a bottle.",
+    "List five ways to make a small Python program run faster, with one sentence each.",
+    "What causes the seasons on Earth? Answer for a curious ten-year-old.",
+    "Describe the water cycle in four steps.",
+    "Write a haiku about a graphics card that runs too hot.",
+    "Compare trains and planes for a 500 km trip in terms of energy use.",
+    "Summarise the rules of chess in one paragraph.",
+]
+
+
+def chat(prompt: str) -> str:
+    """Gemma's chat turn format, so the model answers instead of echoing."""
+    return f"<start_of_turn>user\n{prompt}<end_of_turn>\n<start_of_turn>model\n"
+
+
+def cpu_has_amx() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return "amx_tile" in line.split()
+    except OSError:
+        pass
+    return False
+
+
+class Sender:
+    """Packs records onto the pipe; one write per record batch."""
+
+    def __init__(self, fd: int, t0_ns: int) -> None:
+        self.fd = fd
+        self.t0 = t0_ns
+        self.packer = msgpack.Packer()
+        self.lock = threading.Lock()
+
+    def now(self) -> int:
+        return time.monotonic_ns() - self.t0
+
+    def send(self, *records: list[Any]) -> None:
+        data = b"".join(self.packer.pack(r) for r in records)
+        with self.lock:
+            view = memoryview(data)
+            while view:
+                n = os.write(self.fd, view)
+                view = view[n:]
+
+    def event(self, kind: str, **payload: Any) -> None:
+        self.send([3, self.now(), kind, payload])
+
+
+class Control:
+    """Reads commands from stdin in a thread; the generation loop polls the flags."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.paused = threading.Event()
+        self.resume = threading.Event()
+        self.threads: int | None = None
+        threading.Thread(target=self._run, name="control", daemon=True).start()
+
+    def _run(self) -> None:
+        unpacker = msgpack.Unpacker()
+        while True:
+            try:
+                chunk = os.read(0, 4096)
+            except OSError:
+                chunk = b""
+            if not chunk:  # the parent went away: stop
+                self.stop.set()
+                self.resume.set()
+                return
+            unpacker.feed(chunk)
+            for msg in unpacker:
+                if not isinstance(msg, dict):
+                    continue
+                cmd = msg.get("cmd")
+                if cmd == "stop":
+                    self.stop.set()
+                    self.resume.set()
+                elif cmd == "pause":
+                    self.resume.clear()
+                    self.paused.set()
+                elif cmd == "resume":
+                    self.paused.clear()
+                    self.resume.set()
+                elif cmd == "threads" and isinstance(msg.get("n"), int) and msg["n"] > 0:
+                    self.threads = msg["n"]
+
+
+def allow_parent_ptrace() -> None:
+    """Under Yama ptrace_scope=1 let the parent's descendants (py-spy) attach; EINVAL elsewhere."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PTRACER, os.getppid(), 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+_LOG_CALLBACK: list[Any] = []  # the ctypes callback must outlive every llama object
+GGML_LOG_LEVEL_DEBUG = 1
+
+
+def quiet_llama(llama_cpp: Any) -> Any:
+    """Send llama.cpp's log (no debug lines) to stderr, which the parent points at a log file."""
+
+    @llama_cpp.llama_log_callback
+    def log(level: int, text: bytes, user_data: Any) -> None:
+        if level == GGML_LOG_LEVEL_DEBUG:
+            return
+        with contextlib.suppress(OSError):
+            os.write(2, text)
+
+    _LOG_CALLBACK.append(log)
+    llama_cpp.llama_log_set(log, ctypes.c_void_p(0))
+    return log
+
+
+def load(spec: Spec, sender: Sender) -> Any:
+    import llama_cpp
+    import llama_cpp.llama as llama_mod
+
+    quiet_llama(llama_cpp)
+    extra = spec.extra_bufts if spec.extra_bufts is not None else not cpu_has_amx()
+    if not extra:
+        # ggml's AMX/repack buffers crash in decode on AMX CPUs in some VMs (seen here).
+        orig = llama_cpp.llama_model_default_params
+
+        def params() -> Any:
+            p = orig()
+            p.use_extra_bufts = False
+            return p
+
+        llama_mod.llama_cpp.llama_model_default_params = params
+    t = time.perf_counter()
+    llm = llama_cpp.Llama(
+        model_path=spec.model,
+        n_ctx=spec.n_ctx,
+        n_threads=spec.threads,
+        n_gpu_layers=spec.gpu_layers,
+        seed=spec.seed,
+        flash_attn=spec.flash_attn,
+        verbose=False,
+    )
+    sender.event(
+        "model_loaded",
+        load_s=time.perf_counter() - t,
+        threads=llm.n_threads if hasattr(llm, "n_threads") else spec.threads,
+        gpu_layers=spec.gpu_layers,
+        extra_bufts=extra,
+        system_info=llama_cpp.llama_print_system_info().decode(errors="replace").strip(),
+        pid=os.getpid(),
+    )
+    return llm
+
+
+def run(spec: Spec) -> int:
+    allow_parent_ptrace()
+    sender = Sender(spec.fd, spec.t0_ns)
+    sender.event("worker_started", pid=os.getpid())
+    control = Control()
+    try:
+        llm = load(spec, sender)
+    except Exception as e:  # the parent turns this into one line for the user
+        sender.event("error", stage="load", reason=f"{type(e).__name__}: {e}")
+        return EXIT_LOAD_FAILED
+    import llama_cpp
+
+    ctx = llm._ctx.ctx
+    prompts = spec.prompts or BUILTIN_PROMPTS
+    eos = llm.token_eos()
+    request = 0
+    batch = spec.batch_s * 1e9
+    while not control.stop.is_set():
+        if spec.max_requests is not None and request >= spec.max_requests:
+            break
+        if control.paused.is_set():
+            sender.event("paused")
+            control.resume.wait()
+            if control.stop.is_set():
+                break
+            sender.event("resumed")
+        if control.threads is not None:
+            n, control.threads = control.threads, None
+            llama_cpp.llama_set_n_threads(ctx, n, n)
+            sender.event("threads", n=n)
+        prompt = prompts[request % len(prompts)]
+        request += 1
+        t_start = sender.now()
+        sender.event("request_start", request=request)
+        tokens = llm.tokenize(chat(prompt).encode(), add_bos=True, special=True)
+        llm.reset()
+        llama_cpp.llama_perf_context_reset(ctx)
+        generated = 0
+        pending = 0
+        t_first_pending = 0
+        t_first_token = 0
+        t_last = 0
+        stopped = ""
+        for tok in llm.generate(tokens, temp=0.0, reset=True):
+            now = sender.now()
+            if generated == 0:
+                t_first_token = now
+                sender.send([2, now, len(tokens), "prompt", request, t_start])
+            generated += 1
+            t_last = now
+            if pending == 0:
+                t_first_pending = now
+            pending += 1
+            if tok == eos:
+                stopped = "eos"
+            elif generated >= spec.max_tokens:
+                stopped = "length"
+            elif control.stop.is_set():
+                stopped = "stop"
+            elif control.paused.is_set():
+                stopped = "pause"
+            if now - t_first_pending >= batch or stopped:
+                sender.send([2, now, pending, "decode", request, t_first_pending])
+                pending = 0
+            if stopped:
+                break
+            if control.threads is not None:
+                n, control.threads = control.threads, None
+                llama_cpp.llama_set_n_threads(ctx, n, n)
+                sender.event("threads", n=n)
+        perf = llama_cpp.llama_perf_context(ctx)
+        sender.event(
+            "request_end",
+            request=request,
+            prompt_tokens=len(tokens),
+            generated=generated,
+            stop=stopped or "end",
+            ttft_ns=(t_first_token - t_start) if generated else None,
+            decode_ns=(t_last - t_first_token) if generated > 1 else None,
+            llama={
+                "n_p_eval": perf.n_p_eval,
+                "t_p_eval_ms": perf.t_p_eval_ms,
+                "n_eval": perf.n_eval,
+                "t_eval_ms": perf.t_eval_ms,
+            },
+        )
+    llm.close()  # free native state while the log callback is still alive
+    sender.event("worker_stopped", requests=request)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m anubis_tui.inference.worker SPEC_JSON", file=sys.stderr)
+        return 2
+    spec = Spec(**json.loads(argv[0]))
+    # SIGINT belongs to the parent's terminal session; the parent stops us with a command.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return run(spec)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

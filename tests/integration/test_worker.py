@@ -1,0 +1,226 @@
+"""The real worker on the real default model (small token counts to keep CI fast)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import msgpack
+import pytest
+
+from anubis_tui.inference.client import WorkerClient, unpacker
+from anubis_tui.inference.models import ModelError, default_model, read_gguf, resolve_model
+from anubis_tui.inference.worker import Spec
+from anubis_tui.inference.workload import TokenStats, WorkloadError, load_prompts
+from anubis_tui.records import Event, Tokens, record_from_plain
+from tests.conftest import ANUBIS, cli_env
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def model() -> str:
+    return str(default_model())
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.records: list = []
+        self.cond = threading.Condition()
+
+    def __call__(self, rec) -> None:
+        with self.cond:
+            self.records.append(rec)
+            self.cond.notify_all()
+
+    def wait_for(self, pred, timeout: float = 60.0):
+        end = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for r in self.records:
+                    if pred(r):
+                        return r
+                left = end - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"timed out; last records: {self.records[-5:]}")
+                self.cond.wait(left)
+
+    def events(self, kind: str) -> list[Event]:
+        with self.cond:
+            return [r for r in self.records if isinstance(r, Event) and r.kind == kind]
+
+
+def start(model: str, tmp_path: Path, **kw) -> tuple[WorkerClient, Collector]:
+    c = Collector()
+    spec = Spec(model=model, t0_ns=time.monotonic_ns(), fd=-1, threads=2, **kw)
+    client = WorkerClient(spec, c, tmp_path / "worker.log")
+    client.start()
+    return client, c
+
+
+def test_token_counts_and_stamps_are_consistent_with_llama_timers(model, tmp_path):
+    client, c = start(model, tmp_path, max_tokens=48, max_requests=3)
+    c.wait_for(lambda r: isinstance(r, Event) and r.kind == "worker_stopped", 120)
+    client.stop()
+    toks = [r for r in c.records if isinstance(r, Tokens)]
+    stamps = [r.t for r in c.records if hasattr(r, "t")]
+    assert stamps == sorted(stamps), "records arrive in time order"
+    ends = c.events("request_end")
+    assert len(ends) == 3
+    for e in ends:
+        rid = e.payload["request"]
+        decode = sum(t.count for t in toks if t.request == rid and t.phase == "decode")
+        prompt = [t for t in toks if t.request == rid and t.phase == "prompt"]
+        assert decode == e.payload["generated"] > 1
+        assert len(prompt) == 1 and prompt[0].count == e.payload["prompt_tokens"]
+        assert all(t.t_first <= t.t for t in toks)
+        # llama.cpp evaluates every generated token but the last
+        assert e.payload["llama"]["n_eval"] == e.payload["generated"] - 1
+    stats = TokenStats()
+    for r in c.records:
+        stats.add(r)
+    assert stats.decode_tps is not None and stats.llama_decode_tps is not None
+    assert stats.decode_tps == pytest.approx(stats.llama_decode_tps, rel=0.05)
+    # batching: far fewer decode records than tokens
+    assert len([t for t in toks if t.phase == "decode"]) < stats.generated / 2
+    assert not Path(tmp_path / "worker.log").read_text().count("Traceback")
+
+
+def test_sigkill_is_detected_within_a_second(model, tmp_path):
+    client, c = start(model, tmp_path, max_tokens=64)
+    c.wait_for(lambda r: isinstance(r, Tokens))
+    t = time.monotonic()
+    os.kill(client.proc.pid, signal.SIGKILL)
+    died = c.wait_for(lambda r: isinstance(r, Event) and r.kind == "worker_died", 5)
+    assert time.monotonic() - t < 1.0
+    assert died.payload["signal"] == "SIGKILL" and died.payload["returncode"] == -9
+    client.stop()
+
+
+def test_pause_stops_tokens_and_resume_restarts_them(model, tmp_path):
+    client, c = start(model, tmp_path, max_tokens=64)
+    c.wait_for(lambda r: isinstance(r, Tokens) and r.phase == "decode")
+    assert client.pause()
+    c.wait_for(lambda r: isinstance(r, Event) and r.kind == "paused", 30)
+    n = len(c.records)
+    time.sleep(1.0)
+    assert not [r for r in c.records[n:] if isinstance(r, Tokens)]
+    assert client.resume()
+    resumed = c.wait_for(lambda r: isinstance(r, Event) and r.kind == "resumed", 10)
+    c.wait_for(lambda r: isinstance(r, Tokens) and r.t > resumed.t, 30)
+    assert client.set_threads(1)
+    c.wait_for(lambda r: isinstance(r, Event) and r.kind == "threads" and r.payload["n"] == 1)
+    assert client.stop() == 0
+    assert c.events("worker_died") == []
+
+
+def test_pipe_protocol_survives_partial_reads():
+    recs = [
+        Tokens(10, 5, "decode", 1, 3),
+        Event(11, "request_end", {"generated": 5}),
+        Tokens(12, 7, "prompt", 2, 11),
+    ]
+    data = b"".join(msgpack.packb(r.to_plain()) for r in recs)
+    u = unpacker()
+    got = []
+    for i in range(len(data)):
+        u.feed(data[i : i + 1])
+        got.extend(record_from_plain(o) for o in u)
+    assert got == recs
+
+
+def test_bad_model_files_are_clear_errors(tmp_path):
+    with pytest.raises(ModelError, match="not found"):
+        resolve_model(str(tmp_path / "missing.gguf"))
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"PK\x03\x04" + b"\0" * 100)
+    with pytest.raises(ModelError, match="not a GGUF"):
+        read_gguf(junk)
+    whole = Path(default_model()).read_bytes()
+    for cut in (30, 5000, len(whole) // 2):
+        t = tmp_path / f"cut{cut}.gguf"
+        t.write_bytes(whole[:cut])
+        with pytest.raises(ModelError, match="truncated"):
+            read_gguf(t)
+
+
+def test_default_model_facts():
+    f = read_gguf(default_model())
+    assert f.architecture == "gemma3" and f.quantization == "Q4_K_M"
+    assert 260e6 < f.parameters < 280e6 and f.layers == 18 and f.context_length == 32768
+
+
+def test_prompt_file_forms(tmp_path):
+    p = tmp_path / "p.txt"
+    p.write_text('first prompt\n\n{"prompt": "second"}\n')
+    assert load_prompts(str(p)) == ["first prompt", "second"]
+    p.write_text('{"text": 1}\n')
+    with pytest.raises(WorkloadError, match="prompt"):
+        load_prompts(str(p))
+    with pytest.raises(WorkloadError, match="cannot read"):
+        load_prompts(str(tmp_path / "none.txt"))
+
+
+@pytest.mark.parametrize(
+    ("args", "msg"),
+    [
+        (["--model", "/nonexistent.gguf"], "model file not found"),
+        (["--threads", "0"], "must be a positive integer"),
+        (["--threads", "-3"], "must be a positive integer"),
+        (["--prompt-file", "/nonexistent.txt"], "cannot read prompt file"),
+        (["--model", "README.md"], "not a GGUF file"),
+    ],
+)
+def test_bench_bad_input_is_one_line(args, msg):
+    p = subprocess.run(
+        [*ANUBIS, "bench", "--duration", "1", *args],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=60,
+        check=False,
+    )
+    assert p.returncode == 2
+    assert msg in p.stderr and p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
+
+
+def test_bench_json(model):
+    p = subprocess.run(
+        [*ANUBIS, "bench", "--duration", "4", "--json", "--threads", "2", "--max-tokens", "32"],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=120,
+        check=False,
+    )
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)
+    for k in ("decode_tps", "prompt_tps", "ttft_s", "tokens_generated", "threads", "model"):
+        assert k in d
+    assert d["tokens_generated"] > 10 and d["decode_tps"] > 1 and d["threads"] == 2
+    assert d["model"]["quantization"] == "Q4_K_M"
+    assert d["decode_tps"] == pytest.approx(d["llama"]["decode_tps"], rel=0.1)
+
+
+def test_out_of_memory_at_load_is_one_line():
+    import resource
+
+    def limit() -> None:  # 700 MB of address space: python runs, the model's context does not
+        resource.setrlimit(resource.RLIMIT_AS, (700_000_000, 700_000_000))
+
+    p = subprocess.run(
+        [*ANUBIS, "bench", "--duration", "2"],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=120,
+        check=False,
+        preexec_fn=limit,
+    )
+    assert p.returncode == 2
+    assert p.stderr.startswith("anubis: model failed to load") and p.stderr.count("\n") == 1
