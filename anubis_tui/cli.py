@@ -56,8 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--watch", action="store_true", help="refresh every second until Ctrl-C")
 
     from anubis_tui.inference import commands as inference_commands
+    from anubis_tui.recording import commands as recording_commands
 
     inference_commands.add_parsers(sub, _positive_int, _positive_float)
+    recording_commands.add_parsers(sub, _positive_int, _positive_float)
     return p
 
 
@@ -69,10 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             parser.print_help()
             return 0
-        from anubis_tui.inference import commands as inference_commands
-
-        handler = HANDLERS.get(args.command) or inference_commands.HANDLERS[args.command]
-        return handler(args, config)
+        return command_handlers()[args.command](args, config)
     except (CliError, ConfigError) as e:
         print(f"anubis: {e}", file=sys.stderr)
         return 2
@@ -196,4 +195,8 @@ def cmd_sensors(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-HANDLERS: dict[str, Callable[[argparse.Namespace, Config], int]] = {"sensors": cmd_sensors}
+def command_handlers() -> dict[str, Callable[[argparse.Namespace, Config], int]]:
+    from anubis_tui.inference import commands as inference_commands
+    from anubis_tui.recording import commands as recording_commands
+
+    return {"sensors": cmd_sensors, **inference_commands.HANDLERS, **recording_commands.HANDLERS}

@@ -1,0 +1,76 @@
+"""Segments (intervals with one profiler setting) and their deltas against a baseline.
+
+A segment starts at every profiler Event (``profiler_on``, ``profiler_off``,
+``profiler_rate``, ``profiler_ready``); the setting it runs under is
+(profiler, rate). Baseline segments are those with no profiler. Each other
+segment is compared with the nearest baseline segment in time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from anubis_tui.analysis.windows import Window, window
+from anubis_tui.recording.reader import Recording
+
+PROFILER_EVENTS = ("profiler_on", "profiler_off", "profiler_rate", "profiler_ready")
+MIN_SECONDS = 3.0
+MIN_TOKENS = 50
+
+
+@dataclass
+class Segment:
+    profiler: str | None
+    rate_hz: float | None
+    window: Window
+    delta: dict[str, float | None]
+    enough_data: bool
+
+    @property
+    def baseline(self) -> bool:
+        return self.profiler is None
+
+
+def segments(rec: Recording, end_ns: int | None = None) -> list[Segment]:
+    end = end_ns if end_ns is not None else int(rec.duration_s * 1e9)
+    cuts: list[tuple[int, str | None, float | None]] = [(0, None, None)]
+    for e in rec.events:
+        if e.kind not in PROFILER_EVENTS:
+            continue
+        prof = e.payload.get("profiler")
+        rate = e.payload.get("rate_hz")
+        if e.kind == "profiler_off":
+            prof, rate = (e.payload.get("ready"), None) if e.payload.get("ready") else (None, None)
+        cuts.append((e.t, prof, float(rate) if rate is not None else None))
+    segs: list[Segment] = []
+    for i, (t, prof, rate) in enumerate(cuts):
+        t_end = cuts[i + 1][0] if i + 1 < len(cuts) else end
+        if t_end <= t:
+            continue
+        w = window(rec, t, t_end)
+        enough = (w.end_s - w.start_s) >= MIN_SECONDS and w.decode_tokens >= MIN_TOKENS
+        segs.append(Segment(prof, rate, w, {}, enough))
+    base = [s for s in segs if s.baseline and s.enough_data] or [s for s in segs if s.baseline]
+    for s in segs:
+        if s.baseline or not base:
+            continue
+        mid = (s.window.start_s + s.window.end_s) / 2
+        b = min(base, key=lambda x: abs((x.window.start_s + x.window.end_s) / 2 - mid))
+        s.delta = deltas(s.window, b.window)
+    return segs
+
+
+def deltas(w: Window, b: Window) -> dict[str, float | None]:
+    def pct(x: float | None, y: float | None) -> float | None:
+        return None if x is None or not y else 100.0 * (x - y) / y
+
+    def diff(x: float | None, y: float | None) -> float | None:
+        return None if x is None or y is None else x - y
+
+    return {
+        "decode_tps_pct": pct(w.decode_tps, b.decode_tps),
+        "power_w": diff(w.power_w, b.power_w),
+        "j_per_token_pct": pct(w.j_per_token, b.j_per_token),
+        "temp_max_c": diff(w.temp_max_c, b.temp_max_c),
+        "baseline_start_s": b.start_s,
+    }

@@ -1,0 +1,175 @@
+"""`anubis report`: the summary of a recording, as a dict with stable keys and as text."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+import numpy as np
+
+from anubis_tui.analysis.overhead import segments
+from anubis_tui.analysis.windows import window
+from anubis_tui.recording.reader import Recording
+
+
+def _col_stats(rec: Recording, cid: str) -> tuple[float | None, float | None]:
+    col = rec.column(cid)
+    if col is None:
+        return None, None
+    v = col[~np.isnan(col)]
+    return (float(v.mean()), float(v.max())) if len(v) else (None, None)
+
+
+def report(rec: Recording) -> dict[str, Any]:
+    end = int(rec.duration_s * 1e9)
+    whole = window(rec, 0, end + 1)
+    ends = [e for e in rec.events if e.kind == "request_end"]
+    ttfts = [e.payload["ttft_ns"] / 1e9 for e in ends if e.payload.get("ttft_ns")]
+    prompt_ns = sum(e.payload["ttft_ns"] for e in ends if e.payload.get("ttft_ns"))
+    prompt_tok = sum(
+        int(e.payload.get("prompt_tokens") or 0) for e in ends if e.payload.get("ttft_ns")
+    )
+    energy_ch = next((c for c in rec.channels if c.id == "system.energy"), None)
+    power_ch = next((c for c in rec.channels if c.id == "system.power"), None)
+    by_scope: dict[str, dict[str, Any]] = {}
+    for c in rec.channels:
+        if c.kind == "power" and not c.meta.get("is_limit"):
+            mean, mx = _col_stats(rec, c.id)
+            if mean is not None:
+                by_scope[c.id] = {
+                    "mean": mean,
+                    "max": mx,
+                    "scope": c.scope,
+                    "method": c.method,
+                }
+    temps = {}
+    for c in rec.channels:
+        if c.kind == "temperature":
+            _, mx = _col_stats(rec, c.id)
+            if mx is not None:
+                temps[c.id] = mx
+    p_mean, p_max = _col_stats(rec, "system.power")
+    rate_mean, _ = _col_stats(rec, "anubis.sampler.rate")
+    _, jit_max = _col_stats(rec, "anubis.sampler.jitter_p99")
+    cpu_mean, _ = _col_stats(rec, "anubis.sampler.cpu")
+    self_cpu, _ = _col_stats(rec, "proc.self.cpu")
+    segs = []
+    for s in segments(rec, end + 1):
+        w = s.window
+        segs.append(
+            {
+                "profiler": s.profiler,
+                "rate_hz": s.rate_hz,
+                "start_s": w.start_s,
+                "end_s": w.end_s,
+                "decode_tps": w.decode_tps,
+                "decode_tokens": w.decode_tokens,
+                "power_w": w.power_w,
+                "power_std_w": w.power_std_w,
+                "j_per_token": w.j_per_token,
+                "temp_max_c": w.temp_max_c,
+                "throttle_share": w.throttle_share,
+                "enough_data": s.enough_data,
+                "delta": s.delta or None,
+            }
+        )
+    return {
+        "duration_s": rec.duration_s,
+        "host": rec.header.host.get("hostname"),
+        "created_utc": rec.header.created_utc,
+        "model": rec.header.model.get("name"),
+        "tokens": {
+            "generated": int(rec.tok_count[rec.tok_decode].sum()),
+            "prompt": int(rec.tok_count[~rec.tok_decode].sum()),
+            "requests": len(ends),
+            "decode_tps": whole.decode_tps,
+            "prompt_tps": (prompt_tok / (prompt_ns / 1e9)) if prompt_ns else None,
+            "ttft_s": statistics.median(ttfts) if ttfts else None,
+        },
+        "energy": {
+            "joules": whole.energy_j,
+            "j_per_token": whole.j_per_token,
+            "method": energy_ch.method if energy_ch else None,
+            "scope": energy_ch.scope if energy_ch else None,
+            "integration": energy_ch.meta.get("integration") if energy_ch else None,
+            "system_power": power_ch.meta.get("reason") if power_ch else None,
+        },
+        "power_w": {"mean": p_mean, "max": p_max, "channels": by_scope},
+        "temperature_c": {"max": max(temps.values()) if temps else None, "channels": temps},
+        "throttle": {"share": whole.throttle_share},
+        "sampler": {
+            "rate_hz": rate_mean,
+            "jitter_p99_s": jit_max,
+            "cpu_ratio": cpu_mean,
+            "anubis_cpu_ratio": self_cpu,
+        },
+        "segments": segs,
+        "recovery": {
+            "truncated": rec.recovery.truncated,
+            "records": rec.recovery.records,
+            "stopped_at": rec.recovery.stopped_at,
+            "reason": rec.recovery.reason,
+        },
+    }
+
+
+def _f(v: float | None, fmt: str = ".1f", unit: str = "") -> str:
+    return "—" if v is None else f"{v:{fmt}}{unit}"
+
+
+def render(r: dict[str, Any]) -> str:
+    t, e = r["tokens"], r["energy"]
+    lines = [
+        f"recording  {r['created_utc']} on {r['host']}, {r['duration_s']:.1f} s, "
+        f"model {r['model'] or '—'}",
+        f"tokens     {t['generated']} generated in {t['requests']} requests; decode "
+        f"{_f(t['decode_tps'])} tok/s, prompt {_f(t['prompt_tps'])} tok/s, TTFT "
+        f"{_f(t['ttft_s'] and t['ttft_s'] * 1e3)} ms",
+        f"energy     {_f(e['joules'], '.2f', ' J')}, {_f(e['j_per_token'], '.4f', ' J/token')} "
+        f"[{e['method']}{', ' + e['integration'] if e['integration'] else ''}]"
+        f"{'  (ESTIMATED)' if e['method'] == 'estimated' else ''}",
+        f"           system power: {e['system_power'] or '—'}",
+        f"power      mean {_f(r['power_w']['mean'], '.1f', ' W')}, max "
+        f"{_f(r['power_w']['max'], '.1f', ' W')}",
+    ]
+    for cid, d in r["power_w"]["channels"].items():
+        lines.append(
+            f"             {cid:<30} mean {d['mean']:8.2f} W  max {d['max']:8.2f} W  "
+            f"[{d['method']}, {d['scope']}]"
+        )
+    lines.append(f"heat       max {_f(r['temperature_c']['max'], '.1f', ' °C')}")
+    share = r["throttle"]["share"]
+    lines.append(
+        "throttle   " + (", ".join(f"{k} {v:.0%}" for k, v in share.items() if v) or "none active")
+    )
+    s = r["sampler"]
+    lines.append(
+        f"sampler    {_f(s['rate_hz'])} Hz, p99 lateness "
+        f"{_f(s['jitter_p99_s'] and s['jitter_p99_s'] * 1e3, '.2f', ' ms')}, CPU "
+        f"{_f(s['cpu_ratio'] and s['cpu_ratio'] * 100, '.2f', ' %')} of a core"
+    )
+    if r["recovery"]["truncated"]:
+        lines.append(
+            f"recovery   cut file: {r['recovery']['records']} records read, stopped "
+            f"at byte {r['recovery']['stopped_at']} ({r['recovery']['reason']})"
+        )
+    lines.append("")
+    lines.append(
+        f"{'segment':<18} {'start':>7} {'end':>7} {'tok/s':>7} {'W':>7} {'J/tok':>8} "
+        f"{'Δtok/s':>8} {'ΔW':>7} {'ΔJ/tok':>8} {'Δ°C':>5}"
+    )
+    for g in r["segments"]:
+        name = (
+            "baseline"
+            if g["profiler"] is None
+            else (f"{g['profiler']}@{g['rate_hz']:g}" if g["rate_hz"] else g["profiler"])
+        )
+        d = g["delta"] or {}
+        lines.append(
+            f"{name:<18} {g['start_s']:>7.1f} {g['end_s']:>7.1f} {_f(g['decode_tps']):>7} "
+            f"{_f(g['power_w']):>7} {_f(g['j_per_token'], '.4f'):>8} "
+            f"{_f(d.get('decode_tps_pct'), '+.1f', '%'):>8} {_f(d.get('power_w'), '+.1f'):>7} "
+            f"{_f(d.get('j_per_token_pct'), '+.1f', '%'):>8} {_f(d.get('temp_max_c'), '+.0f'):>5}"
+            + ("" if g["enough_data"] else "  (too little data)")
+        )
+    return "\n".join(lines)

@@ -1,0 +1,77 @@
+"""The recording format: a msgpack stream of records (see docs/recording-format.md).
+
+A file is the plain forms of `anubis_tui.records` one after another: a
+Header first, then Sample, Tokens, Event and ChannelsAdded records in time
+order, then a Footer on clean close. No framing beyond msgpack's own, so a
+file cut anywhere still yields every record before the cut.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import msgpack
+
+from anubis_tui import __version__
+from anubis_tui.records import Channel, Header, Record
+
+FORMAT_NAME = "anubis-recording"
+SCHEMA = (1, 0)
+"""Major bumps break readers; minor bumps only add fields or record kinds readers may skip."""
+
+# Limits for readers: no single object in a recording comes near them.
+MAX_STR = 1 << 20
+MAX_ARRAY = 1 << 16
+MAX_MAP = 1 << 14
+MAX_BUFFER = 16 << 20
+
+
+def packer() -> msgpack.Packer:
+    return msgpack.Packer(use_bin_type=True)
+
+
+def pack(rec: Record) -> bytes:
+    return bytes(packer().pack(rec.to_plain()))
+
+
+def host_facts() -> dict[str, Any]:
+    uname = platform.uname()
+    return {
+        "hostname": socket.gethostname(),
+        "system": uname.system,
+        "release": uname.release,
+        "machine": uname.machine,
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+    }
+
+
+def make_header(
+    channels: list[Channel],
+    t0_monotonic_ns: int,
+    model: dict[str, Any] | None = None,
+    config: dict[str, Any] | None = None,
+    extra_host: dict[str, Any] | None = None,
+) -> Header:
+    return Header(
+        format=FORMAT_NAME,
+        schema=SCHEMA,
+        created_utc=datetime.now(UTC).isoformat(timespec="milliseconds"),
+        t0_monotonic_ns=t0_monotonic_ns,
+        host={**host_facts(), **(extra_host or {})},
+        app_version=__version__,
+        channels=list(channels),
+        model=dict(model or {}),
+        config=dict(config or {}),
+    )
+
+
+def default_path(directory: str) -> str:
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    host = socket.gethostname().split(".")[0] or "host"
+    return os.path.join(directory, f"{stamp}-{host}.msgpack")

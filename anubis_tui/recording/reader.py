@@ -1,0 +1,285 @@
+"""The tolerant recording reader.
+
+Streams records with hard limits on every msgpack object (no unbounded
+allocation from a hostile file), refuses an unknown major schema version,
+rejects extension types and anything that is not a record, and recovers
+every complete record before a truncated or corrupted tail, saying where
+it stopped. `load` turns a recording into columnar numpy arrays.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import msgpack
+import numpy as np
+
+from anubis_tui.recording.format import FORMAT_NAME, MAX_ARRAY, MAX_BUFFER, MAX_MAP, MAX_STR, SCHEMA
+from anubis_tui.records import (
+    Channel,
+    ChannelsAdded,
+    Event,
+    Footer,
+    Header,
+    Record,
+    RecordError,
+    Sample,
+    Tokens,
+    record_from_plain,
+)
+
+CHUNK = 1 << 16
+
+
+class ReaderError(Exception):
+    """The file is not a readable recording; one line for the user."""
+
+
+def _no_ext(code: int, data: bytes) -> Any:
+    raise RecordError(f"msgpack extension type {code} is not allowed in a recording")
+
+
+def new_unpacker() -> msgpack.Unpacker:
+    return msgpack.Unpacker(
+        raw=False,
+        strict_map_key=True,
+        max_buffer_size=MAX_BUFFER,
+        max_str_len=MAX_STR,
+        max_bin_len=MAX_STR,
+        max_array_len=MAX_ARRAY,
+        max_map_len=MAX_MAP,
+        max_ext_len=1 << 10,  # small ones reach ext_hook, which refuses them by name
+        ext_hook=_no_ext,
+    )
+
+
+@dataclass
+class Recovery:
+    """How reading ended: `truncated` is True when the file did not end cleanly with a Footer."""
+
+    records: int = 0
+    bytes_read: int = 0
+    truncated: bool = False
+    stopped_at: int | None = None
+    reason: str = ""
+
+
+class RecordStream:
+    """Incremental reader: feed bytes as they arrive (a growing file, a pipe), take records."""
+
+    def __init__(self) -> None:
+        self.unpacker = new_unpacker()
+        self.header: Header | None = None
+        self.recovery = Recovery()
+        self.failed = False
+        self._offset = 0
+        self._fed = 0
+
+    def feed(self, data: bytes) -> list[Record]:
+        if self.failed:
+            return []
+        out: list[Record] = []
+        self._fed += len(data)
+        try:
+            self.unpacker.feed(data)
+        except msgpack.BufferFull:
+            self._fail("an object larger than the reader's limit")
+            return out
+        while True:
+            try:
+                obj = self.unpacker.unpack()
+            except msgpack.OutOfData:
+                break
+            except (
+                ValueError,
+                TypeError,
+                RecordError,
+                msgpack.ExtraData,
+                msgpack.FormatError,
+                msgpack.StackError,
+            ) as e:
+                self._fail(f"corrupt data ({type(e).__name__}: {e})")
+                break
+            try:
+                rec = record_from_plain(obj)
+                self._check(rec)
+            except RecordError as e:
+                self._fail(str(e))
+                break
+            self._offset = self.unpacker.tell()
+            self.recovery.records += 1
+            self.recovery.bytes_read = self._offset
+            out.append(rec)
+        return out
+
+    def _check(self, rec: Record) -> None:
+        if self.header is None:
+            if not isinstance(rec, Header):
+                raise RecordError("the first record is not a Header: not an anubis recording")
+            if rec.format != FORMAT_NAME:
+                raise RecordError(f"format {rec.format!r} is not {FORMAT_NAME!r}")
+            if rec.schema[0] != SCHEMA[0]:
+                raise ReaderError(
+                    f"recording schema {rec.schema[0]}.{rec.schema[1]} is not readable by this "
+                    f"anubis (reads {SCHEMA[0]}.x); use a matching version of anubis"
+                )
+            self.header = rec
+        elif isinstance(rec, Header):
+            raise RecordError("a second Header inside the recording")
+
+    def _fail(self, reason: str) -> None:
+        self.failed = True
+        self.recovery.truncated = True
+        self.recovery.stopped_at = self._offset
+        self.recovery.reason = reason
+
+    def finish(self) -> Recovery:
+        """Call at end of input: bytes past the last whole record mean a cut file."""
+        if not self.failed and self._fed > self._offset:
+            self._fail("the file ends inside a record (cut, or still being written)")
+        return self.recovery
+
+
+def read_all(src: str | Path | IO[bytes]) -> tuple[list[Record], Recovery]:
+    """All complete records and how reading ended. ReaderError only if there is no header."""
+    f, close = _open(src)
+    stream = RecordStream()
+    records: list[Record] = []
+    try:
+        while True:
+            chunk = f.read(CHUNK)
+            if not chunk:
+                break
+            records.extend(stream.feed(chunk))
+            if stream.failed:
+                break
+    except OSError as e:
+        raise ReaderError(f"cannot read recording: {e.strerror or e}") from None
+    finally:
+        if close:
+            f.close()
+    rec = stream.finish()
+    if stream.header is None:
+        raise ReaderError(f"not an anubis recording ({rec.reason or 'empty file'})")
+    if (not records or not isinstance(records[-1], Footer)) and not rec.truncated:
+        rec.truncated = True
+        rec.stopped_at = rec.bytes_read
+        rec.reason = rec.reason or "no footer: the recording was not closed cleanly"
+    return records, rec
+
+
+def _open(src: str | Path | IO[bytes]) -> tuple[IO[bytes], bool]:
+    if isinstance(src, str | Path):
+        p = Path(src)
+        try:
+            if p.is_dir():
+                raise ReaderError(f"{p} is a directory, not a recording")
+            return open(p, "rb"), True
+        except FileNotFoundError:
+            raise ReaderError(f"no such recording: {p}") from None
+        except PermissionError:
+            raise ReaderError(f"cannot read {p}: permission denied") from None
+    return src, False
+
+
+@dataclass
+class Recording:
+    """A recording loaded into columns for analysis and seeking.
+
+    `values[i, j]` is channel j at sample i (NaN: no reading); `t` in ns
+    since the session start. Tokens are parallel arrays.
+    """
+
+    header: Header
+    channels: list[Channel]
+    t: np.ndarray
+    values: np.ndarray
+    tok_t: np.ndarray
+    tok_t_first: np.ndarray
+    tok_count: np.ndarray
+    tok_decode: np.ndarray  # bool: decode (True) or prompt
+    tok_request: np.ndarray
+    events: list[Event]
+    footer: Footer | None
+    recovery: Recovery
+    index: dict[str, int] = field(default_factory=dict)
+
+    def column(self, channel_id: str) -> np.ndarray | None:
+        j = self.index.get(channel_id)
+        return None if j is None else self.values[:, j]
+
+    @property
+    def duration_s(self) -> float:
+        ends = [self.t[-1] if len(self.t) else 0, self.tok_t[-1] if len(self.tok_t) else 0]
+        ends += [e.t for e in self.events[-1:]]
+        if self.footer is not None:
+            ends.append(self.footer.t)
+        return float(max(ends)) / 1e9
+
+
+def load(src: str | Path | IO[bytes]) -> Recording:
+    records, recovery = read_all(src)
+    return from_records(records, recovery)
+
+
+def from_records(records: list[Record], recovery: Recovery | None = None) -> Recording:
+    header = records[0]
+    assert isinstance(header, Header)
+    channels = list(header.channels)
+    widths: list[int] = []
+    rows: list[list[Any]] = []
+    ts: list[int] = []
+    toks: list[Tokens] = []
+    events: list[Event] = []
+    footer: Footer | None = None
+    for r in records[1:]:
+        if isinstance(r, Sample):
+            ts.append(r.t)
+            rows.append(r.values)
+            widths.append(len(r.values))
+        elif isinstance(r, Tokens):
+            toks.append(r)
+        elif isinstance(r, Event):
+            events.append(r)
+        elif isinstance(r, ChannelsAdded):
+            channels.extend(r.channels)
+        elif isinstance(r, Footer):
+            footer = r
+    n = len(channels)
+    if rows and min(widths) == max(widths) == n:
+        arr = np.array(rows, dtype=object)
+    else:
+        arr = np.empty((len(rows), n), dtype=object)
+        arr.fill(None)
+        for i, row in enumerate(rows):
+            k = min(len(row), n)
+            arr[i, :k] = row[:k]
+    if arr.size:
+        arr[arr == None] = np.nan  # noqa: E711 - elementwise comparison on an object array
+    values = arr.astype(np.float64) if arr.size else np.zeros((len(rows), n))
+    order = np.argsort(np.array(ts, dtype=np.int64), kind="stable")
+    toks.sort(key=lambda x: x.t)
+    events.sort(key=lambda x: x.t)
+    rec = Recording(
+        header=header,
+        channels=channels,
+        t=np.array(ts, dtype=np.int64)[order],
+        values=values[order] if len(ts) else values,
+        tok_t=np.array([x.t for x in toks], dtype=np.int64),
+        tok_t_first=np.array([x.t_first for x in toks], dtype=np.int64),
+        tok_count=np.array([x.count for x in toks], dtype=np.int64),
+        tok_decode=np.array([x.phase == "decode" for x in toks], dtype=bool),
+        tok_request=np.array([x.request for x in toks], dtype=np.int64),
+        events=events,
+        footer=footer,
+        recovery=recovery or Recovery(records=len(records)),
+    )
+    rec.index = {c.id: j for j, c in enumerate(channels)}
+    return rec
+
+
+def read_bytes(data: bytes) -> tuple[list[Record], Recovery]:
+    return read_all(io.BytesIO(data))

@@ -1,0 +1,119 @@
+"""`anubis record` / `report` / `export` as a user runs them, with the real model."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+
+import pytest
+
+from anubis_tui.recording.reader import load, read_all, read_bytes
+from anubis_tui.records import Event, Footer, Sample, Tokens
+from tests.conftest import ANUBIS, cli_env
+
+pytestmark = pytest.mark.slow
+
+
+def run(*args, tree="jetson_orin_jp6", timeout=120, **env):
+    return subprocess.run(
+        [*ANUBIS, *args],
+        capture_output=True,
+        env=cli_env(tree, **env),
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_record_then_report_with_real_model_on_a_jetson_tree(tmp_path):
+    out = tmp_path / "s.msgpack"
+    p = run("record", "--duration", "6", "-o", str(out), "--threads", "2", "--max-tokens", "48")
+    assert p.returncode == 0, p.stderr.decode()
+    records, recov = read_all(out)
+    assert not recov.truncated and isinstance(records[-1], Footer)
+    assert (out.with_name("s.msgpack.log")).exists()
+    ts = [r.t for r in records[1:]]
+    assert ts == sorted(ts), "records are in time order"
+    assert any(isinstance(r, Tokens) and r.phase == "decode" for r in records)
+    rep = run("report", str(out), "--json")
+    assert rep.returncode == 0, rep.stderr.decode()
+    r = json.loads(rep.stdout)
+    assert r["tokens"]["generated"] > 20 and r["tokens"]["decode_tps"] > 5
+    # VDD_IN is a static 5.080 V × 1.180 A in the tree: energy is that power integrated
+    assert r["energy"]["method"] == "derived" and r["energy"]["integration"] == "trapezoidal"
+    rec = load(out)
+    span = (rec.t[-1] - rec.t[0]) / 1e9
+    assert r["energy"]["joules"] == pytest.approx(5.080 * 1.180 * span, rel=0.03)
+    assert r["recovery"]["truncated"] is False
+    assert r["sampler"]["rate_hz"] == pytest.approx(10, rel=0.1)
+    txt = run("report", str(out))
+    assert b"decode" in txt.stdout and b"baseline" in txt.stdout
+
+
+def test_record_to_stdout_streams_a_readable_recording():
+    p = run("record", "--duration", "2", "-o", "-", "--no-model")
+    assert p.returncode == 0, p.stderr.decode()
+    records, recov = read_bytes(p.stdout)
+    assert not recov.truncated
+    assert sum(isinstance(r, Sample) for r in records) >= 15
+
+
+def test_sigint_ends_cleanly_with_a_footer(tmp_path):
+    out = tmp_path / "i.msgpack"
+    proc = subprocess.Popen(
+        [*ANUBIS, "record", "-o", str(out), "--no-model"],
+        env=cli_env("intel_laptop"),
+        stderr=subprocess.PIPE,
+    )
+    time.sleep(2.5)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(20) == 0
+    records, recov = read_all(out)
+    assert isinstance(records[-1], Footer) and records[-1].totals["clean"] is True
+    assert not recov.truncated
+
+
+def test_sigkill_leaves_a_file_that_replays_to_within_a_second(tmp_path):
+    out = tmp_path / "k.msgpack"
+    proc = subprocess.Popen(
+        [*ANUBIS, "record", "-o", str(out), "--rate", "20", "--no-model"],
+        env=cli_env("intel_laptop"),
+    )
+    time.sleep(3.5)
+    killed_at = time.monotonic_ns()
+    proc.kill()
+    proc.wait(10)
+    records, recov = read_all(out)
+    assert recov.truncated and not isinstance(records[-1], Footer)
+    header = records[0]
+    last_t = max(r.t for r in records[1:])
+    assert (killed_at - header.t0_monotonic_ns) - last_t < 1_000_000_000
+
+
+def test_overwrite_needs_force_and_bad_files_are_one_line(tmp_path):
+    out = tmp_path / "x.msgpack"
+    out.write_bytes(b"precious")
+    p = run("record", "--duration", "1", "-o", str(out), "--no-model")
+    assert p.returncode == 2 and b"--force" in p.stderr and p.stderr.count(b"\n") == 1
+    assert out.read_bytes() == b"precious"
+    p = run("report", str(out))
+    assert p.returncode == 2 and p.stderr.startswith(b"anubis: not an anubis recording")
+    assert b"Traceback" not in p.stderr
+    p = run("report", str(tmp_path / "missing.msgpack"))
+    assert p.returncode == 2 and b"no such recording" in p.stderr
+
+
+def test_export_csv_and_plot(tmp_path):
+    out = tmp_path / "e.msgpack"
+    assert run("record", "--duration", "3", "-o", str(out), "--no-model").returncode == 0
+    csv_out, png = tmp_path / "e.csv", tmp_path / "e.png"
+    p = run("export", str(out), "--csv", str(csv_out), "--plot", str(png))
+    assert p.returncode == 0, p.stderr.decode()
+    lines = csv_out.read_text().splitlines()
+    assert lines[0].startswith("t_s,") and "jetson.VDD_IN.power [W]" in lines[0]
+    assert lines[0].endswith("decode_tps_1s,prompt_tps_1s")
+    assert len(lines) > 20
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    events = [r for r in read_all(out)[0] if isinstance(r, Event)]
+    assert events == [] or all(e.kind != "error" for e in events)

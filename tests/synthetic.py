@@ -1,0 +1,123 @@
+"""Synthetic recordings with known energy and tokens, written through the real writer.
+
+These are test inputs with hand-computable answers, never presented as real
+measurements (real recordings live in recordings/).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from anubis_tui.recording.format import make_header
+from anubis_tui.recording.writer import RecordingWriter, open_output
+from anubis_tui.records import Channel, Event, Footer, Sample, Tokens
+from anubis_tui.sources.nvml import NVML_FLAGS
+
+S = 1_000_000_000
+CHANNELS = [
+    Channel("gpu0.energy", "GPU energy", "nvml:0", "energy", "J", "gpu", "counter", 0.1),
+    Channel("gpu0.temp", "GPU temp", "nvml:0", "temperature", "°C", "gpu", "instant", 0.25),
+    Channel(
+        "gpu0.throttle",
+        "GPU reasons",
+        "nvml:0",
+        "throttle",
+        "flags",
+        "gpu",
+        "instant",
+        0.25,
+        {"flags": dict(NVML_FLAGS)},
+    ),
+    Channel("system.power", "system power", "anubis", "power", "W", "components", "derived", 0.0),
+    Channel(
+        "system.energy",
+        "system energy",
+        "anubis",
+        "energy",
+        "J",
+        "components",
+        "counter",
+        0.0,
+        {"integration": "counters"},
+    ),
+]
+
+
+def write(
+    path: Path,
+    phases: list[tuple[float, float, float, str | None, float | None]],
+    rate_hz: float = 10.0,
+    footer: bool = True,
+    force: bool = False,
+) -> dict:
+    """Phases of (seconds, watts, decode tok/s, profiler, rate): constant power and token rate.
+
+    Token rates must be multiples of 20 (whole tokens per 50 ms batch).
+
+    Requests are 1 s long, decode tokens come in 50 ms batches, energy is the
+    integral of power (exact, piecewise constant). Returns the expected totals.
+    """
+    out = open_output(str(path), force=force)
+    w = RecordingWriter(out, make_header(CHANNELS, 0, {"name": "synthetic"}, {}))
+    t = 0
+    energy = 0.0
+    tokens = 0
+    req = 0
+    dt = int(S / rate_hz)
+    for secs, watts, tps, prof, rate in phases:
+        if prof is not None:
+            w.submit(Event(t, "profiler_on", {"profiler": prof, "rate_hz": rate}))
+        elif t > 0:
+            w.submit(Event(t, "profiler_off", {}))
+        end = t + int(secs * S)
+        while t < end:
+            if (t % S) == 0:
+                req += 1
+                w.submit(Event(t, "request_start", {"request": req}))
+                n_req = 0
+            energy_t = energy
+            w.submit(
+                Sample(
+                    t,
+                    [
+                        energy_t,
+                        60.0 if watts < 200 else 70.0,
+                        4 if watts >= 200 else 0,
+                        watts,
+                        energy_t,
+                    ],
+                )
+            )
+            # 50 ms batches of decode tokens
+            for k in range(int(dt / (S // 20))):
+                bt = t + k * (S // 20) + S // 40  # mid-batch stamps: never on a boundary
+                n = int(tps / 20)
+                if n:
+                    w.submit(Tokens(bt, n, "decode", req, bt - S // 40 + 1))
+                    tokens += n
+                    n_req += n
+            energy += watts * dt / S
+            t += dt
+            if (t % S) == 0:
+                w.submit(
+                    Event(
+                        t - 1,
+                        "request_end",
+                        {
+                            "request": req,
+                            "generated": n_req,
+                            "prompt_tokens": 10,
+                            "ttft_ns": 10_000_000,
+                            "decode_ns": int((n_req - 1) / tps * S) if tps else 0,
+                        },
+                    )
+                )
+    w.submit(Sample(t, [energy, 60.0, 0, phases[-1][1], energy]))
+    if footer:
+        w.close(Footer(t, {"clean": True}))
+    else:
+        w.queue.put(None)
+        w._thread.join()
+        w.out.flush()
+        w.out.close()
+    return {"energy_j": energy, "tokens": tokens, "duration_s": t / S}
