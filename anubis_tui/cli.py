@@ -60,6 +60,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     inference_commands.add_parsers(sub, _positive_int, _positive_float)
     recording_commands.add_parsers(sub, _positive_int, _positive_float)
+
+    r = sub.add_parser("run", help="the live monitor (the default command)")
+    r.add_argument("--rate", type=_positive_float, help="sampling rate in Hz (1-1000)")
+    rec = r.add_mutually_exclusive_group()
+    rec.add_argument("--record", metavar="PATH", help="record to PATH (default: recordings/)")
+    rec.add_argument("--no-record", action="store_true", help="do not record")
+    r.add_argument("--no-model", action="store_true", help="sensors only, no inference")
+    inference_commands.add_model_args(r, _positive_int)
+
+    rp = sub.add_parser("replay", help="open a recording (or - for a stream on stdin)")
+    rp.add_argument("path")
     return p
 
 
@@ -69,8 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config()
         if args.command is None:
-            parser.print_help()
-            return 0
+            args = parser.parse_args(["run", *(argv or [])])
         return command_handlers()[args.command](args, config)
     except (CliError, ConfigError) as e:
         print(f"anubis: {e}", file=sys.stderr)
@@ -199,4 +209,20 @@ def command_handlers() -> dict[str, Callable[[argparse.Namespace, Config], int]]
     from anubis_tui.inference import commands as inference_commands
     from anubis_tui.recording import commands as recording_commands
 
-    return {"sensors": cmd_sensors, **inference_commands.HANDLERS, **recording_commands.HANDLERS}
+    return {
+        "sensors": cmd_sensors,
+        "run": _ui("cmd_run"),
+        "replay": _ui("cmd_replay"),
+        **inference_commands.HANDLERS,
+        **recording_commands.HANDLERS,
+    }
+
+
+def _ui(name: str) -> Callable[[argparse.Namespace, Config], int]:
+    def handler(args: argparse.Namespace, config: Config) -> int:
+        from anubis_tui.ui import commands  # textual is imported only here
+
+        fn: Callable[[argparse.Namespace, Config], int] = getattr(commands, name)
+        return fn(args, config)
+
+    return handler

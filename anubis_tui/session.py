@@ -125,6 +125,8 @@ class Session:
     discovery_config: dict[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.spec is not None:
+            self.spec.t0_ns = self.t0_ns  # worker stamps share the session's zero
         if self.sources is None:
             cfg = dict(self.discovery_config)
             if self.config.cpu_tdp_w:

@@ -62,6 +62,7 @@ class RecordingWriter:
         on_error: Callable[[str], None] | None = None,
     ) -> None:
         self.out = out
+        self._stdout = _is_stdout(out)
         self.fsync_s = fsync_s
         self.flush_s = flush_s
         self.on_error = on_error or (lambda msg: None)
@@ -94,7 +95,7 @@ class RecordingWriter:
         self._thread.join(timeout)
         if self.error is None:
             self._flush(sync=True)
-        if self.out is not sys.stdout.buffer:
+        if not self._stdout:
             with contextlib.suppress(OSError):
                 self.out.close()
 
@@ -107,7 +108,7 @@ class RecordingWriter:
     def _flush(self, sync: bool) -> None:
         try:
             self.out.flush()
-            if sync and self.out is not sys.stdout.buffer:
+            if sync and not self._stdout:
                 os.fsync(self.out.fileno())
         except OSError as e:
             self._fail(e)
@@ -143,3 +144,10 @@ class RecordingWriter:
                         last_sync = now
             except OSError as e:
                 self._fail(e)
+
+
+def _is_stdout(out: IO[bytes]) -> bool:
+    try:
+        return out.fileno() == 1
+    except (OSError, ValueError, AttributeError):
+        return False

@@ -1,0 +1,131 @@
+"""Replay: plays recorded records into a `LiveState` on a clock that can pause, seek and speed up.
+
+A recording on stdin (``ssh host anubis record -o - | anubis replay -``) is
+read by a thread as it grows; playing at the end of such a stream is live.
+Seeking back rebuilds the state from the start (folding is cheap: an hour
+of records takes well under a second).
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from typing import IO
+
+from anubis_tui.analysis.live import LiveState
+from anubis_tui.recording.reader import ReaderError, RecordStream, Recovery, read_all
+from anubis_tui.records import Header, Record
+
+SPEEDS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+
+
+class Replay:
+    """Records plus a playback position (ns since the session start)."""
+
+    def __init__(self, records: list[Record] | None = None) -> None:
+        self.lock = threading.Lock()
+        self.records: list[Record] = list(records or [])
+        self.times: list[int] = [getattr(r, "t", 0) for r in self.records]
+        self.state = LiveState()
+        self.pos_ns = 0
+        self.fed = 0  # records already folded into state
+        self.playing = True
+        self.speed = 1.0
+        self.growing = False
+        self.stream_error: str | None = None
+        self.recovery: Recovery | None = None
+
+    @classmethod
+    def from_file(cls, path: str) -> Replay:
+        records, recovery = read_all(path)
+        r = cls(records)
+        r.recovery = recovery
+        return r
+
+    @classmethod
+    def from_stream(cls, f: IO[bytes]) -> Replay:
+        """Follow a stream that is still being written (a pipe)."""
+        r = cls()
+        r.growing = True
+        threading.Thread(target=r._follow, args=(f,), name="replay-reader", daemon=True).start()
+        return r
+
+    def _follow(self, f: IO[bytes]) -> None:
+        stream = RecordStream()
+        try:
+            while True:
+                chunk = f.read1(65536) if hasattr(f, "read1") else f.read(65536)
+                if not chunk:
+                    break
+                try:
+                    recs = stream.feed(chunk)
+                except ReaderError as e:
+                    self.stream_error = str(e)
+                    return
+                with self.lock:
+                    for rec in recs:
+                        self.records.append(rec)
+                        self.times.append(getattr(rec, "t", 0))
+                if stream.failed:
+                    break
+        finally:
+            self.recovery = stream.finish()
+            if stream.recovery.truncated and not self.stream_error:
+                self.stream_error = stream.recovery.reason or None
+            self.growing = False
+
+    @property
+    def header(self) -> Header | None:
+        with self.lock:
+            h = self.records[0] if self.records else None
+        return h if isinstance(h, Header) else None
+
+    @property
+    def end_ns(self) -> int:
+        with self.lock:
+            return max(self.times) if self.times else 0
+
+    def advance(self, wall_s: float) -> None:
+        """Move the clock by `wall_s` × speed (if playing) and fold the records passed."""
+        if self.playing:
+            self.pos_ns = min(self.end_ns, self.pos_ns + int(wall_s * self.speed * 1e9))
+        self._feed_to(self.pos_ns)
+
+    def _feed_to(self, pos: int) -> None:
+        with self.lock:
+            upto = (
+                bisect.bisect_right(self.times, pos)
+                if self.times == sorted(self.times)
+                else len([t for t in self.times if t <= pos])
+            )
+            batch = self.records[self.fed : upto]
+            self.fed = max(self.fed, upto)
+        if batch:
+            self.state.consume_many(batch)
+
+    def seek(self, to_ns: int) -> None:
+        to_ns = max(0, min(self.end_ns, to_ns))
+        if to_ns < self.pos_ns:
+            self.state = LiveState()
+            self.fed = 0
+        self.pos_ns = to_ns
+        self._feed_to(to_ns)
+
+    def seek_by(self, seconds: float) -> None:
+        self.seek(self.pos_ns + int(seconds * 1e9))
+
+    def faster(self, up: bool) -> float:
+        i = min(range(len(SPEEDS)), key=lambda k: abs(SPEEDS[k] - self.speed))
+        i = min(len(SPEEDS) - 1, i + 1) if up else max(0, i - 1)
+        self.speed = SPEEDS[i]
+        return self.speed
+
+    def markers(self) -> list[tuple[int, str]]:
+        """(t, kind) of markers and profiler events, for the timeline."""
+        with self.lock:
+            out = []
+            for r in self.records:
+                kind = getattr(r, "kind", None)
+                if kind == "marker" or (kind or "").startswith("profiler_"):
+                    out.append((getattr(r, "t", 0), kind or ""))
+            return out

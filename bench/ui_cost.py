@@ -1,0 +1,113 @@
+"""CPU of the app against a headless `anubis record` of the same length, and against btop.
+
+Each contender runs for `--seconds` on its own (side by side in one run,
+one after another, same machine): headless `anubis record --no-model`, the
+app `anubis run --no-model --no-record` in tmux at 120x40, and btop (Debian
+package, default 2 s refresh) in tmux at 120x40 when installed. The CPU
+time of the measured process (all its threads) is read with psutil between
+second 2 (after start-up) and the end, as % of one core.
+
+    python bench/ui_cost.py [--seconds 20] [--json] [--check]   # --check: UI adds < 10 %
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+CHECK_BOUND_PCT = 10.0
+SOCKET = "anubis-bench"
+
+
+def cpu_pct(proc: psutil.Process, seconds: float) -> float:
+    time.sleep(2.0)
+    t0 = time.monotonic()
+    c0 = sum(proc.cpu_times()[:2])
+    time.sleep(seconds)
+    c1 = sum(proc.cpu_times()[:2])
+    return 100 * (c1 - c0) / (time.monotonic() - t0)
+
+
+def headless(seconds: float, env: dict[str, str]) -> float:
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "anubis_tui",
+            "record",
+            "--no-model",
+            "--duration",
+            str(seconds + 4),
+            "-o",
+            os.devnull,
+            "--force",
+        ],
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        return cpu_pct(psutil.Process(p.pid), seconds)
+    finally:
+        p.wait(30)
+
+
+def in_tmux(cmd: str, match: str, seconds: float, env: dict[str, str]) -> float:
+    subprocess.run(
+        ["tmux", "-L", SOCKET, "new-session", "-d", "-s", "b", "-x", "120", "-y", "40", cmd],
+        env=env,
+        check=True,
+    )
+    try:
+        time.sleep(1.0)
+        pane = int(
+            subprocess.run(
+                ["tmux", "-L", SOCKET, "display", "-p", "-t", "b", "#{pane_pid}"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )
+        root = psutil.Process(pane)
+        cands = [root, *root.children(recursive=True)]
+        proc = next(p for p in cands if match in " ".join(p.cmdline()))
+        return cpu_pct(proc, seconds)
+    finally:
+        subprocess.run(["tmux", "-L", SOCKET, "kill-server"], capture_output=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--check", action="store_true")
+    a = ap.parse_args()
+    env = {**os.environ, "TERM": "xterm-256color", "ANUBIS_CONFIG": "/nonexistent.toml"}
+    res: dict[str, float | None] = {}
+    res["headless_record_pct"] = headless(a.seconds, env)
+    res["app_pct"] = in_tmux(
+        f"{sys.executable} -m anubis_tui run --no-model --no-record", "anubis_tui", a.seconds, env
+    )
+    res["ui_adds_pct"] = res["app_pct"] - res["headless_record_pct"]
+    res["btop_pct"] = in_tmux("btop", "btop", a.seconds, env) if shutil.which("btop") else None
+    if a.json:
+        print(json.dumps(res, indent=1))
+    else:
+        for k, v in res.items():
+            print(f"{k:<22} {'not installed' if v is None else f'{v:6.2f} % of one core'}")
+    if a.check and res["ui_adds_pct"] > CHECK_BOUND_PCT:
+        print(f"FAIL: the UI adds more than {CHECK_BOUND_PCT} % of a core", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

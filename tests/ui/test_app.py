@@ -1,0 +1,168 @@
+"""The Textual app, driven with Pilot; conditions are polled, never slept on."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+
+import pytest
+
+from anubis_tui.analysis.live import LiveState
+from anubis_tui.config import Config
+from anubis_tui.inference.models import default_model, read_gguf
+from anubis_tui.inference.worker import Spec
+from anubis_tui.recording.reader import read_all
+from anubis_tui.ui.app import LiveOptions, make_app
+from tests.conftest import FIXTURES
+from tests.ui.snap_apps import RECORDING, live_app, replay_app
+
+APP_SIZE = (100, 32)
+
+
+async def until(pilot, pred, timeout: float = 30.0, what: str = "") -> None:
+    end = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what or pred}")
+        await pilot.pause(0.1)
+
+
+def text(app, wid: str) -> str:
+    return str(app.query_one(wid).render())
+
+
+async def test_panels_fill_from_a_recording():
+    app = replay_app()
+    async with app.run_test(size=APP_SIZE) as pilot:
+        await until(
+            pilot,
+            lambda: (
+                "tok/s" in text(app, "#throughput")
+                and "—" not in text(app, "#throughput").splitlines()[0]
+            ),
+            what="throughput",
+        )
+        assert "W" in text(app, "#power") and "est." in text(app, "#power")
+        assert "Hz" in text(app, "#monitor")
+        assert "/" in text(app, "#timeline") and "s" in text(app, "#timeline")
+
+
+async def test_replay_seek_play_and_speed():
+    app = replay_app()
+    rp = app.replay
+    async with app.run_test(size=APP_SIZE) as pilot:
+        start = rp.pos_ns
+        await pilot.press("right")
+        await until(pilot, lambda: rp.pos_ns == start + 5_000_000_000, what="seek +5 s")
+        await pilot.press("left", "left")
+        await until(pilot, lambda: rp.pos_ns == start - 5_000_000_000, what="seek -5 s")
+        # seeking back rebuilt the state: exactly the tokens stamped up to the position
+        want = sum(
+            r.count for r in rp.records if getattr(r, "phase", "") == "decode" and r.t <= rp.pos_ns
+        )
+        assert rp.state.tokens == want > 0
+        await pilot.press("home")
+        await until(pilot, lambda: rp.pos_ns == 0)
+        await pilot.press("end")
+        await until(pilot, lambda: rp.pos_ns == rp.end_ns)
+        await pilot.press("greater_than_sign")
+        assert rp.speed == 2.0
+        await pilot.press("less_than_sign", "less_than_sign")
+        assert rp.speed == 0.5
+        await pilot.press("space")
+        assert rp.playing is True
+
+
+async def test_live_rate_keys_make_events_and_say_when_sources_are_slower(monkeypatch):
+    monkeypatch.setenv("ANUBIS_SYSFS_ROOT", str(FIXTURES / "intel_laptop"))
+    monkeypatch.setenv("ANUBIS_NVML_MODULE", "absent_nvml_module")
+    app = make_app(Config(), live=LiveOptions())
+    async with app.run_test(size=APP_SIZE) as pilot:
+        await until(pilot, lambda: app.session is not None, what="session")
+        await pilot.press("plus")
+        await until(
+            pilot,
+            lambda: any(
+                e.kind == "rate" and e.payload["sampler_hz"] == 20 for e in app.state.events
+            ),
+            what="rate event",
+        )
+        await pilot.press("minus", "minus")
+        await until(
+            pilot,
+            lambda: any(
+                e.payload.get("sampler_hz") == 5 for e in app.state.events if e.kind == "rate"
+            ),
+        )
+        await pilot.press("m")
+        await until(pilot, lambda: any(e.kind == "marker" for e in app.state.events))
+        await pilot.press("q")
+
+
+async def test_live_rate_is_capped_where_sources_update_slower(monkeypatch):
+    monkeypatch.setenv("ANUBIS_SYSFS_ROOT", str(FIXTURES / "empty_container"))
+    monkeypatch.setenv("ANUBIS_NVML_MODULE", "absent_nvml_module")
+    app = make_app(Config(rate_hz=2.0), live=LiveOptions())
+    async with app.run_test(size=APP_SIZE) as pilot:
+        await until(pilot, lambda: app.session is not None)
+        await pilot.press("plus")
+        await until(
+            pilot,
+            lambda: any("update at most" in n.message for n in app._notifications),
+            what="cap notice",
+        )
+        assert app.session.sampler.rate_hz == 2.0
+        await pilot.press("q")
+
+
+@pytest.mark.slow
+async def test_pause_stops_tokens_and_worker_crash_is_a_notification(tmp_path, monkeypatch):
+    monkeypatch.setenv("ANUBIS_SYSFS_ROOT", str(FIXTURES / "empty_container"))
+    monkeypatch.setenv("ANUBIS_NVML_MODULE", "absent_nvml_module")
+    model = default_model()
+    spec = Spec(model=str(model), t0_ns=0, fd=-1, threads=2, max_tokens=64)
+    app = make_app(
+        Config(), live=LiveOptions(spec=spec, model=read_gguf(model), log_path=tmp_path / "w.log")
+    )
+    async with app.run_test(size=APP_SIZE) as pilot:
+        await until(pilot, lambda: app.state.tokens > 0, 60, "tokens")
+        await pilot.press("space")
+        await until(pilot, lambda: app.state.paused, 30, "paused")
+        n = app.state.tokens
+        await asyncio.sleep(1.0)
+        assert app.state.tokens == n
+        assert "paused" in text(app, "#title")
+        await pilot.press("space")
+        await until(pilot, lambda: app.state.tokens > n, 30, "tokens after resume")
+        os.kill(app.session.worker.proc.pid, signal.SIGKILL)
+        await until(
+            pilot,
+            lambda: any("worker died" in n.message for n in app._notifications),
+            10,
+            "crash notice",
+        )
+        await pilot.press("q")
+
+
+def test_live_state_from_the_committed_recording_is_consistent():
+    records, _ = read_all(RECORDING)
+    st = LiveState()
+    st.consume_many(records)
+    snap = st.snapshot()
+    assert snap.tokens == sum(r.count for r in records if getattr(r, "phase", "") == "decode")
+    assert snap.requests == sum(1 for r in records if getattr(r, "kind", "") == "request_end")
+    assert snap.ended
+
+
+def test_snapshot_live_80x24(snap_compare):
+    assert snap_compare(live_app(), terminal_size=(80, 24))
+
+
+def test_snapshot_live_160x48(snap_compare):
+    assert snap_compare(live_app(), terminal_size=(160, 48))
+
+
+def test_snapshot_replay_80x24(snap_compare):
+    assert snap_compare(replay_app(), terminal_size=(80, 24))

@@ -1,0 +1,78 @@
+"""End to end: the real `anubis` in tmux on the default model; keys sent, screen read back."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from anubis_tui.recording.reader import read_all
+from anubis_tui.records import Event
+from tests.conftest import cli_env
+
+pytestmark = pytest.mark.slow
+
+
+SOCKET = "anubis-e2e"  # a server of our own, started with the environment below
+
+
+def tmux(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(["tmux", "-L", SOCKET, *args], **kw)
+
+
+def screen(name: str) -> str:
+    return tmux("capture-pane", "-p", "-t", name, capture_output=True, text=True, check=True).stdout
+
+
+def wait_screen(name: str, pred, timeout: float = 60.0) -> str:
+    end = time.monotonic() + timeout
+    s = ""
+    while time.monotonic() < end:
+        s = screen(name)
+        if pred(s):
+            return s
+        time.sleep(0.3)
+    raise AssertionError(f"screen never matched; last screen:\n{s}")
+
+
+def test_anubis_in_tmux(tmp_path: Path):
+    assert shutil.which("tmux"), "tmux is installed by .ci/run"
+    rec = tmp_path / "e2e.msgpack"
+    name = f"anubis-e2e-{int(time.time())}"
+    env = cli_env("empty_container")
+    env["TERM"] = "xterm-256color"
+    cmd = f"{sys.executable} -m anubis_tui run --threads 2 --record {rec}"
+    tmux("new-session", "-d", "-s", name, "-x", "80", "-y", "24", cmd, env=env, check=True)
+    try:
+        t0 = time.monotonic()
+        s = wait_screen(
+            name,
+            lambda s: (
+                "decode" in s
+                and "tok/s" in s
+                and not s.split("decode", 1)[1].lstrip().startswith("—")
+            ),
+        )
+        assert time.monotonic() - t0 < 10, "live tokens/s within 10 s, model load included"
+        assert "anubis LIVE" in s and "est." in s  # estimated power, labelled
+        assert "rec e2e.msgpack" in s
+        tmux("send-keys", "-t", name, "m", check=True)
+        tmux("send-keys", "-t", name, "space", check=True)
+        wait_screen(name, lambda s: "paused" in s, 30)
+        tmux("send-keys", "-t", name, "q", check=True)
+        end = time.monotonic() + 20
+        while (
+            time.monotonic() < end
+            and tmux("has-session", "-t", name, capture_output=True).returncode == 0
+        ):
+            time.sleep(0.2)
+    finally:
+        tmux("kill-server", capture_output=True)
+    records, recovery = read_all(rec)
+    kinds = [r.kind for r in records if isinstance(r, Event)]
+    assert "marker" in kinds and "paused" in kinds
+    assert not recovery.truncated, recovery.reason  # q closed the recording with a footer
