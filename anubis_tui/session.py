@@ -146,6 +146,7 @@ class Session:
         )
         self.worker: WorkerClient | None = None
         self.writer: RecordingWriter | None = None
+        self.record_path: str | None = None
         self._stopped = False
 
     def _system_power(self) -> dict[str, Any]:
@@ -166,8 +167,11 @@ class Session:
     def add_sink(self, sink: Sink) -> None:
         self.bus.sinks.append(sink)
 
-    def record_to(self, out: Any, fsync_s: float | None = None) -> RecordingWriter:
-        """Start writing every record (from the Header on) to the binary file `out`."""
+    def record_to(
+        self, out: Any, fsync_s: float | None = None, path: str | None = None
+    ) -> RecordingWriter:
+        """Start writing every record (from the Header on) to the binary file `out` (at `path`)."""
+        self.record_path = path
         w = RecordingWriter(
             out,
             self.header,
@@ -189,6 +193,28 @@ class Session:
             ps = self.process_source
             if ps is not None:
                 ps.attach("worker", self.worker.proc.pid if self.worker.proc else None)
+
+    def restart_worker(
+        self, script_prefix: list[str] | None = None, env: dict[str, str] | None = None
+    ) -> None:
+        """Stop the worker and start it again (plain, or under a launcher such as scalene)."""
+        if self.spec is None:
+            return
+        if self.worker is not None:
+            self.worker.stop()
+        self.bus.emit(
+            Event(
+                self.bus.now(), "worker_restart", {"launcher": (script_prefix or ["python"])[2:4]}
+            )
+        )
+        log = self.log_path or Path(os.devnull)
+        self.worker = WorkerClient(
+            self.spec, self.bus.emit, log, script_prefix=script_prefix, env=env
+        )
+        self.worker.start()
+        ps = self.process_source
+        if ps is not None:
+            ps.attach("worker", self.worker.proc.pid if self.worker.proc else None)
 
     def marker(self, label: str = "") -> None:
         self.bus.emit(Event(self.bus.now(), "marker", {"label": label}))

@@ -49,9 +49,7 @@ def bare(model: str, seconds: float, threads: int | None, gpu_layers: int) -> fl
 
 
 def worker(model: str, seconds: float, threads: int | None, gpu_layers: int) -> float:
-    spec = Spec(
-        model=model, t0_ns=time.monotonic_ns(), fd=-1, threads=threads, gpu_layers=gpu_layers
-    )
+    spec = Spec(model=model, t0_ns=time.monotonic_ns(), threads=threads, gpu_layers=gpu_layers)
     log = Path(tempfile.gettempdir()) / "anubis-worker-vs-bare.log"
     r = run_bench(spec, seconds, log)
     return float(r["decode_tps"])

@@ -276,12 +276,13 @@ class LiveState:
         elif e.kind == "marker":
             self.marks.append(self._bin_idx)
         elif e.kind in PROFILER_EVENTS:
-            prof = p.get("profiler") if e.kind != "profiler_off" else None
+            prof = p.get("profiler") if e.kind != "profiler_off" else p.get("ready")
             rate = p.get("rate_hz") if e.kind != "profiler_off" else None
             last = self.segments[-1]
             last.end_ns = e.t
-            if e.kind == "profiler_off" and p.get("samples") is not None:
-                last.samples_collected = int(p["samples"])
+            done = p.get("samples") if e.kind == "profiler_off" else p.get("previous_samples")
+            if done is not None:
+                last.samples_collected = int(done)
             self.segments.append(SegmentAcc(prof, float(rate) if rate else None, e.t))
             self.marks.append(self._bin_idx)
 

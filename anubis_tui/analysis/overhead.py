@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from anubis_tui.analysis.windows import Window, window
+from anubis_tui.analysis.windows import Window, mean_std, window
 from anubis_tui.recording.reader import Recording
 
 PROFILER_EVENTS = ("profiler_on", "profiler_off", "profiler_rate", "profiler_ready")
@@ -25,6 +25,8 @@ class Segment:
     window: Window
     delta: dict[str, float | None]
     enough_data: bool
+    samples: int | None = None  # what the profiler collected in this segment, when it said
+    profiler_cpu: float | None = None  # mean CPU of the profiler process (ratio of a core)
 
     @property
     def baseline(self) -> bool:
@@ -34,6 +36,7 @@ class Segment:
 def segments(rec: Recording, end_ns: int | None = None) -> list[Segment]:
     end = end_ns if end_ns is not None else int(rec.duration_s * 1e9)
     cuts: list[tuple[int, str | None, float | None]] = [(0, None, None)]
+    ended_samples: dict[int, int] = {}  # cut index → samples reported when it ended
     for e in rec.events:
         if e.kind not in PROFILER_EVENTS:
             continue
@@ -41,6 +44,9 @@ def segments(rec: Recording, end_ns: int | None = None) -> list[Segment]:
         rate = e.payload.get("rate_hz")
         if e.kind == "profiler_off":
             prof, rate = (e.payload.get("ready"), None) if e.payload.get("ready") else (None, None)
+        done = e.payload.get("samples", e.payload.get("previous_samples"))
+        if done is not None:
+            ended_samples[len(cuts) - 1] = int(done)
         cuts.append((e.t, prof, float(rate) if rate is not None else None))
     segs: list[Segment] = []
     for i, (t, prof, rate) in enumerate(cuts):
@@ -49,7 +55,8 @@ def segments(rec: Recording, end_ns: int | None = None) -> list[Segment]:
             continue
         w = window(rec, t, t_end)
         enough = (w.end_s - w.start_s) >= MIN_SECONDS and w.decode_tokens >= MIN_TOKENS
-        segs.append(Segment(prof, rate, w, {}, enough))
+        cpu, _ = mean_std(rec, "proc.profiler.cpu", t, t_end)
+        segs.append(Segment(prof, rate, w, {}, enough, ended_samples.get(i), cpu))
     base = [s for s in segs if s.baseline and s.enough_data] or [s for s in segs if s.baseline]
     for s in segs:
         if s.baseline or not base:

@@ -70,6 +70,8 @@ def report(rec: Recording) -> dict[str, Any]:
                 "temp_max_c": w.temp_max_c,
                 "throttle_share": w.throttle_share,
                 "enough_data": s.enough_data,
+                "samples": s.samples,
+                "profiler_cpu": s.profiler_cpu,
                 "delta": s.delta or None,
             }
         )
@@ -169,7 +171,9 @@ def render(r: dict[str, Any]) -> str:
             f"{name:<18} {g['start_s']:>7.1f} {g['end_s']:>7.1f} {_f(g['decode_tps']):>7} "
             f"{_f(g['power_w']):>7} {_f(g['j_per_token'], '.4f'):>8} "
             f"{_f(d.get('decode_tps_pct'), '+.1f', '%'):>8} {_f(d.get('power_w'), '+.1f'):>7} "
-            f"{_f(d.get('j_per_token_pct'), '+.1f', '%'):>8} {_f(d.get('temp_max_c'), '+.0f'):>5}"
+            f"{_f(d.get('j_per_token_pct'), '+.1f', '%'):>8} {_f(d.get('temp_max_c'), '+.0f'):>5} "
+            f"{_f(g['profiler_cpu'] and g['profiler_cpu'] * 100, '.1f', '%'):>8} "
+            f"{g['samples'] if g['samples'] is not None else '—':>7}"
             + ("" if g["enough_data"] else "  (too little data)")
         )
     return "\n".join(lines)

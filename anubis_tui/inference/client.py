@@ -13,9 +13,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -28,7 +31,8 @@ import msgpack
 from anubis_tui.inference.worker import Spec
 from anubis_tui.records import Event, Record, RecordError, record_from_plain
 
-MAX_FRAME = 1 << 20  # no single record from the worker is larger
+MAX_FRAME = 1 << 20
+WORKER_SCRIPT = Path(__file__).with_name("worker.py")  # no single record from the worker is larger
 
 
 def unpacker() -> msgpack.Unpacker:
@@ -51,13 +55,16 @@ class WorkerClient:
         emit: Callable[[Record], None],
         log_path: Path,
         python: str = sys.executable,
-        wrapper: list[str] | None = None,
+        script_prefix: list[str] | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.spec = spec
         self.emit = emit
         self.log_path = log_path
         self.python = python
-        self.wrapper = wrapper or []
+        # A launcher that runs the worker as a script (scalene: `... prog.py --- args`).
+        self.script_prefix = script_prefix
+        self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
         self.pid: int | None = None  # the process running inference (may differ under a wrapper)
         self._stopping = False
@@ -68,9 +75,17 @@ class WorkerClient:
         self.load_error: str | None = None
 
     def start(self) -> None:
-        r, w = os.pipe()
-        spec = {**asdict(self.spec), "fd": w}
-        cmd = [*self.wrapper, self.python, "-m", "anubis_tui.inference.worker", json.dumps(spec)]
+        self._dir = tempfile.mkdtemp(prefix="anubis-w-")
+        path = os.path.join(self._dir, "records.sock")
+        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        srv.bind(path)
+        srv.listen(1)
+        srv.settimeout(0.1)
+        spec = {**asdict(self.spec), "socket": path}
+        if self.script_prefix is not None:
+            cmd = [*self.script_prefix, str(WORKER_SCRIPT), "---", json.dumps(spec)]
+        else:
+            cmd = [self.python, "-m", "anubis_tui.inference.worker", json.dumps(spec)]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
         try:
@@ -79,15 +94,14 @@ class WorkerClient:
                 stdin=subprocess.PIPE,
                 stdout=log,
                 stderr=log,
-                pass_fds=(w,),
                 start_new_session=True,
+                env={**os.environ, **(self.env or {})},
             )
         finally:
             log.close()
-            os.close(w)
         self.pid = self.proc.pid
         self._reader = threading.Thread(
-            target=self._read, args=(r,), name="worker-reader", daemon=True
+            target=self._read, args=(srv,), name="worker-reader", daemon=True
         )
         self._reader.start()
 
@@ -143,28 +157,40 @@ class WorkerClient:
             return []
         return [ln for ln in text.splitlines() if ln.strip()][-lines:]
 
-    def _read(self, fd: int) -> None:
-        u = unpacker()
-        with os.fdopen(fd, "rb", buffering=0) as pipe:
+    def _accept(self, srv: socket.socket) -> socket.socket | None:
+        """The worker's connection, or None if it exited before connecting."""
+        assert self.proc is not None
+        try:
             while True:
                 try:
-                    chunk = pipe.read(65536)
-                except OSError:
-                    chunk = b""
-                if not chunk:
-                    break
-                u.feed(chunk)
-                try:
-                    for obj in u:
-                        self._handle(obj)
-                except (
-                    ValueError,
-                    msgpack.ExtraData,
-                    msgpack.FormatError,
-                    msgpack.StackError,
-                ) as e:
-                    self.emit(Event(self._now(), "error", {"reason": f"worker stream: {e}"}))
-                    u = unpacker()
+                    conn, _ = srv.accept()
+                    conn.settimeout(None)
+                    return conn
+                except TimeoutError:
+                    if self.proc.poll() is not None:
+                        return None
+        finally:
+            srv.close()
+            shutil.rmtree(self._dir, ignore_errors=True)
+
+    def _read(self, srv: socket.socket) -> None:
+        u = unpacker()
+        conn = self._accept(srv)
+        while conn is not None:
+            try:
+                chunk = conn.recv(65536)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                conn.close()
+                break
+            u.feed(chunk)
+            try:
+                for obj in u:
+                    self._handle(obj)
+            except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as e:
+                self.emit(Event(self._now(), "error", {"reason": f"worker stream: {e}"}))
+                u = unpacker()
         assert self.proc is not None
         rc = self.proc.wait()
         self.returncode = rc

@@ -65,7 +65,6 @@ def spec_from(args: argparse.Namespace, config: Config, t0_ns: int) -> tuple[Spe
     spec = Spec(
         model=str(path),
         t0_ns=t0_ns,
-        fd=-1,
         prompts=prompts,
         threads=cfg.threads,
         gpu_layers=cfg.gpu_layers,

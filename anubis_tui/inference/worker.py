@@ -1,7 +1,9 @@
 """The inference worker: ``python -m anubis_tui.inference.worker SPEC_JSON``.
 
 Runs llama-cpp-python on a scripted workload until told to stop, and streams
-records to the parent as msgpack on the file descriptor named in the spec:
+records to the parent as msgpack over the Unix socket named in the spec (a
+socket, not an inherited fd: scalene re-executes its target with
+``close_fds``):
 Tokens (batched every `batch_s`, never one record per token) and Events
 (``model_loaded``, ``request_start``, ``request_end``, ``threads``,
 ``paused``, ``resumed``, ``error``, ``worker_stopped``). Stamps are
@@ -25,6 +27,7 @@ import ctypes
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -43,7 +46,7 @@ class Spec:
 
     model: str
     t0_ns: int
-    fd: int
+    socket: str = ""  # Unix socket the parent listens on (survives launchers that close fds)
     prompts: list[str] = field(default_factory=list)
     threads: int | None = None
     gpu_layers: int = 0
@@ -85,10 +88,11 @@ def cpu_has_amx() -> bool:
 
 
 class Sender:
-    """Packs records onto the pipe; one write per record batch."""
+    """Packs records onto the parent's socket; one write per record batch."""
 
-    def __init__(self, fd: int, t0_ns: int) -> None:
-        self.fd = fd
+    def __init__(self, path: str, t0_ns: int) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(path)
         self.t0 = t0_ns
         self.packer = msgpack.Packer()
         self.lock = threading.Lock()
@@ -99,10 +103,7 @@ class Sender:
     def send(self, *records: list[Any]) -> None:
         data = b"".join(self.packer.pack(r) for r in records)
         with self.lock:
-            view = memoryview(data)
-            while view:
-                n = os.write(self.fd, view)
-                view = view[n:]
+            self.sock.sendall(data)
 
     def event(self, kind: str, **payload: Any) -> None:
         self.send([3, self.now(), kind, payload])
@@ -209,13 +210,15 @@ def load(spec: Spec, sender: Sender) -> Any:
         extra_bufts=extra,
         system_info=llama_cpp.llama_print_system_info().decode(errors="replace").strip(),
         pid=os.getpid(),
+        # The controller sends SIGILL/SIGBUS only when this is true (SIGILL kills plain Python).
+        under_scalene="scalene.scalene_profiler" in sys.modules,
     )
     return llm
 
 
 def run(spec: Spec) -> int:
     allow_parent_ptrace()
-    sender = Sender(spec.fd, spec.t0_ns)
+    sender = Sender(spec.socket, spec.t0_ns)
     sender.event("worker_started", pid=os.getpid())
     control = Control()
     try:

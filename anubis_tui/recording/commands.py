@@ -29,6 +29,11 @@ def add_parsers(sub: Any, positive_int: Any, positive_float: Any) -> None:
     r.add_argument("--rate", type=positive_float, help="sampling rate in Hz (1-1000)")
     r.add_argument("--force", action="store_true", help="overwrite an existing file")
     r.add_argument("--no-model", action="store_true", help="sensors only, no inference")
+    r.add_argument(
+        "--plan",
+        help="profiler sweep, e.g. off:10,py-spy@100:10,py-spy@1000n:10,"
+        "scalene@100:10 (n: py-spy --native); the recording ends with the plan",
+    )
     add_model_args(r, positive_int)
 
     p = sub.add_parser("report", help="summary and profiler segments of a recording")
@@ -55,6 +60,16 @@ def cmd_record(args: argparse.Namespace, config: Config) -> int:
     from anubis_tui.session import Session
 
     t0 = time.monotonic_ns()
+    plan = None
+    if args.plan:
+        from anubis_tui.profilers.controller import parse_plan
+
+        if args.no_model:
+            raise _cli_error("--plan profiles the inference: it cannot go with --no-model")
+        try:
+            plan = parse_plan(args.plan)
+        except ValueError as e:
+            raise _cli_error(f"bad --plan: {e}") from None
     if args.rate is not None:
         config = config.replace(rate_hz=clamp_rate(args.rate))
     spec = facts = None
@@ -76,17 +91,26 @@ def cmd_record(args: argparse.Namespace, config: Config) -> int:
         else Path(path + ".log")
     )
     session = Session(config, spec=spec, model=facts, t0_ns=t0, log_path=log)
-    session.record_to(out)
+    session.record_to(out, path=path)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:
         stop.set()
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    controller = None
     try:
         session.start()
-        stop.wait(args.duration)
+        if plan is not None:
+            from anubis_tui.profilers.controller import ProfilerController
+
+            controller = ProfilerController(session)
+            run_plan(session, controller, plan, stop)
+        else:
+            stop.wait(args.duration)
     finally:
+        if controller is not None:
+            controller.shutdown()
         footer = session.stop()
         for s, h in old.items():
             signal.signal(s, h)
@@ -100,6 +124,23 @@ def cmd_record(args: argparse.Namespace, config: Config) -> int:
         msg += f" — {w.error}"
     print(msg, file=sys.stderr)
     return 1 if w is not None and w.error else 0
+
+
+def run_plan(session: Any, controller: Any, plan: list[Any], stop: threading.Event) -> None:
+    """Each step in turn once the model is loaded; a worker that dies ends the plan."""
+    w = session.worker
+    if w is None or not w.loaded.wait(180) or w.load_error:
+        return
+    for step in plan:
+        msg = controller.apply(step)
+        print(
+            f"anubis: plan {step.profiler or 'off'}"
+            f"{f'@{step.rate_hz:g}' if step.profiler else ''}"
+            f"{'n' if step.native else ''} for {step.seconds:g} s: {msg}",
+            file=sys.stderr,
+        )
+        if stop.wait(step.seconds):
+            return
 
 
 def _load(path: str) -> Any:

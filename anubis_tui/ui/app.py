@@ -175,7 +175,7 @@ class AnubisApp(App[int]):
             session.add_sink(self.state.consume)
             self.state.consume(session.header)
             if opts.record_path:
-                session.record_to(open_output(opts.record_path))
+                session.record_to(open_output(opts.record_path), path=opts.record_path)
                 self.recording_path = opts.record_path
             session.start()
         except (RecordingError, OSError) as e:
@@ -455,7 +455,7 @@ class AnubisApp(App[int]):
         path = default_path(self.config.record_dir)
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         try:
-            s.record_to(open_output(path))
+            s.record_to(open_output(path), path=path)
         except RecordingError as e:
             self.call_from_thread(self.notify, str(e), severity="error")
             return

@@ -57,7 +57,7 @@ class Collector:
 
 def start(model: str, tmp_path: Path, **kw) -> tuple[WorkerClient, Collector]:
     c = Collector()
-    spec = Spec(model=model, t0_ns=time.monotonic_ns(), fd=-1, threads=2, **kw)
+    spec = Spec(model=model, t0_ns=time.monotonic_ns(), threads=2, **kw)
     client = WorkerClient(spec, c, tmp_path / "worker.log")
     client.start()
     return client, c

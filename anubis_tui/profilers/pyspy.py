@@ -1,0 +1,204 @@
+"""py-spy: ``py-spy record --pid <worker> --rate R --format speedscope``.
+
+Non-blocking by default (the target is not stopped to sample it; py-spy
+still burns CPU, which the sampler reports as the ``profiler`` process).
+``--native`` unwinds C frames too, but needs the target stopped and so
+cannot be combined with ``--nonblocking``. py-spy writes its output only
+when it ends, and only on SIGINT (SIGTERM leaves nothing): each rate change
+is a stop and a restart, one artifact per segment. It runs in its own
+session so terminal signals never reach it, with its chatter in a log file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import ClassVar
+
+from anubis_tui.profilers.base import PTRACE_FIX, Profiler, ProfilerStatus
+
+SAMPLES_RE = re.compile(r"Samples:\s*(\d+)\s+Errors:\s*(\d+)")
+PERMISSION_MARKERS = ("Permission Denied", "os error 13", "Operation not permitted", "os error 1)")
+START_GRACE_S = 0.6
+
+
+def pyspy_binary() -> str | None:
+    return shutil.which("py-spy")
+
+
+def explain_failure(text: str, pid: int) -> str:
+    """py-spy's own error text → one line a user can act on."""
+    if any(m in text for m in PERMISSION_MARKERS):
+        return f"py-spy cannot attach to pid {pid}: {PTRACE_FIX}"
+    if "No such file or directory (os error 2)" in text or "No such process" in text:
+        return f"py-spy: target pid {pid} is not running"
+    if "--nonblocking" in text and "native" in text:
+        return "py-spy: --native cannot be combined with --nonblocking"
+    last = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return f"py-spy failed: {last[-1] if last else 'no output'}"
+
+
+class PySpy(Profiler):
+    name: ClassVar[str] = "py-spy"
+
+    def __init__(self, native: bool = False, binary: str | None = None) -> None:
+        self.native = native
+        self.binary = binary or pyspy_binary()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.artifact: Path | None = None
+        self.log: Path | None = None
+        self.rate_hz: float | None = None
+        self.samples: int | None = None
+        self.started_ns: int | None = None
+        self.target: int | None = None
+        self._n = 0
+        self.top: list[tuple[str, int]] = []
+        self._dump_stop = threading.Event()
+
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
+        if pyspy_binary() is None:
+            return False, "py-spy is not installed (pip install py-spy)"
+        return True, ""
+
+    def start(self, target_pid: int, rate_hz: float, out_dir: Path) -> str | None:
+        if self.binary is None:
+            return "py-spy is not installed (pip install py-spy)"
+        try:
+            os.kill(target_pid, 0)
+        except ProcessLookupError:
+            return f"py-spy: target pid {target_pid} is not running"
+        except PermissionError:
+            return f"py-spy cannot attach to pid {target_pid}: {PTRACE_FIX}"
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            return f"py-spy: cannot create {out_dir}: {e.strerror}"
+        self._n += 1
+        mode = "native" if self.native else "nonblocking"
+        stem = f"pyspy-{self._n:03d}-{rate_hz:g}hz-{mode}"
+        self.artifact = out_dir / f"{stem}.speedscope.json"
+        self.log = out_dir / f"{stem}.log"
+        cmd = [
+            self.binary,
+            "record",
+            "--pid",
+            str(target_pid),
+            "--rate",
+            str(int(rate_hz)),
+            "--format",
+            "speedscope",
+            "--output",
+            str(self.artifact),
+        ]
+        cmd.append("--native" if self.native else "--nonblocking")
+        try:
+            with open(self.log, "wb") as log:
+                self.proc = subprocess.Popen(
+                    cmd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+        except OSError as e:
+            return f"py-spy could not start: {e.strerror}"
+        end = time.monotonic() + START_GRACE_S
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                return explain_failure(self._log_text(), target_pid)
+            time.sleep(0.05)
+        self.rate_hz = rate_hz
+        self.samples = None
+        self.started_ns = time.monotonic_ns()
+        self.target = target_pid
+        self._dump_stop.clear()
+        threading.Thread(target=self._dump_loop, name="pyspy-dump", daemon=True).start()
+        return None
+
+    def stop(self) -> Path | None:
+        self._dump_stop.set()
+        p = self.proc
+        if p is None:
+            return None
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT)  # SIGTERM would lose the profile
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait(5)
+        self.proc = None
+        m = SAMPLES_RE.search(self._log_text())
+        self.samples = int(m.group(1)) if m else None
+        if self.artifact is not None and self.artifact.exists():
+            return self.artifact
+        return None
+
+    def status(self) -> ProfilerStatus:
+        running = self.proc is not None and self.proc.poll() is None
+        return ProfilerStatus(
+            running,
+            self.proc.pid if self.proc else None,
+            self.rate_hz,
+            self.samples,
+            self.artifact,
+            self.started_ns,
+        )
+
+    def exited_early(self) -> str | None:
+        """If py-spy ended on its own (target gone, crash), why; else None."""
+        if self.proc is None or self.proc.poll() is None:
+            return None
+        text = self._log_text()
+        if "process exited" in text:
+            return "py-spy stopped: the worker exited"
+        return explain_failure(text, self.target or -1)
+
+    def _log_text(self) -> str:
+        try:
+            return self.log.read_text(errors="replace") if self.log else ""
+        except OSError:
+            return ""
+
+    def _dump_loop(self) -> None:
+        """Hottest functions, from `py-spy dump --json` every 2 s while recording."""
+        counts: Counter[str] = Counter()
+        while not self._dump_stop.wait(2.0):
+            if self.binary is None or self.target is None:
+                return
+            try:
+                out = subprocess.run(
+                    [self.binary, "dump", "--pid", str(self.target), "--json", "--nonblocking"],
+                    capture_output=True,
+                    text=True,
+                    timeout=5,
+                    check=False,
+                )
+                threads = json.loads(out.stdout) if out.returncode == 0 else []
+            except (OSError, subprocess.SubprocessError, ValueError):
+                continue
+            for th in threads:
+                frames = th.get("frames") or []
+                # Inside llama_decode the GIL is released and py-spy may call the main thread
+                # idle: it is the inference thread all the same.
+                if frames and (th.get("active") or th.get("thread_name") == "MainThread"):
+                    f = frames[0]
+                    counts[
+                        f"{f.get('name')} ({Path(f.get('filename', '?')).name}:{f.get('line')})"
+                    ] += 1
+            self.top = counts.most_common(5)
+
+
+def speedscope_frames(path: Path) -> list[str]:
+    """Function names in a speedscope artifact (for tests and reports)."""
+    d = json.loads(path.read_text())
+    return [f.get("name", "") for f in d.get("shared", {}).get("frames", [])]

@@ -1,0 +1,109 @@
+"""scalene: the worker relaunched under ``scalene run --off --cpu-only``, toggled by signal.
+
+scalene cannot attach to a running process: it has to launch its target.
+Pressing the key restarts the worker under scalene with profiling off,
+then sends SIGILL (start) and SIGBUS (stop) to the process scalene really
+profiles — the pid the worker reports about itself, and only when the
+worker says it runs under scalene (SIGILL kills a plain Python process).
+``SCALENE_ALLOCATION_SAMPLING_WINDOW`` is set so a CPU-only run does not
+re-exec (which would also close the worker's record pipe).
+``--cpu-sampling-rate`` is seconds between samples and is fixed for a
+launch: a rate change restarts the worker.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from anubis_tui.profilers.base import Profiler, ProfilerStatus
+
+SCALENE_ENV = {"SCALENE_ALLOCATION_SAMPLING_WINDOW": "1048576"}
+
+
+def interval_s(rate_hz: float) -> float:
+    return 1.0 / rate_hz
+
+
+def scalene_command(rate_hz: float, artifact: Path) -> list[str]:
+    """The prefix that launches the worker script under scalene, profiling off."""
+    return [
+        sys.executable,
+        "-m",
+        "scalene",
+        "run",
+        "--off",
+        "--cpu-only",
+        "--cpu-sampling-rate",
+        f"{interval_s(rate_hz):g}",
+        "-o",
+        str(artifact),
+    ]
+
+
+class NotUnderScalene(Exception):
+    """Refusing to signal a process that scalene does not run."""
+
+
+class Scalene(Profiler):
+    name = "scalene"
+
+    def __init__(self) -> None:
+        self.pid: int | None = None
+        self.under_scalene = False
+        self.on = False
+        self.rate_hz: float | None = None
+        self.artifact: Path | None = None
+        self.started_ns: int | None = None
+
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
+        if importlib.util.find_spec("scalene") is None:
+            return False, "scalene is not installed (pip install scalene)"
+        return True, ""
+
+    def attach(self, pid: int, under_scalene: bool, rate_hz: float, artifact: Path) -> None:
+        """The worker (re)started: remember what it said about itself."""
+        self.pid, self.under_scalene = pid, under_scalene
+        self.rate_hz, self.artifact, self.on = rate_hz, artifact, False
+
+    def _signal(self, sig: signal.Signals) -> None:
+        if not self.under_scalene or self.pid is None:
+            raise NotUnderScalene("the worker is not running under scalene")
+        os.kill(self.pid, sig)
+
+    def start(self, target_pid: int, rate_hz: float, out_dir: Path) -> str | None:
+        if target_pid != self.pid:
+            return "scalene: that pid is not the worker scalene launched"
+        try:
+            self._signal(signal.SIGILL)
+        except NotUnderScalene as e:
+            return f"scalene: {e}"
+        except ProcessLookupError:
+            return "scalene: the worker is gone"
+        self.on = True
+        return None
+
+    def stop(self) -> Path | None:
+        if not self.on:
+            return self.artifact if self.artifact and self.artifact.exists() else None
+        try:
+            self._signal(signal.SIGBUS)  # scalene writes its profile on stop
+        except (NotUnderScalene, ProcessLookupError):
+            pass
+        self.on = False
+        return self.artifact
+
+    def status(self) -> ProfilerStatus:
+        return ProfilerStatus(self.on, None, self.rate_hz, None, self.artifact, self.started_ns)
+
+
+def scalene_lines(path: Path) -> dict[str, list[dict[str, Any]]]:
+    """Per-file line records of a scalene JSON profile."""
+    d = json.loads(path.read_text())
+    return {f: v.get("lines", []) for f, v in d.get("files", {}).items()}

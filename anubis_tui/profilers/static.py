@@ -1,0 +1,97 @@
+"""Static analysis: the zero-overhead end of the spectrum.
+
+Decoding one token reads every weight once (the token-embedding lookup reads
+a row, but small models like Gemma tie it to the output projection, which
+is read whole), so bytes per token ≈ the model's tensor data, the GGUF file
+size less its header. With the machine's memory bandwidth — measured once
+by a copy benchmark and cached — that bounds decode tok/s from above:
+ceiling = bandwidth / bytes per token. Measured tok/s as a share of it says
+how close to memory-bound inference runs. Nothing runs during inference.
+This models CPU inference; with layers offloaded to a GPU it says so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+COPY_BYTES = 256 << 20
+
+
+@dataclass(frozen=True)
+class Bandwidth:
+    bytes_per_s: float
+    method: str
+    measured_utc: str
+
+
+def cache_file() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "anubis" / "bandwidth.json"
+
+
+def measure_bandwidth(nbytes: int = COPY_BYTES, repeats: int = 5) -> Bandwidth:
+    """Best-of-N numpy copy of `nbytes`, counting bytes read plus bytes written."""
+    src = np.ones(nbytes // 8, dtype=np.float64)
+    dst = np.empty_like(src)
+    np.copyto(dst, src)  # fault the pages in
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        np.copyto(dst, src)
+        best = min(best, time.perf_counter() - t)
+    return Bandwidth(
+        2 * nbytes / best,
+        f"numpy copy {nbytes >> 20} MiB, best of {repeats}",
+        time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    )
+
+
+def bandwidth(refresh: bool = False) -> Bandwidth:
+    """The cached measurement, measuring once (about a second) if there is none."""
+    f = cache_file()
+    if not refresh:
+        try:
+            d = json.loads(f.read_text())
+            return Bandwidth(float(d["bytes_per_s"]), str(d["method"]), str(d["measured_utc"]))
+        except (OSError, ValueError, KeyError):
+            pass
+    bw = measure_bandwidth()
+    try:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(json.dumps(asdict(bw)))
+    except OSError:
+        pass
+    return bw
+
+
+@dataclass(frozen=True)
+class StaticEstimate:
+    bytes_per_token: int
+    bandwidth_bytes_per_s: float
+    ceiling_tps: float
+    gpu_offload: bool
+
+    def share(self, measured_tps: float | None) -> float | None:
+        return None if measured_tps is None else measured_tps / self.ceiling_tps
+
+    def line(self, measured_tps: float | None) -> str:
+        s = self.share(measured_tps)
+        where = "GPU offload: CPU model only" if self.gpu_offload else "memory-bound ceiling"
+        return (
+            f"static {self.bytes_per_token / 2**20:.0f} MiB/tok, {where} "
+            f"{self.ceiling_tps:.0f} tok/s" + (f" ({s:.0%} of it)" if s is not None else "")
+        )
+
+
+def estimate(
+    file_size: int, header_bytes: int = 0, gpu_layers: int = 0, bw: Bandwidth | None = None
+) -> StaticEstimate:
+    bw = bw or bandwidth()
+    per_token = max(1, file_size - header_bytes)
+    return StaticEstimate(per_token, bw.bytes_per_s, bw.bytes_per_s / per_token, gpu_layers != 0)

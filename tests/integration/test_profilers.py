@@ -1,0 +1,204 @@
+"""Real py-spy and real scalene against the real worker on the default model."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from anubis_tui.config import Config
+from anubis_tui.inference.models import default_model, read_gguf
+from anubis_tui.inference.worker import Spec
+from anubis_tui.profilers.base import PTRACE_FIX
+from anubis_tui.profilers.controller import ProfilerController, Step, parse_plan
+from anubis_tui.profilers.pyspy import PySpy, speedscope_frames
+from anubis_tui.profilers.scalene import Scalene, scalene_lines
+from anubis_tui.records import Event
+from anubis_tui.session import Session
+from anubis_tui.sources.base import SysfsRoot
+from anubis_tui.sources.registry import discover
+from tests.conftest import ANUBIS, FIXTURES, cli_env
+
+pytestmark = pytest.mark.slow
+
+
+class Events(list):
+    def __call__(self, rec):
+        if isinstance(rec, Event):
+            self.append(rec)
+
+    def wait(self, kind, timeout=60.0, **match):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            for e in list(self):
+                if e.kind == kind and all(e.payload.get(k) == v for k, v in match.items()):
+                    return e
+            time.sleep(0.05)
+        raise AssertionError(f"no {kind} {match}; saw {[e.kind for e in self]}")
+
+
+@pytest.fixture
+def session(tmp_path):
+    model = default_model()
+    ev = Events()
+    sources = discover(
+        SysfsRoot(FIXTURES / "empty_container"),
+        config={"nvml_module": "absent_module"},
+        warn=lambda m: None,
+    )
+    s = Session(
+        Config(),
+        spec=Spec(model=str(model), t0_ns=0, threads=2, max_tokens=64),
+        model=read_gguf(model),
+        sources=sources,
+        log_path=tmp_path / "w.log",
+        sinks=[ev],
+    )
+    s.start()
+    ev.wait("model_loaded")
+    ctl = ProfilerController(s, out_dir=tmp_path / "profiles")
+    yield s, ctl, ev
+    ctl.shutdown()
+    s.stop()
+
+
+def test_pyspy_toggle_and_rate_change_make_events_segments_and_a_speedscope(session):
+    s, ctl, ev = session
+    assert ctl.toggle("py-spy").startswith("py-spy on at 100 Hz")
+    on = ev.wait("profiler_on", profiler="py-spy")
+    assert on.payload["rate_hz"] == 100 and on.payload["mode"] == "nonblocking"
+    time.sleep(2.5)
+    assert ctl.step_rate(+1) == "py-spy now at 250 Hz"
+    rate = ev.wait("profiler_rate", profiler="py-spy")
+    assert rate.payload["rate_hz"] == 250 and rate.payload["previous_samples"] > 0
+    time.sleep(2.5)
+    assert ctl.toggle("py-spy").startswith("py-spy off")
+    off = ev.wait("profiler_off", profiler="py-spy")
+    assert off.payload["samples"] > 0
+    art = Path(off.payload["artifact"])
+    frames = speedscope_frames(art)
+    assert "Llama.generate" in frames and "LlamaContext.decode" in frames
+    assert len(list(art.parent.glob("*.speedscope.json"))) == 2  # one per segment
+    assert any("generate" in name or "decode" in name for name, _ in ctl.pyspy.top)
+
+
+def test_scalene_relaunches_the_worker_and_toggles_it(session):
+    s, ctl, ev = session
+    first_pid = ctl._worker_pid()
+    assert ctl.toggle("scalene").startswith("scalene on")
+    ev.wait("profiler_ready", profiler="scalene-off")
+    ev.wait("profiler_on", profiler="scalene")
+    loaded = [e for e in ev if e.kind == "model_loaded"][-1]
+    assert loaded.payload["under_scalene"] is True and loaded.payload["pid"] != first_pid
+    time.sleep(3)
+    assert ctl.toggle("scalene").startswith("scalene off")
+    off = ev.wait("profiler_off", profiler="scalene")
+    art = Path(off.payload["artifact"])
+    end = time.monotonic() + 20
+    while not art.exists() and time.monotonic() < end:
+        time.sleep(0.2)
+    lines = scalene_lines(art)
+    worker = next(f for f in lines if f.endswith("worker.py"))
+    assert len(lines[worker]) > 10
+    # py-spy refuses while scalene runs the worker, and says why
+    assert "scalene" in ctl.toggle("py-spy")
+    assert s.worker is not None and not s.worker.exited.is_set()
+
+
+def test_sigill_is_never_sent_to_a_plain_worker(session):
+    s, ctl, ev = session
+    pid = ctl._worker_pid()
+    sc = Scalene()
+    sc.attach(pid, False, 100, Path("/nonexistent.json"))
+    assert "not running under scalene" in sc.start(pid, 100, Path("/tmp"))
+    time.sleep(0.5)
+    os.kill(pid, 0)  # still alive
+    assert not s.worker.exited.is_set()
+
+
+def test_worker_exit_while_profiled_is_reported(session):
+    s, ctl, ev = session
+    ctl.toggle("py-spy")
+    ev.wait("profiler_on")
+    s.worker.proc.kill()
+    err = ev.wait("profiler_error", timeout=15)
+    assert "exited" in err.payload["reason"] or "not running" in err.payload["reason"]
+    ev.wait("profiler_off", profiler="py-spy")
+
+
+def test_permission_failure_is_reported_with_the_fix(tmp_path, monkeypatch):
+    fake = tmp_path / "py-spy"
+    # py-spy's real text when ptrace is refused (reference/profilers-textual.md §1.2)
+    fake.write_text(
+        '#!/bin/sh\necho "Permission Denied: Try running again with elevated '
+        'permissions by going \'sudo env \\"PATH=\\$PATH\\" !!\'" >&2\nexit 1\n'
+    )
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    msg = PySpy(binary=str(fake)).start(os.getpid(), 100, tmp_path / "out")
+    assert msg is not None and "CAP_SYS_PTRACE" in msg and "ptrace_scope" in msg
+    assert PTRACE_FIX in msg
+    from anubis_tui.profilers import pyspy
+
+    monkeypatch.setattr(pyspy, "pyspy_binary", lambda: None)
+    assert "not installed" in (PySpy().start(os.getpid(), 100, tmp_path) or "")
+    assert PySpy.available() == (False, "py-spy is not installed (pip install py-spy)")
+    monkeypatch.undo()
+    p = subprocess.Popen(["sleep", "0"])
+    p.wait()
+    assert "not running" in PySpy().start(p.pid, 100, tmp_path / "o2")
+
+
+def test_native_with_nonblocking_is_explained():
+    from anubis_tui.profilers.pyspy import explain_failure
+
+    text = "Can't get native stack traces with the --nonblocking option."
+    assert "cannot be combined" in explain_failure(text, 1)
+
+
+def test_plan_parsing():
+    assert parse_plan("off:5,py-spy@1000n:6,scalene@10:4") == [
+        Step(None, 0, False, 5),
+        Step("py-spy", 1000, True, 6),
+        Step("scalene", 10, False, 4),
+    ]
+    for bad in ("py-spy@7:5", "gdb@10:5", "off", "off:-1", ""):
+        with pytest.raises(ValueError):
+            parse_plan(bad)
+
+
+def test_overhead_native_1000hz_drops_tps_and_10hz_nonblocking_does_not(tmp_path):
+    out = tmp_path / "sweep.msgpack"
+    p = subprocess.run(
+        [
+            *ANUBIS,
+            "record",
+            "-o",
+            str(out),
+            "--threads",
+            "2",
+            "--plan",
+            "off:6,py-spy@1000n:6,off:5,py-spy@10:6,off:4",
+        ],
+        capture_output=True,
+        env=cli_env("empty_container"),
+        timeout=240,
+        check=False,
+    )
+    assert p.returncode == 0, p.stderr.decode()
+    r = json.loads(
+        subprocess.run(
+            [*ANUBIS, "report", str(out), "--json"], capture_output=True, env=cli_env(), check=True
+        ).stdout
+    )
+    segs = {(g["profiler"], g["rate_hz"]): g for g in r["segments"] if g["profiler"]}
+    native, light = segs[("py-spy", 1000.0)], segs[("py-spy", 10.0)]
+    assert native["delta"]["decode_tps_pct"] < -25  # the reference measured about −60 %
+    assert abs(light["delta"]["decode_tps_pct"]) < 15  # noise on this machine is ±10 %
+    assert native["samples"] > 10 * light["samples"]
+    assert native["profiler_cpu"] > light["profiler_cpu"]
+    assert out.with_suffix(".profiles").is_dir()
