@@ -13,6 +13,7 @@ launch: a rate change restarts the worker.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -92,10 +93,8 @@ class Scalene(Profiler):
     def stop(self) -> Path | None:
         if not self.on:
             return self.artifact if self.artifact and self.artifact.exists() else None
-        try:
+        with contextlib.suppress(NotUnderScalene, ProcessLookupError):
             self._signal(signal.SIGBUS)  # scalene writes its profile on stop
-        except (NotUnderScalene, ProcessLookupError):
-            pass
         self.on = False
         return self.artifact
 

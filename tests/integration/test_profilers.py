@@ -68,7 +68,7 @@ def session(tmp_path):
 
 
 def test_pyspy_toggle_and_rate_change_make_events_segments_and_a_speedscope(session):
-    s, ctl, ev = session
+    _s, ctl, ev = session
     assert ctl.toggle("py-spy").startswith("py-spy on at 100 Hz")
     on = ev.wait("profiler_on", profiler="py-spy")
     assert on.payload["rate_hz"] == 100 and on.payload["mode"] == "nonblocking"
@@ -111,7 +111,7 @@ def test_scalene_relaunches_the_worker_and_toggles_it(session):
 
 
 def test_sigill_is_never_sent_to_a_plain_worker(session):
-    s, ctl, ev = session
+    s, ctl, _ev = session
     pid = ctl._worker_pid()
     sc = Scalene()
     sc.attach(pid, False, 100, Path("/nonexistent.json"))
