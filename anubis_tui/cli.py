@@ -67,6 +67,16 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--record", metavar="PATH", help="record to PATH (default: recordings/)")
     rec.add_argument("--no-record", action="store_true", help="do not record")
     r.add_argument("--no-model", action="store_true", help="sensors only, no inference")
+    r.add_argument(
+        "--scalene-ready",
+        action="store_true",
+        help="run the worker under scalene (profiling off) so s toggles at once",
+    )
+    r.add_argument(
+        "--pyspy-native",
+        action="store_true",
+        help="py-spy with --native (C frames too; stops the worker to sample)",
+    )
     inference_commands.add_model_args(r, _positive_int)
 
     rp = sub.add_parser("replay", help="open a recording (or - for a stream on stdin)")

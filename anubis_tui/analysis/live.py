@@ -54,6 +54,7 @@ class SegmentAcc:
     start_ns: int
     end_ns: int = 0
     tokens: int = 0
+    first_token_ns: int | None = None  # rate counts from here: a model load is not decode time
     energy0: float | None = None
     energy1: float | None = None
     power_sum: float = 0.0
@@ -71,7 +72,10 @@ class SegmentAcc:
 
     @property
     def decode_tps(self) -> float | None:
-        return self.tokens / self.seconds if self.seconds > 0 and self.tokens else None
+        if self.first_token_ns is None or self.tokens < 2:
+            return None
+        span = (self.end_ns - self.first_token_ns) / 1e9
+        return self.tokens / span if span > 0 else None
 
     @property
     def tps_spread(self) -> float | None:
@@ -205,6 +209,8 @@ class LiveState:
             if rec.phase == "decode":
                 self.tokens += rec.count
                 seg.tokens += rec.count
+                if seg.first_token_ns is None:
+                    seg.first_token_ns = rec.t_first
                 self.batches.append((rec.t, rec.count))
                 self._bin_acc["tok"].append(rec.count)
                 while self.batches and self.batches[0][0] < rec.t - RATE_WINDOW_NS:
@@ -277,6 +283,8 @@ class LiveState:
             self.marks.append(self._bin_idx)
         elif e.kind in PROFILER_EVENTS:
             prof = p.get("profiler") if e.kind != "profiler_off" else p.get("ready")
+            if prof and p.get("mode") == "native":
+                prof += " --native"
             rate = p.get("rate_hz") if e.kind != "profiler_off" else None
             last = self.segments[-1]
             last.end_ns = e.t

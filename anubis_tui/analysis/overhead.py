@@ -9,6 +9,7 @@ segment is compared with the nearest baseline segment in time.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from anubis_tui.analysis.windows import Window, mean_std, window
 from anubis_tui.recording.reader import Recording
@@ -23,7 +24,7 @@ class Segment:
     profiler: str | None
     rate_hz: float | None
     window: Window
-    delta: dict[str, float | None]
+    delta: dict[str, Any]
     enough_data: bool
     samples: int | None = None  # what the profiler collected in this segment, when it said
     profiler_cpu: float | None = None  # mean CPU of the profiler process (ratio of a core)
@@ -41,6 +42,8 @@ def segments(rec: Recording, end_ns: int | None = None) -> list[Segment]:
         if e.kind not in PROFILER_EVENTS:
             continue
         prof = e.payload.get("profiler")
+        if prof and e.payload.get("mode") == "native":
+            prof += " --native"  # a different profiler as far as cost goes
         rate = e.payload.get("rate_hz")
         if e.kind == "profiler_off":
             prof, rate = (e.payload.get("ready"), None) if e.payload.get("ready") else (None, None)
@@ -64,10 +67,19 @@ def segments(rec: Recording, end_ns: int | None = None) -> list[Segment]:
         mid = (s.window.start_s + s.window.end_s) / 2
         b = min(base, key=lambda x: abs((x.window.start_s + x.window.end_s) / 2 - mid))
         s.delta = deltas(s.window, b.window)
+        # A throttle in either window can pass for profiler overhead: say so beside the delta.
+        s.delta["throttled"] = sorted(
+            {
+                f
+                for w in (s.window, b.window)
+                for f, share in w.throttle_share.items()
+                if share > 0 and f != "idle"
+            }
+        )
     return segs
 
 
-def deltas(w: Window, b: Window) -> dict[str, float | None]:
+def deltas(w: Window, b: Window) -> dict[str, Any]:
     def pct(x: float | None, y: float | None) -> float | None:
         return None if x is None or not y else 100.0 * (x - y) / y
 

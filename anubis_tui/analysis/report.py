@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from anubis_tui.analysis.overhead import segments
-from anubis_tui.analysis.windows import window
+from anubis_tui.analysis.windows import energy_j, window
 from anubis_tui.recording.reader import Recording
 
 
@@ -48,6 +48,16 @@ def report(rec: Recording) -> dict[str, Any]:
             _, mx = _col_stats(rec, c.id)
             if mx is not None:
                 temps[c.id] = mx
+    counters: dict[str, dict[str, Any]] = {}
+    for c in rec.channels:
+        if c.kind == "energy" and c.method == "counter" and c.id != "system.energy":
+            j = energy_j(rec, 0, end + 1, c.id)
+            if j is not None:
+                counters[c.id] = {
+                    "joules": j,
+                    "scope": c.scope,
+                    "j_per_token": j / whole.decode_tokens if whole.decode_tokens else None,
+                }
     p_mean, p_max = _col_stats(rec, "system.power")
     rate_mean, _ = _col_stats(rec, "anubis.sampler.rate")
     _, jit_max = _col_stats(rec, "anubis.sampler.jitter_p99")
@@ -95,6 +105,7 @@ def report(rec: Recording) -> dict[str, Any]:
             "scope": energy_ch.scope if energy_ch else None,
             "integration": energy_ch.meta.get("integration") if energy_ch else None,
             "system_power": power_ch.meta.get("reason") if power_ch else None,
+            "counters": counters,
         },
         "power_w": {"mean": p_mean, "max": p_max, "channels": by_scope},
         "temperature_c": {"max": max(temps.values()) if temps else None, "channels": temps},
@@ -131,6 +142,11 @@ def render(r: dict[str, Any]) -> str:
         f"[{e['method']}{', ' + e['integration'] if e['integration'] else ''}]"
         f"{'  (ESTIMATED)' if e['method'] == 'estimated' else ''}",
         f"           system power: {e['system_power'] or '—'}",
+        *(
+            f"           {cid}: {d['joules']:.2f} J, {_f(d['j_per_token'], '.4f', ' J/token')} "
+            f"[measured counter, {d['scope']}]"
+            for cid, d in e["counters"].items()
+        ),
         f"power      mean {_f(r['power_w']['mean'], '.1f', ' W')}, max "
         f"{_f(r['power_w']['max'], '.1f', ' W')}",
     ]
@@ -157,7 +173,7 @@ def render(r: dict[str, Any]) -> str:
         )
     lines.append("")
     lines.append(
-        f"{'segment':<18} {'start':>7} {'end':>7} {'tok/s':>7} {'W':>7} {'J/tok':>8} "
+        f"{'segment':<24} {'start':>7} {'end':>7} {'tok/s':>7} {'W':>7} {'J/tok':>8} "
         f"{'Δtok/s':>8} {'ΔW':>7} {'ΔJ/tok':>8} {'Δ°C':>5}"
     )
     for g in r["segments"]:
@@ -168,12 +184,13 @@ def render(r: dict[str, Any]) -> str:
         )
         d = g["delta"] or {}
         lines.append(
-            f"{name:<18} {g['start_s']:>7.1f} {g['end_s']:>7.1f} {_f(g['decode_tps']):>7} "
+            f"{name:<24} {g['start_s']:>7.1f} {g['end_s']:>7.1f} {_f(g['decode_tps']):>7} "
             f"{_f(g['power_w']):>7} {_f(g['j_per_token'], '.4f'):>8} "
             f"{_f(d.get('decode_tps_pct'), '+.1f', '%'):>8} {_f(d.get('power_w'), '+.1f'):>7} "
             f"{_f(d.get('j_per_token_pct'), '+.1f', '%'):>8} {_f(d.get('temp_max_c'), '+.0f'):>5} "
             f"{_f(g['profiler_cpu'] and g['profiler_cpu'] * 100, '.1f', '%'):>8} "
             f"{g['samples'] if g['samples'] is not None else '—':>7}"
+            + (f"  {','.join(d['throttled'])}" if d.get("throttled") else "")
             + ("" if g["enough_data"] else "  (too little data)")
         )
     return "\n".join(lines)

@@ -345,8 +345,21 @@ class ProfilerController:
                 return self._error(err)
         return self.toggle("scalene")
 
-    def static_line(self) -> str:
-        return ""
+    def make_scalene_ready(self) -> str:
+        """Run the worker under scalene with profiling off, so `s` toggles at once."""
+        with self.lock:
+            if self.scalene.under_scalene:
+                return "the worker already runs under scalene"
+            self._emit("profiler_ready", profiler="scalene-off", rate_hz=self.scalene_rate)
+            err = self._relaunch(True, self.scalene_rate)
+            if err:
+                self._emit("profiler_off", profiler="scalene")
+                return self._error(f"scalene: {err}")
+            return "worker under scalene, profiling off: s turns it on"
+
+    def hot_frames(self) -> list[tuple[str, int]]:
+        """Hottest functions py-spy has seen, while it runs."""
+        return list(self.pyspy.top) if self.active == "py-spy" else []
 
     def shutdown(self) -> None:
         self._stop_watch.set()

@@ -39,6 +39,8 @@ class LiveOptions:
     log_path: Path | None = None
     discovery: dict[str, object] = field(default_factory=dict)
     autostart: bool = True  # False: show a LiveState fed by someone else (tests, demos)
+    scalene_ready: bool = False
+    pyspy_native: bool = False
 
 
 class Panel(Static):
@@ -98,6 +100,7 @@ class AnubisApp(App[int]):
         self.state: LiveState = replay.state if replay is not None else (state or LiveState())
         self.session: Any = None
         self.controller: Any = None
+        self.static: Any = None
         self._events_seen = 0
         self._bins_drawn = -1
         self._last_frame = time.monotonic()
@@ -182,12 +185,17 @@ class AnubisApp(App[int]):
             self.call_from_thread(self.notify, str(e), severity="error", timeout=10)
             return
         self.session = session
-        try:
-            from anubis_tui.profilers.controller import ProfilerController
+        from anubis_tui.profilers.controller import ProfilerController
 
-            self.controller = ProfilerController(session)
-        except ImportError:
-            self.controller = None
+        self.controller = ProfilerController(session, native=opts.pyspy_native)
+        if opts.model is not None:
+            from anubis_tui.profilers.static import estimate
+
+            # The bandwidth copy test runs once per machine (cached), here off the event loop.
+            self.static = estimate(opts.model.file_size, gpu_layers=self.config.gpu_layers)
+        if opts.scalene_ready and opts.spec is not None:
+            msg = self.controller.make_scalene_ready()
+            self.call_from_thread(self.notify, msg, timeout=4)
 
     def stop_session(self) -> None:
         if self.controller is not None:
@@ -347,10 +355,18 @@ class AnubisApp(App[int]):
                 txt += f" [b]throttle: {','.join(sorted(seg.throttled | b.throttled))}[/]"
             lines.append(f"[dim]{txt}  (needs ≥3 s, ≥50 tok)[/]" if grey else txt)
         cpu = s.self_cost.get("profiler_cpu")
-        if cpu is not None:
-            lines.append(f"profiler CPU {cpu * 100:.0f} %")
-        if ctl is not None and getattr(ctl, "static_line", None):
-            lines.append(ctl.static_line())
+        if cpu is not None or (seg is not None and seg.profiler):
+            n = seg.samples_collected if seg is not None else None
+            if n is None and seg is not None and seg.profiler and seg.rate_hz:
+                n_txt = f"~{seg.rate_hz * seg.seconds:.0f}"  # py-spy tells the count at stop
+            else:
+                n_txt = "—" if n is None else str(n)
+            lines.append(f"own CPU {fmt(cpu and cpu * 100, '.0f', '%')} samples {n_txt}")
+        if ctl is not None:
+            for name, count in ctl.hot_frames()[:2]:
+                lines.append(f"hot {name[:26]} ×{count}")
+        if self.static is not None:
+            lines.append(self.static.line(s.decode_tps))
         return "\n".join(lines)
 
     def _draw_charts(self, s: Snapshot) -> None:

@@ -33,8 +33,6 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
             raise CliError(f"{record} exists; choose another --record path")
         Path(record).parent.mkdir(parents=True, exist_ok=True)
     log = Path(record + ".log") if record else Path(os.devnull)
-    if spec is not None:
-        spec.t0_ns = 0  # replaced by the session's own start below
     app = make_app(
         config, live=LiveOptions(spec=spec, model=facts, record_path=record, log_path=log)
     )

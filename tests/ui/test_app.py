@@ -166,3 +166,44 @@ def test_snapshot_live_160x48(snap_compare):
 
 def test_snapshot_replay_80x24(snap_compare):
     assert snap_compare(replay_app(), terminal_size=(80, 24))
+
+
+@pytest.mark.slow
+async def test_p_starts_pyspy_and_the_overhead_panel_fills(tmp_path, monkeypatch):
+    monkeypatch.setenv("ANUBIS_SYSFS_ROOT", str(FIXTURES / "empty_container"))
+    monkeypatch.setenv("ANUBIS_NVML_MODULE", "absent_nvml_module")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    model = default_model()
+    spec = Spec(model=str(model), t0_ns=0, threads=2, max_tokens=64)
+    app = make_app(
+        Config(), live=LiveOptions(spec=spec, model=read_gguf(model), log_path=tmp_path / "w.log")
+    )
+    async with app.run_test(size=APP_SIZE) as pilot:
+        await until(pilot, lambda: app.state.tokens > 60 and app.controller is not None, 60)
+        await asyncio.sleep(3.0)  # a baseline of at least 3 s
+        await pilot.press("p")
+        await until(pilot, lambda: any(e.kind == "profiler_on" for e in app.state.events), 20)
+        await until(pilot, lambda: "py-spy @ 100 Hz" in text(app, "#profiler"), 5)
+        # the overhead fills in once the segment holds enough data (≥ 3 s, ≥ 50 tokens)
+        await until(
+            pilot,
+            lambda: "Δtok/s" in text(app, "#profiler") and app.state.snapshot().segment.enough,
+            30,
+            "overhead figures",
+        )
+        assert "static" in text(app, "#profiler") and "MiB/tok" in text(app, "#profiler")
+        await pilot.press("right_square_bracket")
+        await until(
+            pilot,
+            lambda: any(
+                e.kind == "profiler_rate" and e.payload["rate_hz"] == 250 for e in app.state.events
+            ),
+            20,
+            "rate change",
+        )
+        await pilot.press("p")
+        await until(pilot, lambda: any(e.kind == "profiler_off" for e in app.state.events), 20)
+        segs = app.state.snapshot().segments
+        assert [s.profiler for s in segs] == [None, "py-spy", "py-spy", None]
+        assert [s.rate_hz for s in segs[1:3]] == [100.0, 250.0]
+        await pilot.press("q")
