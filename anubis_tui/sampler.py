@@ -184,6 +184,12 @@ class Sampler:
         periods = [g.group.period_s for g in self._groups if g.group.period_s > 0]
         return min(MAX_RATE_HZ, 1.0 / min(periods)) if periods else MAX_RATE_HZ
 
+    @property
+    def target_rate_hz(self) -> float:
+        """The rate asked for last (applied at the next tick)."""
+        pending = self._pending_rate
+        return self.rate_hz if pending is None else pending
+
     def set_rate(self, rate_hz: float) -> float:
         """Ask for a new tick rate (applied at the next tick); returns the clamped rate."""
         r = clamp_rate(rate_hz)

@@ -99,6 +99,13 @@ class _Package:
     core_dirs: list[Path]
     last_pkg_ms: int | None = None
     last_core_ms: int | None = None
+    pkg_file: str = ""
+    core_files: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        # Paths as strings, built once: pathlib joins cost more than the reads themselves.
+        self.pkg_file = str(self.pkg_dir / "package_throttle_total_time_ms")
+        self.core_files = [str(d / "core_throttle_total_time_ms") for d in self.core_dirs]
 
 
 @dataclass
@@ -155,8 +162,8 @@ class IntelThrottleSource(Source):
     def _read(self, t_ns: int) -> list[Value]:
         out: list[Value] = []
         for p in self.packages:
-            pkg_ms = read_int(p.pkg_dir / "package_throttle_total_time_ms")
-            core_vals = [read_int(d / "core_throttle_total_time_ms") for d in p.core_dirs]
+            pkg_ms = read_int(p.pkg_file)
+            core_vals = [read_int(f) for f in p.core_files or []]
             core_ms = sum(v for v in core_vals if v is not None) if core_vals else None
             flags = 0
             if pkg_ms is not None and p.last_pkg_ms is not None and pkg_ms > p.last_pkg_ms:

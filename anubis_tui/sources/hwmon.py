@@ -65,7 +65,7 @@ def chip_scope(chip: str, label: str) -> str:
 class _Attr:
     """One attribute file read by a group; a `derived` attr turns the counter before it into W."""
 
-    path: Path
+    path: str
     scale: float
     role: str = "value"  # value | counter | derived
     last: float | None = None
@@ -167,7 +167,7 @@ class HwmonSource(Source):
                 continue  # e.g. amd_energy restricted to root (CVE-2020-12912)
             chans, attrs = groups.setdefault(period, ([], []))
             chans.append(ch)
-            attrs.append(_Attr(f, SCALE[typ], "counter" if typ == "energy" else "value"))
+            attrs.append(_Attr(str(f), SCALE[typ], "counter" if typ == "energy" else "value"))
             if typ == "energy":
                 chans.append(
                     Channel(
@@ -182,7 +182,7 @@ class HwmonSource(Source):
                         {**meta, "energy_channel": cid},
                     )
                 )
-                attrs.append(_Attr(f, SCALE[typ], "derived"))
+                attrs.append(_Attr(str(f), SCALE[typ], "derived"))
         for period, (chans, attrs) in sorted(groups.items()):
             self.groups.append(ReadGroup(chans, self._reader(attrs), period, cost_s=1e-5))
         if self.groups:

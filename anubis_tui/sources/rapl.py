@@ -45,6 +45,10 @@ class Zone:
     last_uj: int | None = None
     last_t: int = 0
     wraps: int = 0
+    energy_file: str = ""  # str(path / "energy_uj"), built once: this is read every tick
+
+    def __post_init__(self) -> None:
+        self.energy_file = str(self.path / "energy_uj")
 
 
 @dataclass
@@ -140,7 +144,7 @@ class RaplSource(Source):
     def _read(self, t_ns: int) -> list[Value]:
         out: list[Value] = []
         for z in self.zones:
-            uj = read_int(z.path / "energy_uj")
+            uj = read_int(z.energy_file)
             if uj is None:
                 out += [None, None]
                 continue

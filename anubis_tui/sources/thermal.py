@@ -9,7 +9,6 @@ found (``acpitz``) is the same sensor seen twice and is skipped.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import ClassVar
 
 from anubis_tui.records import Channel, Value
@@ -41,7 +40,7 @@ def zone_scope(zone_type: str) -> str:
 @dataclass
 class ThermalZoneSource(Source):
     order: ClassVar[int] = 40
-    paths: list[Path] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
 
     @classmethod
     def discover(cls, ctx: DiscoveryContext) -> list[Source]:
@@ -86,7 +85,7 @@ class ThermalZoneSource(Source):
                     meta,
                 )
             )
-            src.paths.append(z / "temp")
+            src.paths.append(str(z / "temp"))
         if not chans:
             return [
                 cls(

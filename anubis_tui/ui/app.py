@@ -425,7 +425,7 @@ class AnubisApp(App[int]):
         if self.session is None:
             return
         sampler = self.session.sampler
-        cur = sampler.rate_hz
+        cur = sampler.target_rate_hz  # two quick presses step twice, not once
         cap = sampler.max_useful_rate_hz
         if direction > 0:
             nxt = next((r for r in RATE_STEPS if r > cur), cur)

@@ -207,3 +207,24 @@ async def test_p_starts_pyspy_and_the_overhead_panel_fills(tmp_path, monkeypatch
         assert [s.profiler for s in segs] == [None, "py-spy", "py-spy", None]
         assert [s.rate_hz for s in segs[1:3]] == [100.0, 250.0]
         await pilot.press("q")
+
+
+async def test_no_color_and_16_colours_render(monkeypatch):
+    monkeypatch.setenv("NO_COLOR", "1")
+    app = replay_app()
+    assert app.no_color  # Textual turns the whole app monochrome
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: "tok/s" in text(app, "#throughput"))
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TEXTUAL_COLOR_SYSTEM", "standard")  # 16 colours
+    app = replay_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: "tok/s" in text(app, "#throughput"))
+
+
+async def test_keys_can_be_remapped_from_config():
+    app = make_app(Config(keys={"marker": "M"}), live=LiveOptions(autostart=False))
+    async with app.run_test(size=APP_SIZE) as pilot:
+        await pilot.pause(0.2)
+        keys = {b.binding.id: b.binding.key for b in app.active_bindings.values() if b.binding.id}
+        assert keys.get("marker") == "M"
