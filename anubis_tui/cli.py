@@ -15,10 +15,7 @@ from typing import Any
 
 from anubis_tui import __version__
 from anubis_tui.config import Config, ConfigError, load_config
-
-
-class CliError(Exception):
-    """A user-facing error: printed as one line, exit status 2."""
+from anubis_tui.errors import CliError
 
 
 def _positive_float(s: str) -> float:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from anubis_tui.config import Config
+from anubis_tui.errors import CliError
 from anubis_tui.inference.client import WorkerClient
 from anubis_tui.inference.models import ModelError, ModelFacts, read_gguf, resolve_model
 from anubis_tui.inference.worker import Spec
@@ -136,8 +137,6 @@ def run_bench(spec: Spec, duration_s: float, log_path: Path) -> dict[str, Any]:
 
 
 def cmd_bench(args: argparse.Namespace, config: Config) -> int:
-    from anubis_tui.cli import CliError
-
     t0 = time.monotonic_ns()
     try:
         spec, facts = spec_from(args, config, t0)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from anubis_tui.config import Config
+from anubis_tui.errors import CliError
 
 
 def add_parsers(sub: Any, positive_int: Any, positive_float: Any) -> None:
@@ -46,12 +47,6 @@ def add_parsers(sub: Any, positive_int: Any, positive_float: Any) -> None:
     e.add_argument("--plot", metavar="OUT_PNG")
 
 
-def _cli_error(msg: str) -> Exception:
-    from anubis_tui.cli import CliError
-
-    return CliError(msg)
-
-
 def cmd_record(args: argparse.Namespace, config: Config) -> int:
     from anubis_tui.inference.commands import BenchError, spec_from
     from anubis_tui.recording.format import default_path
@@ -65,11 +60,11 @@ def cmd_record(args: argparse.Namespace, config: Config) -> int:
         from anubis_tui.profilers.controller import parse_plan
 
         if args.no_model:
-            raise _cli_error("--plan profiles the inference: it cannot go with --no-model")
+            raise CliError("--plan profiles the inference: it cannot go with --no-model")
         try:
             plan = parse_plan(args.plan)
         except ValueError as e:
-            raise _cli_error(f"bad --plan: {e}") from None
+            raise CliError(f"bad --plan: {e}") from None
     if args.rate is not None:
         config = config.replace(rate_hz=clamp_rate(args.rate))
     spec = facts = None
@@ -77,14 +72,14 @@ def cmd_record(args: argparse.Namespace, config: Config) -> int:
         try:
             spec, facts = spec_from(args, config, t0)
         except BenchError as e:
-            raise _cli_error(str(e)) from None
+            raise CliError(str(e)) from None
     path = args.output or default_path(config.record_dir)
     if path != "-":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     try:
         out = open_output(path, force=args.force)
     except RecordingError as e:
-        raise _cli_error(str(e)) from None
+        raise CliError(str(e)) from None
     log = (
         Path(tempfile.gettempdir()) / f"anubis-record-{os.getpid()}.log"
         if path == "-"
@@ -149,7 +144,7 @@ def _load(path: str) -> Any:
     try:
         return load(sys.stdin.buffer if path == "-" else path)
     except ReaderError as e:
-        raise _cli_error(str(e)) from None
+        raise CliError(str(e)) from None
 
 
 def cmd_report(args: argparse.Namespace, config: Config) -> int:
@@ -179,13 +174,13 @@ def rolling_tps(rec: Any, decode: bool, window_ns: int = 1_000_000_000) -> np.nd
 
 def cmd_export(args: argparse.Namespace, config: Config) -> int:
     if not args.csv and not args.plot:
-        raise _cli_error("export needs --csv OUT and/or --plot OUT.png")
+        raise CliError("export needs --csv OUT and/or --plot OUT.png")
     rec = _load(args.path)
     if args.csv:
         try:
             f = open(args.csv, "w", newline="")  # noqa: SIM115 - closed below
         except OSError as e:
-            raise _cli_error(f"cannot write {args.csv}: {e.strerror}") from None
+            raise CliError(f"cannot write {args.csv}: {e.strerror}") from None
         with f:
             w = csv.writer(f)
             w.writerow(
@@ -214,7 +209,7 @@ def plot(rec: Any, out: str) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise _cli_error("--plot needs matplotlib: pip install 'anubis-tui[plot]'") from None
+        raise CliError("--plot needs matplotlib: pip install 'anubis-tui[plot]'") from None
     from anubis_tui.analysis.overhead import segments
     from anubis_tui.records import decode_flags
 
@@ -269,7 +264,7 @@ def plot(rec: Any, out: str) -> None:
     try:
         fig.savefig(out, dpi=110)
     except OSError as e:
-        raise _cli_error(f"cannot write {out}: {e.strerror}") from None
+        raise CliError(f"cannot write {out}: {e.strerror}") from None
 
 
 HANDLERS = {"record": cmd_record, "report": cmd_report, "export": cmd_export}

@@ -12,7 +12,7 @@ from anubis_tui.config import Config
 
 
 def cmd_run(args: argparse.Namespace, config: Config) -> int:
-    from anubis_tui.cli import CliError
+    from anubis_tui.errors import CliError
     from anubis_tui.inference.commands import BenchError, spec_from
     from anubis_tui.recording.format import default_path
     from anubis_tui.sampler import clamp_rate
@@ -43,7 +43,7 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_replay(args: argparse.Namespace, config: Config) -> int:
-    from anubis_tui.cli import CliError
+    from anubis_tui.errors import CliError
     from anubis_tui.recording.reader import ReaderError
     from anubis_tui.recording.replay import Replay
     from anubis_tui.ui.app import make_app
