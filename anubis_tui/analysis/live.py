@@ -16,6 +16,12 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from anubis_tui.analysis.overhead import (
+    MIN_SECONDS,
+    MIN_TOKENS,
+    PROFILER_EVENTS,
+    segment_setting,
+)
 from anubis_tui.records import (
     Channel,
     ChannelsAdded,
@@ -40,9 +46,6 @@ NOTIFY_KINDS = {
     "sink_error": "error",
     "profiler_error": "error",
 }
-PROFILER_EVENTS = ("profiler_on", "profiler_off", "profiler_rate", "profiler_ready")
-MIN_SEGMENT_S = 3.0
-MIN_SEGMENT_TOKENS = 50
 
 
 @dataclass
@@ -100,7 +103,7 @@ class SegmentAcc:
 
     @property
     def enough(self) -> bool:
-        return self.seconds >= MIN_SEGMENT_S and self.tokens >= MIN_SEGMENT_TOKENS
+        return self.seconds >= MIN_SECONDS and self.tokens >= MIN_TOKENS
 
 
 @dataclass
@@ -282,16 +285,13 @@ class LiveState:
         elif e.kind == "marker":
             self.marks.append(self._bin_idx)
         elif e.kind in PROFILER_EVENTS:
-            prof = p.get("profiler") if e.kind != "profiler_off" else p.get("ready")
-            if prof and p.get("mode") == "native":
-                prof += " --native"
-            rate = p.get("rate_hz") if e.kind != "profiler_off" else None
+            prof, rate = segment_setting(e)
             last = self.segments[-1]
             last.end_ns = e.t
             done = p.get("samples") if e.kind == "profiler_off" else p.get("previous_samples")
             if done is not None:
                 last.samples_collected = int(done)
-            self.segments.append(SegmentAcc(prof, float(rate) if rate else None, e.t))
+            self.segments.append(SegmentAcc(prof, rate, e.t))
             self.marks.append(self._bin_idx)
 
     def _advance_bins(self, t: int) -> None:

@@ -13,10 +13,27 @@ from typing import Any
 
 from anubis_tui.analysis.windows import Window, mean_std, window
 from anubis_tui.recording.reader import Recording
+from anubis_tui.records import Event
 
 PROFILER_EVENTS = ("profiler_on", "profiler_off", "profiler_rate", "profiler_ready")
 MIN_SECONDS = 3.0
 MIN_TOKENS = 50
+
+
+def segment_setting(e: Event) -> tuple[str | None, float | None]:
+    """The (profiler, rate) a profiler Event starts; (None, None) is the baseline.
+
+    ``py-spy --native`` is named apart (a different cost from nonblocking
+    py-spy); a profiler_off that leaves scalene loaded names that state.
+    """
+    p = e.payload
+    if e.kind == "profiler_off":
+        return (p.get("ready") or None), None
+    prof = p.get("profiler")
+    if prof and p.get("mode") == "native":
+        prof += " --native"
+    rate = p.get("rate_hz")
+    return prof, float(rate) if rate is not None else None
 
 
 @dataclass
@@ -41,16 +58,11 @@ def segments(rec: Recording, end_ns: int | None = None) -> list[Segment]:
     for e in rec.events:
         if e.kind not in PROFILER_EVENTS:
             continue
-        prof = e.payload.get("profiler")
-        if prof and e.payload.get("mode") == "native":
-            prof += " --native"  # a different profiler as far as cost goes
-        rate = e.payload.get("rate_hz")
-        if e.kind == "profiler_off":
-            prof, rate = (e.payload.get("ready"), None) if e.payload.get("ready") else (None, None)
+        prof, rate = segment_setting(e)
         done = e.payload.get("samples", e.payload.get("previous_samples"))
         if done is not None:
             ended_samples[len(cuts) - 1] = int(done)
-        cuts.append((e.t, prof, float(rate) if rate is not None else None))
+        cuts.append((e.t, prof, rate))
     segs: list[Segment] = []
     for i, (t, prof, rate) in enumerate(cuts):
         t_end = cuts[i + 1][0] if i + 1 < len(cuts) else end

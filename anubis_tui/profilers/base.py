@@ -7,14 +7,13 @@ on; nothing here raises into the UI. Built-ins register through the
 
 from __future__ import annotations
 
-import importlib
-import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import ClassVar
+
+from anubis_tui.plugins import load_plugins
 
 RATES_HZ = (1, 10, 50, 100, 250, 500, 1000)
 
@@ -68,23 +67,4 @@ BUILTINS = {
 
 def profiler_classes(warn: Callable[[str], None] | None = None) -> dict[str, type[Profiler]]:
     """Built-in and plugin profilers (``anubis.profilers`` entry points); broken ones skipped."""
-    warn = warn or (lambda msg: print(msg, file=sys.stderr))
-    targets = dict(BUILTINS)
-    try:
-        for ep in entry_points(group="anubis.profilers"):
-            targets[ep.name] = ep.value
-    except Exception as e:  # a broken distribution's metadata must not stop us
-        warn(f"anubis: cannot read profiler plugins: {e}")
-    out: dict[str, type[Profiler]] = {}
-    for name, target in targets.items():
-        mod, _, attr = target.partition(":")
-        try:
-            cls = getattr(importlib.import_module(mod), attr)
-        except Exception as e:
-            warn(f"anubis: profiler plugin {name!r} skipped: {type(e).__name__}: {e}")
-            continue
-        if isinstance(cls, type) and issubclass(cls, Profiler):
-            out[name] = cls
-        else:
-            warn(f"anubis: profiler plugin {name!r} skipped: {target} is not a Profiler")
-    return out
+    return load_plugins("anubis.profilers", BUILTINS, Profiler, warn)

@@ -7,13 +7,11 @@ skipped; it never stops the monitor.
 
 from __future__ import annotations
 
-import importlib
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import entry_points
-from typing import Any
 
+from anubis_tui.plugins import load_plugins
 from anubis_tui.records import Channel
 from anubis_tui.sources.base import DiscoveryContext, Source, SysfsRoot
 
@@ -32,32 +30,9 @@ BUILTINS = {
 }
 
 
-def _load(target: str) -> Any:
-    mod, _, attr = target.partition(":")
-    return getattr(importlib.import_module(mod), attr)
-
-
 def source_classes(warn: Callable[[str], None] | None = None) -> list[type[Source]]:
     """Every registered Source class, in discovery order."""
-    warn = warn or (lambda msg: print(msg, file=sys.stderr))
-    targets = dict(BUILTINS)
-    try:
-        for ep in entry_points(group="anubis.sources"):
-            targets[ep.name] = ep.value
-    except Exception as e:  # a broken distribution's metadata must not stop us
-        warn(f"anubis: cannot read source plugins: {e}")
-    classes: list[type[Source]] = []
-    for name, target in targets.items():
-        try:
-            cls = _load(target)
-        except Exception as e:
-            warn(f"anubis: source plugin {name!r} skipped: {type(e).__name__}: {e}")
-            continue
-        if not (isinstance(cls, type) and issubclass(cls, Source)):
-            warn(f"anubis: source plugin {name!r} skipped: {target} is not a Source")
-            continue
-        if cls not in classes:
-            classes.append(cls)
+    classes = list(dict.fromkeys(load_plugins("anubis.sources", BUILTINS, Source, warn).values()))
     classes.sort(key=lambda c: getattr(c, "order", 70))
     return classes
 

@@ -142,6 +142,7 @@ class AnubisApp(App[int]):
 
     def on_mount(self) -> None:
         self.set_interval(1 / UI_FPS, self.frame)
+        self.frame()  # the first frame now, not a timer period later
         if self.replay is None:
             self.query_one("#timeline").display = False
             if self.live is None or self.live.autostart:
