@@ -1,0 +1,49 @@
+"""Replay of files and of streams that are still growing; channels added mid-session."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+
+from anubis_tui.recording.format import make_header, pack
+from anubis_tui.recording.reader import from_records
+from anubis_tui.recording.replay import Replay
+from anubis_tui.records import Channel, ChannelsAdded, Sample, Tokens
+
+A = Channel("a", "a", "s", "power", "W", "gpu", "instant", 0.1)
+B = Channel("b", "b", "s", "temperature", "°C", "gpu", "instant", 0.1)
+
+
+def test_channels_added_mid_session_widen_the_table():
+    recs = [make_header([A], 0), Sample(1, [1.0]), ChannelsAdded(2, [B]), Sample(3, [2.0, 40.0])]
+    rec = from_records(recs)
+    assert [c.id for c in rec.channels] == ["a", "b"]
+    assert rec.values.shape == (2, 2)
+    assert math.isnan(rec.values[0, 1]) and rec.values[1, 1] == 40.0
+
+
+def test_replay_follows_a_growing_stream():
+    r, w = os.pipe()
+    rp = Replay.from_stream(os.fdopen(r, "rb", buffering=0))
+    os.write(w, pack(make_header([A], 0)) + pack(Sample(0, [5.0])))
+    end = time.monotonic() + 5
+    while len(rp.records) < 2 and time.monotonic() < end:
+        time.sleep(0.02)
+    assert rp.growing and rp.header is not None
+    rp.advance(0.0)
+    assert rp.state.latest[0] == 5.0
+    data = b"".join(
+        pack(Tokens(k * 50_000_000, 2, "decode", 1, k * 50_000_000 - 1)) for k in range(1, 21)
+    ) + pack(Sample(1_000_000_000, [6.0]))
+    os.write(w, data[:7])  # a partial record waits for the rest
+    time.sleep(0.1)
+    os.write(w, data[7:])
+    os.close(w)
+    end = time.monotonic() + 5
+    while rp.growing and time.monotonic() < end:
+        time.sleep(0.02)
+    assert not rp.growing and rp.end_ns == 1_000_000_000
+    rp.seek(rp.end_ns)
+    assert rp.state.tokens == 40 and rp.state.latest[0] == 6.0
+    assert rp.stream_error is None  # every record arrived whole, the split one included
