@@ -122,3 +122,20 @@ def test_bad_config_is_one_line_and_nonzero(tmp_path):
 def test_unknown_command_is_one_line():
     p = subprocess.run([*ANUBIS, "frobnicate"], capture_output=True, text=True, check=False)
     assert p.returncode == 2 and "Traceback" not in p.stderr
+
+
+def test_watch_refreshes_until_ctrl_c():
+    import signal
+    import time
+
+    p = subprocess.Popen(
+        [*ANUBIS, "sensors", "--watch"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=cli_env("intel_laptop"),
+    )
+    time.sleep(3.0)
+    p.send_signal(signal.SIGINT)
+    out, _ = p.communicate(timeout=20)
+    assert p.returncode == 0
+    assert out.count("\x1b[2J") >= 2 and out.count("system power:") >= 2
