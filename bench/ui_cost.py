@@ -61,8 +61,11 @@ def headless(seconds: float, env: dict[str, str]) -> float:
 
 
 def in_tmux(cmd: str, match: str, seconds: float, env: dict[str, str]) -> float:
+    # A tmux server of its own per contender: a server still shutting down from the
+    # previous one refuses new sessions on the same socket.
+    sock = f"{SOCKET}-{match}-{os.getpid()}"
     subprocess.run(
-        ["tmux", "-L", SOCKET, "new-session", "-d", "-s", "b", "-x", "120", "-y", "40", cmd],
+        ["tmux", "-L", sock, "new-session", "-d", "-s", "b", "-x", "120", "-y", "40", cmd],
         env=env,
         check=True,
     )
@@ -70,7 +73,7 @@ def in_tmux(cmd: str, match: str, seconds: float, env: dict[str, str]) -> float:
         time.sleep(1.0)
         pane = int(
             subprocess.run(
-                ["tmux", "-L", SOCKET, "display", "-p", "-t", "b", "#{pane_pid}"],
+                ["tmux", "-L", sock, "display", "-p", "-t", "b", "#{pane_pid}"],
                 capture_output=True,
                 text=True,
                 check=True,
@@ -81,7 +84,7 @@ def in_tmux(cmd: str, match: str, seconds: float, env: dict[str, str]) -> float:
         proc = next(p for p in cands if match in " ".join(p.cmdline()))
         return cpu_pct(proc, seconds)
     finally:
-        subprocess.run(["tmux", "-L", SOCKET, "kill-server"], capture_output=True)
+        subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True)
 
 
 def main() -> int:
