@@ -91,7 +91,6 @@ class ProfilerController:
         session.add_sink(self._watch)
         self._stop_watch = threading.Event()
         threading.Thread(target=self._watchdog, name="profiler-watchdog", daemon=True).start()
-        self._static: Any = None
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -124,16 +123,7 @@ class ProfilerController:
                 if self.active == "py-spy":
                     why = self.pyspy.exited_early()
                     if why:
-                        art = self.pyspy.stop()
-                        self.active = None
-                        self._attach_profiler_pid(None)
-                        self._emit(
-                            "profiler_off",
-                            profiler="py-spy",
-                            samples=self.pyspy.samples,
-                            artifact=str(art) if art else None,
-                            reason=why,
-                        )
+                        self._pyspy_off(*self._pyspy_stop(), reason=why)
                         self._error(why)
 
     # -- py-spy ----------------------------------------------------------------------------
@@ -152,6 +142,17 @@ class ProfilerController:
         art = self.pyspy.stop()
         self._attach_profiler_pid(None)
         return art, self.pyspy.samples
+
+    def _pyspy_off(self, art: Path | None, samples: int | None, **extra: Any) -> None:
+        """py-spy has stopped: the segment ends, with what it collected."""
+        self.active = None
+        self._emit(
+            "profiler_off",
+            profiler="py-spy",
+            samples=samples,
+            artifact=str(art) if art else None,
+            **extra,
+        )
 
     # -- scalene ----------------------------------------------------------------------------
 
@@ -202,13 +203,7 @@ class ProfilerController:
             )
         if self.active == "py-spy":
             art, samples = self._pyspy_stop()
-            self.active = None
-            self._emit(
-                "profiler_off",
-                profiler="py-spy",
-                samples=samples,
-                artifact=str(art) if art else None,
-            )
+            self._pyspy_off(art, samples)
             return f"py-spy off: {samples} samples" + (f" → {art}" if art else "")
         err = self._pyspy_start(self.pyspy_rate)
         if err:
@@ -273,13 +268,7 @@ class ProfilerController:
                 art, samples = self._pyspy_stop()
                 err = self._pyspy_start(new)
                 if err:
-                    self.active = None
-                    self._emit(
-                        "profiler_off",
-                        profiler="py-spy",
-                        samples=samples,
-                        artifact=str(art) if art else None,
-                    )
+                    self._pyspy_off(art, samples)
                     return self._error(err)
                 self._emit(
                     "profiler_rate",
@@ -365,13 +354,7 @@ class ProfilerController:
         self._stop_watch.set()
         with self.lock:
             if self.active == "py-spy":
-                art, samples = self._pyspy_stop()
-                self._emit(
-                    "profiler_off",
-                    profiler="py-spy",
-                    samples=samples,
-                    artifact=str(art) if art else None,
-                )
+                self._pyspy_off(*self._pyspy_stop())
             elif self.active == "scalene":
                 art = self.scalene.stop()
                 self._emit("profiler_off", profiler="scalene", artifact=str(art) if art else None)
