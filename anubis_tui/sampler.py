@@ -170,6 +170,10 @@ class Sampler:
             ),
         ]
         self._latest: list[Value] = [None] * len(self.channels)
+        # Indices of what system power and energy add up, resolved once, not every tick.
+        sp = self.system
+        self._sys_parts = [self._index[c] for c in sp.channels] if sp else []
+        self._sys_energy_parts = [self._index[c] for c in sp.energy_channels] if sp else []
         self._energy0: float | None = None
         self._energy_int = 0.0
         self._last_power: tuple[int, float] | None = None
@@ -274,7 +278,7 @@ class Sampler:
         sp = self.system
         if sp is None:
             return
-        parts = [self._index[c] for c in sp.channels]
+        parts = self._sys_parts
         if not any(values[i] is not None for i in parts):
             return  # nothing new this tick
         latest = [self._latest[i] for i in parts]
@@ -283,7 +287,7 @@ class Sampler:
         power = float(sum(v for v in latest if v is not None))
         values[self._sys_power_i] = power
         if sp.energy_channels:
-            es = [self._latest[self._index[c]] for c in sp.energy_channels]
+            es = [self._latest[i] for i in self._sys_energy_parts]
             if all(e is not None for e in es):
                 total = float(sum(e for e in es if e is not None))
                 if self._energy0 is None:

@@ -15,9 +15,8 @@ import sys
 import time
 
 import llama_cpp
-import llama_cpp.llama as llama_mod
 
-from anubis_tui.inference.worker import BUILTIN_PROMPTS, chat, cpu_has_amx, quiet_llama
+from anubis_tui.inference.worker import BUILTIN_PROMPTS, chat, quiet_llama, use_extra_bufts
 
 
 def main() -> None:
@@ -26,15 +25,7 @@ def main() -> None:
     gpu_layers = int(sys.argv[4]) if len(sys.argv) > 4 else 0
     max_tokens = int(sys.argv[5]) if len(sys.argv) > 5 else 128
     quiet_llama(llama_cpp)
-    if cpu_has_amx():
-        orig = llama_cpp.llama_model_default_params
-
-        def params():  # type: ignore[no-untyped-def]
-            p = orig()
-            p.use_extra_bufts = False
-            return p
-
-        llama_mod.llama_cpp.llama_model_default_params = params
+    use_extra_bufts(None)  # the worker's choice, so both run the same kernels
     llm = llama_cpp.Llama(
         model_path=model,
         n_ctx=1024,

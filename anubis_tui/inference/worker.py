@@ -176,14 +176,18 @@ def quiet_llama(llama_cpp: Any) -> Any:
     return log
 
 
-def load(spec: Spec, sender: Sender) -> Any:
+def use_extra_bufts(wanted: bool | None) -> bool:
+    """Keep or turn off ggml's extra buffer types (AMX, repack) for the next model load.
+
+    They crash in decode on AMX CPUs in some VMs (seen here), so None means off
+    where /proc/cpuinfo lists AMX. llama-cpp-python does not expose the flag:
+    its default model params are patched. Returns whether they stay on.
+    """
     import llama_cpp
     import llama_cpp.llama as llama_mod
 
-    quiet_llama(llama_cpp)
-    extra = spec.extra_bufts if spec.extra_bufts is not None else not cpu_has_amx()
+    extra = wanted if wanted is not None else not cpu_has_amx()
     if not extra:
-        # ggml's AMX/repack buffers crash in decode on AMX CPUs in some VMs (seen here).
         orig = llama_cpp.llama_model_default_params
 
         def params() -> Any:
@@ -192,6 +196,14 @@ def load(spec: Spec, sender: Sender) -> Any:
             return p
 
         llama_mod.llama_cpp.llama_model_default_params = params
+    return extra
+
+
+def load(spec: Spec, sender: Sender) -> Any:
+    import llama_cpp
+
+    quiet_llama(llama_cpp)
+    extra = use_extra_bufts(spec.extra_bufts)
     t = time.perf_counter()
     llm = llama_cpp.Llama(
         model_path=spec.model,

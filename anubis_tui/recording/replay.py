@@ -24,11 +24,16 @@ class Replay:
 
     def __init__(self, records: list[Record] | None = None) -> None:
         self.lock = threading.Lock()
-        self.records: list[Record] = list(records or [])
-        self.times: list[int] = [getattr(r, "t", 0) for r in self.records]
+        # Kept in time order (records and their stamps side by side), so the position is a
+        # bisection and the end is the last stamp, whatever a frame asks.
+        self.records: list[Record] = []
+        self.times: list[int] = []
+        self._markers: list[tuple[int, str]] = []
+        self.fed = 0  # records already folded into state
+        for rec in sorted(records or [], key=lambda r: getattr(r, "t", 0)):
+            self._add(rec)
         self.state = LiveState()
         self.pos_ns = 0
-        self.fed = 0  # records already folded into state
         self.playing = True
         self.speed = 1.0
         self.growing = False
@@ -64,8 +69,7 @@ class Replay:
                     return
                 with self.lock:
                     for rec in recs:
-                        self.records.append(rec)
-                        self.times.append(getattr(rec, "t", 0))
+                        self._add(rec)
                 if stream.failed:
                     break
         finally:
@@ -73,6 +77,17 @@ class Replay:
             if stream.recovery.truncated and not self.stream_error:
                 self.stream_error = stream.recovery.reason or None
             self.growing = False
+
+    def _add(self, rec: Record) -> None:
+        """Insert in time order (call with the lock held, or before anyone else can read)."""
+        t = getattr(rec, "t", 0)
+        # Records come nearly sorted; one that arrives late never goes before what is folded.
+        i = max(bisect.bisect_right(self.times, t), self.fed)
+        self.records.insert(i, rec)
+        self.times.insert(i, t)
+        kind = getattr(rec, "kind", None)
+        if kind == "marker" or (kind or "").startswith("profiler_"):
+            bisect.insort(self._markers, (t, kind or ""))
 
     @property
     def header(self) -> Header | None:
@@ -83,7 +98,7 @@ class Replay:
     @property
     def end_ns(self) -> int:
         with self.lock:
-            return max(self.times) if self.times else 0
+            return self.times[-1] if self.times else 0
 
     def advance(self, wall_s: float) -> None:
         """Move the clock by `wall_s` × speed (if playing) and fold the records passed."""
@@ -93,11 +108,7 @@ class Replay:
 
     def _feed_to(self, pos: int) -> None:
         with self.lock:
-            upto = (
-                bisect.bisect_right(self.times, pos)
-                if self.times == sorted(self.times)
-                else len([t for t in self.times if t <= pos])
-            )
+            upto = bisect.bisect_right(self.times, pos)
             batch = self.records[self.fed : upto]
             self.fed = max(self.fed, upto)
         if batch:
@@ -123,9 +134,4 @@ class Replay:
     def markers(self) -> list[tuple[int, str]]:
         """(t, kind) of markers and profiler events, for the timeline."""
         with self.lock:
-            out = []
-            for r in self.records:
-                kind = getattr(r, "kind", None)
-                if kind == "marker" or (kind or "").startswith("profiler_"):
-                    out.append((getattr(r, "t", 0), kind or ""))
-            return out
+            return list(self._markers)

@@ -193,7 +193,8 @@ class AnubisApp(App[int]):
             from anubis_tui.profilers.static import estimate
 
             # The bandwidth copy test runs once per machine (cached), here off the event loop.
-            self.static = estimate(opts.model.file_size, gpu_layers=self.config.gpu_layers)
+            gpu_layers = opts.spec.gpu_layers if opts.spec is not None else 0
+            self.static = estimate(opts.model.file_size, gpu_layers=gpu_layers)
         if opts.scalene_ready and opts.spec is not None:
             msg = self.controller.make_scalene_ready()
             self.call_from_thread(self.notify, msg, timeout=4)

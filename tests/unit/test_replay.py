@@ -47,3 +47,20 @@ def test_replay_follows_a_growing_stream():
     rp.seek(rp.end_ns)
     assert rp.state.tokens == 40 and rp.state.latest[0] == 6.0
     assert rp.stream_error is None  # every record arrived whole, the split one included
+
+
+def test_replay_keeps_records_in_time_order_and_indexes_markers():
+    from anubis_tui.records import Event
+
+    recs = [
+        make_header([A], 0),
+        Sample(2, [1.0]),
+        Event(3, "marker", {}),
+        Sample(1, [0.5]),
+        Event(5, "profiler_on", {"profiler": "py-spy", "rate_hz": 10}),
+    ]
+    rp = Replay(recs)
+    assert rp.times == sorted(rp.times) and rp.end_ns == 5
+    assert rp.markers() == [(3, "marker"), (5, "profiler_on")]
+    rp.seek(2)
+    assert rp.state.latest[0] == 1.0  # t=1 then t=2 folded, in that order
