@@ -69,7 +69,7 @@ def valid_method(method: str) -> bool:
     return method in METHODS or (method.startswith("average:") and len(method) > 8)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Channel:
     """One measured quantity.
 

@@ -31,7 +31,17 @@ CHECK_BOUND_S = 3.0
 
 def make(path: str, seconds: int = 3600, rate: int = 10) -> tuple[int, int]:
     chans = [
-        Channel(f"c{i}", f"c{i}", "bench", "power", "W", "gpu", "instant", 0.1) for i in range(30)
+        Channel(
+            id=f"c{i}",
+            label=f"c{i}",
+            source="bench",
+            kind="power",
+            unit="W",
+            scope="gpu",
+            method="instant",
+            update_period_s=0.1,
+        )
+        for i in range(30)
     ]
     w = RecordingWriter(open_output(path, force=True), make_header(chans, 0))
     sample_bytes = values = 0

@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from anubis_tui.sampler import Sampler, percentile  # noqa: E402
+from anubis_tui.session.sampler import Sampler, percentile  # noqa: E402
 from anubis_tui.sources.base import SysfsRoot  # noqa: E402
 from anubis_tui.sources.nvml import load_nvml_module  # noqa: E402
 from anubis_tui.sources.registry import discover  # noqa: E402

@@ -23,7 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from anubis_tui.inference.commands import run_bench  # noqa: E402
+from anubis_tui.inference.bench import run_bench  # noqa: E402
+
 from anubis_tui.inference.models import resolve_model  # noqa: E402
 from anubis_tui.inference.worker import Spec  # noqa: E402
 

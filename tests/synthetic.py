@@ -15,30 +15,57 @@ from anubis_tui.sources.nvml import NVML_FLAGS
 
 S = 1_000_000_000
 CHANNELS = [
-    Channel("gpu0.energy", "GPU energy", "nvml:0", "energy", "J", "gpu", "counter", 0.1),
-    Channel("gpu0.temp", "GPU temp", "nvml:0", "temperature", "°C", "gpu", "instant", 0.25),
     Channel(
-        "gpu0.throttle",
-        "GPU reasons",
-        "nvml:0",
-        "throttle",
-        "flags",
-        "gpu",
-        "instant",
-        0.25,
-        {"flags": dict(NVML_FLAGS)},
+        id="gpu0.energy",
+        label="GPU energy",
+        source="nvml:0",
+        kind="energy",
+        unit="J",
+        scope="gpu",
+        method="counter",
+        update_period_s=0.1,
     ),
-    Channel("system.power", "system power", "anubis", "power", "W", "components", "derived", 0.0),
     Channel(
-        "system.energy",
-        "system energy",
-        "anubis",
-        "energy",
-        "J",
-        "components",
-        "counter",
-        0.0,
-        {"integration": "counters"},
+        id="gpu0.temp",
+        label="GPU temp",
+        source="nvml:0",
+        kind="temperature",
+        unit="°C",
+        scope="gpu",
+        method="instant",
+        update_period_s=0.25,
+    ),
+    Channel(
+        id="gpu0.throttle",
+        label="GPU reasons",
+        source="nvml:0",
+        kind="throttle",
+        unit="flags",
+        scope="gpu",
+        method="instant",
+        update_period_s=0.25,
+        meta={"flags": dict(NVML_FLAGS)},
+    ),
+    Channel(
+        id="system.power",
+        label="system power",
+        source="anubis",
+        kind="power",
+        unit="W",
+        scope="components",
+        method="derived",
+        update_period_s=0.0,
+    ),
+    Channel(
+        id="system.energy",
+        label="system energy",
+        source="anubis",
+        kind="energy",
+        unit="J",
+        scope="components",
+        method="counter",
+        update_period_s=0.0,
+        meta={"integration": "counters"},
     ),
 ]
 
@@ -49,13 +76,15 @@ def write(
     rate_hz: float = 10.0,
     footer: bool = True,
     force: bool = False,
+    cap_w: float = 200.0,
 ) -> dict:
     """Phases of (seconds, watts, decode tok/s, profiler, rate): constant power and token rate.
 
     Token rates must be multiples of 20 (whole tokens per 50 ms batch).
 
     Requests are 1 s long, decode tokens come in 50 ms batches, energy is the
-    integral of power (exact, piecewise constant). Returns the expected totals.
+    integral of power (exact, piecewise constant). From `cap_w` watts on, the GPU
+    reports power_cap (as the H200 did at its 700 W limit). Returns the expected totals.
     """
     out = open_output(str(path), force=force)
     w = RecordingWriter(out, make_header(CHANNELS, 0, {"name": "synthetic"}, {}))
@@ -82,7 +111,7 @@ def write(
                     [
                         energy_t,
                         60.0 if watts < 200 else 70.0,
-                        4 if watts >= 200 else 0,
+                        4 if watts >= cap_w else 0,
                         watts,
                         energy_t,
                     ],

@@ -13,15 +13,10 @@ import math
 import statistics
 import threading
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from anubis_tui.analysis.overhead import (
-    MIN_SECONDS,
-    MIN_TOKENS,
-    PROFILER_EVENTS,
-    segment_setting,
-)
+from anubis_tui.analysis.segments import SETTING_EVENTS, Figures, SegmentFold
 from anubis_tui.records import (
     Channel,
     ChannelsAdded,
@@ -46,64 +41,6 @@ NOTIFY_KINDS = {
     "sink_error": "error",
     "profiler_error": "error",
 }
-
-
-@dataclass
-class SegmentAcc:
-    """Running figures of one profiler setting (a segment)."""
-
-    profiler: str | None
-    rate_hz: float | None
-    start_ns: int
-    end_ns: int = 0
-    tokens: int = 0
-    first_token_ns: int | None = None  # rate counts from here: a model load is not decode time
-    energy0: float | None = None
-    energy1: float | None = None
-    power_sum: float = 0.0
-    power_sq: float = 0.0
-    power_n: int = 0
-    temp_max: float | None = None
-    tps_bins: list[float] = field(default_factory=list)
-    throttled: set[str] = field(default_factory=set)
-    profiler_cpu: list[float] = field(default_factory=list)
-    samples_collected: int | None = None
-
-    @property
-    def seconds(self) -> float:
-        return max(0.0, (self.end_ns - self.start_ns) / 1e9)
-
-    @property
-    def decode_tps(self) -> float | None:
-        if self.first_token_ns is None or self.tokens < 2:
-            return None
-        span = (self.end_ns - self.first_token_ns) / 1e9
-        return self.tokens / span if span > 0 else None
-
-    @property
-    def tps_spread(self) -> float | None:
-        return statistics.pstdev(self.tps_bins) if len(self.tps_bins) >= 2 else None
-
-    @property
-    def power_w(self) -> float | None:
-        return self.power_sum / self.power_n if self.power_n else None
-
-    @property
-    def power_spread(self) -> float | None:
-        if self.power_n < 2:
-            return None
-        m = self.power_sum / self.power_n
-        return math.sqrt(max(0.0, self.power_sq / self.power_n - m * m))
-
-    @property
-    def j_per_token(self) -> float | None:
-        if self.energy0 is None or self.energy1 is None or not self.tokens:
-            return None
-        return (self.energy1 - self.energy0) / self.tokens
-
-    @property
-    def enough(self) -> bool:
-        return self.seconds >= MIN_SECONDS and self.tokens >= MIN_TOKENS
 
 
 @dataclass
@@ -142,9 +79,9 @@ class Snapshot:
     history_temp: list[float]
     history_tps: list[float]
     history_marks: list[int]  # bins (seconds) where a segment or marker starts
-    segment: SegmentAcc | None
-    baseline: SegmentAcc | None
-    segments: list[SegmentAcc]
+    segment: Figures | None  # the current segment
+    baseline: Figures | None  # what the current segment is compared with
+    segments: list[Figures]  # every segment so far, oldest first (the same as `anubis report`)
     sampler_hz: float | None
     ended: bool
 
@@ -176,7 +113,7 @@ class LiveState:
         self.marks: list[int] = []
         self._bin_idx = 0
         self._bin_acc: dict[str, list[float]] = {"p": [], "temp": [], "tok": []}
-        self.segments: list[SegmentAcc] = [SegmentAcc(None, None, 0)]
+        self.segs = SegmentFold()
         self.ended = False
         self.energy_j: float | None = None
         self._energy_start: float | None = None
@@ -195,6 +132,7 @@ class LiveState:
                 self._consume(r)
 
     def _consume(self, rec: Record) -> None:
+        self.segs.consume(rec)
         if isinstance(rec, Header):
             self.header = rec
             self._add_channels(rec.channels)
@@ -204,16 +142,11 @@ class LiveState:
         t = getattr(rec, "t", self.t)
         self._advance_bins(t)
         self.t = max(self.t, t)
-        seg = self.segments[-1]
-        seg.end_ns = max(seg.end_ns, t)
         if isinstance(rec, Sample):
-            self._sample(rec, seg)
+            self._sample(rec)
         elif isinstance(rec, Tokens):
             if rec.phase == "decode":
                 self.tokens += rec.count
-                seg.tokens += rec.count
-                if seg.first_token_ns is None:
-                    seg.first_token_ns = rec.t_first
                 self.batches.append((rec.t, rec.count))
                 self._bin_acc["tok"].append(rec.count)
                 while self.batches and self.batches[0][0] < rec.t - RATE_WINDOW_NS:
@@ -229,7 +162,7 @@ class LiveState:
             self.channels.append(c)
             self.latest.append(None)
 
-    def _sample(self, rec: Sample, seg: SegmentAcc) -> None:
+    def _sample(self, rec: Sample) -> None:
         for i, v in enumerate(rec.values):
             if v is None or i >= len(self.channels):
                 continue
@@ -241,30 +174,19 @@ class LiveState:
                 self.flag_totals[c.id] = self.flag_totals.get(c.id, 0) + 1
                 for name in active:
                     counts[name] = counts.get(name, 0) + 1
-                    if name != "idle":
-                        seg.throttled.add(name)
             elif c.kind == "temperature":
                 self._bin_acc["temp"].append(v)
-                seg.temp_max = v if seg.temp_max is None else max(seg.temp_max, v)
             elif c.id == "system.power":
                 self._bin_acc["p"].append(v)
-                seg.power_sum += v
-                seg.power_sq += v * v
-                seg.power_n += 1
             elif c.id == "system.energy":
                 if self._energy_start is None:
                     self._energy_start = v
                 self.energy_j = v - self._energy_start
-                if seg.energy0 is None:
-                    seg.energy0 = v
-                seg.energy1 = v
                 self.jpt_points.append((rec.t, v, self.tokens))
                 while self.jpt_points and self.jpt_points[0][0] < rec.t - JPT_WINDOW_NS:
                     self.jpt_points.popleft()
             elif c.id == "anubis.sampler.rate":
                 self.sampler_hz = v
-            elif c.id == "proc.profiler.cpu":
-                seg.profiler_cpu.append(v)
 
     def _event(self, e: Event) -> None:
         self.events.append(e)
@@ -282,16 +204,7 @@ class LiveState:
             self.paused = False
         elif e.kind == "rate":
             self.rate_event_hz = p.get("sampler_hz")
-        elif e.kind == "marker":
-            self.marks.append(self._bin_idx)
-        elif e.kind in PROFILER_EVENTS:
-            prof, rate = segment_setting(e)
-            last = self.segments[-1]
-            last.end_ns = e.t
-            done = p.get("samples") if e.kind == "profiler_off" else p.get("previous_samples")
-            if done is not None:
-                last.samples_collected = int(done)
-            self.segments.append(SegmentAcc(prof, rate, e.t))
+        elif e.kind == "marker" or e.kind in SETTING_EVENTS:
             self.marks.append(self._bin_idx)
 
     def _advance_bins(self, t: int) -> None:
@@ -301,8 +214,6 @@ class LiveState:
             self.bins_power.append(statistics.fmean(acc["p"]) if acc["p"] else math.nan)
             self.bins_temp.append(max(acc["temp"]) if acc["temp"] else math.nan)
             self.bins_tps.append(float(sum(acc["tok"])))
-            seg = self.segments[-1]
-            seg.tps_bins.append(float(sum(acc["tok"])))
             self._bin_acc = {"p": [], "temp": [], "tok": []}
             self._bin_idx += 1
             if idx - self._bin_idx > HISTORY_S:  # a jump (seek): skip empty bins
@@ -361,13 +272,11 @@ class LiveState:
                 (_, e0, n0), (_, e1, n1) = self.jpt_points[0], self.jpt_points[-1]
                 if n1 > n0:
                     jpt_recent = (e1 - e0) / (n1 - n0)
-            baseline = next(
-                (s for s in reversed(self.segments[:-1]) if s.profiler is None and s.enough), None
-            )
-            if baseline is None and self.segments[-1].profiler is not None:
-                baseline = next(
-                    (s for s in reversed(self.segments[:-1]) if s.profiler is None), None
-                )
+            segments = self.segs.figures()
+            current = segments[-1] if segments else None
+            baseline = None
+            if current is not None and current.baseline_index is not None:
+                baseline = next(f for f in segments if f.index == current.baseline_index)
 
             def val(cid: str) -> float | None:
                 i = self.index.get(cid)
@@ -406,9 +315,9 @@ class LiveState:
                 history_temp=list(self.bins_temp),
                 history_tps=list(self.bins_tps),
                 history_marks=[m - (self._bin_idx - len(self.bins_tps)) for m in self.marks],
-                segment=self.segments[-1],
+                segment=current,
                 baseline=baseline,
-                segments=list(self.segments),
+                segments=segments,
                 sampler_hz=self.sampler_hz,
                 ended=self.ended,
             )

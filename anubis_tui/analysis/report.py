@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from anubis_tui.analysis.overhead import segments
+from anubis_tui.analysis.segments import DEFINITIONS, fold
 from anubis_tui.analysis.windows import energy_j, window
 from anubis_tui.recording.reader import Recording
 
@@ -63,28 +63,7 @@ def report(rec: Recording) -> dict[str, Any]:
     _, jit_max = _col_stats(rec, "anubis.sampler.jitter_p99")
     cpu_mean, _ = _col_stats(rec, "anubis.sampler.cpu")
     self_cpu, _ = _col_stats(rec, "proc.self.cpu")
-    segs = []
-    for s in segments(rec, end + 1):
-        w = s.window
-        segs.append(
-            {
-                "profiler": s.profiler,
-                "rate_hz": s.rate_hz,
-                "start_s": w.start_s,
-                "end_s": w.end_s,
-                "decode_tps": w.decode_tps,
-                "decode_tokens": w.decode_tokens,
-                "power_w": w.power_w,
-                "power_std_w": w.power_std_w,
-                "j_per_token": w.j_per_token,
-                "temp_max_c": w.temp_max_c,
-                "throttle_share": w.throttle_share,
-                "enough_data": s.enough_data,
-                "samples": s.samples,
-                "profiler_cpu": s.profiler_cpu,
-                "delta": s.delta or None,
-            }
-        )
+    segs = [f.plain() for f in fold(rec.records)]
     return {
         "duration_s": rec.duration_s,
         "host": rec.header.host.get("hostname"),
@@ -117,6 +96,7 @@ def report(rec: Recording) -> dict[str, Any]:
             "anubis_cpu_ratio": self_cpu,
         },
         "segments": segs,
+        "segment_definitions": DEFINITIONS,
         "recovery": {
             "truncated": rec.recovery.truncated,
             "records": rec.recovery.records,
@@ -172,25 +152,41 @@ def render(r: dict[str, Any]) -> str:
             f"at byte {r['recovery']['stopped_at']} ({r['recovery']['reason']})"
         )
     lines.append("")
-    lines.append(
-        f"{'segment':<24} {'start':>7} {'end':>7} {'tok/s':>7} {'W':>7} {'J/tok':>8} "
-        f"{'Δtok/s':>8} {'ΔW':>7} {'ΔJ/tok':>8} {'Δ°C':>5}"
-    )
-    for g in r["segments"]:
-        name = (
-            "baseline"
-            if g["profiler"] is None
-            else (f"{g['profiler']}@{g['rate_hz']:g}" if g["rate_hz"] else g["profiler"])
-        )
+    lines += render_segments(r["segments"])
+    return "\n".join(lines)
+
+
+SEGMENT_HEAD = (
+    f"{'segment':<22} {'start':>6} {'end':>6} {'tok/s':>7} {'W':>7} {'J/tok':>8} "
+    f"{'Δtok/s':>8} {'ΔW':>7} {'ΔJ/tok':>8} {'Δ°C':>5} {'prof CPU':>8} {'samples':>7}"
+)
+
+
+def render_segments(segs: list[dict[str, Any]]) -> list[str]:
+    """The segment table, then what each column means and each segment's hot frames."""
+    lines = [SEGMENT_HEAD]
+    for g in segs:
         d = g["delta"] or {}
+        note = ""
+        if g["not_comparable"]:
+            note = f"  ({g['not_comparable']})"
+        elif d.get("baseline_start_s") is not None:
+            note = f"  vs baseline at {d['baseline_start_s']:.0f}s"
         lines.append(
-            f"{name:<24} {g['start_s']:>7.1f} {g['end_s']:>7.1f} {_f(g['decode_tps']):>7} "
-            f"{_f(g['power_w']):>7} {_f(g['j_per_token'], '.4f'):>8} "
+            f"{g['name']:<22.22} {g['start_s']:>6.1f} {g['end_s']:>6.1f} "
+            f"{_f(g['decode_tps']):>7} {_f(g['power_w']):>7} {_f(g['j_per_token'], '.4f'):>8} "
             f"{_f(d.get('decode_tps_pct'), '+.1f', '%'):>8} {_f(d.get('power_w'), '+.1f'):>7} "
             f"{_f(d.get('j_per_token_pct'), '+.1f', '%'):>8} {_f(d.get('temp_max_c'), '+.0f'):>5} "
             f"{_f(g['profiler_cpu'] and g['profiler_cpu'] * 100, '.1f', '%'):>8} "
-            f"{g['samples'] if g['samples'] is not None else '—':>7}"
-            + (f"  {','.join(d['throttled'])}" if d.get("throttled") else "")
-            + ("" if g["enough_data"] else "  (too little data)")
+            f"{g['samples'] if g['samples'] is not None else '—':>7}" + note
         )
-    return "\n".join(lines)
+    lines.append("")
+    lines.append("columns: " + "; ".join(f"{k}: {v}" for k, v in DEFINITIONS.items()))
+    for g in segs:
+        if g["hot_frames"]:
+            top = ", ".join(
+                f"{fr.get('function')} ({fr.get('where')}) {100 * (fr.get('share') or 0):.0f}%"
+                for fr in g["hot_frames"][:3]
+            )
+            lines.append(f"hot in {g['name']} at {g['start_s']:.0f}s: {top}")
+    return lines

@@ -72,6 +72,7 @@ class WorkerClient:
         self.exited = threading.Event()
         self.returncode: int | None = None
         self.loaded = threading.Event()
+        self.loaded_info: dict[str, Any] = {}  # the model_loaded payload, once it came
         self.load_error: str | None = None
 
     def start(self) -> None:
@@ -213,6 +214,7 @@ class WorkerClient:
         if isinstance(rec, Event):
             if rec.kind == "model_loaded":
                 self.pid = rec.payload.get("pid", self.pid)
+                self.loaded_info = dict(rec.payload)
                 self.loaded.set()
             elif rec.kind == "error" and rec.payload.get("stage") == "load":
                 self.load_error = str(rec.payload.get("reason"))

@@ -1,30 +1,64 @@
-"""Turns profiler keys (and sweep plans) into profiler processes and Events.
+"""Turns profiler commands (keys, sweep plans, the agent) into profiler processes and Events.
 
-Every change is an Event on the session's bus, so it lands in the recording
-and splits it into segments: ``profiler_on`` / ``profiler_off`` /
-``profiler_rate`` (py-spy or scalene with its rate) and ``profiler_ready``
-(the worker runs under scalene with profiling off — a state that may cost
-something too). Failures become ``profiler_error`` Events and a message;
-inference carries on. Methods block (process starts, worker restarts): the
-app calls them from a thread worker.
+Every change is an Event, so it lands in the recording and splits it into
+segments: ``profiler_on`` / ``profiler_off`` / ``profiler_rate`` and
+``profiler_ready`` (the worker runs under scalene with profiling off, a
+state that may cost something too). While a profiler runs, a
+``profiler_frames`` Event every `FRAMES_EVERY_S` carries its hottest frames
+and the samples so far; when its segment ends, one more carries what its
+artifact says (py-spy's speedscope, scalene's JSON), marked ``final``.
+Failures become ``profiler_error`` Events and a message; inference carries
+on. Methods block (process starts, worker restarts): the session calls them
+off the UI's event loop.
+
+The controller knows its session only through `Host`, which the session
+implements: it never reaches into the worker, the sampler or the bus.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
+import contextlib
+import math
 import threading
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from anubis_tui.profilers.base import RATES_HZ
-from anubis_tui.profilers.pyspy import PySpy
-from anubis_tui.profilers.scalene import SCALENE_ENV, Scalene, scalene_command
-from anubis_tui.records import Event, Record
+from anubis_tui.profilers.base import RATES_HZ, Profiler, profiler_classes
+from anubis_tui.profilers.pyspy import PySpy, speedscope_hot_frames
+from anubis_tui.profilers.scalene import SCALENE_ENV, Scalene, scalene_command, scalene_hot_lines
 
-LOAD_TIMEOUT_S = 120.0
+FRAMES_EVERY_S = 2.0
+
+
+class Failure(str):
+    """A message that says a command failed (it was also emitted as a profiler_error)."""
+
+
+class Host(Protocol):
+    """What the controller needs from its session."""
+
+    @property
+    def profiles_dir(self) -> Path: ...
+
+    def emit_event(self, kind: str, **payload: Any) -> None: ...
+
+    def worker_pid(self) -> int | None:
+        """The running inference process, verified to descend from our worker; else None."""
+
+    def relaunch_worker(
+        self, prefix: list[str] | None, env: dict[str, str] | None
+    ) -> tuple[dict[str, Any] | None, str | None]:
+        """Restart the worker (under a launcher); its model_loaded payload, or why not.
+
+        Returns as soon as the model loads, fails, the worker dies or the
+        session stops: never at a timeout alone.
+        """
+
+    def attach_process(self, role: str, pid: int | None) -> None: ...
+
+    def has_model(self) -> bool: ...
 
 
 @dataclass
@@ -47,9 +81,12 @@ def parse_plan(text: str) -> list[Step]:
         what, sep, secs = part.rpartition(":")
         if not sep:
             raise ValueError(f"plan step {part!r} needs :SECONDS")
-        seconds = float(secs)
-        if seconds <= 0:
-            raise ValueError(f"plan step {part!r}: seconds must be positive")
+        try:
+            seconds = float(secs)
+        except ValueError:
+            raise ValueError(f"plan step {part!r}: {secs!r} is not a number of seconds") from None
+        if not (math.isfinite(seconds) and 0 < seconds <= 86400):
+            raise ValueError(f"plan step {part!r}: seconds must be in (0, 86400]")
         if what == "off":
             steps.append(Step(None, 0, False, seconds))
             continue
@@ -57,7 +94,10 @@ def parse_plan(text: str) -> list[Step]:
         if name not in ("py-spy", "scalene"):
             raise ValueError(f"plan step {part!r}: profiler must be py-spy or scalene")
         native = rate.endswith("n")
-        rate_hz = float(rate.rstrip("n") or 100)
+        try:
+            rate_hz = float(rate.rstrip("n") or 100)
+        except ValueError:
+            raise ValueError(f"plan step {part!r}: {rate!r} is not a rate") from None
         if rate_hz not in RATES_HZ:
             raise ValueError(f"plan step {part!r}: rate must be one of {RATES_HZ}")
         steps.append(Step(name, rate_hz, native, seconds))
@@ -69,82 +109,120 @@ def parse_plan(text: str) -> list[Step]:
 class ProfilerController:
     """Owns the profilers of one session."""
 
-    def __init__(self, session: Any, out_dir: Path | None = None, native: bool = False) -> None:
-        self.session = session
-        if out_dir is None:
-            # Artifacts live next to the recording they belong to.
-            rec = getattr(session, "record_path", None)
-            out_dir = (
-                Path(rec).with_suffix(".profiles")
-                if rec and rec != "-"
-                else Path(tempfile.gettempdir()) / f"anubis-profiles-{os.getpid()}"
-            )
-        self.out_dir = out_dir
-        self.pyspy = PySpy(native=native)
-        self.scalene = Scalene()
+    def __init__(
+        self,
+        host: Host,
+        native: bool = False,
+        classes: dict[str, type[Profiler]] | None = None,
+        warn: Callable[[str], None] | None = None,
+    ) -> None:
+        self.host = host
+        self.out_dir = host.profiles_dir
+        found = classes if classes is not None else profiler_classes(warn)
+        # The two built-in kinds: one attaches to a running pid, one launches its target.
+        pyspy_cls = found.get("py-spy", PySpy)
+        scalene_cls = found.get("scalene", Scalene)
+        self.pyspy: PySpy = pyspy_cls() if issubclass(pyspy_cls, PySpy) else PySpy()
+        self.pyspy.native = native
+        self.scalene: Scalene = scalene_cls() if issubclass(scalene_cls, Scalene) else Scalene()
         self.pyspy_rate = 100.0
         self.scalene_rate = 100.0
         self.active: str | None = None  # "py-spy" | "scalene" | None
-        self.lock = threading.Lock()
-        self._loaded = threading.Event()
-        self._last_loaded: dict[str, Any] = {}
-        session.add_sink(self._watch)
-        self._stop_watch = threading.Event()
+        self.lock = threading.RLock()
+        self._wake = threading.Event()
+        self._closed = threading.Event()
+        self._worker_gone = threading.Event()
         threading.Thread(target=self._watchdog, name="profiler-watchdog", daemon=True).start()
 
     # -- plumbing ------------------------------------------------------------------------
 
-    def _watch(self, rec: Record) -> None:
-        if isinstance(rec, Event) and rec.kind == "model_loaded":
-            self._last_loaded = dict(rec.payload)
-            self._loaded.set()
-
     def _emit(self, kind: str, **payload: Any) -> None:
-        self.session.bus.emit(Event(self.session.bus.now(), kind, payload))
+        self.host.emit_event(kind, **payload)
 
-    def _error(self, msg: str) -> str:
+    def _error(self, msg: str) -> Failure:
         self._emit("profiler_error", reason=msg)
-        return msg
+        return Failure(msg)
 
-    def _worker_pid(self) -> int | None:
-        w = self.session.worker
-        if w is None or w.exited.is_set():
-            return None
-        return int(self._last_loaded.get("pid") or w.pid)
+    def worker_died(self) -> None:
+        """The worker is gone: end a running profiler's segment now (called from any thread)."""
+        self._worker_gone.set()
+        self._wake.set()
 
-    def _attach_profiler_pid(self, pid: int | None) -> None:
-        ps = self.session.process_source
-        if ps is not None:
-            ps.attach("profiler", pid)
+    def worker_started(self) -> None:
+        self._worker_gone.clear()
 
     def _watchdog(self) -> None:
-        while not self._stop_watch.wait(1.0):
-            with self.lock:
+        """Ends segments whose profiler or worker died; emits hot frames every 2 s."""
+        while not self._closed.is_set():
+            self._wake.wait(FRAMES_EVERY_S)
+            self._wake.clear()
+            if self._closed.is_set():
+                return
+            if not self.lock.acquire(timeout=0.5):
+                continue  # a command is running; it handles the state itself
+            try:
+                if self._worker_gone.is_set() and self.active is not None:
+                    self._end_active(reason="the inference worker died")
+                    continue
                 if self.active == "py-spy":
                     why = self.pyspy.exited_early()
                     if why:
-                        self._pyspy_off(*self._pyspy_stop(), reason=why)
+                        self._end_active(reason=why)
                         self._error(why)
+                        continue
+                    self._frames_event(final=False)
+            finally:
+                self.lock.release()
+
+    def _frames_event(self, final: bool, frames: list[dict[str, Any]] | None = None) -> None:
+        if frames is None:
+            frames = self.pyspy.hot_frames()
+        if not frames:
+            return
+        payload: dict[str, Any] = {"profiler": self.active or "py-spy", "frames": frames}
+        if not final:
+            payload["snapshots"] = self.pyspy.snapshots
+        payload["final"] = final
+        self._emit("profiler_frames", **payload)
+
+    def _end_active(self, reason: str | None = None) -> None:
+        """Stop whatever runs and emit the profiler_off that ends its segment."""
+        extra = {"reason": reason} if reason else {}
+        if self.active == "py-spy":
+            art, samples = self._pyspy_stop()
+            self._pyspy_off(art, samples, **extra)
+        elif self.active == "scalene":
+            art = self.scalene.stop()
+            self.active = None
+            self._emit(
+                "profiler_off",
+                profiler="scalene",
+                artifact=str(art) if art else None,
+                ready=None if reason else "scalene-off",
+                **extra,
+            )
+            self._scalene_findings(art)
 
     # -- py-spy ----------------------------------------------------------------------------
 
     def _pyspy_start(self, rate: float) -> str | None:
-        pid = self._worker_pid()
+        pid = self.host.worker_pid()
         if pid is None:
             return "py-spy: no inference worker is running"
         err = self.pyspy.start(pid, rate, self.out_dir)
         if err:
             return err
-        self._attach_profiler_pid(self.pyspy.status().pid)
+        self.host.attach_process("profiler", self.pyspy.status().pid)
         return None
 
     def _pyspy_stop(self) -> tuple[Path | None, int | None]:
         art = self.pyspy.stop()
-        self._attach_profiler_pid(None)
+        self.host.attach_process("profiler", None)
         return art, self.pyspy.samples
 
     def _pyspy_off(self, art: Path | None, samples: int | None, **extra: Any) -> None:
-        """py-spy has stopped: the segment ends, with what it collected."""
+        """py-spy has stopped: its findings, then the profiler_off that ends the segment."""
+        self._pyspy_findings(art, samples)
         self.active = None
         self._emit(
             "profiler_off",
@@ -154,36 +232,71 @@ class ProfilerController:
             **extra,
         )
 
+    def _pyspy_findings(self, art: Path | None, samples: int | None) -> None:
+        frames = None
+        if art is not None:
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                frames = speedscope_hot_frames(art)
+        self._emit(
+            "profiler_frames",
+            profiler="py-spy",
+            frames=frames if frames is not None else self.pyspy.hot_frames(),
+            samples=samples,
+            final=True,
+            source="speedscope" if frames is not None else "dump",
+        )
+
     # -- scalene ----------------------------------------------------------------------------
 
     def _relaunch(self, under_scalene: bool, rate: float) -> str | None:
-        """Restart the worker (under scalene or plain) and wait for its model."""
-        if self.session.spec is None:
+        """Restart the worker (under scalene or plain) and wait for its model or its death."""
+        if not self.host.has_model():
             return "no inference worker in this session"
         artifact = None
         prefix = None
         if under_scalene:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            artifact = self.out_dir / f"scalene-{int(time.time())}-{rate:g}hz.json"
+            try:
+                self.out_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                return f"cannot create {self.out_dir}: {e.strerror}"
+            self.scalene.launches += 1
+            artifact = self.out_dir / f"scalene-{self.scalene.launches:03d}-{rate:g}hz.json"
             prefix = scalene_command(rate, artifact)
-        self._loaded.clear()
-        self.session.restart_worker(prefix, SCALENE_ENV if under_scalene else None)
-        if not self._loaded.wait(LOAD_TIMEOUT_S):
-            return "the worker did not come back within 2 minutes"
-        info = self._last_loaded
+        self.worker_started()
+        info, err = self.host.relaunch_worker(prefix, SCALENE_ENV if under_scalene else None)
+        if err or info is None:
+            self.scalene.attach(None, False, rate, Path(""))
+            return err or "the worker did not start"
+        pid = info.get("pid")
         if under_scalene and not info.get("under_scalene"):
+            self.scalene.attach(None, False, rate, Path(""))
             return "the worker did not start under scalene"
-        if under_scalene and artifact is not None:
-            self.scalene.attach(int(info["pid"]), True, rate, artifact)
-        else:
-            self.scalene.attach(int(info.get("pid") or 0), False, rate, Path(""))
+        self.scalene.attach(
+            pid if isinstance(pid, int) else None, under_scalene, rate, artifact or Path("")
+        )
         return None
 
     def _scalene_on(self) -> str | None:
-        pid = self._worker_pid()
+        pid = self.host.worker_pid()
         if pid is None:
             return "scalene: no worker"
         return self.scalene.start(pid, self.scalene_rate, self.out_dir)
+
+    def _scalene_findings(self, art: Path | None) -> None:
+        if art is None:
+            return
+        found = scalene_hot_lines(art, wait_s=5.0)
+        if found is None:
+            return
+        frames, samples = found
+        self._emit(
+            "profiler_frames",
+            profiler="scalene",
+            frames=frames,
+            samples=samples,
+            final=True,
+            source="scalene json",
+        )
 
     # -- public -----------------------------------------------------------------------------
 
@@ -205,6 +318,9 @@ class ProfilerController:
             art, samples = self._pyspy_stop()
             self._pyspy_off(art, samples)
             return f"py-spy off: {samples} samples" + (f" → {art}" if art else "")
+        ok, why = self.pyspy.available()
+        if not ok:
+            return self._error(why)
         err = self._pyspy_start(self.pyspy_rate)
         if err:
             return self._error(err)
@@ -224,24 +340,17 @@ class ProfilerController:
         if self.active == "py-spy":
             return self._error("stop py-spy first (p): one profiler at a time")
         if not self.scalene.under_scalene:
-            ok, why = Scalene.available()
+            ok, why = self.scalene.available()
             if not ok:
                 return self._error(why)
             # The relaunch (model load) belongs to the scalene-loaded segment, not the baseline.
             self._emit("profiler_ready", profiler="scalene-off", rate_hz=self.scalene_rate)
             err = self._relaunch(True, self.scalene_rate)
             if err:
-                self._emit("profiler_off", profiler="scalene")
+                self._emit("profiler_off", profiler="scalene", reason=err)
                 return self._error(f"scalene: {err}")
         if self.active == "scalene":
-            art = self.scalene.stop()
-            self.active = None
-            self._emit(
-                "profiler_off",
-                profiler="scalene",
-                ready="scalene-off",
-                artifact=str(art) if art else None,
-            )
+            self._end_active()
             return "scalene off (worker stays under scalene: s turns it back on)"
         err = self._scalene_on()
         if err:
@@ -259,105 +368,111 @@ class ProfilerController:
     def step_rate(self, step: int) -> str:
         with self.lock:
             if self.active == "py-spy" or (self.active is None and not self.scalene.under_scalene):
-                new = _step(self.pyspy_rate, step)
-                if new == self.pyspy_rate:
-                    return f"py-spy rate stays at {new:g} Hz"
-                self.pyspy_rate = new
-                if self.active != "py-spy":
-                    return f"py-spy will sample at {new:g} Hz"
-                art, samples = self._pyspy_stop()
-                err = self._pyspy_start(new)
-                if err:
-                    self._pyspy_off(art, samples)
-                    return self._error(err)
-                self._emit(
-                    "profiler_rate",
-                    profiler="py-spy",
-                    rate_hz=new,
-                    previous_samples=samples,
-                    previous_artifact=str(art) if art else None,
-                    artifact=str(self.pyspy.artifact),
-                    pid=self.pyspy.status().pid,
-                )
-                return f"py-spy now at {new:g} Hz"
-            new = _step(self.scalene_rate, step)
-            if new == self.scalene_rate:
-                return f"scalene rate stays at {new:g} Hz"
-            self.scalene_rate = new
-            was_on = self.active == "scalene"
-            if was_on:
-                self.scalene.stop()
-            err = self._relaunch(True, new)  # scalene's rate is fixed per launch
+                return self._step_pyspy(step)
+            return self._step_scalene(step)
+
+    def _step_pyspy(self, step: int) -> str:
+        new = _step(self.pyspy_rate, step)
+        if new == self.pyspy_rate:
+            return f"py-spy rate stays at {new:g} Hz"
+        self.pyspy_rate = new
+        if self.active != "py-spy":
+            return f"py-spy will sample at {new:g} Hz"
+        art, samples = self._pyspy_stop()
+        self._pyspy_findings(art, samples)
+        err = self._pyspy_start(new)
+        if err:
+            self.active = None
+            self._emit("profiler_off", profiler="py-spy", samples=samples, reason=err)
+            return self._error(err)
+        self._emit(
+            "profiler_rate",
+            profiler="py-spy",
+            rate_hz=new,
+            mode="native" if self.pyspy.native else "nonblocking",
+            previous_samples=samples,
+            previous_artifact=str(art) if art else None,
+            artifact=str(self.pyspy.artifact),
+            pid=self.pyspy.status().pid,
+        )
+        return f"py-spy now at {new:g} Hz"
+
+    def _step_scalene(self, step: int) -> str:
+        new = _step(self.scalene_rate, step)
+        if new == self.scalene_rate:
+            return f"scalene rate stays at {new:g} Hz"
+        self.scalene_rate = new
+        was_on = self.active == "scalene"
+        if was_on:
+            art = self.scalene.stop()
+            self._scalene_findings(art)
+        self._emit("profiler_ready", profiler="scalene-off", rate_hz=new)
+        err = self._relaunch(True, new)  # scalene's rate is fixed per launch
+        if err:
+            self.active = None
+            self._emit("profiler_off", profiler="scalene", reason=err)
+            return self._error(f"scalene: {err}")
+        if was_on:
+            err = self._scalene_on()
             if err:
                 self.active = None
-                return self._error(f"scalene: {err}")
-            if was_on:
-                err = self._scalene_on()
-                if err:
-                    self.active = None
-                    return self._error(err)
-                self._emit(
-                    "profiler_rate",
-                    profiler="scalene",
-                    rate_hz=new,
-                    interval_s=1 / new,
-                    artifact=str(self.scalene.artifact),
-                )
-            else:
-                self._emit("profiler_ready", profiler="scalene-off", rate_hz=new)
-            return f"scalene now every {1000 / new:g} ms (worker restarted)"
+                return self._error(err)
+            self._emit(
+                "profiler_rate",
+                profiler="scalene",
+                rate_hz=new,
+                interval_s=1 / new,
+                artifact=str(self.scalene.artifact),
+            )
+        return f"scalene now every {1000 / new:g} ms (worker restarted)"
 
     def apply(self, step: Step) -> str:
         """Put the session in `step`'s profiler state (for sweep plans)."""
         with self.lock:
-            cur = self.active
-        if cur == "py-spy":
-            self.toggle("py-spy")
-        elif cur == "scalene":
-            self.toggle("scalene")
-        if step.profiler is None:
-            return "off"
-        if step.profiler == "py-spy":
-            if self.scalene.under_scalene:
-                with self.lock:
+            if self.active == "py-spy":
+                self._toggle_pyspy()
+            elif self.active == "scalene":
+                self._toggle_scalene()
+            if step.profiler is None:
+                return "off"
+            if step.profiler == "py-spy":
+                if self.scalene.under_scalene:
+                    self._emit("profiler_off", profiler="scalene")
                     err = self._relaunch(False, self.scalene_rate)
-                if err:
-                    return self._error(err)
-            self.pyspy.native = step.native
-            self.pyspy_rate = step.rate_hz
-            return self.toggle("py-spy")
-        self.scalene_rate = step.rate_hz
-        if self.scalene.under_scalene and self.scalene.rate_hz != step.rate_hz:
-            with self.lock:
+                    if err:
+                        return self._error(err)
+                self.pyspy.native = step.native
+                self.pyspy_rate = step.rate_hz
+                return self._toggle_pyspy()
+            self.scalene_rate = step.rate_hz
+            if self.scalene.under_scalene and self.scalene.rate_hz != step.rate_hz:
+                self._emit("profiler_ready", profiler="scalene-off", rate_hz=step.rate_hz)
                 err = self._relaunch(True, step.rate_hz)
-            if err:
-                return self._error(err)
-        return self.toggle("scalene")
+                if err:
+                    self._emit("profiler_off", profiler="scalene", reason=err)
+                    return self._error(f"scalene: {err}")
+            return self._toggle_scalene()
 
     def make_scalene_ready(self) -> str:
         """Run the worker under scalene with profiling off, so `s` toggles at once."""
         with self.lock:
             if self.scalene.under_scalene:
                 return "the worker already runs under scalene"
+            ok, why = self.scalene.available()
+            if not ok:
+                return self._error(why)
             self._emit("profiler_ready", profiler="scalene-off", rate_hz=self.scalene_rate)
             err = self._relaunch(True, self.scalene_rate)
             if err:
-                self._emit("profiler_off", profiler="scalene")
+                self._emit("profiler_off", profiler="scalene", reason=err)
                 return self._error(f"scalene: {err}")
             return "worker under scalene, profiling off: s turns it on"
 
-    def hot_frames(self) -> list[tuple[str, int]]:
-        """Hottest functions py-spy has seen, while it runs."""
-        return list(self.pyspy.top) if self.active == "py-spy" else []
-
     def shutdown(self) -> None:
-        self._stop_watch.set()
+        self._closed.set()
+        self._wake.set()
         with self.lock:
-            if self.active == "py-spy":
-                self._pyspy_off(*self._pyspy_stop())
-            elif self.active == "scalene":
-                art = self.scalene.stop()
-                self._emit("profiler_off", profiler="scalene", artifact=str(art) if art else None)
+            self._end_active()
             self.active = None
 
 

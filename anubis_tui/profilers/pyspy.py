@@ -17,11 +17,12 @@ import re
 import shutil
 import signal
 import subprocess
+import sysconfig
 import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from anubis_tui.profilers.base import PTRACE_FIX, Profiler, ProfilerStatus
 
@@ -30,8 +31,28 @@ PERMISSION_MARKERS = ("Permission Denied", "os error 13", "Operation not permitt
 START_GRACE_S = 0.6
 
 
+def script_path(name: str) -> str | None:
+    """An executable installed beside this interpreter (a venv or pipx), else on PATH.
+
+    A venv's scripts directory is not on PATH unless the venv is activated, and
+    pipx never puts a dependency's scripts there: look beside the interpreter first.
+    """
+    for scheme_dir in (sysconfig.get_path("scripts"), os.path.dirname(os.path.realpath(_exe()))):
+        if scheme_dir:
+            cand = os.path.join(scheme_dir, name)
+            if os.path.isfile(cand) and os.access(cand, os.X_OK):
+                return cand
+    return shutil.which(name)
+
+
+def _exe() -> str:
+    import sys
+
+    return sys.executable or ""
+
+
 def pyspy_binary() -> str | None:
-    return shutil.which("py-spy")
+    return script_path("py-spy")
 
 
 def explain_failure(text: str, pid: int) -> str:
@@ -61,6 +82,7 @@ class PySpy(Profiler):
         self.target: int | None = None
         self._n = 0
         self.top: list[tuple[str, int]] = []
+        self.snapshots = 0  # `py-spy dump` snapshots behind `top`
         self._dump_stop = threading.Event()
 
     @classmethod
@@ -68,6 +90,17 @@ class PySpy(Profiler):
         if pyspy_binary() is None:
             return False, "py-spy is not installed (pip install py-spy)"
         return True, ""
+
+    def hot_frames(self) -> list[dict[str, Any]]:
+        """The hottest frames seen by the dump snapshots so far, with their share."""
+        n = self.snapshots
+        if not n:
+            return []
+        out = []
+        for key, count in self.top:
+            func, _, where = key.rpartition(" (")
+            out.append({"function": func, "where": where.rstrip(")"), "share": count / n})
+        return out
 
     def start(self, target_pid: int, rate_hz: float, out_dir: Path) -> str | None:
         if self.binary is None:
@@ -120,6 +153,7 @@ class PySpy(Profiler):
         self.samples = None
         self.started_ns = time.monotonic_ns()
         self.target = target_pid
+        self.top, self.snapshots = [], 0
         self._dump_stop.clear()
         threading.Thread(target=self._dump_loop, name="pyspy-dump", daemon=True).start()
         return None
@@ -186,7 +220,12 @@ class PySpy(Profiler):
                 threads = json.loads(out.stdout) if out.returncode == 0 else []
             except (OSError, subprocess.SubprocessError, ValueError):
                 continue
+            if not isinstance(threads, list):
+                continue
+            self.snapshots += 1
             for th in threads:
+                if not isinstance(th, dict):
+                    continue
                 frames = th.get("frames") or []
                 # Inside llama_decode the GIL is released and py-spy may call the main thread
                 # idle: it is the inference thread all the same.
@@ -196,6 +235,27 @@ class PySpy(Profiler):
                         f"{f.get('name')} ({Path(f.get('filename', '?')).name}:{f.get('line')})"
                     ] += 1
             self.top = counts.most_common(5)
+
+
+def speedscope_hot_frames(path: Path, top: int = 5) -> list[dict[str, Any]]:
+    """The frames a speedscope profile spent most samples in (self time), with their share."""
+    d = json.loads(path.read_text())
+    frames = d.get("shared", {}).get("frames", [])
+    weight: Counter[int] = Counter()
+    total = 0.0
+    for prof in d.get("profiles", []):
+        samples = prof.get("samples") or []
+        weights = prof.get("weights") or [1] * len(samples)
+        for stack, w in zip(samples, weights, strict=False):
+            if stack:
+                weight[stack[-1]] += w
+                total += w
+    out = []
+    for i, w in weight.most_common(top):
+        f = frames[i] if 0 <= i < len(frames) else {}
+        where = f"{Path(str(f.get('file', '?'))).name}:{f.get('line', '?')}"
+        out.append({"function": f.get("name", "?"), "where": where, "share": w / total})
+    return out
 
 
 def speedscope_frames(path: Path) -> list[str]:

@@ -19,6 +19,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,7 @@ class Scalene(Profiler):
         self.rate_hz: float | None = None
         self.artifact: Path | None = None
         self.started_ns: int | None = None
+        self.launches = 0
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
@@ -68,7 +70,7 @@ class Scalene(Profiler):
             return False, "scalene is not installed (pip install scalene)"
         return True, ""
 
-    def attach(self, pid: int, under_scalene: bool, rate_hz: float, artifact: Path) -> None:
+    def attach(self, pid: int | None, under_scalene: bool, rate_hz: float, artifact: Path) -> None:
         """The worker (re)started: remember what it said about itself."""
         self.pid, self.under_scalene = pid, under_scalene
         self.rate_hz, self.artifact, self.on = rate_hz, artifact, False
@@ -106,3 +108,49 @@ def scalene_lines(path: Path) -> dict[str, list[dict[str, Any]]]:
     """Per-file line records of a scalene JSON profile."""
     d = json.loads(path.read_text())
     return {f: v.get("lines", []) for f, v in d.get("files", {}).items()}
+
+
+def scalene_hot_lines(
+    path: Path, top: int = 5, wait_s: float = 0.0
+) -> tuple[list[dict[str, Any]], int] | None:
+    """The lines scalene found hottest (Python + native CPU share) and its sample count.
+
+    scalene writes its profile after the stop signal: wait up to `wait_s` for it.
+    None when there is no readable profile.
+    """
+    end = time.monotonic() + wait_s
+    while True:
+        try:
+            d = json.loads(path.read_text())
+            break
+        except (OSError, ValueError):
+            if time.monotonic() >= end:
+                return None
+            time.sleep(0.2)
+    if not isinstance(d, dict):
+        return None
+    samples = 0
+    for st in d.get("stacks") or []:
+        if isinstance(st, list) and len(st) == 2 and isinstance(st[1], dict):
+            c = st[1].get("count")
+            if isinstance(c, int):
+                samples += c
+    rows = []
+    for fname, fv in (d.get("files") or {}).items():
+        if not isinstance(fv, dict):
+            continue
+        funcs = {
+            f.get("lineno"): f.get("line") for f in fv.get("functions") or [] if isinstance(f, dict)
+        }
+        for ln in fv.get("lines") or []:
+            if not isinstance(ln, dict):
+                continue
+            share = float(ln.get("n_cpu_percent_python") or 0) + float(
+                ln.get("n_cpu_percent_c") or 0
+            )
+            if share > 0:
+                func = funcs.get(ln.get("start_function_line")) or "?"
+                where = f"{Path(fname).name}:{ln.get('lineno')}"
+                rows.append({"function": func, "where": where, "share": share / 100})
+    rows.sort(key=lambda r: -float(r["share"]))
+    return rows[:top], samples

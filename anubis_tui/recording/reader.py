@@ -206,6 +206,7 @@ class Recording:
     footer: Footer | None
     recovery: Recovery
     index: dict[str, int] = field(default_factory=dict)
+    records: list[Record] = field(default_factory=list)  # every record, in time order
 
     def column(self, channel_id: str) -> np.ndarray | None:
         j = self.index.get(channel_id)
@@ -278,7 +279,16 @@ def from_records(records: list[Record], recovery: Recovery | None = None) -> Rec
         recovery=recovery or Recovery(records=len(records)),
     )
     rec.index = {c.id: j for j, c in enumerate(channels)}
+    rec.records = time_ordered(records)
     return rec
+
+
+def time_ordered(records: list[Record]) -> list[Record]:
+    """Records sorted by stamp (stable: equal stamps keep their order; the Header stays first).
+
+    Replay and report fold the same order, so they compute the same figures.
+    """
+    return sorted(records, key=lambda r: getattr(r, "t", 0))
 
 
 def read_bytes(data: bytes) -> tuple[list[Record], Recovery]:

@@ -32,15 +32,15 @@ class BatterySource(Source):
         src = cls(name="battery", available=True, batteries=bats)
         chans = [
             Channel(
-                f"battery.{b.name}.power",
-                f"{b.name} discharge",
-                src.name,
-                "power",
-                "W",
-                "battery",
-                "instant",
-                BATTERY_PERIOD_S,
-                {"note": "whole laptop, only while discharging"},
+                id=f"battery.{b.name}.power",
+                label=f"{b.name} discharge",
+                source=src.name,
+                kind="power",
+                unit="W",
+                scope="battery",
+                method="instant",
+                update_period_s=BATTERY_PERIOD_S,
+                meta={"note": "whole laptop, only while discharging"},
             )
             for b in bats
         ]

@@ -44,26 +44,26 @@ class CpufreqSource(Source):
         )
         chans = [
             Channel(
-                "cpufreq.mean",
-                "CPU clock (mean of policies)",
-                src.name,
-                "frequency",
-                "Hz",
-                "cpu",
-                "instant",
-                CPUFREQ_PERIOD_S,
-                meta,
+                id="cpufreq.mean",
+                label="CPU clock (mean of policies)",
+                source=src.name,
+                kind="frequency",
+                unit="Hz",
+                scope="cpu",
+                method="instant",
+                update_period_s=CPUFREQ_PERIOD_S,
+                meta=meta,
             ),
             Channel(
-                "cpufreq.capped",
-                "CPU max-frequency cap",
-                src.name,
-                "throttle",
-                "flags",
-                "cpu",
-                "instant",
-                CPUFREQ_PERIOD_S,
-                {"flags": dict(CPUFREQ_FLAGS)},
+                id="cpufreq.capped",
+                label="CPU max-frequency cap",
+                source=src.name,
+                kind="throttle",
+                unit="flags",
+                scope="cpu",
+                method="instant",
+                update_period_s=CPUFREQ_PERIOD_S,
+                meta={"flags": dict(CPUFREQ_FLAGS)},
             ),
         ]
         src.groups = [ReadGroup(chans, src._read, CPUFREQ_PERIOD_S, cost_s=1e-5)]
@@ -128,15 +128,15 @@ class IntelThrottleSource(Source):
             src.packages.append(_Package(f"package-{pkg}", ds[0], ds))
             chans.append(
                 Channel(
-                    f"intel_throttle.package-{pkg}",
-                    f"package {pkg} throttling",
-                    src.name,
-                    "throttle",
-                    "flags",
-                    "cpu-package",
-                    "derived",
-                    THROTTLE_PERIOD_S,
-                    {
+                    id=f"intel_throttle.package-{pkg}",
+                    label=f"package {pkg} throttling",
+                    source=src.name,
+                    kind="throttle",
+                    unit="flags",
+                    scope="cpu-package",
+                    method="derived",
+                    update_period_s=THROTTLE_PERIOD_S,
+                    meta={
                         "flags": dict(INTEL_FLAGS),
                         "note": "lit while throttle time grew in the last interval",
                     },
@@ -144,15 +144,15 @@ class IntelThrottleSource(Source):
             )
             chans.append(
                 Channel(
-                    f"intel_throttle.package-{pkg}.time",
-                    f"package {pkg} throttled time",
-                    src.name,
-                    "duration",
-                    "s",
-                    "cpu-package",
-                    "counter",
-                    THROTTLE_PERIOD_S,
-                    {},
+                    id=f"intel_throttle.package-{pkg}.time",
+                    label=f"package {pkg} throttled time",
+                    source=src.name,
+                    kind="duration",
+                    unit="s",
+                    scope="cpu-package",
+                    method="counter",
+                    update_period_s=THROTTLE_PERIOD_S,
+                    meta={},
                 )
             )
         src.reason = f"{len(src.packages)} package(s), read through one CPU each"

@@ -94,15 +94,15 @@ class CpuEstimateSource(Source):
         src = cls(name="estimate", available=True, tdp_w=tdp)
         src.reason = f"estimated: {tdp:g} W × (0.1 + 0.9 × CPU load); {why}"
         ch = Channel(
-            "estimate.cpu.power",
-            "CPU power (estimated)",
-            src.name,
-            "power",
-            "W",
-            "cpu-package",
-            "estimated",
-            ESTIMATE_PERIOD_S,
-            {"model": "tdp×(0.1+0.9·load)", "tdp_w": tdp, "basis": why},
+            id="estimate.cpu.power",
+            label="CPU power (estimated)",
+            source=src.name,
+            kind="power",
+            unit="W",
+            scope="cpu-package",
+            method="estimated",
+            update_period_s=ESTIMATE_PERIOD_S,
+            meta={"model": "tdp×(0.1+0.9·load)", "tdp_w": tdp, "basis": why},
         )
         src.groups = [ReadGroup([ch], src._read, ESTIMATE_PERIOD_S, cost_s=5e-5)]
         return [src]

@@ -156,7 +156,15 @@ class HwmonSource(Source):
             cid = f"hwmon.{ident}.{typ}{num}{suffix}"
             scope = chip_scope(self.chip, label)
             ch = Channel(
-                cid, f"{ident} {label}", self.name, kind, unit, scope, method, period, meta
+                id=cid,
+                label=f"{ident} {label}",
+                source=self.name,
+                kind=kind,
+                unit=unit,
+                scope=scope,
+                method=method,
+                update_period_s=period,
+                meta=meta,
             )
             try:
                 ok = read_int(f) is not None
@@ -171,15 +179,15 @@ class HwmonSource(Source):
             if typ == "energy":
                 chans.append(
                     Channel(
-                        f"{cid}.power",
-                        f"{ident} {label} power",
-                        self.name,
-                        "power",
-                        "W",
-                        scope,
-                        "derived",
-                        period,
-                        {**meta, "energy_channel": cid},
+                        id=f"{cid}.power",
+                        label=f"{ident} {label} power",
+                        source=self.name,
+                        kind="power",
+                        unit="W",
+                        scope=scope,
+                        method="derived",
+                        update_period_s=period,
+                        meta={**meta, "energy_channel": cid},
                     )
                 )
                 attrs.append(_Attr(str(f), SCALE[typ], "derived"))

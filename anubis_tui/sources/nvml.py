@@ -295,45 +295,45 @@ class NvmlSource(Source):
         if probe.power_avg:
             fast.append(
                 Channel(
-                    f"{pfx}.power",
-                    f"GPU{i} power (1 s avg)",
-                    src,
-                    "power",
-                    "W",
-                    "gpu",
-                    "average:1s",
-                    POWER_PERIOD_S,
-                    dict(note),
+                    id=f"{pfx}.power",
+                    label=f"GPU{i} power (1 s avg)",
+                    source=src,
+                    kind="power",
+                    unit="W",
+                    scope="gpu",
+                    method="average:1s",
+                    update_period_s=POWER_PERIOD_S,
+                    meta=dict(note),
                 )
             )
             fast_reads.append("avg")
         if probe.power_instant:
             fast.append(
                 Channel(
-                    f"{pfx}.power_instant",
-                    f"GPU{i} power (instant)",
-                    src,
-                    "power",
-                    "W",
-                    "gpu",
-                    "instant",
-                    POWER_PERIOD_S,
-                    {**note, "note": "25 ms window taken every 100 ms on A100/H100"},
+                    id=f"{pfx}.power_instant",
+                    label=f"GPU{i} power (instant)",
+                    source=src,
+                    kind="power",
+                    unit="W",
+                    scope="gpu",
+                    method="instant",
+                    update_period_s=POWER_PERIOD_S,
+                    meta={**note, "note": "25 ms window taken every 100 ms on A100/H100"},
                 )
             )
             fast_reads.append("inst")
         if probe.power_memory:
             fast.append(
                 Channel(
-                    f"{pfx}.power_memory",
-                    f"GPU{i} memory power",
-                    src,
-                    "power",
-                    "W",
-                    "gpu-memory",
-                    "average:1s",
-                    POWER_PERIOD_S,
-                    dict(note),
+                    id=f"{pfx}.power_memory",
+                    label=f"GPU{i} memory power",
+                    source=src,
+                    kind="power",
+                    unit="W",
+                    scope="gpu-memory",
+                    method="average:1s",
+                    update_period_s=POWER_PERIOD_S,
+                    meta=dict(note),
                 )
             )
             fast_reads.append("mem")
@@ -359,26 +359,26 @@ class NvmlSource(Source):
 
         if probe.energy:
             e_ch = Channel(
-                f"{pfx}.energy",
-                f"GPU{i} energy",
-                src,
-                "energy",
-                "J",
-                "gpu",
-                "counter",
-                POWER_PERIOD_S,
-                {**note, "read_every_s": ENERGY_PERIOD_S},
+                id=f"{pfx}.energy",
+                label=f"GPU{i} energy",
+                source=src,
+                kind="energy",
+                unit="J",
+                scope="gpu",
+                method="counter",
+                update_period_s=POWER_PERIOD_S,
+                meta={**note, "read_every_s": ENERGY_PERIOD_S},
             )
             p_ch = Channel(
-                f"{pfx}.power_counter",
-                f"GPU{i} power (from energy counter)",
-                src,
-                "power",
-                "W",
-                "gpu",
-                "derived",
-                ENERGY_PERIOD_S,
-                {**note, "energy_channel": f"{pfx}.energy"},
+                id=f"{pfx}.power_counter",
+                label=f"GPU{i} power (from energy counter)",
+                source=src,
+                kind="power",
+                unit="W",
+                scope="gpu",
+                method="derived",
+                update_period_s=ENERGY_PERIOD_S,
+                meta={**note, "energy_channel": f"{pfx}.energy"},
             )
             last: list[float] = []
 
@@ -401,15 +401,15 @@ class NvmlSource(Source):
         if probe.temperature:
             state.append(
                 Channel(
-                    f"{pfx}.temp",
-                    f"GPU{i} temperature",
-                    src,
-                    "temperature",
-                    "°C",
-                    "gpu",
-                    "instant",
-                    STATE_PERIOD_S,
-                    {**note, **a.temperature_limits(h)},
+                    id=f"{pfx}.temp",
+                    label=f"GPU{i} temperature",
+                    source=src,
+                    kind="temperature",
+                    unit="°C",
+                    scope="gpu",
+                    method="instant",
+                    update_period_s=STATE_PERIOD_S,
+                    meta={**note, **a.temperature_limits(h)},
                 )
             )
             state_reads.append("temp")
@@ -418,73 +418,73 @@ class NvmlSource(Source):
                 mx = a.max_clock_hz(h, which)
                 state.append(
                     Channel(
-                        f"{pfx}.clock_{which}",
-                        f"GPU{i} {which.upper()} clock",
-                        src,
-                        "frequency",
-                        "Hz",
-                        "gpu",
-                        "instant",
-                        STATE_PERIOD_S,
-                        {**note, **({"max_hz": mx} if mx else {})},
+                        id=f"{pfx}.clock_{which}",
+                        label=f"GPU{i} {which.upper()} clock",
+                        source=src,
+                        kind="frequency",
+                        unit="Hz",
+                        scope="gpu",
+                        method="instant",
+                        update_period_s=STATE_PERIOD_S,
+                        meta={**note, **({"max_hz": mx} if mx else {})},
                     )
                 )
                 state_reads.append(which)
         if probe.utilization:
             state.append(
                 Channel(
-                    f"{pfx}.util",
-                    f"GPU{i} utilisation",
-                    src,
-                    "utilization",
-                    "ratio",
-                    "gpu",
-                    "average:1s",
-                    STATE_PERIOD_S,
-                    dict(note),
+                    id=f"{pfx}.util",
+                    label=f"GPU{i} utilisation",
+                    source=src,
+                    kind="utilization",
+                    unit="ratio",
+                    scope="gpu",
+                    method="average:1s",
+                    update_period_s=STATE_PERIOD_S,
+                    meta=dict(note),
                 )
             )
             state.append(
                 Channel(
-                    f"{pfx}.util_mem",
-                    f"GPU{i} memory utilisation",
-                    src,
-                    "utilization",
-                    "ratio",
-                    "gpu",
-                    "average:1s",
-                    STATE_PERIOD_S,
-                    dict(note),
+                    id=f"{pfx}.util_mem",
+                    label=f"GPU{i} memory utilisation",
+                    source=src,
+                    kind="utilization",
+                    unit="ratio",
+                    scope="gpu",
+                    method="average:1s",
+                    update_period_s=STATE_PERIOD_S,
+                    meta=dict(note),
                 )
             )
             state_reads.append("util")
         if probe.reasons:
             state.append(
                 Channel(
-                    f"{pfx}.throttle",
-                    f"GPU{i} clocks-event reasons",
-                    src,
-                    "throttle",
-                    "flags",
-                    "gpu",
-                    "instant",
-                    STATE_PERIOD_S,
-                    {**note, "flags": dict(NVML_FLAGS)},
+                    id=f"{pfx}.throttle",
+                    label=f"GPU{i} clocks-event reasons",
+                    source=src,
+                    kind="throttle",
+                    unit="flags",
+                    scope="gpu",
+                    method="instant",
+                    update_period_s=STATE_PERIOD_S,
+                    meta={**note, "flags": dict(NVML_FLAGS)},
                 )
             )
             state_reads.append("reasons")
         if probe.power_limit and limit is not None:
             state.append(
                 Channel(
-                    f"{pfx}.power_limit",
-                    f"GPU{i} enforced power limit",
-                    src,
-                    "power",
-                    "W",
-                    "gpu",
-                    "instant",
-                    STATE_PERIOD_S,
-                    {**note, "is_limit": True},
+                    id=f"{pfx}.power_limit",
+                    label=f"GPU{i} enforced power limit",
+                    source=src,
+                    kind="power",
+                    unit="W",
+                    scope="gpu",
+                    method="instant",
+                    update_period_s=STATE_PERIOD_S,
+                    meta={**note, "is_limit": True},
                 )
             )
             state_reads.append("limit")

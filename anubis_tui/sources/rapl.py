@@ -115,28 +115,28 @@ class RaplSource(Source):
                 meta["note"] = "platform power; contains the packages, never summed with them"
             chans.append(
                 Channel(
-                    f"{cid}.energy",
-                    f"RAPL {z.name} energy",
-                    self.name,
-                    "energy",
-                    "J",
-                    zone_scope(leaf),
-                    "counter",
-                    RAPL_PERIOD_S,
-                    meta,
+                    id=f"{cid}.energy",
+                    label=f"RAPL {z.name} energy",
+                    source=self.name,
+                    kind="energy",
+                    unit="J",
+                    scope=zone_scope(leaf),
+                    method="counter",
+                    update_period_s=RAPL_PERIOD_S,
+                    meta=meta,
                 )
             )
             chans.append(
                 Channel(
-                    f"{cid}.power",
-                    f"RAPL {z.name} power",
-                    self.name,
-                    "power",
-                    "W",
-                    zone_scope(leaf),
-                    "derived",
-                    RAPL_PERIOD_S,
-                    {**meta, "energy_channel": f"{cid}.energy"},
+                    id=f"{cid}.power",
+                    label=f"RAPL {z.name} power",
+                    source=self.name,
+                    kind="power",
+                    unit="W",
+                    scope=zone_scope(leaf),
+                    method="derived",
+                    update_period_s=RAPL_PERIOD_S,
+                    meta={**meta, "energy_channel": f"{cid}.energy"},
                 )
             )
         self.groups = [ReadGroup(chans, self._read, RAPL_PERIOD_S, cost_s=2e-5)]

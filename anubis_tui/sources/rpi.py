@@ -86,15 +86,15 @@ class RaspberryPiSource(Source):
         if src.throttled_path is not None or src.vcgencmd:
             chans.append(
                 Channel(
-                    "rpi.throttled",
-                    "firmware throttle flags",
-                    src.name,
-                    "throttle",
-                    "flags",
-                    "soc",
-                    "instant",
-                    FIRMWARE_PERIOD_S,
-                    {
+                    id="rpi.throttled",
+                    label="firmware throttle flags",
+                    source=src.name,
+                    kind="throttle",
+                    unit="flags",
+                    scope="soc",
+                    method="instant",
+                    update_period_s=FIRMWARE_PERIOD_S,
+                    meta={
                         "flags": dict(RPI_FLAGS),
                         "sticky": dict(RPI_STICKY),
                         "via": "sysfs" if src.throttled_path else "vcgencmd",
@@ -104,15 +104,15 @@ class RaspberryPiSource(Source):
         if src.volt_alarm is not None:
             chans.append(
                 Channel(
-                    "rpi.undervoltage",
-                    "rpi_volt under-voltage alarm",
-                    src.name,
-                    "throttle",
-                    "flags",
-                    "board-input",
-                    "instant",
-                    FIRMWARE_PERIOD_S,
-                    {"flags": {0x1: "under_voltage"}},
+                    id="rpi.undervoltage",
+                    label="rpi_volt under-voltage alarm",
+                    source=src.name,
+                    kind="throttle",
+                    unit="flags",
+                    scope="board-input",
+                    method="instant",
+                    update_period_s=FIRMWARE_PERIOD_S,
+                    meta={"flags": {0x1: "under_voltage"}},
                 )
             )
         if chans:
@@ -123,28 +123,28 @@ class RaspberryPiSource(Source):
                 src.pmic_rails = list(rails)
                 pchans = [
                     Channel(
-                        "rpi.pmic.total",
-                        "PMIC rails total",
-                        src.name,
-                        "power",
-                        "W",
-                        "soc",
-                        "derived",
-                        PMIC_PERIOD_S,
-                        {"note": "internal PMIC rails only; excludes USB and the 5 V input"},
+                        id="rpi.pmic.total",
+                        label="PMIC rails total",
+                        source=src.name,
+                        kind="power",
+                        unit="W",
+                        scope="soc",
+                        method="derived",
+                        update_period_s=PMIC_PERIOD_S,
+                        meta={"note": "internal PMIC rails only; excludes USB and the 5 V input"},
                     )
                 ]
                 pchans += [
                     Channel(
-                        f"rpi.pmic.{r}",
-                        f"{r} power",
-                        src.name,
-                        "power",
-                        "W",
-                        "soc-rail",
-                        "derived",
-                        PMIC_PERIOD_S,
-                        {"rail": r},
+                        id=f"rpi.pmic.{r}",
+                        label=f"{r} power",
+                        source=src.name,
+                        kind="power",
+                        unit="W",
+                        scope="soc-rail",
+                        method="derived",
+                        update_period_s=PMIC_PERIOD_S,
+                        meta={"rail": r},
                     )
                     for r in src.pmic_rails
                 ]

@@ -74,15 +74,15 @@ class ThermalZoneSource(Source):
                 meta["note"] = "zone reads empty (disabled)"
             chans.append(
                 Channel(
-                    f"thermal.{ident}",
-                    f"{ident}",
-                    src.name,
-                    "temperature",
-                    "°C",
-                    zone_scope(ztype),
-                    "instant",
-                    ZONE_PERIOD_S,
-                    meta,
+                    id=f"thermal.{ident}",
+                    label=f"{ident}",
+                    source=src.name,
+                    kind="temperature",
+                    unit="°C",
+                    scope=zone_scope(ztype),
+                    method="instant",
+                    update_period_s=ZONE_PERIOD_S,
+                    meta=meta,
                 )
             )
             src.paths.append(str(z / "temp"))

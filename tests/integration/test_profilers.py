@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import subprocess
 import time
@@ -15,7 +16,7 @@ from anubis_tui.config import Config
 from anubis_tui.inference.models import default_model, read_gguf
 from anubis_tui.inference.worker import Spec
 from anubis_tui.profilers.base import PTRACE_FIX
-from anubis_tui.profilers.controller import ProfilerController, Step, parse_plan
+from anubis_tui.profilers.controller import Step, parse_plan
 from anubis_tui.profilers.pyspy import PySpy, speedscope_frames
 from anubis_tui.profilers.scalene import Scalene, scalene_lines
 from anubis_tui.records import Event
@@ -58,28 +59,38 @@ def session(tmp_path):
         sources=sources,
         log_path=tmp_path / "w.log",
         sinks=[ev],
+        profiles_dir=tmp_path / "profiles",
     )
     s.start()
     ev.wait("model_loaded")
-    ctl = ProfilerController(s, out_dir=tmp_path / "profiles")
-    yield s, ctl, ev
-    ctl.shutdown()
+    yield s, s.profilers, ev
     s.stop()
 
 
 def test_pyspy_toggle_and_rate_change_make_events_segments_and_a_speedscope(session):
     _s, ctl, ev = session
-    assert ctl.toggle("py-spy").startswith("py-spy on at 100 Hz")
+    out = _s.profiler_toggle("py-spy")
+    assert out.ok and out.message.startswith("py-spy on at 100 Hz")
     on = ev.wait("profiler_on", profiler="py-spy")
     assert on.payload["rate_hz"] == 100 and on.payload["mode"] == "nonblocking"
     time.sleep(2.5)
-    assert ctl.step_rate(+1) == "py-spy now at 250 Hz"
+    # hot frames are records: every ~2 s while py-spy runs
+    live = ev.wait("profiler_frames", final=False)
+    assert live.payload["frames"] and live.payload["snapshots"] >= 1
+    assert _s.profiler_step_rate(+1).message == "py-spy now at 250 Hz"
     rate = ev.wait("profiler_rate", profiler="py-spy")
     assert rate.payload["rate_hz"] == 250 and rate.payload["previous_samples"] > 0
     time.sleep(2.5)
-    assert ctl.toggle("py-spy").startswith("py-spy off")
+    assert _s.profiler_toggle("py-spy").message.startswith("py-spy off")
     off = ev.wait("profiler_off", profiler="py-spy")
     assert off.payload["samples"] > 0
+    final = [e for e in ev if e.kind == "profiler_frames" and e.payload.get("final")]
+    assert len(final) == 2 and final[-1].payload["samples"] == off.payload["samples"]
+    top = final[-1].payload["frames"]
+    assert top and all(0 < f["share"] <= 1 and ":" in f["where"] for f in top)
+    cmds = [e for e in ev if e.kind == "command"]
+    assert [c.payload["cmd"] for c in cmds] == ["profiler", "profiler_rate", "profiler"]
+    assert all(c.payload["ok"] for c in cmds)
     art = Path(off.payload["artifact"])
     frames = speedscope_frames(art)
     assert "Llama.generate" in frames and "LlamaContext.decode" in frames
@@ -89,7 +100,7 @@ def test_pyspy_toggle_and_rate_change_make_events_segments_and_a_speedscope(sess
 
 def test_scalene_relaunches_the_worker_and_toggles_it(session):
     s, ctl, ev = session
-    first_pid = ctl._worker_pid()
+    first_pid = s.worker_pid()
     assert ctl.toggle("scalene").startswith("scalene on")
     ev.wait("profiler_ready", profiler="scalene-off")
     ev.wait("profiler_on", profiler="scalene")
@@ -105,30 +116,56 @@ def test_scalene_relaunches_the_worker_and_toggles_it(session):
     lines = scalene_lines(art)
     worker = next(f for f in lines if f.endswith("worker.py"))
     assert len(lines[worker]) > 10
+    found = ev.wait("profiler_frames", profiler="scalene", final=True)
+    assert found.payload["samples"] > 0 and found.payload["frames"]
     # py-spy refuses while scalene runs the worker, and says why
-    assert "scalene" in ctl.toggle("py-spy")
-    assert s.worker is not None and not s.worker.exited.is_set()
+    out = s.profiler_toggle("py-spy")
+    assert not out.ok and "scalene" in out.message
+    assert s.worker_alive()
 
 
 def test_sigill_is_never_sent_to_a_plain_worker(session):
-    s, ctl, _ev = session
-    pid = ctl._worker_pid()
+    s, _ctl, _ev = session
+    pid = s.worker_pid()
     sc = Scalene()
     sc.attach(pid, False, 100, Path("/nonexistent.json"))
     assert "not running under scalene" in sc.start(pid, 100, Path("/tmp"))
     time.sleep(0.5)
     os.kill(pid, 0)  # still alive
-    assert not s.worker.exited.is_set()
+    assert s.worker_alive()
 
 
-def test_worker_exit_while_profiled_is_reported(session):
+def test_worker_death_while_profiled_ends_the_segment_at_once(session):
     s, ctl, ev = session
     ctl.toggle("py-spy")
     ev.wait("profiler_on")
-    s.worker.proc.kill()
-    err = ev.wait("profiler_error", timeout=15)
-    assert "exited" in err.payload["reason"] or "not running" in err.payload["reason"]
-    ev.wait("profiler_off", profiler="py-spy")
+    os.kill(s.worker_pid(), signal.SIGKILL)
+    died = ev.wait("worker_died", timeout=5)
+    off = ev.wait("profiler_off", profiler="py-spy", timeout=5)
+    assert off.t - died.t < 3e9 and off.payload["reason"]
+    # the segment that holds the death shows no deltas
+    from anubis_tui.analysis.segments import SegmentFold
+
+    fold = SegmentFold()
+    fold.consume(s.header)
+    for e in sorted(ev, key=lambda e: e.t):
+        fold.consume(e)
+    seg = next(f for f in fold.figures() if f.profiler == "py-spy")
+    assert seg.died and seg.delta is None and seg.not_comparable == "worker died"
+
+
+def test_a_relaunch_ends_when_the_worker_dies_not_at_a_timeout(session, monkeypatch):
+    s, _ctl, _ev = session
+    from anubis_tui.profilers import controller as ctl_mod
+
+    # a launcher that dies at once, as scalene did on the H100
+    monkeypatch.setattr(
+        ctl_mod, "scalene_command", lambda rate, art: ["/bin/sh", "-c", "exit 139", "x"]
+    )
+    t = time.monotonic()
+    out = s.profiler_toggle("scalene")
+    assert not out.ok and time.monotonic() - t < 10
+    assert "exit" in out.message or "died" in out.message
 
 
 def test_permission_failure_is_reported_with_the_fix(tmp_path, monkeypatch):
@@ -166,7 +203,7 @@ def test_plan_parsing():
         Step("py-spy", 1000, True, 6),
         Step("scalene", 10, False, 4),
     ]
-    for bad in ("py-spy@7:5", "gdb@10:5", "off", "off:-1", ""):
+    for bad in ("py-spy@7:5", "gdb@10:5", "off", "off:-1", "", "off:nan", "off:inf", "py-spy@x:3"):
         with pytest.raises(ValueError):
             parse_plan(bad)
 
@@ -182,7 +219,7 @@ def test_overhead_native_1000hz_drops_tps_and_10hz_nonblocking_does_not(tmp_path
             "--threads",
             "2",
             "--plan",
-            "off:6,py-spy@1000n:6,off:5,py-spy@10:6,off:4",
+            "off:6,py-spy@1000n:8,off:5,py-spy@10:6,off:4",
         ],
         capture_output=True,
         env=cli_env("empty_container"),
@@ -197,6 +234,7 @@ def test_overhead_native_1000hz_drops_tps_and_10hz_nonblocking_does_not(tmp_path
     )
     segs = {(g["profiler"], g["rate_hz"]): g for g in r["segments"] if g["profiler"]}
     native, light = segs[("py-spy --native", 1000.0)], segs[("py-spy", 10.0)]
+    assert native["delta"] and light["delta"], (native["not_comparable"], native["decode_tokens"])
     assert native["delta"]["decode_tps_pct"] < -25  # the reference measured about −60 %
     assert abs(light["delta"]["decode_tps_pct"]) < 15  # noise on this machine is ±10 %
     assert native["samples"] > 10 * light["samples"]

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from anubis_tui.analysis.live import LiveState
+from anubis_tui.analysis.replay import Replay
 from anubis_tui.config import Config
 from anubis_tui.recording.reader import read_all
-from anubis_tui.recording.replay import Replay
 from anubis_tui.ui.app import LiveOptions, make_app
 
 RECORDING = Path(__file__).resolve().parents[2] / "recordings" / "vm-2core-cpu-gemma270m.msgpack"

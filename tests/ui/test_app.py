@@ -113,7 +113,7 @@ async def test_live_rate_is_capped_where_sources_update_slower(monkeypatch):
             lambda: any("update at most" in n.message for n in app._notifications),
             what="cap notice",
         )
-        assert app.session.sampler.rate_hz == 2.0
+        assert app.session.rate_hz == 2.0
         await pilot.press("q")
 
 
@@ -136,7 +136,7 @@ async def test_pause_stops_tokens_and_worker_crash_is_a_notification(tmp_path, m
         assert "paused" in text(app, "#title")
         await pilot.press("space")
         await until(pilot, lambda: app.state.tokens > n, 30, "tokens after resume")
-        os.kill(app.session.worker.proc.pid, signal.SIGKILL)
+        os.kill(app.session.worker_pid(), signal.SIGKILL)
         await until(
             pilot,
             lambda: any("worker died" in n.message for n in app._notifications),
@@ -179,7 +179,7 @@ async def test_p_starts_pyspy_and_the_overhead_panel_fills(tmp_path, monkeypatch
         Config(), live=LiveOptions(spec=spec, model=read_gguf(model), log_path=tmp_path / "w.log")
     )
     async with app.run_test(size=APP_SIZE) as pilot:
-        await until(pilot, lambda: app.state.tokens > 60 and app.controller is not None, 60)
+        await until(pilot, lambda: app.state.tokens > 60 and app.session is not None, 60)
         await asyncio.sleep(3.0)  # a baseline of at least 3 s
         await pilot.press("p")
         await until(pilot, lambda: any(e.kind == "profiler_on" for e in app.state.events), 20)
@@ -187,7 +187,7 @@ async def test_p_starts_pyspy_and_the_overhead_panel_fills(tmp_path, monkeypatch
         # the overhead fills in once the segment holds enough data (≥ 3 s, ≥ 50 tokens)
         await until(
             pilot,
-            lambda: "Δtok/s" in text(app, "#profiler") and app.state.snapshot().segment.enough,
+            lambda: "Δtok/s" in text(app, "#profiler") and app.state.snapshot().segment.enough_data,
             30,
             "overhead figures",
         )
@@ -206,6 +206,9 @@ async def test_p_starts_pyspy_and_the_overhead_panel_fills(tmp_path, monkeypatch
         segs = app.state.snapshot().segments
         assert [s.profiler for s in segs] == [None, "py-spy", "py-spy", None]
         assert [s.rate_hz for s in segs[1:3]] == [100.0, 250.0]
+        # after p turns py-spy off, the panel still shows what each py-spy segment cost
+        await until(pilot, lambda: "py-spy@250" in text(app, "#profiler"), 5, "finished rows")
+        assert "py-spy@100" in text(app, "#profiler")
         await pilot.press("q")
 
 

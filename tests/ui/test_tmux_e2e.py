@@ -76,3 +76,40 @@ def test_anubis_in_tmux(tmp_path: Path):
     kinds = [r.kind for r in records if isinstance(r, Event)]
     assert "marker" in kinds and "paused" in kinds
     assert not recovery.truncated, recovery.reason  # q closed the recording with a footer
+
+
+def test_profilers_found_beside_the_interpreter_when_the_venv_is_not_on_path(tmp_path: Path):
+    """As pipx or `~/venv/bin/anubis` run it: the scripts directory is not on PATH."""
+    import sysconfig
+
+    scripts = sysconfig.get_path("scripts")
+    anubis = Path(scripts) / "anubis"
+    assert anubis.is_file(), f"the test installs anubis into {scripts}"
+    path = "/usr/bin:/bin"
+    assert shutil.which("py-spy", path=path) is None, "py-spy must not be on this PATH"
+    rec = tmp_path / "nopath.msgpack"
+    name = f"anubis-nopath-{int(time.time())}"
+    env = cli_env("empty_container")
+    env["TERM"] = "xterm-256color"
+    env["PATH"] = path
+    tmux(
+        "new-session", "-d", "-s", name, "-x", "100", "-y", "30",
+        f"{anubis} run --threads 2 --record {rec}", env=env, check=True,
+    )  # fmt: skip
+    try:
+        wait_screen(name, lambda s: "tok/s" in s and "requests" in s and " 0 requests" not in s)
+        tmux("send-keys", "-t", name, "p", check=True)
+        s = wait_screen(name, lambda s: "py-spy @ 100 Hz" in s or "not installed" in s, 30)
+        assert "not installed" not in s
+        tmux("send-keys", "-t", name, "q", check=True)
+        end = time.monotonic() + 20
+        while (
+            time.monotonic() < end
+            and tmux("has-session", "-t", name, capture_output=True).returncode == 0
+        ):
+            time.sleep(0.2)
+    finally:
+        tmux("kill-server", capture_output=True)
+    records, _ = read_all(rec)
+    on = [r for r in records if isinstance(r, Event) and r.kind == "profiler_on"]
+    assert on and on[0].payload["profiler"] == "py-spy"

@@ -9,14 +9,19 @@ HEADLESS = [
     "anubis_tui.cli",
     "anubis_tui.records",
     "anubis_tui.config",
-    "anubis_tui.sampler",
+    "anubis_tui.session.sampler",
     "anubis_tui.sources.registry",
     "anubis_tui.sources.nvml",
     "anubis_tui.sources.rapl",
     "anubis_tui.sources.hwmon",
     "anubis_tui.sources.jetson",
     "anubis_tui.sources.rpi",
-    "anubis_tui.inference.commands",
+    "anubis_tui.inference.bench",
+    "anubis_tui.session",
+    "anubis_tui.analysis.segments",
+    "anubis_tui.analysis.report",
+    "anubis_tui.analysis.replay",
+    "anubis_tui.profilers.controller",
 ]
 
 

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from anubis_tui.records import decode_flags
-from anubis_tui.sampler import Sampler
+from anubis_tui.session.sampler import Sampler
 from anubis_tui.sources.base import SysfsRoot
 from anubis_tui.sources.nvml import NvmlSource
 from anubis_tui.sources.registry import discover

@@ -45,16 +45,30 @@ def test_report_matches_hand_computed_figures(syn):
     assert base["decode_tps"] == pytest.approx(40, rel=0.01)
     assert base["j_per_token"] == pytest.approx(1000 / 400)
     assert prof["j_per_token"] == pytest.approx(2500 / 200)
-    assert prof["delta"]["decode_tps_pct"] == pytest.approx(-50, abs=1)
-    assert prof["delta"]["power_w"] == pytest.approx(150)
-    assert prof["delta"]["j_per_token_pct"] == pytest.approx(400)
-    assert prof["delta"]["temp_max_c"] == pytest.approx(10)
+    # The profiler segment ran at the power cap and its baselines did not: no comparison.
+    assert prof["delta"] is None and prof["not_comparable"] == "throttled: power_cap"
     assert r["recovery"] == {
         "truncated": False,
         "records": r["recovery"]["records"],
         "stopped_at": None,
         "reason": "",
     }
+
+
+def test_deltas_against_a_fair_baseline_match_hand_computed_figures(tmp_path):
+    path = tmp_path / "fair.msgpack"
+    synthetic.write(
+        path,
+        [(10, 100, 40, None, None), (10, 250, 20, "py-spy", 100), (10, 100, 40, None, None)],
+        cap_w=1e9,
+    )
+    _base, prof, _base2 = report(load(path))["segments"]
+    # (n − 1) / (last − first stamp) per 1 s request: 39/0.975 s against 19/0.975 s.
+    assert prof["delta"]["decode_tps_pct"] == pytest.approx(100 * (19 / 39 - 1))
+    assert prof["delta"]["power_w"] == pytest.approx(150)
+    assert prof["delta"]["j_per_token_pct"] == pytest.approx(400)
+    assert prof["delta"]["temp_max_c"] == pytest.approx(10)
+    assert prof["delta"]["baseline_start_s"] == 0.0  # nearest by midpoint; ties go to the earlier
 
 
 def test_json_report_has_the_stable_keys(syn):
@@ -165,7 +179,16 @@ def _small_recording() -> bytes:
     if not _SMALL:
         from anubis_tui.records import Channel
 
-        ch = Channel("p", "p", "s", "power", "W", "gpu", "instant", 0.1)
+        ch = Channel(
+            id="p",
+            label="p",
+            source="s",
+            kind="power",
+            unit="W",
+            scope="gpu",
+            method="instant",
+            update_period_s=0.1,
+        )
         parts = [pack(make_header([ch], 0))]
         parts += [pack(Sample(i, [float(i)])) for i in range(20)]
         parts += [pack(Event(21, "marker", {"label": "x"})), pack(Footer(22, {}))]

@@ -19,15 +19,15 @@ from anubis_tui.sources.nvml import NVML_FLAGS
 from anubis_tui.sources.rpi import RPI_FLAGS, RPI_STICKY
 
 CH = Channel(
-    "gpu0.throttle",
-    "GPU0 reasons",
-    "nvml:0",
-    "throttle",
-    "flags",
-    "gpu",
-    "instant",
-    0.25,
-    {"flags": dict(NVML_FLAGS)},
+    id="gpu0.throttle",
+    label="GPU0 reasons",
+    source="nvml:0",
+    kind="throttle",
+    unit="flags",
+    scope="gpu",
+    method="instant",
+    update_period_s=0.25,
+    meta={"flags": dict(NVML_FLAGS)},
 )
 
 
@@ -86,10 +86,37 @@ def test_malformed_plain_values_raise_record_error(bad):
 
 def test_channel_rejects_unknown_kind_and_method():
     with pytest.raises(ValueError):
-        Channel("x", "x", "s", "loudness", "dB", "gpu", "instant", 1.0)
+        Channel(
+            id="x",
+            label="x",
+            source="s",
+            kind="loudness",
+            unit="dB",
+            scope="gpu",
+            method="instant",
+            update_period_s=1.0,
+        )
     with pytest.raises(ValueError):
-        Channel("x", "x", "s", "power", "W", "gpu", "guess", 1.0)
-    Channel("x", "x", "s", "power", "W", "gpu", "average:1s", 1.0)
+        Channel(
+            id="x",
+            label="x",
+            source="s",
+            kind="power",
+            unit="W",
+            scope="gpu",
+            method="guess",
+            update_period_s=1.0,
+        )
+    Channel(
+        id="x",
+        label="x",
+        source="s",
+        kind="power",
+        unit="W",
+        scope="gpu",
+        method="average:1s",
+        update_period_s=1.0,
+    )
 
 
 def test_nvml_reasons_decode_to_canonical_names():
@@ -106,15 +133,15 @@ def test_unknown_bits_still_say_throttled():
 
 def test_rpi_sticky_bits_split_into_now_and_since_boot():
     ch = Channel(
-        "rpi.throttled",
-        "fw",
-        "rpi",
-        "throttle",
-        "flags",
-        "soc",
-        "instant",
-        2.0,
-        {"flags": dict(RPI_FLAGS), "sticky": dict(RPI_STICKY)},
+        id="rpi.throttled",
+        label="fw",
+        source="rpi",
+        kind="throttle",
+        unit="flags",
+        scope="soc",
+        method="instant",
+        update_period_s=2.0,
+        meta={"flags": dict(RPI_FLAGS), "sticky": dict(RPI_STICKY)},
     )
     assert decode_flags(ch, 0x50005) == (
         ["under_voltage", "throttled"],

@@ -6,13 +6,31 @@ import math
 import os
 import time
 
+from anubis_tui.analysis.replay import Replay
 from anubis_tui.recording.format import make_header, pack
 from anubis_tui.recording.reader import from_records
-from anubis_tui.recording.replay import Replay
 from anubis_tui.records import Channel, ChannelsAdded, Sample, Tokens
 
-A = Channel("a", "a", "s", "power", "W", "gpu", "instant", 0.1)
-B = Channel("b", "b", "s", "temperature", "°C", "gpu", "instant", 0.1)
+A = Channel(
+    id="a",
+    label="a",
+    source="s",
+    kind="power",
+    unit="W",
+    scope="gpu",
+    method="instant",
+    update_period_s=0.1,
+)
+B = Channel(
+    id="b",
+    label="b",
+    source="s",
+    kind="temperature",
+    unit="°C",
+    scope="gpu",
+    method="instant",
+    update_period_s=0.1,
+)
 
 
 def test_channels_added_mid_session_widen_the_table():

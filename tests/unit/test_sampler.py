@@ -7,7 +7,7 @@ import time
 import pytest
 
 from anubis_tui.records import Channel, Event, Sample
-from anubis_tui.sampler import Sampler, clamp_rate, percentile
+from anubis_tui.session.sampler import Sampler, clamp_rate, percentile
 from anubis_tui.sources.base import ReadGroup, Source
 
 
@@ -18,7 +18,17 @@ class Fake(Source):
 
 
 def source(name, period_s, fn, kind="power", scope="gpu", method="instant", meta=None):
-    ch = Channel(f"{name}.v", name, name, kind, "W", scope, method, period_s, meta or {})
+    ch = Channel(
+        id=f"{name}.v",
+        label=name,
+        source=name,
+        kind=kind,
+        unit="W",
+        scope=scope,
+        method=method,
+        update_period_s=period_s,
+        meta=meta or {},
+    )
     calls = []
 
     def read(t):
@@ -59,8 +69,27 @@ def test_system_energy_is_trapezoidal_without_counters():
 
 def test_system_energy_from_counters_when_they_exist():
     meta = {"energy_channel": "pkg.energy"}
-    e = Channel("pkg.energy", "e", "pkg", "energy", "J", "cpu-package", "counter", 0.1)
-    p = Channel("pkg.power", "p", "pkg", "power", "W", "cpu-package", "derived", 0.1, meta)
+    e = Channel(
+        id="pkg.energy",
+        label="e",
+        source="pkg",
+        kind="energy",
+        unit="J",
+        scope="cpu-package",
+        method="counter",
+        update_period_s=0.1,
+    )
+    p = Channel(
+        id="pkg.power",
+        label="p",
+        source="pkg",
+        kind="power",
+        unit="W",
+        scope="cpu-package",
+        method="derived",
+        update_period_s=0.1,
+        meta=meta,
+    )
 
     def read(t):
         return [1000.0 + 3.0 * t / 1e9, 3.0]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from anubis_tui.records import decode_flags
-from anubis_tui.sampler import Sampler
+from anubis_tui.session.sampler import Sampler
 from anubis_tui.sources.base import SysfsRoot
 from anubis_tui.sources.registry import choose_system_power, discover
 from tests.conftest import FIXTURES

@@ -13,7 +13,14 @@ import threading
 from typing import IO
 
 from anubis_tui.analysis.live import LiveState
-from anubis_tui.recording.reader import ReaderError, RecordStream, Recovery, read_all
+from anubis_tui.analysis.segments import SETTING_EVENTS
+from anubis_tui.recording.reader import (
+    ReaderError,
+    RecordStream,
+    Recovery,
+    read_all,
+    time_ordered,
+)
 from anubis_tui.records import Header, Record
 
 SPEEDS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
@@ -30,7 +37,7 @@ class Replay:
         self.times: list[int] = []
         self._markers: list[tuple[int, str]] = []
         self.fed = 0  # records already folded into state
-        for rec in sorted(records or [], key=lambda r: getattr(r, "t", 0)):
+        for rec in time_ordered(records or []):
             self._add(rec)
         self.state = LiveState()
         self.pos_ns = 0
@@ -86,7 +93,7 @@ class Replay:
         self.records.insert(i, rec)
         self.times.insert(i, t)
         kind = getattr(rec, "kind", None)
-        if kind == "marker" or (kind or "").startswith("profiler_"):
+        if kind == "marker" or kind in SETTING_EVENTS:
             bisect.insort(self._markers, (t, kind or ""))
 
     @property

@@ -1,0 +1,104 @@
+"""A recording as CSV (one row per sample) and as a PNG plot (needs matplotlib)."""
+
+from __future__ import annotations
+
+import csv
+import math
+from typing import IO
+
+import numpy as np
+
+from anubis_tui.analysis.segments import fold
+from anubis_tui.recording.reader import Recording
+from anubis_tui.records import decode_flags
+
+
+class ExportError(Exception):
+    """One line for the user."""
+
+
+def rolling_tps(rec: Recording, decode: bool, window_ns: int = 1_000_000_000) -> np.ndarray:
+    """Tokens per second over the trailing window at every sample time."""
+    m = rec.tok_decode if decode else ~rec.tok_decode
+    tt = rec.tok_t[m]
+    cum = np.concatenate([[0], np.cumsum(rec.tok_count[m])])
+    hi = np.searchsorted(tt, rec.t, side="right")
+    lo = np.searchsorted(tt, rec.t - window_ns, side="right")
+    return (cum[hi] - cum[lo]) / (window_ns / 1e9)
+
+
+def write_csv(rec: Recording, f: IO[str]) -> None:
+    """One row per sample: every channel in its unit, and rolling 1 s decode/prompt tok/s."""
+    w = csv.writer(f)
+    w.writerow(
+        ["t_s", *(f"{c.id} [{c.unit}]" for c in rec.channels), "decode_tps_1s", "prompt_tps_1s"]
+    )
+    dec, pro = rolling_tps(rec, True), rolling_tps(rec, False)
+    for i in range(len(rec.t)):
+        row = [f"{rec.t[i] / 1e9:.6f}"]
+        row += ["" if math.isnan(v) else repr(float(v)) for v in rec.values[i]]
+        row += [f"{dec[i]:.3f}", f"{pro[i]:.3f}"]
+        w.writerow(row)
+
+
+def plot(rec: Recording, out: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ExportError("--plot needs matplotlib: pip install 'anubis-tui[plot]'") from None
+
+    t = rec.t / 1e9
+    fig, axes = plt.subplots(4, 1, sharex=True, figsize=(11, 9))
+    ax = axes[0]
+    for c in rec.channels:
+        if c.kind == "power" and not c.meta.get("is_limit"):
+            col = rec.values[:, rec.index[c.id]]
+            ok = ~np.isnan(col)
+            if ok.any():
+                ax.plot(
+                    t[ok],
+                    col[ok],
+                    label=f"{c.id} ({c.method})",
+                    lw=1.4 if c.id == "system.power" else 0.8,
+                )
+    ax.set_ylabel("W")
+    ax.legend(fontsize=6, loc="upper right")
+    ax = axes[1]
+    for c in rec.channels:
+        if c.kind == "temperature":
+            col = rec.values[:, rec.index[c.id]]
+            ok = ~np.isnan(col)
+            if ok.any():
+                ax.plot(t[ok], col[ok], label=c.id, lw=0.8)
+    ax.set_ylabel("°C")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=6, loc="upper right")
+    axes[2].plot(t, rolling_tps(rec, True), lw=0.8, label="decode tok/s (1 s)")
+    axes[2].set_ylabel("tok/s")
+    ax = axes[3]
+    k = 0
+    for c in rec.channels:
+        if c.kind != "throttle":
+            continue
+        col = rec.values[:, rec.index[c.id]]
+        ok = ~np.isnan(col)
+        act = [1 if decode_flags(c, int(v))[0] else 0 for v in col[ok]]
+        ax.step(t[ok], np.array(act) + 1.2 * k, where="post", lw=0.8, label=c.id)
+        k += 1
+    ax.set_ylabel("throttled")
+    ax.set_xlabel("s")
+    if k:
+        ax.legend(fontsize=6, loc="upper right")
+    for s in fold(rec.records):
+        if s.profiler is not None:
+            for a in axes:
+                a.axvspan(s.start_s, s.end_s, color="orange", alpha=0.15)
+    fig.suptitle(f"anubis — {rec.header.host.get('hostname')} {rec.header.created_utc}")
+    fig.tight_layout()
+    try:
+        fig.savefig(out, dpi=110)
+    except OSError as e:
+        raise ExportError(f"cannot write {out}: {e.strerror}") from None

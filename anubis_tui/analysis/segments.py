@@ -1,0 +1,533 @@
+"""One segment arithmetic for the live panel, replay and `anubis report`.
+
+A *segment* is an interval with one setting (profiler and rate, later the
+knobs). It starts at every setting Event (``profiler_on``, ``profiler_off``,
+``profiler_rate``, ``profiler_ready``, ``knob``). `SegmentFold` folds records
+in time order into running figures; the live state feeds it record by record,
+the report feeds it a whole recording. Both read the figures through
+`figures`, so the screen and the report cannot disagree.
+
+Definitions (each figure has exactly one):
+
+* **Active time.** Time without inference belongs to no segment's figures:
+  the model load, a reload, a pause, a dead worker and the gap before the
+  first token. A segment's active *pieces* start at the first decode token
+  after the segment starts or after a gap (``paused``, ``worker_restart``,
+  ``worker_died``, ``worker_stopped``) and end at the next gap or the end of
+  the segment.
+* **Decode tok/s** = Σ(n − 1) / Σ(last − first stamp) over the pieces of each
+  request inside the segment: the worker's own stamps, prompt processing and
+  gaps excluded (the same definition as `anubis bench`).
+* **Energy and J/token.** The system energy channel is read at its first
+  reading inside a piece and at its last reading before the piece's last
+  token batch; J/token = that ΔE ÷ the decode tokens stamped between those
+  two readings. Counters are used wherever the machine has them.
+* **Power, °C, throttle, profiler CPU**: system power mean (and spread),
+  the maximum temperature, each throttle flag's share of readings and the
+  profiler process's mean CPU, over the samples inside active pieces.
+* **Enough data**: ≥ `MIN_SECONDS` of active decode time and
+  ≥ `MIN_TOKENS` decode tokens, and no worker death in the segment.
+* **Baseline**: the nearest segment in time (by midpoint) with no profiler,
+  the same knobs, enough data, and the same set of active throttle flags
+  (other than ``idle``). A throttled baseline compared with an unthrottled
+  segment (or the reverse) is no comparison: without a fair baseline the
+  delta is absent and `not_comparable` names the flags.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from anubis_tui.records import (
+    Channel,
+    ChannelsAdded,
+    Event,
+    Footer,
+    Header,
+    Record,
+    Sample,
+    Tokens,
+    decode_flags,
+)
+
+SETTING_EVENTS = ("profiler_on", "profiler_off", "profiler_rate", "profiler_ready", "knob")
+GAP_EVENTS = ("paused", "worker_restart", "worker_died", "worker_stopped")
+MIN_SECONDS = 3.0
+MIN_TOKENS = 50
+FRAMES_EVENT = "profiler_frames"
+
+DEFINITIONS = {
+    "decode_tps": "Σ(tokens−1)/Σ(last−first token stamp) per request, active time only",
+    "power_w": "mean system power over samples in active time",
+    "j_per_token": "Δ system energy between the first and last reading in active time "
+    "÷ decode tokens between them",
+    "temp_max_c": "max of every temperature channel in active time",
+    "delta": "against the nearest fair baseline: no profiler, same knobs, enough data, "
+    "same throttle flags",
+    "enough_data": f"≥ {MIN_SECONDS:g} s active and ≥ {MIN_TOKENS} decode tokens, no worker death",
+}
+
+
+def segment_setting(e: Event) -> tuple[str | None, float | None]:
+    """The (profiler, rate) a setting Event starts; (None, None) is the baseline.
+
+    ``py-spy --native`` is named apart (a different cost from nonblocking
+    py-spy); a profiler_off that leaves scalene loaded names that state.
+    """
+    p = e.payload
+    if e.kind == "profiler_off":
+        ready = p.get("ready")
+        return (ready if isinstance(ready, str) and ready else None), None
+    prof = p.get("profiler")
+    if not isinstance(prof, str) or not prof:
+        return None, None
+    if p.get("mode") == "native":
+        prof += " --native"
+    return prof, _num(p.get("rate_hz"))
+
+
+def _num(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return None
+    f = float(v)
+    return f if math.isfinite(f) else None
+
+
+def setting_name(profiler: str | None, rate_hz: float | None) -> str:
+    if profiler is None:
+        return "baseline"
+    return f"{profiler}@{rate_hz:g}" if rate_hz else profiler
+
+
+@dataclass
+class _Acc:
+    """Sums of one segment; the figures are derived from these."""
+
+    dec_n: int = 0  # Σ(n − 1) over closed request pieces
+    dec_ns: int = 0  # Σ(last − first) over closed request pieces
+    piece_tps: list[float] = field(default_factory=list)
+    energy_j: float = 0.0  # Σ ΔE over closed energy windows
+    energy_tokens: int = 0
+    energy_windows: int = 0
+    power_sum: float = 0.0
+    power_sq: float = 0.0
+    power_n: int = 0
+    temp_max: float | None = None
+    flag_hits: dict[str, int] = field(default_factory=dict)
+    flag_n: dict[str, int] = field(default_factory=dict)
+    cpu_sum: float = 0.0
+    cpu_n: int = 0
+
+
+@dataclass
+class Segment:
+    """One setting over time, with its running sums (see the module docstring)."""
+
+    index: int
+    profiler: str | None
+    rate_hz: float | None
+    start_ns: int
+    knobs: dict[str, Any] = field(default_factory=dict)
+    end_ns: int = 0
+    tokens: int = 0  # decode tokens stamped in the segment's active time
+    died: bool = False
+    samples: int | None = None
+    hot_frames: list[dict[str, Any]] = field(default_factory=list)
+    acc: _Acc = field(default_factory=_Acc)
+    # The open request piece: request id → [first stamp, last stamp, tokens].
+    _req: list[int] | None = None
+    _req_id: int | None = None
+    # The open energy window: (energy, cumulative tokens) at its first reading,
+    # and the latest mark taken at a token batch.
+    _e0: tuple[float, int] | None = None
+    _e1: tuple[float, int] | None = None
+
+    @property
+    def baseline(self) -> bool:
+        return self.profiler is None
+
+    @property
+    def name(self) -> str:
+        return setting_name(self.profiler, self.rate_hz)
+
+
+@dataclass
+class Figures:
+    """What a segment shows: every number the panel, replay and report print."""
+
+    index: int
+    name: str
+    profiler: str | None
+    rate_hz: float | None
+    knobs: dict[str, Any]
+    start_s: float
+    end_s: float
+    active_s: float
+    decode_tokens: int
+    decode_tps: float | None
+    tps_spread: float | None  # std of the per-request tok/s
+    power_w: float | None
+    power_std_w: float | None
+    energy_j: float | None
+    j_per_token: float | None
+    temp_max_c: float | None
+    throttle_share: dict[str, float]
+    profiler_cpu: float | None
+    samples: int | None
+    hot_frames: list[dict[str, Any]]
+    died: bool
+    enough_data: bool
+    delta: dict[str, Any] | None = None
+    baseline_index: int | None = None
+    not_comparable: str | None = None
+
+    @property
+    def baseline(self) -> bool:
+        return self.profiler is None
+
+    @property
+    def flags(self) -> frozenset[str]:
+        return frozenset(f for f, s in self.throttle_share.items() if s > 0 and f != "idle")
+
+    def plain(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "profiler": self.profiler,
+            "rate_hz": self.rate_hz,
+            "knobs": self.knobs,
+            "start_s": self.start_s,
+            "end_s": self.end_s,
+            "active_s": self.active_s,
+            "decode_tps": self.decode_tps,
+            "tps_spread": self.tps_spread,
+            "decode_tokens": self.decode_tokens,
+            "power_w": self.power_w,
+            "power_std_w": self.power_std_w,
+            "energy_j": self.energy_j,
+            "j_per_token": self.j_per_token,
+            "temp_max_c": self.temp_max_c,
+            "throttle_share": self.throttle_share,
+            "profiler_cpu": self.profiler_cpu,
+            "samples": self.samples,
+            "hot_frames": self.hot_frames,
+            "worker_died": self.died,
+            "enough_data": self.enough_data,
+            "delta": self.delta,
+            "not_comparable": self.not_comparable,
+        }
+
+
+class SegmentFold:
+    """Folds records (in time order) into segments. Not thread-safe: its owner locks."""
+
+    def __init__(self) -> None:
+        self.channels: list[Channel] = []
+        self._power_i = self._energy_i = self._cpu_i = -1
+        self._temp_i: list[int] = []
+        self._throttle: list[tuple[int, Channel]] = []
+        self.segments: list[Segment] = [Segment(0, None, None, 0)]
+        self.knobs: dict[str, Any] = {}
+        self.t = 0
+        self.active = False  # inside an active piece (a decode token came since the last gap)
+        self.tokens_cum = 0  # decode tokens since the start: marks energy windows
+        self._tokens_at_energy = 0
+        self._energy_latest: float | None = None
+        self.ended = False
+
+    # -- feeding --------------------------------------------------------------------------
+
+    def consume(self, rec: Record) -> None:
+        if isinstance(rec, Header):
+            self._add_channels(rec.channels)
+            return
+        if isinstance(rec, ChannelsAdded):
+            self._add_channels(rec.channels)
+        t = getattr(rec, "t", self.t)
+        if isinstance(t, int):
+            self.t = max(self.t, t)
+        seg = self.segments[-1]
+        seg.end_ns = max(seg.end_ns, self.t)
+        if isinstance(rec, Sample):
+            self._sample(rec, seg)
+        elif isinstance(rec, Tokens):
+            if rec.phase == "decode":
+                self._tokens(rec, seg)
+        elif isinstance(rec, Event):
+            self._event(rec, seg)
+        elif isinstance(rec, Footer):
+            self._close_piece(seg)
+            self.ended = True
+
+    def consume_all(self, records: Iterable[Record]) -> SegmentFold:
+        for r in records:
+            self.consume(r)
+        return self
+
+    def _add_channels(self, chans: Sequence[Channel]) -> None:
+        for c in chans:
+            i = len(self.channels)
+            self.channels.append(c)
+            if c.id == "system.power":
+                self._power_i = i
+            elif c.id == "system.energy":
+                self._energy_i = i
+            elif c.id == "proc.profiler.cpu":
+                self._cpu_i = i
+            elif c.kind == "temperature":
+                self._temp_i.append(i)
+            elif c.kind == "throttle":
+                self._throttle.append((i, c))
+
+    @staticmethod
+    def _at(values: list[Any], i: int) -> float | None:
+        if i < 0 or i >= len(values):
+            return None
+        v = values[i]
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            return None
+        f = float(v)
+        return f if math.isfinite(f) else None
+
+    def _sample(self, rec: Sample, seg: Segment) -> None:
+        vals = rec.values
+        e = self._at(vals, self._energy_i)
+        if e is not None:
+            self._energy_latest = e
+            self._tokens_at_energy = self.tokens_cum
+            if self.active and seg._e0 is None:
+                seg._e0 = (e, self.tokens_cum)
+        if not self.active:
+            return
+        a = seg.acc
+        p = self._at(vals, self._power_i)
+        if p is not None:
+            a.power_sum += p
+            a.power_sq += p * p
+            a.power_n += 1
+        for i in self._temp_i:
+            v = self._at(vals, i)
+            if v is not None and (a.temp_max is None or v > a.temp_max):
+                a.temp_max = v
+        for i, c in self._throttle:
+            v = self._at(vals, i)
+            if v is None or not 0 <= v < 2**63:
+                continue
+            active, _ = decode_flags(c, int(v))
+            for name in dict.fromkeys(c.meta.get("flags", {}).values()):
+                a.flag_n[name] = a.flag_n.get(name, 0) + 1
+                if name in active:
+                    a.flag_hits[name] = a.flag_hits.get(name, 0) + 1
+        cpu = self._at(vals, self._cpu_i)
+        if cpu is not None:
+            a.cpu_sum += cpu
+            a.cpu_n += 1
+
+    def _tokens(self, rec: Tokens, seg: Segment) -> None:
+        if not self.active:
+            self.active = True
+            # The first reading of this piece comes with the next sample.
+        if seg._req_id != rec.request:
+            self._close_request(seg)
+            seg._req_id = rec.request
+            seg._req = [max(rec.t_first, seg.start_ns), rec.t, 0]
+        assert seg._req is not None
+        seg._req[1] = rec.t
+        seg._req[2] += rec.count
+        seg.tokens += rec.count
+        self.tokens_cum += rec.count
+        if seg._e0 is not None and self._energy_latest is not None:
+            # The latest reading precedes this batch: tokens up to that reading.
+            seg._e1 = (self._energy_latest, self._tokens_at_energy)
+
+    def _close_request(self, seg: Segment) -> None:
+        r = seg._req
+        if r is not None and r[2] >= 2 and r[1] > r[0]:
+            seg.acc.dec_n += r[2] - 1
+            seg.acc.dec_ns += r[1] - r[0]
+            seg.acc.piece_tps.append((r[2] - 1) / ((r[1] - r[0]) / 1e9))
+        seg._req = None
+        seg._req_id = None
+
+    def _close_energy(self, seg: Segment) -> None:
+        if seg._e0 is not None and seg._e1 is not None:
+            de, dn = seg._e1[0] - seg._e0[0], seg._e1[1] - seg._e0[1]
+            if dn > 0:
+                seg.acc.energy_j += de
+                seg.acc.energy_tokens += dn
+                seg.acc.energy_windows += 1
+        seg._e0 = seg._e1 = None
+
+    def _close_piece(self, seg: Segment) -> None:
+        self._close_request(seg)
+        self._close_energy(seg)
+        self.active = False
+
+    def _event(self, e: Event, seg: Segment) -> None:
+        if e.kind in GAP_EVENTS:
+            if e.kind == "worker_died":
+                seg.died = True
+            self._close_piece(seg)
+            return
+        if e.kind == "request_end":
+            self._close_request(seg)
+            return
+        if e.kind == FRAMES_EVENT:
+            frames = e.payload.get("frames")
+            if isinstance(frames, list):
+                seg.hot_frames = [f for f in frames if isinstance(f, dict)][:10]
+            n = e.payload.get("samples")
+            if isinstance(n, int) and not isinstance(n, bool) and n >= 0:
+                seg.samples = n
+            return
+        if e.kind not in SETTING_EVENTS:
+            return
+        done = e.payload.get("samples", e.payload.get("previous_samples"))
+        if isinstance(done, int) and not isinstance(done, bool) and done >= 0:
+            seg.samples = done
+        if e.kind == "knob":
+            name = e.payload.get("name")
+            if isinstance(name, str):
+                self.knobs[name] = e.payload.get("value")
+            prof, rate = seg.profiler, seg.rate_hz
+        else:
+            prof, rate = segment_setting(e)
+        was_active = self.active
+        self._close_piece(seg)
+        seg.end_ns = e.t
+        new = Segment(len(self.segments), prof, rate, e.t, knobs=dict(self.knobs))
+        self.segments.append(new)
+        # Inference goes on across a profiler switch: the new piece opens at once,
+        # and its first energy reading is the next sample.
+        self.active = was_active and e.kind != "profiler_ready"
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def figures(self) -> list[Figures]:
+        """Every segment's figures, with deltas against its nearest fair baseline."""
+        last = self.segments[-1]
+        figs = [
+            _figures(s)
+            for s in self.segments
+            if s.end_ns > s.start_ns or s.tokens or (s is last and not self.ended)
+        ]
+        compare(figs)
+        return figs
+
+
+def _figures(s: Segment) -> Figures:
+    a = s.acc
+    dec_n, dec_ns, pieces = a.dec_n, a.dec_ns, list(a.piece_tps)
+    r = s._req
+    if r is not None and r[2] >= 2 and r[1] > r[0]:  # the open request piece counts too
+        dec_n += r[2] - 1
+        dec_ns += r[1] - r[0]
+        pieces.append((r[2] - 1) / ((r[1] - r[0]) / 1e9))
+    energy, etok = a.energy_j, a.energy_tokens
+    windows = a.energy_windows
+    if s._e0 is not None and s._e1 is not None and s._e1[1] > s._e0[1]:
+        energy += s._e1[0] - s._e0[0]
+        etok += s._e1[1] - s._e0[1]
+        windows += 1
+    active_s = dec_ns / 1e9
+    power = a.power_sum / a.power_n if a.power_n else None
+    spread_w = (
+        math.sqrt(max(0.0, a.power_sq / a.power_n - power * power))
+        if power is not None and a.power_n >= 2
+        else None
+    )
+    tps = dec_n / active_s if active_s > 0 else None
+    tps_sd = None
+    if len(pieces) >= 2:
+        m = sum(pieces) / len(pieces)
+        tps_sd = math.sqrt(sum((x - m) ** 2 for x in pieces) / len(pieces))
+    share = {n: a.flag_hits.get(n, 0) / a.flag_n[n] for n in sorted(a.flag_n) if a.flag_n[n]}
+    return Figures(
+        index=s.index,
+        name=s.name,
+        profiler=s.profiler,
+        rate_hz=s.rate_hz,
+        knobs=dict(s.knobs),
+        start_s=s.start_ns / 1e9,
+        end_s=s.end_ns / 1e9,
+        active_s=active_s,
+        decode_tokens=s.tokens,
+        decode_tps=tps,
+        tps_spread=tps_sd,
+        power_w=power,
+        power_std_w=spread_w,
+        energy_j=energy if windows else None,
+        j_per_token=energy / etok if windows and etok else None,
+        temp_max_c=a.temp_max,
+        throttle_share=share,
+        profiler_cpu=a.cpu_sum / a.cpu_n if a.cpu_n else None,
+        samples=s.samples,
+        hot_frames=list(s.hot_frames),
+        died=s.died,
+        enough_data=(active_s >= MIN_SECONDS and s.tokens >= MIN_TOKENS and not s.died),
+    )
+
+
+def pct(x: float | None, y: float | None) -> float | None:
+    return None if x is None or y is None or not y else 100.0 * (x - y) / y
+
+
+def diff(x: float | None, y: float | None) -> float | None:
+    return None if x is None or y is None else x - y
+
+
+def deltas(f: Figures, b: Figures) -> dict[str, Any]:
+    """Δ of `f` against baseline `b`: tok/s and J/token in %, W and °C absolute."""
+    return {
+        "decode_tps_pct": pct(f.decode_tps, b.decode_tps),
+        "power_w": diff(f.power_w, b.power_w),
+        "j_per_token_pct": pct(f.j_per_token, b.j_per_token),
+        "temp_max_c": diff(f.temp_max_c, b.temp_max_c),
+        "tps_spread_pct": (
+            100.0 * f.tps_spread / b.decode_tps
+            if f.tps_spread is not None and b.decode_tps
+            else None
+        ),
+        "baseline": b.name,
+        "baseline_start_s": b.start_s,
+    }
+
+
+def _mid(f: Figures) -> float:
+    return (f.start_s + f.end_s) / 2
+
+
+def choose_baseline(figs: Sequence[Figures], f: Figures) -> tuple[Figures | None, str | None]:
+    """The nearest fair baseline for `f`, or (None, why there is none)."""
+    same = [b for b in figs if b.baseline and b.enough_data and b.knobs == f.knobs]
+    if not same:
+        return None, "no baseline with enough data"
+    fair = [b for b in same if b.flags == f.flags]
+    if not fair:
+        flags = sorted(set().union(*(b.flags ^ f.flags for b in same)))
+        return None, "throttled: " + ",".join(flags)
+    mid = _mid(f)
+    return min(fair, key=lambda b: (abs(_mid(b) - mid), b.start_s)), None
+
+
+def compare(figs: list[Figures]) -> None:
+    """Fill each profiler segment's delta in place (none without enough data or a fair baseline)."""
+    for f in figs:
+        if f.baseline:
+            continue
+        if not f.enough_data:
+            f.not_comparable = "worker died" if f.died else "too little data"
+            continue
+        b, why = choose_baseline(figs, f)
+        if b is None:
+            f.not_comparable = why
+            continue
+        f.delta = deltas(f, b)
+        f.baseline_index = b.index
+
+
+def fold(records: Iterable[Record]) -> list[Figures]:
+    """Figures of every segment of a recording (records in time order)."""
+    return SegmentFold().consume_all(records).figures()

@@ -1,0 +1,44 @@
+"""The command line: one module per command; argparse lives here and nowhere else.
+
+Bad input ends in one clear line on stderr and a non-zero exit, never a
+traceback: every command raises `CliError` for what the user can fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from anubis_tui import __version__
+from anubis_tui.cli import bench, export, record, replay, report, run, sensors
+from anubis_tui.cli.common import CliError, Parser
+from anubis_tui.config import ConfigError, load_config
+
+COMMANDS = (run, replay, record, report, export, sensors, bench)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(prog="anubis", description=__doc__)
+    p.add_argument("--version", action="version", version=f"anubis {__version__}")
+    sub = p.add_subparsers(dest="command", parser_class=Parser)
+    for mod in COMMANDS:
+        mod.add_parser(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = load_config()
+        if args.command is None:
+            args = parser.parse_args(["run", *(argv or [])])
+        return int(args.handler(args, config))
+    except (CliError, ConfigError) as e:
+        print(f"anubis: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0

@@ -1,0 +1,90 @@
+"""What several commands share: the parser, number checks, model flags and loading a recording."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from anubis_tui.config import Config
+from anubis_tui.inference.models import ModelFacts
+from anubis_tui.inference.setup import InferenceError, make_spec
+from anubis_tui.inference.worker import Spec
+
+if TYPE_CHECKING:
+    from anubis_tui.recording.reader import Recording
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"anubis: {message}\n")
+
+
+def positive_float(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s!r} is not a number") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {s}")
+    return v
+
+
+def positive_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s!r} is not an integer") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {s}")
+    return v
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="a GGUF file (default: the packaged Gemma 3 270M Q4_K_M)")
+    p.add_argument("--threads", type=positive_int, help="llama.cpp threads")
+    p.add_argument("--gpu-layers", type=int, help="layers offloaded to the GPU (-1: all)")
+    p.add_argument("--ctx", type=positive_int, dest="n_ctx", help="context size")
+    p.add_argument("--max-tokens", type=positive_int, help="tokens per request")
+    p.add_argument("--prompt-file", help="one prompt a line, or JSONL with a prompt key")
+    p.add_argument("--flash-attn", action="store_true", default=None)
+
+
+def model_config(args: argparse.Namespace, config: Config) -> Config:
+    return config.replace(
+        model=args.model,
+        threads=args.threads,
+        gpu_layers=args.gpu_layers,
+        n_ctx=args.n_ctx,
+        max_tokens=args.max_tokens,
+        prompt_file=args.prompt_file,
+        flash_attn=args.flash_attn,
+    )
+
+
+def spec_from(args: argparse.Namespace, config: Config, t0_ns: int) -> tuple[Spec, ModelFacts]:
+    try:
+        return make_spec(model_config(args, config), t0_ns)
+    except InferenceError as e:
+        raise CliError(str(e)) from None
+
+
+def load_recording(path: str) -> Recording:
+    from anubis_tui.recording.reader import ReaderError, load
+
+    try:
+        return load(sys.stdin.buffer if path == "-" else path)
+    except ReaderError as e:
+        raise CliError(str(e)) from None
+
+
+def json_default(o: Any) -> Any:
+    import numpy as np
+
+    if isinstance(o, np.generic):
+        return o.item()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

@@ -1,0 +1,148 @@
+"""`anubis record`: a headless session recorded to msgpack, optionally running a profiler plan.
+
+The plan runs in a thread and acts only through the session's control
+surface; the main thread waits for the plan, the duration or a signal,
+whichever comes first. SIGINT and SIGTERM always end the session cleanly,
+with a Footer, even while a profiler relaunches the worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from anubis_tui.cli.common import CliError, add_model_args, positive_float, spec_from
+from anubis_tui.config import Config
+
+
+def add_parser(sub: Any) -> None:
+    r = sub.add_parser("record", help="a headless session recorded to msgpack")
+    r.add_argument("--duration", type=positive_float, help="seconds (default: until Ctrl-C)")
+    r.add_argument("-o", "--output", help="file path, or - for stdout (default: recordings/)")
+    r.add_argument("--rate", type=positive_float, help="sampling rate in Hz (1-1000)")
+    r.add_argument("--force", action="store_true", help="overwrite an existing file")
+    r.add_argument("--no-model", action="store_true", help="sensors only, no inference")
+    r.add_argument(
+        "--plan",
+        help="profiler sweep, e.g. off:10,py-spy@100:10,py-spy@1000n:10,"
+        "scalene@100:10 (n: py-spy --native); the recording ends with the plan",
+    )
+    add_model_args(r)
+    r.set_defaults(handler=cmd_record)
+
+
+def cmd_record(args: argparse.Namespace, config: Config) -> int:
+    from anubis_tui.profilers.controller import parse_plan
+    from anubis_tui.recording.format import default_path
+    from anubis_tui.recording.writer import RecordingError, open_output
+    from anubis_tui.session import Session
+    from anubis_tui.session.sampler import clamp_rate
+
+    t0 = time.monotonic_ns()
+    plan = None
+    if args.plan is not None:
+        if args.no_model:
+            raise CliError("--plan profiles the inference: it cannot go with --no-model")
+        try:
+            plan = parse_plan(args.plan)
+        except ValueError as e:
+            raise CliError(f"bad --plan: {e}") from None
+    if args.rate is not None:
+        config = config.replace(rate_hz=clamp_rate(args.rate))
+    spec = facts = None
+    if not args.no_model:
+        spec, facts = spec_from(args, config, t0)
+    path = args.output or default_path(config.record_dir)
+    try:
+        if path != "-":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        out = open_output(path, force=args.force)
+    except RecordingError as e:
+        raise CliError(str(e)) from None
+    except OSError as e:
+        raise CliError(f"cannot create {path}: {e.strerror}") from None
+    log = (
+        Path(tempfile.mkdtemp(prefix="anubis-record-")) / "llama.log"
+        if path == "-"
+        else Path(path + ".log")
+    )
+    session = Session(config, spec=spec, model=facts, t0_ns=t0, log_path=log)
+    session.start_recording(path, out=out)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop.set()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    reason = "duration"
+    try:
+        session.start()
+        if plan is not None:
+            done = threading.Event()
+            threading.Thread(
+                target=_run_plan, args=(session, plan, stop, done), name="plan", daemon=True
+            ).start()
+            while not (stop.is_set() or done.wait(0.2)):
+                pass
+            reason = "signal" if stop.is_set() and not done.is_set() else "plan"
+        else:
+            end = time.monotonic() + args.duration if args.duration else None
+            while not stop.wait(0.2):
+                if spec is not None and not session.worker_alive() and session.worker_error:
+                    reason = "worker"
+                    break
+                if end is not None and time.monotonic() >= end:
+                    break
+            else:
+                reason = "signal"
+    finally:
+        footer = session.stop(reason)
+        for s, h in old.items():
+            signal.signal(s, h)
+    w = session.writer
+    where = "stdout" if path == "-" else path
+    msg = (
+        f"anubis: recorded {footer.totals['samples']} samples, "
+        f"{footer.totals['tokens_decode']} tokens to {where}"
+    )
+    failed = False
+    if w is not None and w.error:
+        msg += f" — {w.error}"
+        failed = True
+    if session.worker_error:
+        msg += f" — {session.worker_error}"
+        failed = True
+    print(msg, file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _run_plan(session: Any, plan: list[Any], stop: threading.Event, done: threading.Event) -> None:
+    """Each step in turn once the model is loaded; a worker that dies ends the plan."""
+    try:
+        err = session.wait_loaded()
+        if err:
+            print(f"anubis: plan not run: {err}", file=sys.stderr)
+            return
+        for step in plan:
+            if stop.is_set():
+                return
+            out = session.profiler_apply(step)
+            print(
+                f"anubis: plan {step.profiler or 'off'}"
+                f"{f'@{step.rate_hz:g}' if step.profiler else ''}"
+                f"{'n' if step.native else ''} for {step.seconds:g} s: {out.message}",
+                file=sys.stderr,
+            )
+            end = time.monotonic() + step.seconds
+            while not stop.wait(0.2) and time.monotonic() < end:
+                if not session.worker_alive() and session.worker_error:
+                    print(f"anubis: plan ended: {session.worker_error}", file=sys.stderr)
+                    return
+    finally:
+        done.set()

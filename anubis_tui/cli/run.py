@@ -1,0 +1,71 @@
+"""`anubis run` (the default command): the live monitor."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from anubis_tui.cli.common import CliError, add_model_args, positive_float, spec_from
+from anubis_tui.config import Config
+
+
+def add_parser(sub: Any) -> None:
+    r = sub.add_parser("run", help="the live monitor (the default command)")
+    r.add_argument("--rate", type=positive_float, help="sampling rate in Hz (1-1000)")
+    rec = r.add_mutually_exclusive_group()
+    rec.add_argument("--record", metavar="PATH", help="record to PATH (default: recordings/)")
+    rec.add_argument("--no-record", action="store_true", help="do not record")
+    r.add_argument("--no-model", action="store_true", help="sensors only, no inference")
+    r.add_argument(
+        "--scalene-ready",
+        action="store_true",
+        help="run the worker under scalene (profiling off) so s toggles at once",
+    )
+    r.add_argument(
+        "--pyspy-native",
+        action="store_true",
+        help="py-spy with --native (C frames too; stops the worker to sample)",
+    )
+    add_model_args(r)
+    r.set_defaults(handler=cmd_run)
+
+
+def cmd_run(args: argparse.Namespace, config: Config) -> int:
+    from anubis_tui.recording.format import default_path
+    from anubis_tui.session.sampler import clamp_rate
+    from anubis_tui.ui.app import LiveOptions, make_app  # textual is imported here only
+
+    if args.rate is not None:
+        config = config.replace(rate_hz=clamp_rate(args.rate))
+    spec = facts = None
+    if not args.no_model:
+        spec, facts = spec_from(args, config, time.monotonic_ns())
+    record = None
+    if not args.no_record:
+        record = args.record or default_path(config.record_dir)
+        if os.path.lexists(record):
+            raise CliError(f"{record} exists; choose another --record path")
+        try:
+            Path(record).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise CliError(f"cannot create {Path(record).parent}: {e.strerror}") from None
+    log = Path(record + ".log") if record else Path(os.devnull)
+    app = make_app(
+        config,
+        live=LiveOptions(
+            spec=spec,
+            model=facts,
+            record_path=record,
+            log_path=log,
+            scalene_ready=args.scalene_ready,
+            pyspy_native=args.pyspy_native,
+        ),
+    )
+    app.run()
+    if record:
+        print(f"anubis: session recorded to {record}", file=sys.stderr)
+    return app.return_code or 0

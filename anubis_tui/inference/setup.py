@@ -1,0 +1,36 @@
+"""What a worker will run: the model, the prompts and the numbers, validated before a spawn."""
+
+from __future__ import annotations
+
+from anubis_tui.config import Config
+from anubis_tui.inference.models import ModelError, ModelFacts, read_gguf, resolve_model
+from anubis_tui.inference.worker import Spec
+from anubis_tui.inference.workload import WorkloadError, load_prompts
+
+
+class InferenceError(Exception):
+    """Inference cannot run as asked; the message is one line for the user."""
+
+
+def make_spec(cfg: Config, t0_ns: int) -> tuple[Spec, ModelFacts]:
+    """Validate model, prompts and numbers; raise InferenceError with one line on bad input."""
+    if cfg.threads is not None and cfg.threads <= 0:
+        raise InferenceError(f"threads must be a positive integer, got {cfg.threads}")
+    try:
+        path = resolve_model(cfg.model)
+        facts = read_gguf(path)
+        prompts = load_prompts(cfg.prompt_file)
+    except (ModelError, WorkloadError) as e:
+        raise InferenceError(str(e)) from None
+    spec = Spec(
+        model=str(path),
+        t0_ns=t0_ns,
+        prompts=prompts,
+        threads=cfg.threads,
+        gpu_layers=cfg.gpu_layers,
+        n_ctx=cfg.n_ctx,
+        max_tokens=cfg.max_tokens,
+        seed=cfg.seed,
+        flash_attn=cfg.flash_attn,
+    )
+    return spec, facts

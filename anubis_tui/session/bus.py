@@ -1,0 +1,129 @@
+"""The bus: time-orders records from many threads and hands them to sinks from one thread.
+
+Records come from several threads (the sampler, the worker's socket reader,
+the profiler controller). The `Bus` holds each record for `REORDER_S`
+(longer than the worker's 50 ms token batches), then hands it to every sink
+in time order. Live UI, recorder and analysis are sinks alike; replay feeds
+the same records from a file.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from anubis_tui.records import Event, Record, Sample, Tokens
+
+REORDER_S = 0.15
+Sink = Callable[[Record], None]
+
+
+class Bus:
+    """Time-orders records from many threads and delivers them to sinks from one thread."""
+
+    def __init__(self, t0_ns: int, clock: Callable[[], int] = time.monotonic_ns) -> None:
+        self.t0 = t0_ns
+        self.clock = clock
+        self.sinks: list[Sink] = []  # replaced, never mutated: the delivery thread reads it
+        self._heap: list[tuple[int, int, Record]] = []
+        self._seq = itertools.count()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._flush_to = 0
+        self._delivering = False
+        self._thread = threading.Thread(target=self._run, name="anubis-bus", daemon=True)
+        self._thread.start()
+
+    def add_sink(self, sink: Sink) -> None:
+        with self._cond:
+            self.sinks = [*self.sinks, sink]
+
+    def remove_sink(self, sink: Sink) -> None:
+        with self._cond:
+            self.sinks = [s for s in self.sinks if s != sink]
+
+    def flush(self, timeout: float = 2.0) -> None:
+        """Wait until every record emitted before this call has been delivered."""
+        cut = self.now()
+        end = time.monotonic() + timeout
+        with self._cond:
+            self._flush_to = max(self._flush_to, cut)
+            self._cond.notify()
+            while time.monotonic() < end and (
+                (self._heap and self._heap[0][0] <= cut) or self._delivering
+            ):
+                self._cond.wait(0.01)
+            self._flush_to = 0
+
+    def emit(self, rec: Record) -> None:
+        t = getattr(rec, "t", 0)
+        with self._cond:
+            heapq.heappush(self._heap, (t, next(self._seq), rec))
+            self._cond.notify()
+
+    def now(self) -> int:
+        return self.clock() - self.t0
+
+    def close(self) -> None:
+        """Deliver everything still held, in order, then stop."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        hold = int(REORDER_S * 1e9)
+        while True:
+            with self._cond:
+                while True:
+                    if self._heap and (
+                        self._closed
+                        or self._heap[0][0] <= self.now() - hold
+                        or self._heap[0][0] <= self._flush_to
+                    ):
+                        _, _, rec = heapq.heappop(self._heap)
+                        self._delivering = True
+                        break
+                    if self._closed and not self._heap:
+                        return
+                    wait = (self._heap[0][0] + hold - self.now()) / 1e9 if self._heap else 0.5
+                    self._cond.wait(max(0.001, min(wait, 0.5)))
+            for sink in self.sinks:
+                try:
+                    sink(rec)
+                except Exception as e:  # a sink must not take the others down
+                    if not isinstance(rec, Event) or rec.kind != "sink_error":
+                        self.emit(
+                            Event(self.now(), "sink_error", {"reason": f"{type(e).__name__}: {e}"})
+                        )
+            with self._cond:
+                self._delivering = False
+                self._cond.notify_all()
+
+
+@dataclass
+class Totals:
+    """Running totals a Footer reports."""
+
+    samples: int = 0
+    tokens_decode: int = 0
+    tokens_prompt: int = 0
+    requests: int = 0
+    events: int = 0
+
+    def __call__(self, rec: Record) -> None:
+        if isinstance(rec, Sample):
+            self.samples += 1
+        elif isinstance(rec, Tokens):
+            if rec.phase == "decode":
+                self.tokens_decode += rec.count
+            else:
+                self.tokens_prompt += rec.count
+        elif isinstance(rec, Event):
+            self.events += 1
+            if rec.kind == "request_end":
+                self.requests += 1

@@ -1,0 +1,435 @@
+"""The session: sources, sampler, inference worker, profilers and sinks, wired; headless.
+
+The session is the one control surface. The app's keys, `record --plan`
+and (later) the remote agent call its methods and nothing else: pause and
+resume, sampling rate, profiler on/off and rate, marker, recording start
+and stop. Each method emits the Event that records it (a ``command`` Event
+with the outcome, beside whatever the change itself emits) and returns an
+`Outcome`. Methods may block (a worker relaunch): call them off a UI's
+event loop.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import psutil
+
+from anubis_tui.config import Config
+from anubis_tui.inference.client import WorkerClient
+from anubis_tui.inference.models import ModelFacts
+from anubis_tui.inference.worker import Spec
+from anubis_tui.profilers.controller import Failure, ProfilerController, Step
+from anubis_tui.recording.format import default_path, make_header
+from anubis_tui.recording.writer import RecordingError, RecordingWriter, open_output
+from anubis_tui.records import Event, Footer, Record
+from anubis_tui.session.bus import Bus, Sink, Totals
+from anubis_tui.session.sampler import Sampler
+from anubis_tui.sources.base import Source
+from anubis_tui.sources.process import ProcessSource
+from anubis_tui.sources.registry import discover
+
+RATE_STEPS = (1, 2, 5, 10, 20, 50, 100)
+LOAD_WAIT_S = 600.0  # a bound for a model that never loads; death or a stop ends it sooner
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a control-surface call did: ok or not, and one line for the user."""
+
+    ok: bool
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class Session:
+    """Everything a run needs. `start`, then `stop`; sinks get every record in time order."""
+
+    def __init__(
+        self,
+        config: Config,
+        spec: Spec | None = None,
+        model: ModelFacts | None = None,
+        sources: list[Source] | None = None,
+        t0_ns: int | None = None,
+        sinks: list[Sink] | None = None,
+        log_path: Path | None = None,
+        discovery_config: dict[str, object] | None = None,
+        profiles_dir: Path | None = None,
+        pyspy_native: bool = False,
+    ) -> None:
+        self.config = config
+        self.spec = spec
+        self.model = model
+        self.t0_ns = t0_ns if t0_ns is not None else time.monotonic_ns()
+        if spec is not None:
+            spec.t0_ns = self.t0_ns  # worker stamps share the session's zero
+        if sources is None:
+            cfg = dict(discovery_config or {})
+            if config.cpu_tdp_w:
+                cfg["cpu_tdp_w"] = config.cpu_tdp_w
+            sources = discover(config=cfg)
+        self.log_path = log_path
+        self.bus = Bus(self.t0_ns)
+        self.totals = Totals()
+        self.bus.add_sink(self.totals)
+        self.bus.add_sink(self._watch)
+        for sink in sinks or []:
+            self.bus.add_sink(sink)
+        self.sampler = Sampler(
+            sources, emit=self.bus.emit, rate_hz=config.rate_hz, t0_ns=self.t0_ns
+        )
+        self.header = make_header(
+            self.sampler.channels,
+            self.t0_ns,
+            model=model.plain() if model else {},
+            config={**config.plain(), "system_power": self._system_power()},
+        )
+        self._worker: WorkerClient | None = None
+        self._writer: RecordingWriter | None = None
+        self.record_path: str | None = None
+        self._profiles_dir = profiles_dir
+        self._pyspy_native = pyspy_native
+        self._profilers: ProfilerController | None = None
+        self._paused = False
+        self._lock = threading.RLock()
+        self._stopping = threading.Event()
+        self._footer: Footer | None = None
+        self.worker_error: str | None = None  # why inference ended, if it ended on its own
+
+    # -- wiring ----------------------------------------------------------------------------
+
+    def _system_power(self) -> dict[str, Any]:
+        sp = self.sampler.system
+        if sp is None:
+            return {}
+        return {
+            "channels": list(sp.channels),
+            "tier": sp.tier,
+            "method": sp.method,
+            "reason": sp.reason,
+        }
+
+    def _process_source(self) -> ProcessSource | None:
+        return next((s for s in self.sampler.sources if isinstance(s, ProcessSource)), None)
+
+    def add_sink(self, sink: Sink) -> None:
+        self.bus.add_sink(sink)
+
+    def emit_event(self, kind: str, **payload: Any) -> None:
+        self.bus.emit(Event(self.bus.now(), kind, payload))
+
+    def _watch(self, rec: Record) -> None:
+        if not isinstance(rec, Event):
+            return
+        if rec.kind == "model_loaded":
+            self._paused = False
+        elif rec.kind == "worker_died":
+            how = rec.payload.get("signal") or f"exit {rec.payload.get('returncode')}"
+            self.worker_error = f"the inference worker died ({how})"
+            if self._profilers is not None:
+                self._profilers.worker_died()
+        elif rec.kind == "error" and rec.payload.get("stage") == "load":
+            self.worker_error = f"the model failed to load: {rec.payload.get('reason')}"
+        elif rec.kind == "paused":
+            self._paused = True
+        elif rec.kind == "resumed":
+            self._paused = False
+
+    def _command(self, cmd: str, out: Outcome, **args: Any) -> Outcome:
+        self.emit_event("command", cmd=cmd, ok=out.ok, message=out.message, **args)
+        return out
+
+    # -- what a UI may show ----------------------------------------------------------------
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    @property
+    def recording(self) -> str | None:
+        """Where the session records now (None when it does not)."""
+        w = self._writer
+        return self.record_path if w is not None and w.error is None else None
+
+    @property
+    def writer(self) -> RecordingWriter | None:
+        return self._writer
+
+    @property
+    def rate_hz(self) -> float:
+        return self.sampler.target_rate_hz
+
+    @property
+    def profiles_dir(self) -> Path:
+        if self._profiles_dir is None:
+            rec = self.record_path
+            self._profiles_dir = (
+                Path(rec).with_suffix(".profiles")
+                if rec and rec != "-"
+                else Path(tempfile.mkdtemp(prefix="anubis-profiles-"))
+            )
+        return self._profiles_dir
+
+    @property
+    def profilers(self) -> ProfilerController:
+        with self._lock:
+            if self._profilers is None:
+                self._profilers = ProfilerController(self, native=self._pyspy_native)
+            return self._profilers
+
+    def has_model(self) -> bool:
+        return self.spec is not None
+
+    def worker_alive(self) -> bool:
+        w = self._worker
+        return w is not None and not w.exited.is_set()
+
+    # -- the worker, for the profiler controller (Host) -------------------------------------
+
+    def worker_pid(self) -> int | None:
+        """The process running inference, only if it is our worker or descends from it."""
+        w = self._worker
+        if w is None or w.exited.is_set() or w.proc is None:
+            return None
+        pid = w.loaded_info.get("pid") or w.proc.pid
+        if not isinstance(pid, int) or pid <= 0:
+            return None
+        if pid == w.proc.pid:
+            return pid
+        try:
+            kids = {p.pid for p in psutil.Process(w.proc.pid).children(recursive=True)}
+        except psutil.Error:
+            return None
+        return pid if pid in kids else None
+
+    def attach_process(self, role: str, pid: int | None) -> None:
+        ps = self._process_source()
+        if ps is not None:
+            ps.attach(role, pid)
+
+    def _start_worker(
+        self, prefix: list[str] | None = None, env: dict[str, str] | None = None
+    ) -> WorkerClient:
+        assert self.spec is not None
+        log = self.log_path or Path(os.devnull)
+        w = WorkerClient(self.spec, self.bus.emit, log, script_prefix=prefix, env=env)
+        w.start()
+        self._worker = w
+        self.attach_process("worker", w.proc.pid if w.proc else None)
+        return w
+
+    def wait_loaded(self, timeout: float = LOAD_WAIT_S) -> str | None:
+        """Block until the model loads (None) or why it will not: load error, death, stop."""
+        w = self._worker
+        if w is None:
+            return "no inference worker in this session"
+        end = time.monotonic() + timeout
+        while not w.loaded.wait(0.1):
+            if self._stopping.is_set():
+                return "the session is stopping"
+            if time.monotonic() > end:
+                return f"the model did not load within {timeout:.0f} s"
+        if w.load_error:
+            return f"the model failed to load: {w.load_error}"
+        if w.exited.is_set():
+            return self.worker_error or f"the worker exited ({w.returncode})"
+        return None
+
+    def relaunch_worker(
+        self, prefix: list[str] | None, env: dict[str, str] | None
+    ) -> tuple[dict[str, Any] | None, str | None]:
+        if self.spec is None:
+            return None, "no inference worker in this session"
+        if self._stopping.is_set():
+            return None, "the session is stopping"
+        with self._lock:
+            if self._worker is not None:
+                self._worker.stop()
+            launcher = (prefix or ["python"])[2:4]
+            self.emit_event("worker_restart", launcher=launcher)
+            w = self._start_worker(prefix, env)
+        err = self.wait_loaded()
+        return (None, err) if err else (dict(w.loaded_info), None)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.sampler.start()
+        if self.spec is not None:
+            self._start_worker()
+
+    def stop(self, reason: str | None = None) -> Footer:
+        """Stop profilers, worker and sampler, drain the bus, write the Footer (idempotent)."""
+        if self._footer is not None:
+            return self._footer
+        self._stopping.set()
+        if self._profilers is not None:
+            self._profilers.shutdown()
+        if self._worker is not None:
+            self._worker.stop()
+        self.sampler.stop()
+        self.bus.close()
+        footer = self._make_footer(reason)
+        if self._writer is not None:
+            self._writer.close(footer)
+        for s in self.sampler.sources:
+            s.close()
+        self._footer = footer
+        return footer
+
+    def _make_footer(self, reason: str | None, **extra: Any) -> Footer:
+        st = self.sampler.stats
+        totals: dict[str, Any] = {
+            "clean": True,
+            "samples": self.totals.samples,
+            "tokens_decode": self.totals.tokens_decode,
+            "tokens_prompt": self.totals.tokens_prompt,
+            "requests": self.totals.requests,
+            "events": self.totals.events,
+            "sampler_ticks": st.ticks,
+            "sampler_skipped": st.skipped_ticks,
+            "sampler_read_errors": st.read_errors,
+            **extra,
+        }
+        if reason:
+            totals["stopped_by"] = reason
+        if self.worker_error:
+            totals["worker_error"] = self.worker_error
+        return Footer(self.bus.now(), totals)
+
+    # -- the control surface -------------------------------------------------------------------
+
+    def pause(self) -> Outcome:
+        w = self._worker
+        if w is None or w.exited.is_set():
+            out = Outcome(False, "no inference running")
+        elif self._paused:
+            out = Outcome(True, "inference is already paused")
+        else:
+            out = Outcome(w.pause(), "inference paused")
+        return self._command("pause", out)
+
+    def resume(self) -> Outcome:
+        w = self._worker
+        if w is None or w.exited.is_set():
+            out = Outcome(False, "no inference running")
+        else:
+            out = Outcome(w.resume(), "inference resumed")
+        return self._command("resume", out)
+
+    def toggle_pause(self) -> Outcome:
+        return self.resume() if self._paused else self.pause()
+
+    def set_rate(self, rate_hz: float) -> Outcome:
+        cap = self.sampler.max_useful_rate_hz
+        cur = self.sampler.target_rate_hz
+        if rate_hz > cap and rate_hz > cur:
+            out = Outcome(
+                False,
+                f"sources here update at most {cap:g} Hz: sampling faster than "
+                f"{cur:g} Hz would only repeat values",
+            )
+        else:
+            new = self.sampler.set_rate(rate_hz)
+            self.config = self.config.replace(rate_hz=float(new))
+            out = Outcome(True, f"sampling at {new:g} Hz")
+        return self._command("rate", out, rate_hz=rate_hz)
+
+    def step_rate(self, direction: int) -> Outcome:
+        """One step up or down the ladder of sampling rates, from the rate asked for last."""
+        cur = self.sampler.target_rate_hz
+        if direction > 0:
+            nxt = next((r for r in RATE_STEPS if r > cur), cur)
+        else:
+            nxt = next((r for r in reversed(RATE_STEPS) if r < cur), cur)
+        if nxt == cur:
+            return self._command("rate", Outcome(True, f"sampling stays at {cur:g} Hz"))
+        return self.set_rate(float(nxt))
+
+    def marker(self, label: str = "") -> Outcome:
+        self.emit_event("marker", label=label)
+        return self._command("marker", Outcome(True, "marker"), label=label)
+
+    def profiler_toggle(self, name: str) -> Outcome:
+        if self.spec is None:
+            return self._command(
+                "profiler", Outcome(False, f"{name}: no inference to profile"), name=name
+            )
+        msg = self.profilers.toggle(name)
+        return self._command("profiler", Outcome(self._profiler_ok(msg), msg), name=name)
+
+    def profiler_step_rate(self, step: int) -> Outcome:
+        if self.spec is None:
+            return self._command("profiler_rate", Outcome(False, "no inference to profile"))
+        msg = self.profilers.step_rate(step)
+        return self._command("profiler_rate", Outcome(self._profiler_ok(msg), msg), step=step)
+
+    def profiler_apply(self, step: Step) -> Outcome:
+        """Put the profilers in a plan step's state."""
+        msg = self.profilers.apply(step)
+        return self._command(
+            "profiler_apply",
+            Outcome(self._profiler_ok(msg), msg),
+            profiler=step.profiler,
+            rate_hz=step.rate_hz,
+            native=step.native,
+        )
+
+    def profiler_ready(self) -> Outcome:
+        """Run the worker under scalene (profiling off) so the scalene toggle is instant."""
+        msg = self.profilers.make_scalene_ready()
+        return self._command("profiler_ready", Outcome(self._profiler_ok(msg), msg))
+
+    @staticmethod
+    def _profiler_ok(msg: str) -> bool:
+        return not isinstance(msg, Failure)
+
+    def start_recording(self, path: str | None = None, out: IO[bytes] | None = None) -> Outcome:
+        """Record every record from now on (a Header first) to `path` (a new file) or `out`."""
+        with self._lock:
+            if self.recording is not None:
+                return self._command(
+                    "record", Outcome(False, f"already recording to {self.record_path}")
+                )
+            path = path or default_path(self.config.record_dir)
+            try:
+                if out is None:
+                    if path != "-":
+                        Path(path).parent.mkdir(parents=True, exist_ok=True)
+                    out = open_output(path)
+            except (RecordingError, OSError) as e:
+                msg = str(e) if isinstance(e, RecordingError) else f"cannot record: {e}"
+                return self._command("record", Outcome(False, msg))
+            self.record_path = path
+            self._writer = RecordingWriter(
+                out,
+                self.header,
+                fsync_s=self.config.fsync_interval_s,
+                on_error=lambda msg: self.emit_event("recording_error", reason=msg),
+            )
+            self.bus.add_sink(self._writer.submit)
+            return self._command("record", Outcome(True, f"recording to {path}"), path=path)
+
+    def stop_recording(self) -> Outcome:
+        """Close the recording with a Footer holding the totals so far."""
+        with self._lock:
+            w = self._writer
+            if w is None:
+                return self._command("record_stop", Outcome(False, "not recording"))
+            out = self._command(
+                "record_stop", Outcome(True, f"recording saved: {self.record_path}")
+            )
+            self.bus.flush()  # what was emitted before this call reaches the file
+            self.bus.remove_sink(w.submit)
+            self._writer = None
+            w.close(self._make_footer("user"))
+            return out

@@ -1,0 +1,1 @@
+"""One module per panel and chart; the app only composes them."""

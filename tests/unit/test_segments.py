@@ -1,0 +1,186 @@
+"""One segment arithmetic: the live panel, replay and `anubis report` agree, and it is right."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from anubis_tui.analysis.replay import Replay
+from anubis_tui.analysis.report import report
+from anubis_tui.analysis.segments import SegmentFold, fold
+from anubis_tui.recording.format import make_header
+from anubis_tui.recording.reader import from_records, load, read_all
+from anubis_tui.records import Channel, Event, Footer, Sample, Tokens
+from anubis_tui.sources.nvml import NVML_FLAGS
+
+RECORDINGS = sorted((Path(__file__).resolve().parents[2] / "recordings").glob("*.msgpack"))
+S = 1_000_000_000
+
+
+def shown(f: dict) -> tuple:
+    """A segment's figures as the panel and the report print them."""
+    d = f["delta"] or {}
+
+    def fmt(v: float | None, spec: str) -> str:
+        return "—" if v is None else format(v, spec)
+
+    return (
+        f["name"],
+        fmt(f["decode_tps"], ".1f"),
+        fmt(f["power_w"], ".1f"),
+        fmt(f["j_per_token"], ".4f"),
+        fmt(f["profiler_cpu"], ".3f"),
+        f["samples"],
+        fmt(d.get("decode_tps_pct"), "+.1f"),
+        fmt(d.get("power_w"), "+.1f"),
+        fmt(d.get("j_per_token_pct"), "+.1f"),
+        fmt(d.get("temp_max_c"), "+.0f"),
+        f["not_comparable"],
+    )
+
+
+@pytest.mark.parametrize("path", RECORDINGS, ids=[p.name for p in RECORDINGS])
+def test_live_replay_and_report_agree_on_every_segment_of_the_real_recordings(path):
+    records, _ = read_all(path)
+    rep = [shown(f) for f in report(load(path))["segments"]]
+    rp = Replay(records)
+    # Play it the way the app does: frame by frame, 250 ms of recording each.
+    while rp.pos_ns < rp.end_ns:
+        rp.pos_ns = min(rp.end_ns, rp.pos_ns + 250_000_000)
+        rp.advance(0)
+        rp.state.snapshot()
+    live = [shown(f.plain()) for f in rp.state.snapshot().segments]
+    assert live == rep
+    assert len(rep) >= 1
+
+
+def test_the_sweep_recording_has_deltas_for_its_profiler_segments():
+    path = next(p for p in RECORDINGS if "profiler-sweep" in p.name)
+    segs = report(load(path))["segments"]
+    prof = [g for g in segs if g["profiler"] and g["profiler"] != "scalene-off"]
+    assert len(prof) >= 4 and all(g["delta"] for g in prof if g["enough_data"])
+
+
+# -- the arithmetic, on hand-made record streams (not measurements) -------------------------
+
+ENERGY = Channel(
+    id="system.energy",
+    label="e",
+    source="anubis",
+    kind="energy",
+    unit="J",
+    scope="components",
+    method="counter",
+    update_period_s=0.0,
+)
+POWER = Channel(
+    id="system.power",
+    label="p",
+    source="anubis",
+    kind="power",
+    unit="W",
+    scope="components",
+    method="derived",
+    update_period_s=0.0,
+)
+THROTTLE = Channel(
+    id="gpu0.throttle",
+    label="r",
+    source="nvml:0",
+    kind="throttle",
+    unit="flags",
+    scope="gpu",
+    method="instant",
+    update_period_s=0.25,
+    meta={"flags": dict(NVML_FLAGS)},
+)
+
+
+def stream(plan: list[tuple[str, float, float, float, int]]) -> list:
+    """Phases (what, seconds, watts, tok/s, throttle mask): what is "load", "pause",
+    "off", or a profiler name. Samples every 100 ms; tokens in 50 ms batches."""
+    recs: list = [make_header([ENERGY, POWER, THROTTLE], 0)]
+    t, energy, req = 0, 0.0, 0
+    for what, secs, watts, tps, mask in plan:
+        if what == "pause":
+            recs.append(Event(t, "paused", {}))
+        elif what not in ("load", "run"):
+            kind = "profiler_off" if what == "off" else "profiler_on"
+            recs.append(Event(t, kind, {"profiler": what, "rate_hz": 100.0}))
+        if what not in ("load", "pause"):
+            req += 1
+        end = t + int(secs * S)
+        while t < end:
+            recs.append(Sample(t, [energy, watts, mask]))
+            if what not in ("load", "pause") and tps:
+                n = int(tps / 20)
+                for k in range(2):
+                    bt = t + (k + 1) * S // 20
+                    recs.append(Tokens(bt, n, "decode", req, bt - S // 20 + 1))
+            energy += watts * 0.1
+            t += S // 10
+        if what == "pause":
+            recs.append(Event(t, "resumed", {}))
+    recs.append(Sample(t, [energy, plan[-1][2], plan[-1][4]]))
+    recs.append(Footer(t, {"clean": True}))
+    return recs
+
+
+def test_model_load_and_pauses_belong_to_no_segment():
+    # 5 s loading at 50 W with no token, then 10 s at 100 W and 40 tok/s; a 5 s pause at 20 W.
+    recs = stream(
+        [
+            ("load", 5, 50, 0, 0),
+            ("run", 10, 100, 40, 0),
+            ("pause", 5, 20, 0, 0),
+            ("run", 5, 100, 40, 0),
+        ]
+    )
+    (base,) = fold(recs)
+    assert base.decode_tps == pytest.approx(40, rel=0.03)
+    # energy only over active time: 100 W ÷ 40 tok/s, not diluted by the load or the pause
+    assert base.j_per_token == pytest.approx(100 / 40, rel=0.03)
+    assert base.power_w == pytest.approx(100)
+    assert base.active_s == pytest.approx(15, rel=0.03)
+
+
+def test_a_throttled_baseline_is_not_fair():
+    # baseline A unthrottled, baseline B under power_cap (0x4); py-spy unthrottled, nearer B
+    recs = stream(
+        [
+            ("run", 10, 100, 40, 0),
+            ("py-spy", 5, 100, 20, 0),
+            ("off", 10, 300, 40, 4),
+        ]
+    )
+    a, prof, b = fold(recs)
+    assert b.flags == {"power_cap"} and not a.flags
+    assert prof.delta is not None and prof.delta["baseline_start_s"] == a.start_s
+    # a profiler segment that is itself throttled while every baseline is not: no delta
+    recs = stream([("run", 10, 100, 40, 0), ("py-spy", 5, 300, 20, 4), ("off", 10, 100, 40, 0)])
+    _, prof, _ = fold(recs)
+    assert prof.delta is None and prof.not_comparable == "throttled: power_cap"
+
+
+def test_too_little_data_and_a_dead_worker_give_no_delta():
+    recs = stream([("run", 10, 100, 40, 0), ("py-spy", 1, 100, 40, 0), ("off", 10, 100, 40, 0)])
+    _, short, _ = fold(recs)
+    assert short.delta is None and short.not_comparable == "too little data"
+    recs = stream([("run", 10, 100, 40, 0), ("py-spy", 6, 100, 40, 0), ("off", 10, 100, 40, 0)])
+    died_at = next(r.t for r in recs if isinstance(r, Event) and r.kind == "profiler_off") - S
+    recs.append(Event(died_at, "worker_died", {"signal": "SIGSEGV"}))
+    recs.sort(key=lambda r: getattr(r, "t", 0))
+    _, dead, _ = fold(recs)
+    assert dead.died and dead.delta is None and dead.not_comparable == "worker died"
+
+
+def test_the_fold_is_incremental_and_equal_to_the_whole():
+    recs = stream([("run", 6, 100, 40, 0), ("py-spy", 6, 120, 20, 0), ("off", 6, 100, 40, 0)])
+    inc = SegmentFold()
+    for r in recs:
+        inc.consume(r)
+        inc.figures()  # reading mid-way must not change the outcome
+    assert [f.plain() for f in inc.figures()] == [f.plain() for f in fold(recs)]
+    rec = from_records(recs)
+    assert [f.plain() for f in fold(rec.records)] == [f.plain() for f in inc.figures()]
