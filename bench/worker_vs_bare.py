@@ -24,7 +24,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from anubis_tui.inference.bench import run_bench  # noqa: E402
-
 from anubis_tui.inference.models import resolve_model  # noqa: E402
 from anubis_tui.inference.worker import Spec  # noqa: E402
 

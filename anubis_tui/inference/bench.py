@@ -23,6 +23,7 @@ def run_bench(spec: Spec, duration_s: float, log_path: Path) -> dict[str, Any]:
     lock = threading.Lock()
     loaded_at: list[int] = []
     model_info: dict[str, Any] = {}
+    sampling: dict[str, Any] = {}
 
     def emit(rec: Record) -> None:
         with lock:
@@ -30,6 +31,8 @@ def run_bench(spec: Spec, duration_s: float, log_path: Path) -> dict[str, Any]:
             if isinstance(rec, Event) and rec.kind == "model_loaded":
                 loaded_at.append(time.monotonic_ns())
                 model_info.update(rec.payload)
+            elif isinstance(rec, Event) and rec.kind == "sampling":
+                sampling.update(rec.payload)
 
     client = WorkerClient(spec, emit, log_path)
     client.start()
@@ -54,6 +57,11 @@ def run_bench(spec: Spec, duration_s: float, log_path: Path) -> dict[str, Any]:
     with lock:
         for r in records:
             stats.add(r)
+    ratio = (
+        stats.decode_tps / stats.llama_decode_tps
+        if stats.decode_tps and stats.llama_decode_tps
+        else None
+    )
     return {
         "decode_tps": stats.decode_tps,
         "prompt_tps": stats.prompt_tps,
@@ -63,6 +71,10 @@ def run_bench(spec: Spec, duration_s: float, log_path: Path) -> dict[str, Any]:
         "requests": stats.requests,
         "threads": model_info.get("threads", spec.threads),
         "gpu_layers": spec.gpu_layers,
+        "flash_attn": spec.flash_attn,
+        "sampling": sampling.get("mode"),
+        "n_batch": sampling.get("n_batch"),
+        "n_ubatch": sampling.get("n_ubatch"),
         "load_s": model_info.get("load_s"),
         "duration_s": duration_s,
         "llama": {
@@ -72,6 +84,8 @@ def run_bench(spec: Spec, duration_s: float, log_path: Path) -> dict[str, Any]:
             "t_eval_ms": stats.llama_t_eval_ms,
             "n_p_eval": stats.llama_n_p_eval,
             "t_p_eval_ms": stats.llama_t_p_eval_ms,
+            # worker decode tok/s ÷ llama.cpp's eval timer: what the worker loses on the way
+            "ratio": ratio,
         },
         "system_info": model_info.get("system_info"),
     }

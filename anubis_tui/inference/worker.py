@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import faulthandler
 import json
 import os
 import signal
@@ -31,6 +32,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -228,6 +230,108 @@ def load(spec: Spec, sender: Sender) -> Any:
     return llm
 
 
+class Sampling:
+    """Greedy next-token choice, inside llama.cpp's compute graph where it can be.
+
+    Backend sampling attaches a greedy sampler to the context
+    (`llama_set_sampler`): the argmax runs with the model (on the GPU when
+    layers are offloaded) and 4 bytes come back instead of a row of logits
+    (Gemma 3: 262,144 floats, 1 MiB a token). Where the library or the
+    backend cannot, the same greedy sampler runs as a C chain on the CPU
+    (`llama_sampler_sample`), and `mode` says so.
+    """
+
+    def __init__(self, llama_cpp: Any, ctx: Any) -> None:
+        self.ll = llama_cpp
+        self.ctx = ctx
+        self.chain = llama_cpp.llama_sampler_chain_init(
+            llama_cpp.llama_sampler_chain_default_params()
+        )
+        llama_cpp.llama_sampler_chain_add(self.chain, llama_cpp.llama_sampler_init_greedy())
+        self.mode = "chain"
+        setter = getattr(llama_cpp, "llama_set_sampler", None)
+        getter = getattr(llama_cpp, "llama_get_sampled_token_ith", None)
+        if setter is not None and getter is not None and setter(ctx, 0, self.chain):
+            self.mode = "backend"
+            self._get = getter
+        else:
+            self._get = None
+
+    def next_token(self) -> int:
+        if self._get is not None:
+            return int(self._get(self.ctx, -1))
+        return int(self.ll.llama_sampler_sample(self.chain, self.ctx, -1))
+
+    def reset(self) -> None:
+        self.ll.llama_sampler_reset(self.chain)
+
+
+class DecodeLoop:
+    """One persistent `llama_batch` and `llama_decode`: no logits copied into Python.
+
+    `generate` yields greedy tokens for a prompt (the same tokens as
+    `Llama.generate(temp=0)`), decoding each token except the last, so
+    llama.cpp's ``n_eval`` is generated − 1 as before.
+    """
+
+    def __init__(self, llm: Any, llama_cpp: Any) -> None:
+        self.ll = llama_cpp
+        self.ctx = llm._ctx.ctx
+        self.n_ctx = int(llm.n_ctx())
+        self.n_batch = max(1, int(llm.n_batch))
+        self.vocab = llama_cpp.llama_model_get_vocab(llm._model.model)
+        self.batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
+        self.sampling = Sampling(llama_cpp, self.ctx)
+        self.stopped = ""  # why the last generate ended early: "ctx" or "decode error N"
+
+    def _fill(self, tokens: list[int], pos0: int) -> None:
+        b = self.batch
+        b.n_tokens = len(tokens)
+        for i, tok in enumerate(tokens):
+            b.token[i] = tok
+            b.pos[i] = pos0 + i
+            b.n_seq_id[i] = 1
+            b.seq_id[i][0] = 0
+            b.logits[i] = 0
+        b.logits[len(tokens) - 1] = 1
+
+    def _decode(self, tokens: list[int], pos0: int) -> bool:
+        self._fill(tokens, pos0)
+        rc = self.ll.llama_decode(self.ctx, self.batch)
+        if rc != 0:
+            self.stopped = f"decode error {rc}"
+            return False
+        return True
+
+    def generate(self, prompt: list[int]) -> Iterator[int]:
+        self.stopped = ""
+        self.ll.llama_memory_clear(self.ll.llama_get_memory(self.ctx), True)
+        self.sampling.reset()
+        if len(prompt) >= self.n_ctx:
+            self.stopped = "ctx"
+            return
+        for i in range(0, len(prompt), self.n_batch):
+            if not self._decode(prompt[i : i + self.n_batch], i):
+                return
+        pos = len(prompt)
+        while True:
+            tok = self.sampling.next_token()
+            yield tok
+            if pos >= self.n_ctx:
+                self.stopped = "ctx"
+                return
+            if not self._decode([tok], pos):
+                return
+            pos += 1
+
+    def is_end(self, tok: int) -> bool:
+        return bool(self.ll.llama_vocab_is_eog(self.vocab, tok))
+
+    def close(self) -> None:
+        self.ll.llama_batch_free(self.batch)
+        self.ll.llama_sampler_free(self.sampling.chain)
+
+
 def run(spec: Spec) -> int:
     allow_parent_ptrace()
     sender = Sender(spec.socket, spec.t0_ns)
@@ -241,10 +345,17 @@ def run(spec: Spec) -> int:
     import llama_cpp
 
     ctx = llm._ctx.ctx
+    loop = DecodeLoop(llm, llama_cpp)
     prompts = spec.prompts or BUILTIN_PROMPTS
-    eos = llm.token_eos()
     request = 0
     batch = spec.batch_s * 1e9
+    sender.event(
+        "sampling",
+        mode=loop.sampling.mode,
+        n_batch=loop.n_batch,
+        n_ubatch=int(llm.context_params.n_ubatch),
+        flash_attn=spec.flash_attn,
+    )
     while not control.stop.is_set():
         if spec.max_requests is not None and request >= spec.max_requests:
             break
@@ -263,7 +374,6 @@ def run(spec: Spec) -> int:
         t_start = sender.now()
         sender.event("request_start", request=request)
         tokens = llm.tokenize(chat(prompt).encode(), add_bos=True, special=True)
-        llm.reset()
         llama_cpp.llama_perf_context_reset(ctx)
         generated = 0
         pending = 0
@@ -271,7 +381,7 @@ def run(spec: Spec) -> int:
         t_first_token = 0
         t_last = 0
         stopped = ""
-        for tok in llm.generate(tokens, temp=0.0, reset=True):
+        for tok in loop.generate(tokens):
             now = sender.now()
             if generated == 0:
                 t_first_token = now
@@ -281,7 +391,7 @@ def run(spec: Spec) -> int:
             if pending == 0:
                 t_first_pending = now
             pending += 1
-            if tok == eos:
+            if loop.is_end(tok):
                 stopped = "eos"
             elif generated >= spec.max_tokens:
                 stopped = "length"
@@ -298,13 +408,18 @@ def run(spec: Spec) -> int:
                 n, control.threads = control.threads, None
                 llama_cpp.llama_set_n_threads(ctx, n, n)
                 sender.event("threads", n=n)
+        if pending:  # the loop ended on its own (context full, a decode error)
+            sender.send([2, t_last, pending, "decode", request, t_first_pending])
+        failed = loop.stopped.startswith("decode error")
+        if failed:
+            sender.event("error", stage="decode", reason=loop.stopped)
         perf = llama_cpp.llama_perf_context(ctx)
         sender.event(
             "request_end",
             request=request,
             prompt_tokens=len(tokens),
             generated=generated,
-            stop=stopped or "end",
+            stop=stopped or loop.stopped or "end",
             ttft_ns=(t_first_token - t_start) if generated else None,
             decode_ns=(t_last - t_first_token) if generated > 1 else None,
             llama={
@@ -314,6 +429,9 @@ def run(spec: Spec) -> int:
                 "t_eval_ms": perf.t_eval_ms,
             },
         )
+        if failed:
+            break
+    loop.close()
     llm.close()  # free native state while the log callback is still alive
     sender.event("worker_stopped", requests=request)
     return 0
@@ -325,6 +443,8 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m anubis_tui.inference.worker SPEC_JSON", file=sys.stderr)
         return 2
     spec = Spec(**json.loads(argv[0]))
+    # A native crash leaves the Python stack in the log (stderr is the log file).
+    faulthandler.enable()
     # SIGINT belongs to the parent's terminal session; the parent stops us with a command.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     return run(spec)

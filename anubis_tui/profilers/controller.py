@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -57,6 +58,9 @@ class Host(Protocol):
         """
 
     def attach_process(self, role: str, pid: int | None) -> None: ...
+
+    def probe_worker(self, prefix: list[str], env: dict[str, str] | None) -> str | None:
+        """A short test worker under a launcher, the real one untouched; None if it works."""
 
     def has_model(self) -> bool: ...
 
@@ -276,6 +280,22 @@ class ProfilerController:
         )
         return None
 
+    def _scalene_usable(self) -> str | None:
+        """Why scalene cannot profile the worker here (None if it can); the worker is untouched."""
+        ok, why = self.scalene.available()
+        if not ok:
+            return why
+        probe_art = Path(tempfile.mkdtemp(prefix="anubis-scalene-probe-")) / "probe.json"
+        err = self.host.probe_worker(scalene_command(self.scalene_rate, probe_art), SCALENE_ENV)
+        return f"scalene cannot run llama.cpp on this machine: {err}" if err else None
+
+    def _back_to_plain(self, err: str) -> str:
+        """A relaunch under scalene failed: end its segment, and run the plain worker again."""
+        self._emit("profiler_off", profiler="scalene", reason=err)
+        again = self._relaunch(False, self.scalene_rate)
+        tail = "plain inference restarted" if again is None else f"and plain restart: {again}"
+        return f"scalene: {err}; {tail}"
+
     def _scalene_on(self) -> str | None:
         pid = self.host.worker_pid()
         if pid is None:
@@ -340,15 +360,14 @@ class ProfilerController:
         if self.active == "py-spy":
             return self._error("stop py-spy first (p): one profiler at a time")
         if not self.scalene.under_scalene:
-            ok, why = self.scalene.available()
-            if not ok:
-                return self._error(why)
+            err = self._scalene_usable()
+            if err:
+                return self._error(err)
             # The relaunch (model load) belongs to the scalene-loaded segment, not the baseline.
             self._emit("profiler_ready", profiler="scalene-off", rate_hz=self.scalene_rate)
             err = self._relaunch(True, self.scalene_rate)
             if err:
-                self._emit("profiler_off", profiler="scalene", reason=err)
-                return self._error(f"scalene: {err}")
+                return self._error(self._back_to_plain(err))
         if self.active == "scalene":
             self._end_active()
             return "scalene off (worker stays under scalene: s turns it back on)"
@@ -410,8 +429,7 @@ class ProfilerController:
         err = self._relaunch(True, new)  # scalene's rate is fixed per launch
         if err:
             self.active = None
-            self._emit("profiler_off", profiler="scalene", reason=err)
-            return self._error(f"scalene: {err}")
+            return self._error(self._back_to_plain(err))
         if was_on:
             err = self._scalene_on()
             if err:
@@ -449,8 +467,7 @@ class ProfilerController:
                 self._emit("profiler_ready", profiler="scalene-off", rate_hz=step.rate_hz)
                 err = self._relaunch(True, step.rate_hz)
                 if err:
-                    self._emit("profiler_off", profiler="scalene", reason=err)
-                    return self._error(f"scalene: {err}")
+                    return self._error(self._back_to_plain(err))
             return self._toggle_scalene()
 
     def make_scalene_ready(self) -> str:
@@ -458,14 +475,13 @@ class ProfilerController:
         with self.lock:
             if self.scalene.under_scalene:
                 return "the worker already runs under scalene"
-            ok, why = self.scalene.available()
-            if not ok:
-                return self._error(why)
+            err = self._scalene_usable()
+            if err:
+                return self._error(err)
             self._emit("profiler_ready", profiler="scalene-off", rate_hz=self.scalene_rate)
             err = self._relaunch(True, self.scalene_rate)
             if err:
-                self._emit("profiler_off", profiler="scalene", reason=err)
-                return self._error(f"scalene: {err}")
+                return self._error(self._back_to_plain(err))
             return "worker under scalene, profiling off: s turns it on"
 
     def shutdown(self) -> None:

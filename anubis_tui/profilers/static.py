@@ -7,7 +7,9 @@ size less its header. With the machine's memory bandwidth — measured once
 by a copy benchmark and cached — that bounds decode tok/s from above:
 ceiling = bandwidth / bytes per token. Measured tok/s as a share of it says
 how close to memory-bound inference runs. Nothing runs during inference.
-This models CPU inference; with layers offloaded to a GPU it says so.
+With layers offloaded to a GPU, the GPU's share of the weights streams at
+the GPU's peak memory bandwidth (NVML: bus width × max memory clock × 2)
+and the rest at the CPU's: the ceiling is one token's time through both.
 """
 
 from __future__ import annotations
@@ -73,25 +75,53 @@ def bandwidth(refresh: bool = False) -> Bandwidth:
 @dataclass(frozen=True)
 class StaticEstimate:
     bytes_per_token: int
-    bandwidth_bytes_per_s: float
+    bandwidth_bytes_per_s: float  # the effective bandwidth behind the ceiling
     ceiling_tps: float
     gpu_offload: bool
+    source: str = "CPU copy"  # which bandwidth figure the ceiling uses
 
     def share(self, measured_tps: float | None) -> float | None:
         return None if measured_tps is None else measured_tps / self.ceiling_tps
 
     def line(self, measured_tps: float | None) -> str:
         s = self.share(measured_tps)
-        where = "GPU offload: CPU model only" if self.gpu_offload else "memory-bound ceiling"
         return (
-            f"static {self.bytes_per_token / 2**20:.0f} MiB/tok, {where} "
-            f"{self.ceiling_tps:.0f} tok/s" + (f" ({s:.0%} of it)" if s is not None else "")
+            f"static {self.bytes_per_token / 2**20:.0f} MiB/tok, ceiling "
+            f"{self.ceiling_tps:.0f} tok/s ({self.source}"
+            f"{f', {self.bandwidth_bytes_per_s / 1e9:.0f} GB/s'})"
+            + (f": {s:.0%} of it" if s is not None else "")
         )
 
 
 def estimate(
-    file_size: int, header_bytes: int = 0, gpu_layers: int = 0, bw: Bandwidth | None = None
+    file_size: int,
+    header_bytes: int = 0,
+    gpu_layers: int = 0,
+    bw: Bandwidth | None = None,
+    layers: int | None = None,
+    gpu_bw: tuple[float, str] | None = None,
 ) -> StaticEstimate:
-    bw = bw or bandwidth()
+    """The memory-bound decode ceiling: CPU copy bandwidth, and the GPU's where layers run there.
+
+    `gpu_bw` (bytes/s, how) defaults to NVML's figure for GPU 0 when layers are offloaded.
+    """
     per_token = max(1, file_size - header_bytes)
-    return StaticEstimate(per_token, bw.bytes_per_s, bw.bytes_per_s / per_token, gpu_layers != 0)
+    offload = gpu_layers != 0
+    if offload and gpu_bw is None:
+        from anubis_tui.sources.nvml import gpu_memory_bandwidth
+
+        found = gpu_memory_bandwidth()
+        gpu_bw = (found[0], f"{found[2]} {found[1]}") if found else None
+    if offload and gpu_bw is not None:
+        frac = 1.0 if gpu_layers < 0 or not layers else min(1.0, gpu_layers / layers)
+        cpu_bytes = per_token * (1 - frac)
+        seconds = per_token * frac / gpu_bw[0]
+        how = f"GPU {gpu_bw[1]}"
+        if cpu_bytes > 0:
+            bw = bw or bandwidth()
+            seconds += cpu_bytes / bw.bytes_per_s
+            how += f" + CPU copy for {1 - frac:.0%}"
+        return StaticEstimate(per_token, per_token / seconds, 1 / seconds, True, how)
+    bw = bw or bandwidth()
+    source = "CPU copy" + (" (no GPU bandwidth known: CPU model only)" if offload else "")
+    return StaticEstimate(per_token, bw.bytes_per_s, bw.bytes_per_s / per_token, offload, source)

@@ -12,6 +12,7 @@ event loop.
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 import threading
 import time
@@ -103,6 +104,7 @@ class Session:
         self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._footer: Footer | None = None
+        self._probes: dict[str, str | None] = {}
         self.worker_error: str | None = None  # why inference ended, if it ended on its own
 
     # -- wiring ----------------------------------------------------------------------------
@@ -259,6 +261,47 @@ class Session:
             w = self._start_worker(prefix, env)
         err = self.wait_loaded()
         return (None, err) if err else (dict(w.loaded_info), None)
+
+    def probe_worker(self, prefix: list[str], env: dict[str, str] | None) -> str | None:
+        """Run a short worker (8 tokens) under a launcher beside the real one; None if it works.
+
+        The real worker is not touched: a launcher that crashes llama.cpp on this
+        machine (scalene on the H100 host did) is found out here, once per launcher.
+        """
+        if self.spec is None:
+            return "no inference worker in this session"
+        key = " ".join(prefix[:4])
+        if key in self._probes:
+            return self._probes[key]
+        import dataclasses
+
+        spec = dataclasses.replace(self.spec, max_requests=1, max_tokens=8)
+        seen: list[str] = []
+        log = Path(tempfile.mkdtemp(prefix="anubis-probe-")) / "probe.log"
+
+        def collect(rec: Record) -> None:
+            if isinstance(rec, Event):
+                seen.append(rec.kind)
+
+        w = WorkerClient(spec, collect, log, script_prefix=prefix, env=env)
+        w.start()
+        while not w.exited.wait(0.1):
+            if self._stopping.is_set():
+                w.stop()
+                return "the session is stopping"
+        err = None
+        if "worker_stopped" not in seen or w.returncode != 0:
+            rc = w.returncode or 0
+            how = f"exit {rc}"
+            if rc < 0:
+                try:
+                    how = signal.Signals(-rc).name
+                except ValueError:
+                    how = f"signal {-rc}"
+            tail = w.log_tail(1)
+            err = f"a test worker under it died ({how})" + (f": {tail[-1][:120]}" if tail else "")
+        self._probes[key] = err
+        return err
 
     # -- lifecycle ---------------------------------------------------------------------------
 

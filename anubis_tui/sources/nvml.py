@@ -167,6 +167,23 @@ class NvmlAdapter:
                 return None
             raise
 
+    def memory_bandwidth(self, h: Any) -> tuple[float, str] | None:
+        """Peak memory bandwidth in bytes/s: bus width × max memory clock × 2 (double data rate).
+
+        HBM and GDDR transfer on both clock edges; NVML reports the memory clock itself.
+        """
+        try:
+            bits = int(self.m.nvmlDeviceGetMemoryBusWidth(h))
+            clock = float(self.m.nvmlDeviceGetMaxClockInfo(h, self.m.NVML_CLOCK_MEM)) * 1e6
+        except Exception as e:
+            if self._is_nvml_error(e) or isinstance(e, AttributeError):
+                return None
+            raise
+        if bits <= 0 or clock <= 0:
+            return None
+        bw = bits / 8 * clock * 2
+        return bw, f"NVML: {bits}-bit bus × {clock / 1e6:.0f} MHz × 2"
+
     def utilization(self, h: Any) -> tuple[float, float]:
         u = self.m.nvmlDeviceGetUtilizationRates(h)
         return float(u.gpu) / 100.0, float(u.memory) / 100.0
@@ -510,3 +527,20 @@ class NvmlSource(Source):
     def close(self) -> None:
         if self._owner and self.adapter is not None:
             self.adapter.shutdown()
+
+
+def gpu_memory_bandwidth(index: int = 0) -> tuple[float, str, str] | None:
+    """(bytes/s, how it was found, GPU name) of GPU `index` from NVML; None without NVML."""
+    try:
+        a = NvmlAdapter(load_nvml_module())
+        a.init()
+    except Exception:  # no NVML here: nothing to say about a GPU
+        return None
+    try:
+        h = a.handle(index)
+        bw = a.memory_bandwidth(h)
+        return None if bw is None else (bw[0], bw[1], a.name(h))
+    except Exception:
+        return None
+    finally:
+        a.shutdown()

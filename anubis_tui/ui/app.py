@@ -174,7 +174,7 @@ class AnubisApp(App[int]):
 
             # The bandwidth copy test runs once per machine (cached), here off the event loop.
             gpu_layers = opts.spec.gpu_layers if opts.spec is not None else 0
-            static = estimate(opts.model.file_size, gpu_layers=gpu_layers)
+            static = estimate(opts.model.file_size, gpu_layers=gpu_layers, layers=opts.model.layers)
             self.query_one(ProfilerPanel).static_line = static.line
         if opts.scalene_ready and opts.spec is not None:
             self.call_from_thread(self._say, session.profiler_ready())

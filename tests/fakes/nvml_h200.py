@@ -216,6 +216,11 @@ def nvmlDeviceGetMaxClockInfo(h: object, which: int) -> int:
     return 3201 if which == NVML_CLOCK_MEM else META["max_sm_mhz"]
 
 
+def nvmlDeviceGetMemoryBusWidth(h: object) -> int:
+    _check()
+    return 6144  # H200 HBM3e: six 1024-bit stacks (NVIDIA's datasheet)
+
+
 def nvmlDeviceGetUtilizationRates(h: object) -> SimpleNamespace:
     _check()
     row = _row()[0]
