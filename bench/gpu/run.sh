@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Every GPU check of the open issues, on a bare device machine, in a few calls (see stage.sh):
+#   bash bench/gpu/run.sh setup      # wheels, start the CUDA build in the background
+#   bash bench/gpu/run.sh chunk N    # one model chunk (.dev/gpu/model/chunk.0N) into /root/model
+#   bash bench/gpu/run.sh checks     # wait for the build, then every check; results in $OUT
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT" /root/model
+case "${1:-}" in
+setup)
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .dev/gpu/wheels/*.whl
+  mkdir -p /root/llama && tar xJf .dev/gpu/llama-src.tar.xz -C /root/llama
+  setsid nohup bash -c 'cd /root/llama && CMAKE_BUILD_PARALLEL_LEVEL=16 CMAKE_ARGS="-DGGML_CUDA=on
+    -DCMAKE_CUDA_ARCHITECTURES=90 -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
+    -DLLAMA_BUILD_TOOLS=OFF -DLLAVA_BUILD=OFF -DGGML_CUDA_NCCL=OFF" python3 -m pip wheel --no-deps
+    --no-build-isolation -w /root/wheel . > /root/build.log 2>&1; echo $? > /root/build.rc' \
+    > /dev/null 2>&1 < /dev/null &
+  nvidia-smi --query-gpu=name,driver_version,memory.total,power.limit --format=csv
+  lscpu | grep -E "Model name|^CPU\(s\)"; grep -o -w 'amx[a-z_0-9]*' /proc/cpuinfo | sort -u
+  echo "build started"
+  ;;
+chunk)
+  mv ".dev/gpu/model/chunk.0$2" /root/model/ && ls -la /root/model
+  ;;
+checks)
+  while [ ! -f /root/build.rc ]; do sleep 5; done
+  tail -3 /root/build.log; [ "$(cat /root/build.rc)" = 0 ] || exit 1
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site /root/wheel/*.whl
+  cat /root/model/chunk.0* > /root/model/gemma.gguf
+  echo "$(cat .dev/gpu/model/sha256)  /root/model/gemma.gguf" | sha256sum -c || exit 1
+  export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 XDG_CACHE_HOME=/root/cache
+  export ANUBIS_MODEL=/root/model/gemma.gguf ANUBIS_CONFIG=/nonexistent PATH=/tmp/site/bin:$PATH
+  M=$ANUBIS_MODEL
+  shift
+  for what in ${@:-ratio probe plan}; do
+    case $what in
+    ratio)  # issue 11: worker and minimal loops against llama.cpp's eval timer, FA off and on
+      python3 bench/worker_vs_llamacpp.py --gpu-layers -1 --seconds 15 2>&1 | tee "$OUT/ratio_fa0.txt"
+      python3 bench/worker_vs_llamacpp.py --gpu-layers -1 --flash-attn --seconds 15 2>&1 \
+        | tee "$OUT/ratio_fa1.txt"
+      python3 -m anubis_tui bench --gpu-layers -1 --duration 15 --json > "$OUT/bench_gpu.json"
+      python3 -c "from anubis_tui.profilers.static import estimate; import os, json
+b=json.load(open('$OUT/bench_gpu.json')); e=estimate(os.path.getsize('$M'), gpu_layers=-1)
+print(e.line(b['decode_tps']))" | tee "$OUT/static.txt"
+      ;;
+    probe)  # issue 9 and 11: what crashes llama.cpp here, with and without scalene; AMX
+      sc=(python3 -m scalene run --off --cpu-only --cpu-sampling-rate 0.01 -o /tmp/p.json)
+      export SCALENE_ALLOCATION_SAMPLING_WINDOW=1048576
+      {
+      for v in "plain gpu -1:python3 bench/gpu/probe.py $M --gpu-layers -1" \
+               "plain cpu extra on:python3 bench/gpu/probe.py $M --extra-bufts on --threads 16" \
+               "plain cpu extra on +amx perm:python3 bench/gpu/probe.py $M --extra-bufts on --threads 16 --amx-perm" \
+               "plain cpu extra off:python3 bench/gpu/probe.py $M --extra-bufts off --threads 16" \
+               "scalene gpu -1:${sc[*]} bench/gpu/probe.py --- $M --gpu-layers -1" \
+               "scalene gpu 0:${sc[*]} bench/gpu/probe.py --- $M --gpu-layers 0 --threads 16" \
+               "scalene gpu -1 amx perm:${sc[*]} bench/gpu/probe.py --- $M --gpu-layers -1 --amx-perm"; do
+        name=${v%%:*}; cmd=${v#*:}
+        timeout 120 $cmd > /tmp/probe.log 2>&1; rc=$?
+        echo "== $name: rc=$rc"
+        grep -E "^ok|xcomp|extra_bufts|AMX|REPACK|model buffer|Fatal|Segmentation|File \"|Error" /tmp/probe.log | tail -14
+      done
+      } 2>&1 | tee "$OUT/probe.txt"
+      ;;
+    plan)  # issue 9: py-spy and scalene segments with deltas on the GPU
+      python3 -m anubis_tui record --gpu-layers -1 -o "$OUT/gpu-plan.msgpack" \
+        --plan "off:10,py-spy@100:10,off:8,py-spy@1000n:8,off:8,scalene@100:10,off:8" 2>&1 | tail -12
+      python3 -m anubis_tui report "$OUT/gpu-plan.msgpack" 2>&1 | tee "$OUT/report.txt"
+      cp "$OUT/gpu-plan.msgpack.log" "$OUT/worker.log" 2>/dev/null
+      ;;
+    esac
+  done
+  ;;
+*) echo "usage: run.sh setup|chunk N|checks [ratio probe plan]"; exit 2 ;;
+esac
