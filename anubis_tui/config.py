@@ -29,7 +29,7 @@ class Config:
     n_ctx: int = 1024
     max_tokens: int = 128
     seed: int = 1
-    flash_attn: bool = False
+    flash_attn: bool | None = None  # None: on where layers are offloaded (measured faster)
     prompt_file: str | None = None
     cpu_tdp_w: float | None = None
     record_dir: str = "recordings"

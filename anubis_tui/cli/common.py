@@ -51,7 +51,14 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ctx", type=positive_int, dest="n_ctx", help="context size")
     p.add_argument("--max-tokens", type=positive_int, help="tokens per request")
     p.add_argument("--prompt-file", help="one prompt a line, or JSONL with a prompt key")
-    p.add_argument("--flash-attn", action="store_true", default=None)
+    fa = p.add_mutually_exclusive_group()
+    fa.add_argument(
+        "--flash-attn",
+        action="store_true",
+        default=None,
+        help="flash attention on (default: on where layers run on the GPU)",
+    )
+    fa.add_argument("--no-flash-attn", dest="flash_attn", action="store_false")
 
 
 def model_config(args: argparse.Namespace, config: Config) -> Config:

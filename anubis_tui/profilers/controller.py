@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from anubis_tui.profilers.base import RATES_HZ, Profiler, profiler_classes
 from anubis_tui.profilers.pyspy import PySpy, speedscope_hot_frames
-from anubis_tui.profilers.scalene import SCALENE_ENV, Scalene, scalene_command, scalene_hot_lines
+from anubis_tui.profilers.scalene import Scalene, scalene_command, scalene_env, scalene_hot_lines
 
 FRAMES_EVERY_S = 2.0
 
@@ -267,7 +267,7 @@ class ProfilerController:
             artifact = self.out_dir / f"scalene-{self.scalene.launches:03d}-{rate:g}hz.json"
             prefix = scalene_command(rate, artifact)
         self.worker_started()
-        info, err = self.host.relaunch_worker(prefix, SCALENE_ENV if under_scalene else None)
+        info, err = self.host.relaunch_worker(prefix, scalene_env() if under_scalene else None)
         if err or info is None:
             self.scalene.attach(None, False, rate, Path(""))
             return err or "the worker did not start"
@@ -286,7 +286,7 @@ class ProfilerController:
         if not ok:
             return why
         probe_art = Path(tempfile.mkdtemp(prefix="anubis-scalene-probe-")) / "probe.json"
-        err = self.host.probe_worker(scalene_command(self.scalene_rate, probe_art), SCALENE_ENV)
+        err = self.host.probe_worker(scalene_command(self.scalene_rate, probe_art), scalene_env())
         return f"scalene cannot run llama.cpp on this machine: {err}" if err else None
 
     def _back_to_plain(self, err: str) -> str:

@@ -28,6 +28,37 @@ from anubis_tui.profilers.base import Profiler, ProfilerStatus
 SCALENE_ENV = {"SCALENE_ALLOCATION_SAMPLING_WINDOW": "1048576"}
 
 
+def llama_libraries() -> list[str]:
+    """llama.cpp's own shared libraries (llama_cpp/lib), found without importing llama_cpp."""
+    spec = importlib.util.find_spec("llama_cpp")
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    out: list[str] = []
+    for d in spec.submodule_search_locations:
+        lib = Path(d) / "lib"
+        if lib.is_dir():
+            out += sorted(str(p) for p in lib.glob("lib*.so"))
+    return out
+
+
+def scalene_env() -> dict[str, str]:
+    """The worker's environment under scalene.
+
+    scalene imports numpy, torch and jax at start-up where they are installed. On
+    the H100 host their CUDA runtime, cuBLAS and libgomp were then loaded before
+    llama.cpp's CUDA build, and loading the model crashed (SIGSEGV in
+    llama_model_load_from_file, with and without GPU layers). Preloading
+    llama.cpp's own libraries makes them resolve first: the same model then loads
+    and decodes under scalene (docs/design.md).
+    """
+    env = dict(SCALENE_ENV)
+    libs = llama_libraries()
+    if libs:
+        pre = os.environ.get("LD_PRELOAD", "")
+        env["LD_PRELOAD"] = " ".join([*libs, *pre.split()])
+    return env
+
+
 def interval_s(rate_hz: float) -> float:
     return 1.0 / rate_hz
 

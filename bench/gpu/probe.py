@@ -46,8 +46,15 @@ def main() -> None:
     ap.add_argument("--threads", type=int)
     ap.add_argument("--extra-bufts", choices=("auto", "on", "off"), default="auto")
     ap.add_argument("--amx-perm", action="store_true")
+    ap.add_argument("--maps", action="store_true", help="list shared objects loaded so far")
     a = ap.parse_args()
     print(amx_permission(a.amx_perm), flush=True)
+    if a.maps:
+        with open("/proc/self/maps") as f:
+            libs = sorted({ln.split()[-1] for ln in f if ".so" in ln})
+        print("numpy loaded:", "numpy" in sys.modules, "modules:", len(sys.modules))
+        for lib in libs:
+            print("maps:", lib)
     import llama_cpp
 
     from anubis_tui.inference.worker import BUILTIN_PROMPTS, DecodeLoop, chat, use_extra_bufts

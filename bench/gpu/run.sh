@@ -11,14 +11,18 @@ case "${1:-}" in
 setup)
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .dev/gpu/wheels/*.whl
   mkdir -p /root/llama && tar xJf .dev/gpu/llama-src.tar.xz -C /root/llama
-  setsid nohup bash -c 'cd /root/llama && CMAKE_BUILD_PARALLEL_LEVEL=16 CMAKE_ARGS="-DGGML_CUDA=on
-    -DCMAKE_CUDA_ARCHITECTURES=90 -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
-    -DLLAMA_BUILD_TOOLS=OFF -DLLAVA_BUILD=OFF -DGGML_CUDA_NCCL=OFF" python3 -m pip wheel --no-deps
-    --no-build-isolation -w /root/wheel . > /root/build.log 2>&1; echo $? > /root/build.rc' \
-    > /dev/null 2>&1 < /dev/null &
+  bash "$0" build
   nvidia-smi --query-gpu=name,driver_version,memory.total,power.limit --format=csv
   lscpu | grep -E "Model name|^CPU\(s\)"; grep -o -w 'amx[a-z_0-9]*' /proc/cpuinfo | sort -u
   echo "build started"
+  ;;
+build)  # in the background: later calls bring the model meanwhile
+  rm -f /root/build.rc
+  args="-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=90 -DLLAMA_BUILD_TESTS=OFF"
+  args="$args -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAVA_BUILD=OFF -DGGML_CUDA_NCCL=OFF"
+  cmd="cd /root/llama && CMAKE_BUILD_PARALLEL_LEVEL=16 CMAKE_ARGS='$args' python3 -m pip wheel"
+  cmd="$cmd --no-deps --no-build-isolation -w /root/wheel . > /root/build.log 2>&1"
+  setsid nohup bash -c "$cmd; echo \$? > /root/build.rc" > /dev/null 2>&1 < /dev/null &
   ;;
 chunk)
   mv ".dev/gpu/model/chunk.0$2" /root/model/ && ls -la /root/model
@@ -27,8 +31,10 @@ checks)
   while [ ! -f /root/build.rc ]; do sleep 5; done
   tail -3 /root/build.log; [ "$(cat /root/build.rc)" = 0 ] || exit 1
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site /root/wheel/*.whl
-  cat /root/model/chunk.0* > /root/model/gemma.gguf
-  echo "$(cat .dev/gpu/model/sha256)  /root/model/gemma.gguf" | sha256sum -c || exit 1
+
+  sha=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818  # the default model
+  [ -f /root/model/gemma.gguf ] || cat /root/model/chunk.0* > /root/model/gemma.gguf
+  echo "$sha  /root/model/gemma.gguf" | sha256sum -c || exit 1
   export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 XDG_CACHE_HOME=/root/cache
   export ANUBIS_MODEL=/root/model/gemma.gguf ANUBIS_CONFIG=/nonexistent PATH=/tmp/site/bin:$PATH
   M=$ANUBIS_MODEL
@@ -36,8 +42,8 @@ checks)
   for what in ${@:-ratio probe plan}; do
     case $what in
     ratio)  # issue 11: worker and minimal loops against llama.cpp's eval timer, FA off and on
-      python3 bench/worker_vs_llamacpp.py --gpu-layers -1 --seconds 15 2>&1 | tee "$OUT/ratio_fa0.txt"
-      python3 bench/worker_vs_llamacpp.py --gpu-layers -1 --flash-attn --seconds 15 2>&1 \
+      python3 bench/worker_vs_llamacpp.py --model "$M" --gpu-layers -1 --seconds 15 2>&1 | tee "$OUT/ratio_fa0.txt"
+      python3 bench/worker_vs_llamacpp.py --model "$M" --gpu-layers -1 --flash-attn --seconds 15 2>&1 \
         | tee "$OUT/ratio_fa1.txt"
       python3 -m anubis_tui bench --gpu-layers -1 --duration 15 --json > "$OUT/bench_gpu.json"
       python3 -c "from anubis_tui.profilers.static import estimate; import os, json
@@ -61,6 +67,22 @@ print(e.line(b['decode_tps']))" | tee "$OUT/static.txt"
         grep -E "^ok|xcomp|extra_bufts|AMX|REPACK|model buffer|Fatal|Segmentation|File \"|Error" /tmp/probe.log | tail -14
       done
       } 2>&1 | tee "$OUT/probe.txt"
+      ;;
+    why)  # why scalene crashes the model load: what it loads first, and a load-order fix
+      export SCALENE_ALLOCATION_SAMPLING_WINDOW=1048576
+      sc=(python3 -m scalene run --off --cpu-only --cpu-sampling-rate 0.01 -o /tmp/p.json)
+      libs=$(python3 -c "import llama_cpp, glob, os; d=os.path.join(os.path.dirname(llama_cpp.__file__), 'lib'); print(':'.join(sorted(glob.glob(d + '/lib*.so'))))")
+      {
+      python3 bench/gpu/probe.py "$M" --gpu-layers -1 --maps 2>&1 | grep -E "^maps|^numpy" > /tmp/plain.maps
+      timeout 120 "${sc[@]}" bench/gpu/probe.py --- "$M" --gpu-layers -1 --maps 2>&1 | grep -E "^maps|^numpy" > /tmp/scalene.maps
+      echo "== loaded under scalene, not plain:"; diff /tmp/plain.maps /tmp/scalene.maps | grep "^[<>]"
+      echo "== numpy first, plain:"
+      timeout 120 python3 -c "import numpy, runpy, sys; sys.argv=['p', '$M', '--gpu-layers', '-1']; runpy.run_path('bench/gpu/probe.py', run_name='__main__')" 2>&1 | grep -E "^ok|Fatal|File \"" | head -4; echo "rc=$?"
+      echo "== scalene with llama.cpp's libraries preloaded:"
+      LD_PRELOAD=${libs//:/ } timeout 120 "${sc[@]}" bench/gpu/probe.py --- "$M" --gpu-layers -1 2>&1 | grep -E "^ok|Fatal|File \"" | head -4
+      echo "== plain python, numpy first, llama libs preloaded:"
+      LD_PRELOAD=${libs//:/ } timeout 120 python3 -c "import numpy, runpy, sys; sys.argv=['p', '$M', '--gpu-layers', '-1']; runpy.run_path('bench/gpu/probe.py', run_name='__main__')" 2>&1 | grep -E "^ok|Fatal|File \"" | head -4
+      } 2>&1 | tee "$OUT/why.txt"
       ;;
     plan)  # issue 9: py-spy and scalene segments with deltas on the GPU
       python3 -m anubis_tui record --gpu-layers -1 -o "$OUT/gpu-plan.msgpack" \
