@@ -42,8 +42,9 @@ KINDS = (
     "current",
     "rate",
     "duration",
+    "count",
 )
-"""Channel kinds. Units: W, J, °C, Hz, ratio (0..1), flags, bytes, V, A, Hz, s."""
+"""Channel kinds. Units: W, J, °C, Hz, ratio (0..1), flags, bytes, V, A, Hz, s, events."""
 
 UNITS = {
     "power": "W",
@@ -57,6 +58,7 @@ UNITS = {
     "current": "A",
     "rate": "Hz",
     "duration": "s",
+    "count": "events",
 }
 
 METHODS = ("counter", "instant", "derived", "estimated")

@@ -56,23 +56,8 @@ def child(
         verbose=False,
     )
     ctx = llm._ctx.ctx
-    if mode == "backend":
-        loop = DecodeLoop(llm, llama_cpp)
-        assert loop.sampling.mode == "backend", "this llama.cpp cannot sample in the backend"
-    else:
-        # The same loop with the sampler kept off the context: Sampling falls back to the chain.
-        llama_cpp.llama_set_sampler = lambda *args: False
-        loop = DecodeLoop(llm, llama_cpp)
-        if mode == "argmax":
-            import numpy as np
-
-            n_vocab = llama_cpp.llama_vocab_n_tokens(loop.vocab)
-
-            def argmax() -> int:
-                row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, -1), (n_vocab,))
-                return int(row.argmax())
-
-            loop.sampling.next_token = argmax  # type: ignore[method-assign]
+    loop = DecodeLoop(llm, llama_cpp, mode)
+    assert loop.sampling.mode == mode, f"this llama.cpp cannot sample by {mode}"
     prompt = llm.tokenize(chat(BUILTIN_PROMPTS[0]).encode(), add_bos=True, special=True)
     seq: list[int] = []
     llama_cpp.llama_perf_context_reset(ctx)

@@ -168,7 +168,9 @@ def render_segments(segs: list[dict[str, Any]]) -> list[str]:
     for g in segs:
         d = g["delta"] or {}
         note = ""
-        if g["not_comparable"]:
+        if not g["enough_data"] and g["profiler"] is None:
+            note = "  (too little data)"
+        elif g["not_comparable"]:
             note = f"  ({g['not_comparable']})"
         elif d.get("baseline_start_s") is not None:
             note = f"  vs baseline at {d['baseline_start_s']:.0f}s"

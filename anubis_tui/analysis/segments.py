@@ -28,10 +28,11 @@ Definitions (each figure has exactly one):
 * **Enough data**: ≥ `MIN_SECONDS` of active decode time and
   ≥ `MIN_TOKENS` decode tokens, and no worker death in the segment.
 * **Baseline**: the nearest segment in time (by midpoint) with no profiler,
-  the same knobs, enough data, and the same set of active throttle flags
-  (other than ``idle``). A throttled baseline compared with an unthrottled
-  segment (or the reverse) is no comparison: without a fair baseline the
-  delta is absent and `not_comparable` names the flags.
+  the same knobs, enough data, and the same throttling: every flag (other
+  than ``idle``) active in a share of readings within 10 points of the
+  segment's. A throttled baseline compared with an unthrottled segment (or
+  the reverse) is no comparison: without a fair baseline the delta is
+  absent and `not_comparable` names the flags.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ DEFINITIONS = {
     "÷ decode tokens between them",
     "temp_max_c": "max of every temperature channel in active time",
     "delta": "against the nearest fair baseline: no profiler, same knobs, enough data, "
-    "same throttle flags",
+    "each throttle flag's share within 10 points",
     "enough_data": f"≥ {MIN_SECONDS:g} s active and ≥ {MIN_TOKENS} decode tokens, no worker death",
 }
 
@@ -329,18 +330,37 @@ class SegmentFold:
         if not self.active:
             self.active = True
             # The first reading of this piece comes with the next sample.
+        count = rec.count
+        if rec.t_first < seg.start_ns < rec.t:
+            # A batch across the segment's start: only its share after the start is ours.
+            count = round(count * (rec.t - seg.start_ns) / (rec.t - rec.t_first))
         if seg._req_id != rec.request:
             self._close_request(seg)
             seg._req_id = rec.request
             seg._req = [max(rec.t_first, seg.start_ns), rec.t, 0]
         assert seg._req is not None
         seg._req[1] = rec.t
-        seg._req[2] += rec.count
-        seg.tokens += rec.count
+        seg._req[2] += count
+        seg.tokens += count
         self.tokens_cum += rec.count
         if seg._e0 is not None and self._energy_latest is not None:
             # The latest reading precedes this batch: tokens up to that reading.
             seg._e1 = (self._energy_latest, self._tokens_at_energy)
+
+    def _frames_target(self, e: Event, seg: Segment) -> Segment:
+        """The segment a profiler's findings belong to.
+
+        Live findings belong to the current segment. Final ones can come after the
+        segment ended (scalene writes its profile only once stopped): they belong
+        to the latest segment that ran that profiler.
+        """
+        prof = e.payload.get("profiler")
+        if not e.payload.get("final") or not isinstance(prof, str):
+            return seg
+        for s in reversed(self.segments):
+            if s.profiler is not None and s.profiler.split(" ")[0] == prof:
+                return s
+        return seg
 
     def _close_request(self, seg: Segment) -> None:
         r = seg._req
@@ -375,12 +395,13 @@ class SegmentFold:
             self._close_request(seg)
             return
         if e.kind == FRAMES_EVENT:
+            target = self._frames_target(e, seg)
             frames = e.payload.get("frames")
             if isinstance(frames, list):
-                seg.hot_frames = [f for f in frames if isinstance(f, dict)][:10]
+                target.hot_frames = [f for f in frames if isinstance(f, dict)][:10]
             n = e.payload.get("samples")
             if isinstance(n, int) and not isinstance(n, bool) and n >= 0:
-                seg.samples = n
+                target.samples = n
             return
         if e.kind not in SETTING_EVENTS:
             return
@@ -495,6 +516,19 @@ def deltas(f: Figures, b: Figures) -> dict[str, Any]:
     }
 
 
+THROTTLE_TOLERANCE = 0.10  # share of readings a flag may differ by between fair windows
+
+
+def throttle_mismatch(f: Figures, b: Figures) -> set[str]:
+    """Flags (other than idle) whose share of readings differs by more than 10 points."""
+    names = (set(f.throttle_share) | set(b.throttle_share)) - {"idle"}
+    return {
+        n
+        for n in names
+        if abs(f.throttle_share.get(n, 0.0) - b.throttle_share.get(n, 0.0)) > THROTTLE_TOLERANCE
+    }
+
+
 def _mid(f: Figures) -> float:
     return (f.start_s + f.end_s) / 2
 
@@ -504,9 +538,9 @@ def choose_baseline(figs: Sequence[Figures], f: Figures) -> tuple[Figures | None
     same = [b for b in figs if b.baseline and b.enough_data and b.knobs == f.knobs]
     if not same:
         return None, "no baseline with enough data"
-    fair = [b for b in same if b.flags == f.flags]
+    fair = [b for b in same if not throttle_mismatch(f, b)]
     if not fair:
-        flags = sorted(set().union(*(b.flags ^ f.flags for b in same)))
+        flags = sorted(set().union(*(throttle_mismatch(f, b) for b in same)))
         return None, "throttled: " + ",".join(flags)
     mid = _mid(f)
     return min(fair, key=lambda b: (abs(_mid(b) - mid), b.start_s)), None

@@ -59,6 +59,12 @@ class Spec:
     extra_bufts: bool | None = None  # None: off where the CPU has AMX (see design.md)
     batch_s: float = 0.05
     max_requests: int | None = None
+    sampling: str | None = None  # "backend" | "argmax" | "chain"; None: by where layers run
+
+
+def default_sampling(gpu_layers: int) -> str:
+    """In the graph on a GPU; a numpy argmax on the CPU (see `Sampling`)."""
+    return "backend" if gpu_layers != 0 else "argmax"
 
 
 BUILTIN_PROMPTS = [
@@ -231,17 +237,22 @@ def load(spec: Spec, sender: Sender) -> Any:
 
 
 class Sampling:
-    """Greedy next-token choice, inside llama.cpp's compute graph where it can be.
+    """Greedy next-token choice, where it costs least.
 
-    Backend sampling attaches a greedy sampler to the context
-    (`llama_set_sampler`): the argmax runs with the model (on the GPU when
-    layers are offloaded) and 4 bytes come back instead of a row of logits
-    (Gemma 3: 262,144 floats, 1 MiB a token). Where the library or the
-    backend cannot, the same greedy sampler runs as a C chain on the CPU
-    (`llama_sampler_sample`), and `mode` says so.
+    * ``backend``: a greedy sampler attached to the context
+      (`llama_set_sampler`) runs inside the compute graph, on the GPU when
+      layers are offloaded; 4 bytes come back instead of a row of logits
+      (Gemma 3: 262,144 floats, 1 MiB a token). The default with GPU layers.
+    * ``argmax``: numpy's argmax over a zero-copy view of the logits row.
+      The default on the CPU: there the in-graph sampler made llama.cpp's own
+      eval 8-12 % slower on this project's 2-core machine (docs/design.md),
+      while the argmax costs 0.1 ms and leaves the eval alone.
+    * ``chain``: the C sampler chain (`llama_sampler_sample`), the fallback.
+
+    `mode` says which one runs.
     """
 
-    def __init__(self, llama_cpp: Any, ctx: Any) -> None:
+    def __init__(self, llama_cpp: Any, ctx: Any, vocab: Any, want: str) -> None:
         self.ll = llama_cpp
         self.ctx = ctx
         self.chain = llama_cpp.llama_sampler_chain_init(
@@ -249,17 +260,31 @@ class Sampling:
         )
         llama_cpp.llama_sampler_chain_add(self.chain, llama_cpp.llama_sampler_init_greedy())
         self.mode = "chain"
-        setter = getattr(llama_cpp, "llama_set_sampler", None)
-        getter = getattr(llama_cpp, "llama_get_sampled_token_ith", None)
-        if setter is not None and getter is not None and setter(ctx, 0, self.chain):
-            self.mode = "backend"
-            self._get = getter
-        else:
-            self._get = None
+        self.next_token = self._chain
+        if want == "backend":
+            setter = getattr(llama_cpp, "llama_set_sampler", None)
+            getter = getattr(llama_cpp, "llama_get_sampled_token_ith", None)
+            if setter is not None and getter is not None and setter(ctx, 0, self.chain):
+                self.mode, self._get = "backend", getter
+                self.next_token = self._backend
+                return
+            want = "argmax"
+        if want == "argmax":
+            import numpy as np  # after llama_cpp: the other order crashed a CUDA build's load
 
-    def next_token(self) -> int:
-        if self._get is not None:
-            return int(self._get(self.ctx, -1))
+            n = int(llama_cpp.llama_vocab_n_tokens(vocab))
+            get_row = llama_cpp.llama_get_logits_ith
+            as_array = np.ctypeslib.as_array
+
+            def argmax() -> int:
+                return int(as_array(get_row(ctx, -1), (n,)).argmax())
+
+            self.mode, self.next_token = "argmax", argmax
+
+    def _backend(self) -> int:
+        return int(self._get(self.ctx, -1))
+
+    def _chain(self) -> int:
         return int(self.ll.llama_sampler_sample(self.chain, self.ctx, -1))
 
     def reset(self) -> None:
@@ -274,14 +299,14 @@ class DecodeLoop:
     llama.cpp's ``n_eval`` is generated − 1 as before.
     """
 
-    def __init__(self, llm: Any, llama_cpp: Any) -> None:
+    def __init__(self, llm: Any, llama_cpp: Any, sampling: str = "backend") -> None:
         self.ll = llama_cpp
         self.ctx = llm._ctx.ctx
         self.n_ctx = int(llm.n_ctx())
         self.n_batch = max(1, int(llm.n_batch))
         self.vocab = llama_cpp.llama_model_get_vocab(llm._model.model)
         self.batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
-        self.sampling = Sampling(llama_cpp, self.ctx)
+        self.sampling = Sampling(llama_cpp, self.ctx, self.vocab, sampling)
         self.stopped = ""  # why the last generate ended early: "ctx" or "decode error N"
 
     def _fill(self, tokens: list[int], pos0: int) -> None:
@@ -345,7 +370,7 @@ def run(spec: Spec) -> int:
     import llama_cpp
 
     ctx = llm._ctx.ctx
-    loop = DecodeLoop(llm, llama_cpp)
+    loop = DecodeLoop(llm, llama_cpp, spec.sampling or default_sampling(spec.gpu_layers))
     prompts = spec.prompts or BUILTIN_PROMPTS
     request = 0
     batch = spec.batch_s * 1e9

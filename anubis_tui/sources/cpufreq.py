@@ -101,11 +101,15 @@ class _Package:
     last_core_ms: int | None = None
     pkg_file: str = ""
     core_files: list[str] | None = None
+    pkg_count_file: str = ""
+    core_count_files: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         # Paths as strings, built once: pathlib joins cost more than the reads themselves.
         self.pkg_file = str(self.pkg_dir / "package_throttle_total_time_ms")
         self.core_files = [str(d / "core_throttle_total_time_ms") for d in self.core_dirs]
+        self.pkg_count_file = str(self.pkg_dir / "package_throttle_count")
+        self.core_count_files = [str(d / "core_throttle_count") for d in self.core_dirs]
 
 
 @dataclass
@@ -155,6 +159,20 @@ class IntelThrottleSource(Source):
                     meta={},
                 )
             )
+            for which, label in (("package", "package"), ("core", "all cores'")):
+                chans.append(
+                    Channel(
+                        id=f"intel_throttle.package-{pkg}.{which}_count",
+                        label=f"package {pkg} {label} throttle events",
+                        source=src.name,
+                        kind="count",
+                        unit="events",
+                        scope="cpu-package",
+                        method="counter",
+                        update_period_s=THROTTLE_PERIOD_S,
+                        meta={"file": f"{which}_throttle_count", "note": "since boot"},
+                    )
+                )
         src.reason = f"{len(src.packages)} package(s), read through one CPU each"
         src.groups = [ReadGroup(chans, src._read, THROTTLE_PERIOD_S, cost_s=1e-5)]
         return [src]
@@ -174,4 +192,8 @@ class IntelThrottleSource(Source):
             p.last_pkg_ms, p.last_core_ms = pkg_ms, core_ms
             out.append(None if first else flags)
             out.append(None if pkg_ms is None else pkg_ms / 1000)
+            out.append(read_int(p.pkg_count_file))
+            counts = [read_int(f) for f in p.core_count_files]
+            known = [c for c in counts if c is not None]
+            out.append(sum(known) if known else None)
         return out

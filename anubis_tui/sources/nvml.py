@@ -222,6 +222,70 @@ class _Probe:
     errors: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class _Row:
+    """One NVML channel: what it is, which probe must have passed, and how it is read."""
+
+    suffix: str  # channel id after ``gpu<i>.``
+    label: str  # with {i} for the GPU index
+    kind: str
+    unit: str
+    scope: str
+    method: str
+    group: str  # "fast" (power, 100 ms), "energy" (the counter, 1 s), "state" (250 ms)
+    probe: str  # the _Probe flag that says this GPU supports it
+    # fast group: an NVML field (id, scope); None: GetPowerUsage
+    nvml_field: tuple[int, int] | None = None
+    read: tuple[str, int | None] | None = None  # state group: (STATE_READERS key, item or None)
+    meta: dict[str, Any] = field(default_factory=dict)
+    dynamic_meta: Any = None  # (adapter, handle) -> dict, asked once at discovery
+
+
+NVML_CHANNELS: tuple[_Row, ...] = (
+    _Row("power", "GPU{i} power (1 s avg)", "power", "W", "gpu", "average:1s", "fast",
+         "power_avg"),
+    _Row("power_instant", "GPU{i} power (instant)", "power", "W", "gpu", "instant", "fast",
+         "power_instant", nvml_field=(FI_POWER_INSTANT, SCOPE_GPU),
+         meta={"note": "25 ms window taken every 100 ms on A100/H100"}),
+    _Row("power_memory", "GPU{i} memory power", "power", "W", "gpu-memory", "average:1s", "fast",
+         "power_memory", nvml_field=(FI_POWER_AVERAGE, SCOPE_MEMORY)),
+    _Row("energy", "GPU{i} energy", "energy", "J", "gpu", "counter", "energy", "energy"),
+    _Row("power_counter", "GPU{i} power (from energy counter)", "power", "W", "gpu", "derived",
+         "energy", "energy"),
+    _Row("temp", "GPU{i} temperature", "temperature", "°C", "gpu", "instant", "state",
+         "temperature", read=("temp", None),
+         dynamic_meta=lambda a, h: a.temperature_limits(h)),
+    _Row("clock_sm", "GPU{i} SM clock", "frequency", "Hz", "gpu", "instant", "state", "clocks",
+         read=("sm", None), dynamic_meta=lambda a, h: _max_hz(a, h, "sm")),
+    _Row("clock_mem", "GPU{i} MEM clock", "frequency", "Hz", "gpu", "instant", "state", "clocks",
+         read=("mem", None), dynamic_meta=lambda a, h: _max_hz(a, h, "mem")),
+    _Row("util", "GPU{i} utilisation", "utilization", "ratio", "gpu", "average:1s", "state",
+         "utilization", read=("util", 0)),
+    _Row("util_mem", "GPU{i} memory utilisation", "utilization", "ratio", "gpu", "average:1s",
+         "state", "utilization", read=("util", 1)),
+    _Row("throttle", "GPU{i} clocks-event reasons", "throttle", "flags", "gpu", "instant",
+         "state", "reasons", read=("reasons", None), meta={"flags": dict(NVML_FLAGS)}),
+    _Row("power_limit", "GPU{i} enforced power limit", "power", "W", "gpu", "instant", "state",
+         "power_limit", read=("limit", None), meta={"is_limit": True}),
+)  # fmt: skip
+
+GROUP_PERIODS = {"fast": POWER_PERIOD_S, "energy": ENERGY_PERIOD_S, "state": STATE_PERIOD_S}
+
+STATE_READERS: dict[str, Any] = {
+    "temp": lambda a, h: a.temperature_c(h),
+    "sm": lambda a, h: a.clock_hz(h, "sm"),
+    "mem": lambda a, h: a.clock_hz(h, "mem"),
+    "util": lambda a, h: a.utilization(h),
+    "reasons": lambda a, h: a.reasons(h),
+    "limit": lambda a, h: a.power_limit_w(h),
+}
+
+
+def _max_hz(a: NvmlAdapter, h: Any, which: str) -> dict[str, float]:
+    mx = a.max_clock_hz(h, which)
+    return {"max_hz": mx} if mx else {}
+
+
 @dataclass
 class NvmlSource(Source):
     """One source per GPU."""
@@ -303,100 +367,46 @@ class NvmlSource(Source):
             return
         self.available = True
         self.reason = f"{gpu}, driver {a.driver()}"
-        src = self.name
         pfx = f"gpu{i}"
         note = {"device": gpu}
+        rows = [r for r in NVML_CHANNELS if getattr(probe, r.probe)]
+        if not probe.power_limit or limit is None:
+            rows = [r for r in rows if r.suffix != "power_limit"]
 
-        fast: list[Channel] = []
-        fast_reads: list[Any] = []
-        if probe.power_avg:
-            fast.append(
-                Channel(
-                    id=f"{pfx}.power",
-                    label=f"GPU{i} power (1 s avg)",
-                    source=src,
-                    kind="power",
-                    unit="W",
-                    scope="gpu",
-                    method="average:1s",
-                    update_period_s=POWER_PERIOD_S,
-                    meta=dict(note),
-                )
+        def channel(r: _Row) -> Channel:
+            meta: dict[str, Any] = {**note, **r.meta}
+            if r.dynamic_meta is not None:
+                meta.update(r.dynamic_meta(a, h))
+            if r.suffix == "energy":
+                meta["read_every_s"] = ENERGY_PERIOD_S
+            if r.suffix == "power_counter":
+                meta["energy_channel"] = f"{pfx}.energy"
+            return Channel(
+                id=f"{pfx}.{r.suffix}",
+                label=r.label.format(i=i),
+                source=self.name,
+                kind=r.kind,
+                unit=r.unit,
+                scope=r.scope,
+                method=r.method,
+                update_period_s=GROUP_PERIODS[r.group],
+                meta=meta,
             )
-            fast_reads.append("avg")
-        if probe.power_instant:
-            fast.append(
-                Channel(
-                    id=f"{pfx}.power_instant",
-                    label=f"GPU{i} power (instant)",
-                    source=src,
-                    kind="power",
-                    unit="W",
-                    scope="gpu",
-                    method="instant",
-                    update_period_s=POWER_PERIOD_S,
-                    meta={**note, "note": "25 ms window taken every 100 ms on A100/H100"},
-                )
-            )
-            fast_reads.append("inst")
-        if probe.power_memory:
-            fast.append(
-                Channel(
-                    id=f"{pfx}.power_memory",
-                    label=f"GPU{i} memory power",
-                    source=src,
-                    kind="power",
-                    unit="W",
-                    scope="gpu-memory",
-                    method="average:1s",
-                    update_period_s=POWER_PERIOD_S,
-                    meta=dict(note),
-                )
-            )
-            fast_reads.append("mem")
+
+        fast = [r for r in rows if r.group == "fast"]
         if fast:
-            field_ids = []
-            if probe.power_instant:
-                field_ids.append((FI_POWER_INSTANT, SCOPE_GPU))
-            if probe.power_memory:
-                field_ids.append((FI_POWER_AVERAGE, SCOPE_MEMORY))
+            field_ids = [r.nvml_field for r in fast if r.nvml_field is not None]
 
             def read_fast(t_ns: int) -> list[Value]:
-                vals: list[Value] = []
-                fv = a.fields(h, field_ids) if field_ids else []
-                fi = iter(fv)
-                for kind in fast_reads:
-                    if kind == "avg":
-                        vals.append(a.power_avg_w(h))
-                    else:
-                        vals.append(next(fi))
-                return vals
+                fv = iter(a.fields(h, field_ids) if field_ids else [])
+                return [a.power_avg_w(h) if r.nvml_field is None else next(fv) for r in fast]
 
-            self.groups.append(ReadGroup(fast, read_fast, POWER_PERIOD_S, cost_s=8e-6))
+            self.groups.append(
+                ReadGroup([channel(r) for r in fast], read_fast, POWER_PERIOD_S, cost_s=8e-6)
+            )
 
-        if probe.energy:
-            e_ch = Channel(
-                id=f"{pfx}.energy",
-                label=f"GPU{i} energy",
-                source=src,
-                kind="energy",
-                unit="J",
-                scope="gpu",
-                method="counter",
-                update_period_s=POWER_PERIOD_S,
-                meta={**note, "read_every_s": ENERGY_PERIOD_S},
-            )
-            p_ch = Channel(
-                id=f"{pfx}.power_counter",
-                label=f"GPU{i} power (from energy counter)",
-                source=src,
-                kind="power",
-                unit="W",
-                scope="gpu",
-                method="derived",
-                update_period_s=ENERGY_PERIOD_S,
-                meta={**note, "energy_channel": f"{pfx}.energy"},
-            )
+        energy = [r for r in rows if r.group == "energy"]
+        if energy:
             last: list[float] = []
 
             def read_energy(t_ns: int) -> list[Value]:
@@ -411,118 +421,28 @@ class NvmlSource(Source):
                 last[:] = [e, float(t_ns)]
                 return [e, p]
 
-            self.groups.append(ReadGroup([e_ch, p_ch], read_energy, ENERGY_PERIOD_S, cost_s=4e-3))
+            self.groups.append(
+                ReadGroup([channel(r) for r in energy], read_energy, ENERGY_PERIOD_S, cost_s=4e-3)
+            )
 
-        state: list[Channel] = []
-        state_reads: list[str] = []
-        if probe.temperature:
-            state.append(
-                Channel(
-                    id=f"{pfx}.temp",
-                    label=f"GPU{i} temperature",
-                    source=src,
-                    kind="temperature",
-                    unit="°C",
-                    scope="gpu",
-                    method="instant",
-                    update_period_s=STATE_PERIOD_S,
-                    meta={**note, **a.temperature_limits(h)},
-                )
-            )
-            state_reads.append("temp")
-        if probe.clocks:
-            for which in ("sm", "mem"):
-                mx = a.max_clock_hz(h, which)
-                state.append(
-                    Channel(
-                        id=f"{pfx}.clock_{which}",
-                        label=f"GPU{i} {which.upper()} clock",
-                        source=src,
-                        kind="frequency",
-                        unit="Hz",
-                        scope="gpu",
-                        method="instant",
-                        update_period_s=STATE_PERIOD_S,
-                        meta={**note, **({"max_hz": mx} if mx else {})},
-                    )
-                )
-                state_reads.append(which)
-        if probe.utilization:
-            state.append(
-                Channel(
-                    id=f"{pfx}.util",
-                    label=f"GPU{i} utilisation",
-                    source=src,
-                    kind="utilization",
-                    unit="ratio",
-                    scope="gpu",
-                    method="average:1s",
-                    update_period_s=STATE_PERIOD_S,
-                    meta=dict(note),
-                )
-            )
-            state.append(
-                Channel(
-                    id=f"{pfx}.util_mem",
-                    label=f"GPU{i} memory utilisation",
-                    source=src,
-                    kind="utilization",
-                    unit="ratio",
-                    scope="gpu",
-                    method="average:1s",
-                    update_period_s=STATE_PERIOD_S,
-                    meta=dict(note),
-                )
-            )
-            state_reads.append("util")
-        if probe.reasons:
-            state.append(
-                Channel(
-                    id=f"{pfx}.throttle",
-                    label=f"GPU{i} clocks-event reasons",
-                    source=src,
-                    kind="throttle",
-                    unit="flags",
-                    scope="gpu",
-                    method="instant",
-                    update_period_s=STATE_PERIOD_S,
-                    meta={**note, "flags": dict(NVML_FLAGS)},
-                )
-            )
-            state_reads.append("reasons")
-        if probe.power_limit and limit is not None:
-            state.append(
-                Channel(
-                    id=f"{pfx}.power_limit",
-                    label=f"GPU{i} enforced power limit",
-                    source=src,
-                    kind="power",
-                    unit="W",
-                    scope="gpu",
-                    method="instant",
-                    update_period_s=STATE_PERIOD_S,
-                    meta={**note, "is_limit": True},
-                )
-            )
-            state_reads.append("limit")
-
-        def read_state(t_ns: int) -> list[Value]:
-            vals: list[Value] = []
-            for k in state_reads:
-                if k == "temp":
-                    vals.append(a.temperature_c(h))
-                elif k in ("sm", "mem"):
-                    vals.append(a.clock_hz(h, k))
-                elif k == "util":
-                    vals.extend(a.utilization(h))
-                elif k == "reasons":
-                    vals.append(a.reasons(h))
-                elif k == "limit":
-                    vals.append(a.power_limit_w(h))
-            return vals
-
+        state = [r for r in rows if r.group == "state"]
         if state:
-            self.groups.append(ReadGroup(state, read_state, STATE_PERIOD_S, cost_s=2e-5))
+
+            def read_state(t_ns: int) -> list[Value]:
+                done: dict[str, Any] = {}  # one NVML call per reader, per read
+                out: list[Value] = []
+                for r in state:
+                    assert r.read is not None
+                    key, pick = r.read
+                    if key not in done:
+                        done[key] = STATE_READERS[key](a, h)
+                    v = done[key]
+                    out.append(v[pick] if pick is not None else v)
+                return out
+
+            self.groups.append(
+                ReadGroup([channel(r) for r in state], read_state, STATE_PERIOD_S, cost_s=2e-5)
+            )
 
     def close(self) -> None:
         if self._owner and self.adapter is not None:

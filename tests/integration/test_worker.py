@@ -206,7 +206,7 @@ def test_bench_json(model):
     assert d["tokens_generated"] > 10 and d["decode_tps"] > 1 and d["threads"] == 2
     assert d["model"]["quantization"] == "Q4_K_M"
     assert d["decode_tps"] == pytest.approx(d["llama"]["decode_tps"], rel=0.1)
-    assert d["sampling"] == "backend" and d["n_batch"] > 0 and d["n_ubatch"] > 0
+    assert d["sampling"] == "argmax" and d["n_batch"] > 0 and d["n_ubatch"] > 0  # CPU default
     assert d["llama"]["ratio"] == pytest.approx(d["decode_tps"] / d["llama"]["decode_tps"])
 
 
@@ -218,7 +218,7 @@ import llama_cpp
 quiet_llama(llama_cpp)
 use_extra_bufts(None)
 llm = llama_cpp.Llama(model_path=sys.argv[1], n_ctx=512, n_threads=2, verbose=False)
-out = {"reference": [], "native": []}
+out = {"reference": []}
 for prompt in BUILTIN_PROMPTS[:3]:
     toks = llm.tokenize(chat(prompt).encode(), add_bos=True, special=True)
     ref = []
@@ -227,16 +227,19 @@ for prompt in BUILTIN_PROMPTS[:3]:
         if t == llm.token_eos() or len(ref) >= 48:
             break
     out["reference"].append(ref)
-loop = DecodeLoop(llm, llama_cpp)  # attaches the backend sampler: after the reference
-for prompt in BUILTIN_PROMPTS[:3]:
-    toks = llm.tokenize(chat(prompt).encode(), add_bos=True, special=True)
-    nat = []
-    for t in loop.generate(toks):
-        nat.append(t)
-        if loop.is_end(t) or len(nat) >= 48:
-            break
-    out["native"].append(nat)
-out["mode"] = loop.sampling.mode
+out["modes"] = {}
+for mode in ("argmax", "chain", "backend"):  # backend last: it stays on the context
+    loop = DecodeLoop(llm, llama_cpp, mode)
+    got = []
+    for prompt in BUILTIN_PROMPTS[:3]:
+        toks = llm.tokenize(chat(prompt).encode(), add_bos=True, special=True)
+        nat = []
+        for t in loop.generate(toks):
+            nat.append(t)
+            if loop.is_end(t) or len(nat) >= 48:
+                break
+        got.append(nat)
+    out["modes"][loop.sampling.mode] = got
 print(json.dumps(out))
 """
 
@@ -251,9 +254,10 @@ def test_native_loop_gives_the_same_greedy_tokens_as_llama_generate(model):
     )
     assert p.returncode == 0, p.stderr[-2000:]
     out = json.loads(p.stdout.strip().splitlines()[-1])
-    assert out["mode"] == "backend"
+    assert sorted(out["modes"]) == ["argmax", "backend", "chain"]
     assert all(len(r) >= 8 for r in out["reference"])
-    assert out["native"] == out["reference"]
+    for mode, tokens in out["modes"].items():
+        assert tokens == out["reference"], mode
 
 
 def test_out_of_memory_at_load_is_one_line():

@@ -52,6 +52,10 @@ def test_intel_laptop_temps_battery_cpufreq_throttle():
     assert vals["battery.BAT0.power"] == pytest.approx(19.195)
     assert vals["cpufreq.mean"] == 1.8e9
     assert vals["intel_throttle.package-0.time"] == 600.0
+    assert vals["intel_throttle.package-0.package_count"] == 12  # package_throttle_count
+    assert vals["intel_throttle.package-0.core_count"] == 0  # Σ core_throttle_count, 4 cores
+    assert chan["intel_throttle.package-0.package_count"].unit == "events"
+
     # acpitz is both an hwmon chip and a thermal zone: counted once
     assert "thermal.acpitz" not in vals and "hwmon.acpitz.temp1" in vals
     assert chan["thermal.x86_pkg_temp"].meta == {
@@ -59,6 +63,20 @@ def test_intel_laptop_temps_battery_cpufreq_throttle():
         "trip_c": 95.0,
         "critical_c": 100.0,
     }
+
+
+def test_intel_throttle_event_counts_follow_the_files(tree):
+    root = tree("intel_laptop")
+    sources = discover(SysfsRoot(root), config={"nvml_module": "absent"}, warn=lambda m: None)
+    src = by_name(sources, "intel-throttle")
+    ids = [c.id for c in src.channels]
+    cpu = root / "sys/devices/system/cpu"
+    (cpu / "cpu0/thermal_throttle/package_throttle_count").write_text("15\n")
+    (cpu / "cpu1/thermal_throttle/core_throttle_count").write_text("3\n")
+    (cpu / "cpu2/thermal_throttle/core_throttle_count").write_text("4\n")
+    vals = dict(zip(ids, src.groups[0].read(0), strict=True))
+    assert vals["intel_throttle.package-0.package_count"] == 15
+    assert vals["intel_throttle.package-0.core_count"] == 7
 
 
 def test_rapl_counter_wraparound(tree):

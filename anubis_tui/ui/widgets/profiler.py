@@ -57,8 +57,12 @@ class ProfilerPanel(Panel):
                 lines.append(hot)
         done = [f for f in reversed(s.segments[:-1]) if not f.baseline]
         if done:
-            lines.append("[b]done[/]  Δtok/s ΔW ΔJ/tok CPU samples")
+            lines.append("[b]done[/] Δtok/s ΔW ΔJ cpu n")
             lines += [delta_row(f) for f in done]
+            if seg is None or seg.profiler is None:
+                hot = next((frames_line(f.hot_frames) for f in done if f.hot_frames), None)
+                if hot:
+                    lines.append(hot)
         if self.static_line is not None:
             lines.append(self.static_line(s.decode_tps))
         return "\n".join(lines)
