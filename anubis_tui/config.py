@@ -8,7 +8,9 @@ of `Config`, plus a ``[keys]`` table that remaps bindings by id.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -61,19 +63,82 @@ def config_path() -> Path:
     return Path(base) / "anubis" / "config.toml"
 
 
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def read_regular(path: Path, limit: int, what: str) -> bytes:
+    """A regular file's bytes (at most `limit`), opened without blocking and never a FIFO.
+
+    Raises OSError with a message for anything else: a FIFO, a device, a directory.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(f"{path} is not a regular file ({what} must be one)")
+        if st.st_size > limit:
+            raise OSError(f"{path} is larger than {limit} bytes")
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _check(cfg: Config, where: str) -> Config:
+    """Every field of the right type and in range, or a ConfigError naming `where`."""
+    for f in dataclasses.fields(Config):
+        v = getattr(cfg, f.name)
+        if v is None:
+            if f.name in ("model", "threads", "prompt_file", "cpu_tdp_w", "flash_attn"):
+                continue
+            raise ConfigError(f"{where}: {f.name} must be set")
+        ok = True
+        if f.name in ("rate_hz", "fsync_interval_s", "cpu_tdp_w"):
+            ok = (
+                isinstance(v, int | float)
+                and not isinstance(v, bool)
+                and math.isfinite(v)
+                and (1 <= v <= 1000 if f.name == "rate_hz" else 0 < v <= 1e6)
+            )
+            hint = "between 1 and 1000 (Hz)" if f.name == "rate_hz" else "a positive number"
+        elif f.name in ("threads", "n_ctx", "max_tokens"):
+            ok = isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 1 << 20
+            hint = "a positive integer"
+        elif f.name in ("gpu_layers", "seed"):
+            ok = isinstance(v, int) and not isinstance(v, bool) and -1 <= v <= 1 << 31
+            hint = "an integer (-1: all layers)" if f.name == "gpu_layers" else "an integer"
+        elif f.name == "flash_attn":
+            ok = isinstance(v, bool)
+            hint = "true or false"
+        elif f.name in ("model", "prompt_file", "record_dir"):
+            ok = isinstance(v, str) and bool(v) and "\0" not in v
+            hint = "a path (a string)"
+        elif f.name == "keys":
+            ok = isinstance(v, dict) and all(
+                isinstance(k, str) and isinstance(x, str) and x for k, x in v.items()
+            )
+            hint = 'a table of binding id = "key"'
+        if not ok:
+            raise ConfigError(f"{where}: {f.name} = {v!r} is not {hint}")
+    return cfg
+
+
 def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) -> Config:
     cfg = Config()
     path = path or config_path()
-    if path.exists():
+    if os.path.lexists(path):
         try:
-            data = tomllib.loads(path.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as e:
-            raise ConfigError(f"config file {path}: {e}") from None
+            data = tomllib.loads(read_regular(path, MAX_CONFIG_BYTES, "a config file").decode())
+        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            why = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
+            raise ConfigError(f"config file {path}: {why}") from None
         known = {f.name: f for f in dataclasses.fields(Config)}
         unknown = sorted(set(data) - set(known))
         if unknown:
             raise ConfigError(f"config file {path}: unknown key(s) {', '.join(unknown)}")
-        cfg = cfg.replace(**data)
+        cfg = _check(cfg.replace(**data), f"config file {path}")
     environ: Mapping[str, str] = os.environ if env is None else env
     for var, (name, typ) in ENV.items():
         if var in environ:
@@ -81,4 +146,5 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
                 cfg = cfg.replace(**{name: typ(environ[var])})
             except ValueError:
                 raise ConfigError(f"{var}={environ[var]!r} is not a valid {typ.__name__}") from None
+            cfg = _check(cfg, var)
     return cfg

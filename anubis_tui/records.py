@@ -13,6 +13,7 @@ of that start so other processes' monotonic stamps can be aligned.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -112,17 +113,41 @@ class Channel:
 
     @classmethod
     def from_plain(cls, d: dict[str, Any]) -> Channel:
-        return cls(
-            id=d["id"],
-            label=d["label"],
-            source=d["source"],
-            kind=d["kind"],
-            unit=d["unit"],
-            scope=d["scope"],
-            method=d["method"],
-            update_period_s=float(d["update_period_s"]),
-            meta=_meta_from_plain(d.get("meta") or {}),
-        )
+        """A channel from its plain form; RecordError on anything a writer would not make."""
+        if not isinstance(d, dict):
+            raise RecordError("a channel must be a map")
+        text = {}
+        for k in ("id", "label", "source", "kind", "unit", "scope", "method"):
+            v = d.get(k)
+            if not isinstance(v, str) or len(v) > MAX_NAME:
+                raise RecordError(f"channel {k} must be a string of at most {MAX_NAME} characters")
+            text[k] = v
+        period = d.get("update_period_s")
+        if isinstance(period, bool) or not isinstance(period, int | float):
+            raise RecordError("channel update_period_s must be a number")
+        if not (math.isfinite(period) and period >= 0):
+            raise RecordError("channel update_period_s must be finite and ≥ 0")
+        meta = d.get("meta") or {}
+        if not isinstance(meta, dict):
+            raise RecordError("channel meta must be a map")
+        try:
+            return cls(
+                id=text["id"],
+                label=text["label"],
+                source=text["source"],
+                kind=text["kind"],
+                unit=text["unit"],
+                scope=text["scope"],
+                method=text["method"],
+                update_period_s=float(period),
+                meta=_meta_from_plain(meta),
+            )
+        except ValueError as e:
+            raise RecordError(str(e)) from None
+
+
+MAX_NAME = 4096
+"""The longest channel id, label, unit, scope or method a reader takes."""
 
 
 def _plain_meta(meta: dict[str, Any]) -> dict[str, Any]:
@@ -140,7 +165,18 @@ def _meta_from_plain(meta: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in meta.items():
         if k in ("flags", "sticky"):
-            out[k] = {int(bit): name for bit, name in v.items()}
+            if not isinstance(v, dict):
+                raise RecordError(f"channel meta {k} must be a map of bit to name")
+            flags: dict[int, str] = {}
+            for bit, name in v.items():
+                try:
+                    b = int(bit)
+                except (TypeError, ValueError):
+                    raise RecordError(f"channel meta {k}: {bit!r} is not a bit") from None
+                if not (0 < b < 2**64) or not isinstance(name, str):
+                    raise RecordError(f"channel meta {k}: bad bit {bit!r} or name")
+                flags[b] = name
+            out[k] = flags
         else:
             out[k] = v
     return out
@@ -276,17 +312,17 @@ def record_from_plain(obj: Any) -> Record:
             for v in values:
                 if (v is not None and not isinstance(v, int | float)) or isinstance(v, bool):
                     raise RecordError("sample value must be a number or nil")
-            return Sample(_int(t), list(values))
+            return Sample(_int(t), [_value(v) for v in values])
         if code == RecordType.TOKENS:
             _, t, count, phase, request, t_first = obj
             if phase not in PHASES:
                 raise RecordError(f"unknown token phase {phase!r}")
-            return Tokens(_int(t), _int(count), phase, _int(request), _int(t_first))
+            return Tokens(_int(t), _int(count, MAX_COUNT), phase, _int(request), _int(t_first))
         if code == RecordType.EVENT:
             _, t, kind, payload = obj
             if not isinstance(kind, str) or not isinstance(payload, dict):
                 raise RecordError("event needs a kind string and a payload map")
-            return Event(_int(t), kind, payload)
+            return Event(_int(t), kind, clean_payload(kind, payload))
         if code == RecordType.HEADER:
             _, d = obj
             if not isinstance(d, dict):
@@ -299,7 +335,7 @@ def record_from_plain(obj: Any) -> Record:
                 t0_monotonic_ns=_int(d["t0_monotonic_ns"]),
                 host=dict(d["host"]),
                 app_version=str(d["app_version"]),
-                channels=[Channel.from_plain(c) for c in d["channels"]],
+                channels=_unique([Channel.from_plain(c) for c in d["channels"]]),
                 model=dict(d["model"]),
                 config=dict(d["config"]),
             )
@@ -318,7 +354,89 @@ def record_from_plain(obj: Any) -> Record:
     raise RecordError(f"unknown record type {code!r}")
 
 
-def _int(v: Any) -> int:
+MAX_T = 2**63 - 1  # ns: a stamp is a signed 64-bit count of nanoseconds
+MAX_COUNT = 2**31 - 1  # tokens in one batch
+
+
+def _int(v: Any, hi: int = MAX_T) -> int:
     if isinstance(v, bool) or not isinstance(v, int):
         raise RecordError(f"expected an integer, got {type(v).__name__}")
+    if not 0 <= v <= hi:
+        raise RecordError(f"integer {v} out of range [0, {hi}]")
     return v
+
+
+def _value(v: Any) -> Value:
+    """A sample value: a finite number, else no reading (None). Anything else is refused."""
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise RecordError("sample value must be a number or nil")
+    if isinstance(v, float) and not math.isfinite(v):
+        return None  # NaN or ±inf: no reading
+    if isinstance(v, int) and not -(2**63) <= v < 2**64:
+        return None
+    return v
+
+
+def _unique(chans: list[Channel]) -> list[Channel]:
+    ids = [c.id for c in chans]
+    if len(set(ids)) != len(ids):
+        raise RecordError("the channel table repeats an id")
+    return chans
+
+
+def _num(v: Any, lo: float = 0.0, hi: float = 2**63 - 1) -> bool:
+    return (
+        not isinstance(v, bool)
+        and isinstance(v, int | float)
+        and math.isfinite(v)
+        and lo <= v <= hi
+    )
+
+
+# What analysis reads from event payloads, and the type each must have. A field
+# that is not so is dropped at the edge (the event stays): analysis never meets it.
+_PAYLOAD_NUMBERS: dict[str, tuple[float, float]] = {  # field → (lowest, highest)
+    "request": (0, 2**63 - 1),
+    "generated": (0, 2**31 - 1),
+    "prompt_tokens": (0, 2**31 - 1),
+    "ttft_ns": (0, 2**63 - 1),
+    "decode_ns": (0, 2**63 - 1),
+    "samples": (0, 2**63 - 1),
+    "previous_samples": (0, 2**63 - 1),
+    "snapshots": (0, 2**63 - 1),
+    "rate_hz": (0, 1e9),
+    "sampler_hz": (0, 1e9),
+    "interval_s": (0, 1e9),
+    "load_s": (0, 1e9),
+    "pid": (0, 2**31 - 1),
+    "returncode": (-255, 255),
+}
+_PAYLOAD_TEXT = ("profiler", "mode", "ready", "reason", "name", "label", "signal", "stop")
+
+
+def clean_payload(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """The payload with every field analysis reads checked; bad ones dropped."""
+    out = dict(payload)
+    for k, (lo, hi) in _PAYLOAD_NUMBERS.items():
+        if k in out and out[k] is not None and not _num(out[k], lo, hi):
+            del out[k]
+    for k in _PAYLOAD_TEXT:
+        if k in out and out[k] is not None and not isinstance(out[k], str):
+            del out[k]
+    if "frames" in out:
+        frames = out["frames"]
+        out["frames"] = (
+            [
+                f
+                for f in frames[:50]
+                if isinstance(f, dict)
+                and isinstance(f.get("function"), str)
+                and isinstance(f.get("where"), str)
+                and _num(f.get("share"), 0.0, 1.0)
+            ]
+            if isinstance(frames, list)
+            else []
+        )
+    return out

@@ -41,7 +41,16 @@ def write_csv(rec: Recording, f: IO[str]) -> None:
         w.writerow(row)
 
 
-def plot(rec: Recording, out: str) -> None:
+def plot(rec: Recording, out: IO[bytes], fmt: str = "png") -> None:
+    """Power, temperature, tok/s and throttle against time, profiler segments shaded."""
+    try:
+        _plot(rec, out, fmt)
+    except (ValueError, OverflowError, RuntimeError) as e:
+        # Values a sensor never gives (1e300 W) or a label matplotlib cannot typeset.
+        raise ExportError(f"cannot plot this recording: {str(e).splitlines()[0][:200]}") from None
+
+
+def _plot(rec: Recording, out: IO[bytes], fmt: str) -> None:
     try:
         import matplotlib
 
@@ -96,9 +105,9 @@ def plot(rec: Recording, out: str) -> None:
         if s.profiler is not None:
             for a in axes:
                 a.axvspan(s.start_s, s.end_s, color="orange", alpha=0.15)
-    fig.suptitle(f"anubis — {rec.header.host.get('hostname')} {rec.header.created_utc}")
+    fig.suptitle(
+        f"anubis — {str(rec.header.host.get('hostname'))[:60]} {rec.header.created_utc[:40]}"
+    )
     fig.tight_layout()
-    try:
-        fig.savefig(out, dpi=110)
-    except OSError as e:
-        raise ExportError(f"cannot write {out}: {e.strerror}") from None
+    fig.savefig(out, dpi=110, format=fmt)
+    plt.close(fig)

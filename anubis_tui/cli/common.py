@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -24,13 +25,22 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"anubis: {message}\n")
 
 
-def positive_float(s: str) -> float:
+def positive_float(s: str, most: float = 1e8) -> float:
+    """A finite number in (0, most]: 'inf', 'nan' and 1e300 are refused, not clamped."""
     try:
         v = float(s)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{s!r} is not a number") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {s}")
+    if not (math.isfinite(v) and 0 < v <= most):
+        raise argparse.ArgumentTypeError(f"must be a positive number up to {most:g}, got {s}")
+    return v
+
+
+def rate_hz(s: str) -> float:
+    """A sampling rate in the sampler's range, 1 to 1000 Hz: refused outside, never clamped."""
+    v = positive_float(s, 1000.0)
+    if v < 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 1000 Hz, got {s}")
     return v
 
 
@@ -89,9 +99,19 @@ def load_recording(path: str) -> Recording:
         raise CliError(str(e)) from None
 
 
-def json_default(o: Any) -> Any:
-    import numpy as np
-
-    if isinstance(o, np.generic):
-        return o.item()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+def jsonable(o: Any) -> Any:
+    """`o` as strict JSON values: no NaN or infinity (null), bytes as hex, numpy as Python."""
+    if isinstance(o, dict):
+        return {str(k): jsonable(v) for k, v in o.items()}
+    if isinstance(o, list | tuple):
+        return [jsonable(v) for v in o]
+    if isinstance(o, bool) or o is None or isinstance(o, str | int):
+        return o
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, bytes):
+        return o.hex()
+    item = getattr(o, "item", None)  # numpy scalars
+    if callable(item):
+        return jsonable(item())
+    return str(o)

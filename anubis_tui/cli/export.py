@@ -1,20 +1,49 @@
-"""`anubis export`: a recording as CSV and/or a PNG plot."""
+"""`anubis export`: a recording as CSV and/or a PNG (or SVG, PDF) plot.
+
+Outputs are new files: an existing one is refused unless --force, and a
+symlink is never written through. A write that fails (disk full) is an
+error, never a silent success.
+"""
 
 from __future__ import annotations
 
 import argparse
+import io
+import os
 from typing import Any
 
 from anubis_tui.cli.common import CliError, load_recording
 from anubis_tui.config import Config
+
+PLOT_FORMATS = (".png", ".svg", ".pdf")
 
 
 def add_parser(sub: Any) -> None:
     e = sub.add_parser("export", help="a recording as CSV or a PNG plot")
     e.add_argument("path")
     e.add_argument("--csv", metavar="OUT")
-    e.add_argument("--plot", metavar="OUT_PNG")
+    e.add_argument("--plot", metavar="OUT_PNG", help=f"a plot ({', '.join(PLOT_FORMATS)})")
+    e.add_argument("--force", action="store_true", help="overwrite existing output files")
     e.set_defaults(handler=cmd_export)
+
+
+def write_new(path: str, data: bytes, force: bool) -> None:
+    """`data` to a new file at `path` (refusing symlinks, and existing files without force)."""
+    from anubis_tui.recording.writer import RecordingError, open_output
+
+    if path == "-":
+        raise CliError("export writes files, not stdout")
+    try:
+        f = open_output(path, force=force)
+    except RecordingError as e:
+        raise CliError(str(e)) from None
+    try:
+        with f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise CliError(f"cannot write {path}: {e.strerror or e}") from None
 
 
 def cmd_export(args: argparse.Namespace, config: Config) -> int:
@@ -22,17 +51,18 @@ def cmd_export(args: argparse.Namespace, config: Config) -> int:
 
     if not args.csv and not args.plot:
         raise CliError("export needs --csv OUT and/or --plot OUT.png")
+    if args.plot and os.path.splitext(args.plot)[1].lower() not in PLOT_FORMATS:
+        raise CliError(f"--plot {args.plot}: the name must end in {', '.join(PLOT_FORMATS)}")
     rec = load_recording(args.path)
     try:
         if args.csv:
-            try:
-                f = open(args.csv, "w", newline="")  # noqa: SIM115 - closed below
-            except OSError as e:
-                raise CliError(f"cannot write {args.csv}: {e.strerror}") from None
-            with f:
-                write_csv(rec, f)
+            buf = io.StringIO(newline="")
+            write_csv(rec, buf)
+            write_new(args.csv, buf.getvalue().encode(), args.force)
         if args.plot:
-            plot(rec, args.plot)
+            img = io.BytesIO()
+            plot(rec, img, os.path.splitext(args.plot)[1][1:].lower())
+            write_new(args.plot, img.getvalue(), args.force)
     except ExportError as e:
         raise CliError(str(e)) from None
     return 0

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from anubis_tui.cli.common import CliError, add_model_args, positive_float, spec_from
+from anubis_tui.cli.common import CliError, add_model_args, positive_float, rate_hz, spec_from
 from anubis_tui.config import Config
 
 
@@ -25,7 +25,7 @@ def add_parser(sub: Any) -> None:
     r = sub.add_parser("record", help="a headless session recorded to msgpack")
     r.add_argument("--duration", type=positive_float, help="seconds (default: until Ctrl-C)")
     r.add_argument("-o", "--output", help="file path, or - for stdout (default: recordings/)")
-    r.add_argument("--rate", type=positive_float, help="sampling rate in Hz (1-1000)")
+    r.add_argument("--rate", type=rate_hz, help="sampling rate in Hz (up to 1000)")
     r.add_argument("--force", action="store_true", help="overwrite an existing file")
     r.add_argument("--no-model", action="store_true", help="sensors only, no inference")
     r.add_argument(

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from anubis_tui.cli.common import json_default, load_recording
+from anubis_tui.cli.common import jsonable, load_recording
 from anubis_tui.config import Config
 
 
@@ -21,5 +21,5 @@ def cmd_report(args: argparse.Namespace, config: Config) -> int:
     from anubis_tui.analysis.report import render, report
 
     r = report(load_recording(args.path))
-    print(json.dumps(r, indent=1, default=json_default) if args.json else render(r))
+    print(json.dumps(jsonable(r), indent=1, allow_nan=False) if args.json else render(r))
     return 0

@@ -9,13 +9,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from anubis_tui.cli.common import CliError, add_model_args, positive_float, spec_from
+from anubis_tui.cli.common import CliError, add_model_args, rate_hz, spec_from
 from anubis_tui.config import Config
 
 
 def add_parser(sub: Any) -> None:
     r = sub.add_parser("run", help="the live monitor (the default command)")
-    r.add_argument("--rate", type=positive_float, help="sampling rate in Hz (1-1000)")
+    r.add_argument("--rate", type=rate_hz, help="sampling rate in Hz (up to 1000)")
     rec = r.add_mutually_exclusive_group()
     rec.add_argument("--record", metavar="PATH", help="record to PATH (default: recordings/)")
     rec.add_argument("--no-record", action="store_true", help="do not record")
