@@ -7,6 +7,7 @@ traceback: every command raises `CliError` for what the user can fix.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -30,6 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if hook := os.environ.get("ANUBIS_NVML_MODULE"):
+        # A test hook (fake GPUs in tests): it runs the code it names, so say so.
+        print(
+            f"anubis: warning: ANUBIS_NVML_MODULE={hook} replaces NVML (test hook)", file=sys.stderr
+        )
     try:
         config = load_config()
         if args.command is None:

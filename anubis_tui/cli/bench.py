@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ def cmd_bench(args: argparse.Namespace, config: Config) -> int:
 
     t0 = time.monotonic_ns()
     spec, facts = spec_from(args, config, t0)
-    log = Path(tempfile.gettempdir()) / f"anubis-bench-{os.getpid()}.log"
+    log = Path(tempfile.mkdtemp(prefix="anubis-bench-")) / "llama.log"
     try:
         result = run_bench(spec, args.duration, log)
     except InferenceError as e:

@@ -72,7 +72,9 @@ def cmd_record(args: argparse.Namespace, config: Config) -> int:
         if path == "-"
         else Path(path + ".log")
     )
-    session = Session(config, spec=spec, model=facts, t0_ns=t0, log_path=log)
+    session = Session(
+        config, spec=spec, model=facts, t0_ns=t0, log_path=log, log_replace=args.force
+    )
     session.start_recording(path, out=out)
     stop = threading.Event()
 
@@ -82,20 +84,29 @@ def cmd_record(args: argparse.Namespace, config: Config) -> int:
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     reason = "duration"
     try:
-        session.start()
+        try:
+            session.start()
+        except OSError as e:
+            stop.set()
+            reason = "start failed"
+            raise CliError(str(e) if not e.strerror else f"cannot start: {e.strerror}") from None
         if plan is not None:
             done = threading.Event()
             threading.Thread(
                 target=_run_plan, args=(session, plan, stop, done), name="plan", daemon=True
             ).start()
             while not (stop.is_set() or done.wait(0.2)):
-                pass
+                if session.writer is not None and session.writer.error:
+                    stop.set()  # nothing more can be kept: end the plan too
             reason = "signal" if stop.is_set() and not done.is_set() else "plan"
         else:
             end = time.monotonic() + args.duration if args.duration else None
             while not stop.wait(0.2):
                 if spec is not None and not session.worker_alive() and session.worker_error:
                     reason = "worker"
+                    break
+                if session.writer is not None and session.writer.error:
+                    reason = "recording error"
                     break
                 if end is not None and time.monotonic() >= end:
                     break
@@ -107,10 +118,8 @@ def cmd_record(args: argparse.Namespace, config: Config) -> int:
             signal.signal(s, h)
     w = session.writer
     where = "stdout" if path == "-" else path
-    msg = (
-        f"anubis: recorded {footer.totals['samples']} samples, "
-        f"{footer.totals['tokens_decode']} tokens to {where}"
-    )
+    kept = w.samples_flushed if w is not None else 0  # what reached the file, not what was sent
+    msg = f"anubis: recorded {kept} samples, {footer.totals['tokens_decode']} tokens to {where}"
     failed = False
     if w is not None and w.error:
         msg += f" — {w.error}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,11 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
             Path(record).parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise CliError(f"cannot create {Path(record).parent}: {e.strerror}") from None
-    log = Path(record + ".log") if record else Path(os.devnull)
+    log = (
+        Path(record + ".log")
+        if record
+        else Path(tempfile.mkdtemp(prefix="anubis-run-")) / "llama.log"
+    )
     app = make_app(
         config,
         live=LiveOptions(

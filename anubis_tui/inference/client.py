@@ -46,6 +46,42 @@ def unpacker() -> msgpack.Unpacker:
     )
 
 
+_LOG_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+
+def create_log(path: Path, replace: bool = False) -> None:
+    """Create the worker's log file: a new file (mode 0600), never through a symlink.
+
+    `replace` truncates an existing regular file instead (``--force``). Later
+    worker starts append to it, again refusing a symlink put in its place.
+    """
+    if os.path.islink(path):
+        raise OSError(f"{path} is a symlink; refusing to write the worker's log through it")
+    flags = _LOG_FLAGS | os.O_CREAT | (os.O_TRUNC if replace else os.O_EXCL)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:
+        raise OSError(
+            f"{path} exists; the worker's log is never appended to a stranger's file"
+        ) from None
+    os.close(fd)
+
+
+def open_log(path: Path) -> int:
+    """The worker's log for appending, never through a symlink; made new if it is missing.
+
+    A log next to a recording is made by `create_log` first (O_EXCL: a planted
+    file is refused); others live in private temporary directories.
+    """
+    if str(path) == os.devnull:
+        return os.open(os.devnull, os.O_WRONLY)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return os.open(path, _LOG_FLAGS)
+    except FileNotFoundError:
+        return os.open(path, _LOG_FLAGS | os.O_CREAT | os.O_EXCL, 0o600)
+
+
 class WorkerClient:
     """Runs one worker process and turns its output into records."""
 
@@ -83,23 +119,25 @@ class WorkerClient:
         srv.listen(1)
         srv.settimeout(0.1)
         spec = {**asdict(self.spec), "socket": path}
+        # -P: the user's current directory is never on the worker's sys.path (a
+        # llama_cpp.py there would run inside it); cwd is our private directory.
         if self.script_prefix is not None:
             cmd = [*self.script_prefix, str(WORKER_SCRIPT), "---", json.dumps(spec)]
         else:
-            cmd = [self.python, "-m", "anubis_tui.inference.worker", json.dumps(spec)]
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
+            cmd = [self.python, "-P", "-m", "anubis_tui.inference.worker", json.dumps(spec)]
+        log = open_log(self.log_path)
         try:
             self.proc = subprocess.Popen(
                 cmd,
                 stdin=subprocess.PIPE,
                 stdout=log,
                 stderr=log,
+                cwd=self._dir,
                 start_new_session=True,
                 env={**os.environ, **(self.env or {})},
             )
         finally:
-            log.close()
+            os.close(log)
         self.pid = self.proc.pid
         self._reader = threading.Thread(
             target=self._read, args=(srv,), name="worker-reader", daemon=True
@@ -172,7 +210,8 @@ class WorkerClient:
                         return None
         finally:
             srv.close()
-            shutil.rmtree(self._dir, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(self._dir, "records.sock"))
 
     def _read(self, srv: socket.socket) -> None:
         u = unpacker()
@@ -195,10 +234,14 @@ class WorkerClient:
         assert self.proc is not None
         rc = self.proc.wait()
         self.returncode = rc
+        shutil.rmtree(self._dir, ignore_errors=True)  # the worker's cwd, until it is gone
         if not self._stopping:
             payload: dict[str, Any] = {"returncode": rc, "log_tail": self.log_tail()}
             if rc < 0:
-                payload["signal"] = signal.Signals(-rc).name
+                try:
+                    payload["signal"] = signal.Signals(-rc).name
+                except ValueError:
+                    payload["signal"] = f"signal {-rc}"
             if self.load_error:
                 payload["reason"] = self.load_error
             self.emit(Event(self._now(), "worker_died", payload))

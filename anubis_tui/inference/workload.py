@@ -7,7 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from anubis_tui.config import read_regular
 from anubis_tui.records import Event, Record, Tokens
+
+MAX_PROMPT_FILE = 64 << 20
 
 
 class WorkloadError(Exception):
@@ -19,9 +22,9 @@ def load_prompts(path: str | None) -> list[str]:
     if path is None:
         return []
     try:
-        text = Path(path).read_text()
+        text = read_regular(Path(path), MAX_PROMPT_FILE, "a prompt file").decode()
     except OSError as e:
-        raise WorkloadError(f"cannot read prompt file {path}: {e.strerror}") from None
+        raise WorkloadError(f"cannot read prompt file {path}: {e.strerror or e}") from None
     except UnicodeDecodeError:
         raise WorkloadError(f"prompt file {path} is not UTF-8 text") from None
     prompts: list[str] = []

@@ -67,6 +67,7 @@ def scalene_command(rate_hz: float, artifact: Path) -> list[str]:
     """The prefix that launches the worker script under scalene, profiling off."""
     return [
         sys.executable,
+        "-P",  # nothing from the current directory: not even a scalene.py
         "-m",
         "scalene",
         "run",

@@ -10,6 +10,8 @@ it stopped. `load` turns a recording into columnar numpy arrays.
 from __future__ import annotations
 
 import io
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -172,17 +174,29 @@ def read_all(src: str | Path | IO[bytes]) -> tuple[list[Record], Recovery]:
 
 
 def _open(src: str | Path | IO[bytes]) -> tuple[IO[bytes], bool]:
-    if isinstance(src, str | Path):
-        p = Path(src)
-        try:
-            if p.is_dir():
-                raise ReaderError(f"{p} is a directory, not a recording")
-            return open(p, "rb"), True
-        except FileNotFoundError:
-            raise ReaderError(f"no such recording: {p}") from None
-        except PermissionError:
-            raise ReaderError(f"cannot read {p}: permission denied") from None
-    return src, False
+    """A recording file, opened without blocking and checked to be a regular file.
+
+    A FIFO, a device or a directory is refused at once (a stream goes through
+    stdin, ``-``, which the caller passes as an open file).
+    """
+    if not isinstance(src, str | Path):
+        return src, False
+    p = Path(src)
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise ReaderError(f"no such recording: {p}") from None
+    except PermissionError:
+        raise ReaderError(f"cannot read {p}: permission denied") from None
+    except OSError as e:
+        raise ReaderError(f"cannot open {p}: {e.strerror or e}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        what = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+        raise ReaderError(f"{p} is {what}, not a recording (pipe a stream to `-` instead)")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb"), True
 
 
 @dataclass

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import IO
 
 from anubis_tui.recording.format import packer
-from anubis_tui.records import Footer, Header, Record
+from anubis_tui.records import Footer, Header, Record, Sample
 
 QUEUE_MAX = 50_000
 FLUSH_S = 0.5
@@ -68,7 +68,10 @@ class RecordingWriter:
         self.on_error = on_error or (lambda msg: None)
         self.queue: queue.Queue[Record | None] = queue.Queue(QUEUE_MAX)
         self.dropped = 0
-        self.written = 0
+        self.written = 0  # records handed to the file
+        self.samples_written = 0
+        self.samples_flushed = 0  # samples in the file for sure: written and flushed without error
+        self.records_flushed = 0
         self.bytes = 0
         self.error: str | None = None
         self._packer = packer()
@@ -103,19 +106,29 @@ class RecordingWriter:
         data = self._packer.pack(rec.to_plain())
         self.out.write(data)
         self.written += 1
+        if isinstance(rec, Sample):
+            self.samples_written += 1
         self.bytes += len(data)
 
     def _flush(self, sync: bool) -> None:
+        if self.error is not None:
+            return
         try:
             self.out.flush()
             if sync and not self._stdout:
                 os.fsync(self.out.fileno())
         except OSError as e:
             self._fail(e)
+            return
+        self.samples_flushed = self.samples_written
+        self.records_flushed = self.written
 
-    def _fail(self, e: OSError) -> None:
+    def _fail(self, e: BaseException) -> None:
         if self.error is None:
-            self.error = f"recording stopped: {e.strerror or e} ({self.written} records written)"
+            why = (
+                e.strerror if isinstance(e, OSError) and e.strerror else f"{type(e).__name__}: {e}"
+            )
+            self.error = f"recording stopped: {why} ({self.records_flushed} records kept)"
             self.on_error(self.error)
 
     def _run(self) -> None:
@@ -142,7 +155,7 @@ class RecordingWriter:
                     last_flush = now
                     if sync:
                         last_sync = now
-            except OSError as e:
+            except Exception as e:  # disk full, a gone directory, or a record that will not pack
                 self._fail(e)
 
 

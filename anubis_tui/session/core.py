@@ -23,7 +23,7 @@ from typing import IO, Any
 import psutil
 
 from anubis_tui.config import Config
-from anubis_tui.inference.client import WorkerClient
+from anubis_tui.inference.client import WorkerClient, create_log
 from anubis_tui.inference.models import ModelFacts
 from anubis_tui.inference.worker import Spec
 from anubis_tui.profilers.controller import Failure, ProfilerController, Step
@@ -66,6 +66,7 @@ class Session:
         discovery_config: dict[str, object] | None = None,
         profiles_dir: Path | None = None,
         pyspy_native: bool = False,
+        log_replace: bool = False,
     ) -> None:
         self.config = config
         self.spec = spec
@@ -79,6 +80,7 @@ class Session:
                 cfg["cpu_tdp_w"] = config.cpu_tdp_w
             sources = discover(config=cfg)
         self.log_path = log_path
+        self._log_replace = log_replace
         self.bus = Bus(self.t0_ns)
         self.totals = Totals()
         self.bus.add_sink(self.totals)
@@ -175,7 +177,7 @@ class Session:
         if self._profiles_dir is None:
             rec = self.record_path
             self._profiles_dir = (
-                Path(rec).with_suffix(".profiles")
+                Path(rec).absolute().with_suffix(".profiles")
                 if rec and rec != "-"
                 else Path(tempfile.mkdtemp(prefix="anubis-profiles-"))
             )
@@ -256,7 +258,7 @@ class Session:
         with self._lock:
             if self._worker is not None:
                 self._worker.stop()
-            launcher = (prefix or ["python"])[2:4]
+            launcher = prefix[prefix.index("-m") + 1 : prefix.index("-m") + 3] if prefix else []
             self.emit_event("worker_restart", launcher=launcher)
             w = self._start_worker(prefix, env)
         err = self.wait_loaded()
@@ -306,6 +308,9 @@ class Session:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Start sampling and inference. OSError (one line) if the worker's log cannot be made."""
+        if self.spec is not None and self.log_path is not None:
+            create_log(self.log_path, replace=self._log_replace)
         self.sampler.start()
         if self.spec is not None:
             self._start_worker()
@@ -341,6 +346,9 @@ class Session:
             "sampler_ticks": st.ticks,
             "sampler_skipped": st.skipped_ticks,
             "sampler_read_errors": st.read_errors,
+            # Whether every channel gave readings to the end; which did not.
+            "all_channels_alive": not self.sampler.lost_channels,
+            "lost_channels": self.sampler.lost_channels,
             **extra,
         }
         if reason:

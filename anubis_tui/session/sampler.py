@@ -28,6 +28,7 @@ MAX_RATE_HZ = 1000.0
 DEFAULT_RATE_HZ = 10.0
 LOST_AFTER = 3  # consecutive failed reads before a group is reported lost
 SELF_PERIOD_S = 1.0
+READ_BUDGET_S = 1.0  # a group read that takes longer is blocked: its channels are lost
 
 
 @dataclass
@@ -38,6 +39,7 @@ class _GroupState:
     failures: int = 0
     lost: bool = False
     reads: int = 0
+    dead: bool = False  # a read blocked past READ_BUDGET_S: never read again
 
 
 @dataclass
@@ -84,6 +86,8 @@ class Sampler:
         self._pending_rate: float | None = None
         self.stats = SamplerStats()
         self._stop = threading.Event()
+        self._in_read: tuple[_GroupState, int, int] | None = None
+        self._abandoned: set[int] = set()
         self._thread: threading.Thread | None = None
 
         self.channels: list[Channel] = []
@@ -203,24 +207,64 @@ class Sampler:
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="anubis-sampler", daemon=True)
         self._thread.start()
+        threading.Thread(target=self._watchdog, name="anubis-sampler-watch", daemon=True).start()
 
     def stop(self, timeout: float = 2.0) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
 
+    @property
+    def lost_channels(self) -> list[str]:
+        """Channels not alive at the end: a read blocked, or readings stopped coming."""
+        return [c.id for gs in self._groups if gs.dead or gs.lost for c in gs.group.channels]
+
+    def _watchdog(self) -> None:
+        """A read that blocks (a hung device behind a sysfs file) must not stop every channel.
+
+        The blocked group is given up (sensor_lost), the stuck thread abandoned,
+        and a fresh sampler thread carries on with the other groups.
+        """
+        while not self._stop.wait(0.25):
+            busy = self._in_read
+            if busy is None:
+                continue
+            gs, since, ident = busy
+            if (self.clock() - since) / 1e9 < READ_BUDGET_S or gs.dead:
+                continue
+            gs.dead = True
+            self._abandoned.add(ident)
+            self._in_read = None
+            self.emit(
+                Event(
+                    self.clock() - self.t0_ns,
+                    "sensor_lost",
+                    {
+                        "channels": [c.id for c in gs.group.channels],
+                        "error": f"a read blocked for more than {READ_BUDGET_S:g} s",
+                    },
+                )
+            )
+            self._thread = threading.Thread(target=self._run, name="anubis-sampler", daemon=True)
+            self._thread.start()
+
     def tick(self, now_ns: int | None = None, force: bool = False) -> Sample:
         """Read every due group (every group if `force`) once and emit the Sample."""
         now = self.clock() if now_ns is None else now_ns
         tick_ns = int(1e9 / self.rate_hz)
         values: list[Value] = [None] * len(self.channels)
+        me = threading.get_ident()
         for gs in self._groups:
-            if not force and now + tick_ns // 2 < gs.next_due_ns:
+            if gs.dead or (not force and now + tick_ns // 2 < gs.next_due_ns):
                 continue
             period = max(int(gs.group.period_s * 1e9), tick_ns)
             # Next due on this group's own grid, never bunching after a stall.
             gs.next_due_ns = max(gs.next_due_ns + period, now + period - tick_ns // 2)
+            self._in_read = (gs, self.clock(), me)
             self._read_group(gs, now, values)
+            self._in_read = None
+            if me in self._abandoned:
+                return Sample(now - self.t0_ns, values)  # too late: another thread took over
         self._derive_system(now, values)
         self._self_measure(now, values)
         for i in range(self._sys_power_i if self._sys_power_i >= 0 else self._self_i, len(values)):
@@ -273,6 +317,10 @@ class Sampler:
             values[gs.offset + i] = v
             if v is not None:
                 self._latest[gs.offset + i] = v
+        if g.notes:  # a read found something to record (an energy counter reset)
+            for kind, payload in g.notes:
+                self.emit(Event(now - self.t0_ns, kind, payload))
+            g.notes.clear()
 
     def _derive_system(self, now: int, values: list[Value]) -> None:
         sp = self.system
@@ -325,7 +373,8 @@ class Sampler:
         period = int(1e9 / self.rate_hz)
         start = self.clock()
         k = 0
-        while not self._stop.is_set():
+        me = threading.get_ident()
+        while not self._stop.is_set() and me not in self._abandoned:
             if self._pending_rate is not None:
                 self.rate_hz, self._pending_rate = self._pending_rate, None
                 period = int(1e9 / self.rate_hz)

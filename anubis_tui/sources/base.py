@@ -10,10 +10,12 @@ lower cadence.
 from __future__ import annotations
 
 import os
+import stat
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from anubis_tui.records import Channel, Value
 
@@ -61,10 +63,11 @@ def read_int(p: Path | str) -> int | None:
     """An integer attribute; None if absent, empty or not a number. PermissionError propagates.
 
     Plain os.open/os.read: this runs on every tick, and pathlib's read_text
-    costs several times more per call.
+    costs several times more per call. O_NONBLOCK: a FIFO planted where an
+    attribute should be reads as nothing instead of blocking the sampler.
     """
     try:
-        fd = os.open(p, os.O_RDONLY)
+        fd = os.open(p, _READ_FLAGS)
     except PermissionError:
         raise
     except OSError:
@@ -81,13 +84,31 @@ def read_int(p: Path | str) -> int | None:
         return None
 
 
-def read_text(p: Path) -> str | None:
+_READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+MAX_ATTR_BYTES = 1 << 16
+
+
+def read_text(p: Path | str) -> str | None:
+    """A text attribute (stripped); None if absent, empty, or not a regular file.
+
+    Opened without blocking and checked to be a regular file (sysfs and procfs
+    attributes are): a FIFO or device planted in the tree is skipped.
+    """
     try:
-        text = p.read_text(errors="replace").strip()
+        fd = os.open(p, _READ_FLAGS)
     except PermissionError:
         raise
     except OSError:
         return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        raw = os.read(fd, MAX_ATTR_BYTES)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    text = raw.decode(errors="replace").strip()
     return text or None
 
 
@@ -119,6 +140,70 @@ class ReadGroup:
     read: Callable[[int], list[Value]]
     period_s: float
     cost_s: float = 0.0
+    # (kind, payload) a read wants recorded (a counter reset); the sampler emits and clears them.
+    notes: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+
+MAX_PLAUSIBLE_W = 5000.0
+"""No single energy counter here draws more (a whole 8-GPU board is about 6 kW)."""
+
+
+@dataclass
+class EnergyCounter:
+    """Turns a hardware energy counter's raw readings into cumulative joules and watts.
+
+    A counter that goes down either wrapped (it passed `range_j`) or was reset
+    (a driver reload, a firmware glitch). A wrap is taken only when it is
+    plausible: the energy it implies, range − last + now, could have been
+    drawn in the time since the last reading at `max_w`. Otherwise the drop is
+    a reset: that interval gets no energy and no power (nothing is invented),
+    the running total carries on from where it was, and a note records it.
+    """
+
+    channel: str
+    range_j: float | None
+    max_w: float = MAX_PLAUSIBLE_W
+    last: float | None = None
+    last_t: int = 0
+    offset: float = 0.0
+    wraps: int = 0
+    resets: int = 0
+
+    def update(
+        self, raw_j: float, t_ns: int, notes: list[tuple[str, dict[str, Any]]] | None = None
+    ) -> tuple[float, float | None]:
+        """(cumulative J, power in W over the interval or None)."""
+        power: float | None = None
+        if self.last is not None:
+            dt = (t_ns - self.last_t) / 1e9
+            delta: float | None = raw_j - self.last
+            if delta is not None and delta < 0:
+                wrapped = (self.range_j - self.last + raw_j) if self.range_j else None
+                if wrapped is not None and 0 <= wrapped <= self.max_w * max(dt, 0.0):
+                    self.offset += self.range_j or 0.0
+                    self.wraps += 1
+                    delta = wrapped
+                else:
+                    self.offset += self.last - raw_j  # the total does not move
+                    self.resets += 1
+                    delta = None
+                    if notes is not None:
+                        notes.append(
+                            (
+                                "counter_reset",
+                                {
+                                    "channel": self.channel,
+                                    "from_j": self.last,
+                                    "to_j": raw_j,
+                                    "seconds": dt,
+                                    "range_j": self.range_j,
+                                },
+                            )
+                        )
+            if delta is not None and dt > 0:
+                power = delta / dt
+        self.last, self.last_t = raw_j, t_ns
+        return raw_j + self.offset, power
 
 
 @dataclass

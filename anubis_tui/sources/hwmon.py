@@ -15,11 +15,12 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from anubis_tui.records import Channel, Value
 from anubis_tui.sources.base import (
     DiscoveryContext,
+    EnergyCounter,
     ReadGroup,
     Source,
     read_int,
@@ -68,18 +69,7 @@ class _Attr:
     path: str
     scale: float
     role: str = "value"  # value | counter | derived
-    last: float | None = None
-    last_t: int = 0
-
-    def derive(self, energy_j: float | None, t_ns: int) -> float | None:
-        p = None
-        if energy_j is not None and self.last is not None:
-            dt = (t_ns - self.last_t) / 1e9
-            if dt > 0 and energy_j >= self.last:
-                p = (energy_j - self.last) / dt
-        if energy_j is not None:
-            self.last, self.last_t = energy_j, t_ns
-        return p
+    counter: EnergyCounter | None = None  # for a counter: unwraps it, spots resets
 
 
 @dataclass
@@ -175,7 +165,11 @@ class HwmonSource(Source):
                 continue  # e.g. amd_energy restricted to root (CVE-2020-12912)
             chans, attrs = groups.setdefault(period, ([], []))
             chans.append(ch)
-            attrs.append(_Attr(str(f), SCALE[typ], "counter" if typ == "energy" else "value"))
+            if typ == "energy":
+                # hwmon energy counters are 64-bit µJ: a drop is a reset, never a wrap.
+                attrs.append(_Attr(str(f), SCALE[typ], "counter", EnergyCounter(cid, None)))
+            else:
+                attrs.append(_Attr(str(f), SCALE[typ]))
             if typ == "energy":
                 chans.append(
                     Channel(
@@ -192,24 +186,31 @@ class HwmonSource(Source):
                 )
                 attrs.append(_Attr(str(f), SCALE[typ], "derived"))
         for period, (chans, attrs) in sorted(groups.items()):
-            self.groups.append(ReadGroup(chans, self._reader(attrs), period, cost_s=1e-5))
+            notes: list[tuple[str, dict[str, Any]]] = []
+            self.groups.append(
+                ReadGroup(chans, self._reader(attrs, notes), period, cost_s=1e-5, notes=notes)
+            )
         if self.groups:
             self.available = True
             self.reason = (self.reason + f" {self.chip}").strip()
 
     @staticmethod
-    def _reader(attrs: list[_Attr]) -> Callable[[int], list[Value]]:
+    def _reader(
+        attrs: list[_Attr], notes: list[tuple[str, dict[str, Any]]]
+    ) -> Callable[[int], list[Value]]:
         def read(t_ns: int) -> list[Value]:
             out: list[Value] = []
-            energy: float | None = None
+            power: float | None = None
             for a in attrs:
                 if a.role == "derived":
-                    out.append(a.derive(energy, t_ns))
+                    out.append(power)  # from the counter just before it
                     continue
                 raw = read_int(a.path)
                 v = None if raw is None else raw * a.scale
+                power = None
+                if v is not None and a.counter is not None:
+                    v, power = a.counter.update(v, t_ns, notes)
                 out.append(v)
-                energy = v if a.role == "counter" else None
             return out
 
         return read

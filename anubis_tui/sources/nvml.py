@@ -19,7 +19,7 @@ from types import ModuleType
 from typing import Any, ClassVar
 
 from anubis_tui.records import Channel, Value
-from anubis_tui.sources.base import DiscoveryContext, ReadGroup, Source
+from anubis_tui.sources.base import DiscoveryContext, EnergyCounter, ReadGroup, Source
 
 FI_POWER_AVERAGE = 185
 FI_POWER_INSTANT = 186
@@ -407,22 +407,24 @@ class NvmlSource(Source):
 
         energy = [r for r in rows if r.group == "energy"]
         if energy:
-            last: list[float] = []
+            # A 64-bit mJ counter since the driver loaded: a drop is a reset (reload).
+            counter = EnergyCounter(f"{pfx}.energy", None)
+            notes: list[tuple[str, dict[str, Any]]] = []
 
             def read_energy(t_ns: int) -> list[Value]:
-                e = a.energy_j(h)
-                p: float | None = None
-                if last:
-                    e0, t0 = last
-                    dt = (t_ns - t0) / 1e9
-                    # A window under half the update period may not have moved.
-                    if dt >= POWER_PERIOD_S / 2 and e >= e0:
-                        p = (e - e0) / dt
-                last[:] = [e, float(t_ns)]
-                return [e, p]
+                dt = (t_ns - counter.last_t) / 1e9
+                e, p = counter.update(a.energy_j(h), t_ns, notes)
+                # A window under half the update period may not have moved.
+                return [e, p if dt >= POWER_PERIOD_S / 2 else None]
 
             self.groups.append(
-                ReadGroup([channel(r) for r in energy], read_energy, ENERGY_PERIOD_S, cost_s=4e-3)
+                ReadGroup(
+                    [channel(r) for r in energy],
+                    read_energy,
+                    ENERGY_PERIOD_S,
+                    cost_s=4e-3,
+                    notes=notes,
+                )
             )
 
         state = [r for r in rows if r.group == "state"]

@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import ClassVar
 
 from anubis_tui.records import Channel, Value
-from anubis_tui.sources.base import DiscoveryContext, ReadGroup, Source, read_int, unique_dirs
+from anubis_tui.sources.base import (
+    DiscoveryContext,
+    EnergyCounter,
+    ReadGroup,
+    Source,
+    read_int,
+    read_text,
+    unique_dirs,
+)
 
 RAPL_PERIOD_S = 0.001  # AMD documents 1 ms; Intel is commonly the same
 ZONE_RE = re.compile(r"^intel-rapl(-mmio)?:\d+(:\d+)?$")
@@ -42,13 +50,13 @@ class Zone:
     name: str  # qualified: package-0, package-0/core, psys
     mmio: bool
     max_range_uj: int | None
-    last_uj: int | None = None
-    last_t: int = 0
-    wraps: int = 0
     energy_file: str = ""  # str(path / "energy_uj"), built once: this is read every tick
+    counter: EnergyCounter | None = None
 
     def __post_init__(self) -> None:
         self.energy_file = str(self.path / "energy_uj")
+        rng = self.max_range_uj / 1e6 if self.max_range_uj else None
+        self.counter = EnergyCounter(f"rapl.{self.name}", rng)
 
 
 @dataclass
@@ -143,31 +151,19 @@ class RaplSource(Source):
 
     def _read(self, t_ns: int) -> list[Value]:
         out: list[Value] = []
+        notes = self.groups[0].notes
         for z in self.zones:
             uj = read_int(z.energy_file)
-            if uj is None:
+            if uj is None or z.counter is None:
                 out += [None, None]
                 continue
-            power: float | None = None
-            if z.last_uj is not None:
-                delta: int | None = uj - z.last_uj
-                if delta is not None and delta < 0:
-                    if z.max_range_uj:
-                        delta = z.max_range_uj - z.last_uj + uj
-                        z.wraps += 1
-                    else:
-                        delta = None  # counter reset with no known range
-                dt = (t_ns - z.last_t) / 1e9
-                if delta is not None and dt > 0:
-                    power = delta / 1e6 / dt
-            z.last_uj, z.last_t = uj, t_ns
-            total = uj + z.wraps * (z.max_range_uj or 0)
-            out += [total / 1e6, power]
+            total, power = z.counter.update(uj / 1e6, t_ns, notes)
+            out += [total, power]
         return out
 
 
 def _read_name(p: Path) -> str | None:
     try:
-        return (p / "name").read_text().strip() or None
+        return read_text(p / "name")
     except OSError:
         return None

@@ -172,3 +172,30 @@ def test_max_useful_rate_follows_the_fastest_source():
 def test_percentile():
     assert percentile([1, 2, 3, 4], 0.5) == 2.5
     assert percentile([5], 0.99) == 5
+
+
+def test_a_read_that_blocks_loses_its_channels_and_sampling_goes_on():
+    import threading
+
+    forever = threading.Event()
+    healthy, _ = source("ok", 0.01, lambda t: 5.0)
+    stuck, _ = source("stuck", 0.01, lambda t: forever.wait() or 1.0, scope="cpu-package")
+    records: list = []
+    s = Sampler([healthy, stuck], emit=records.append, rate_hz=20)
+    s.start()
+    try:
+        end = time.monotonic() + 8
+        while time.monotonic() < end:
+            lost = [r for r in records if isinstance(r, Event) and r.kind == "sensor_lost"]
+            after = [r for r in records if isinstance(r, Sample) and lost and r.t > lost[0].t]
+            if len(after) >= 10:
+                break
+            time.sleep(0.1)
+    finally:
+        s.stop()
+        forever.set()
+    assert lost and lost[0].payload["channels"] == ["stuck.v"]
+    assert "blocked" in lost[0].payload["error"]
+    ok = [c.id for c in s.channels].index("ok.v")
+    assert len(after) >= 10 and all(r.values[ok] == 5.0 for r in after[-5:])
+    assert s.lost_channels == ["stuck.v"]

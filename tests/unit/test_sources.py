@@ -9,7 +9,7 @@ import pytest
 
 from anubis_tui.records import decode_flags
 from anubis_tui.session.sampler import Sampler
-from anubis_tui.sources.base import SysfsRoot
+from anubis_tui.sources.base import DiscoveryContext, SysfsRoot
 from anubis_tui.sources.registry import choose_system_power, discover
 from tests.conftest import FIXTURES
 
@@ -235,3 +235,85 @@ def test_broken_plugin_is_reported_and_skipped(monkeypatch):
     )
     assert any("broken" in w and "skipped" in w for w in warnings)
     assert any(s.name == "process" for s in sources)
+
+
+def test_rapl_drop_that_cannot_be_a_wrap_is_a_reset_with_no_energy(tree):
+    """786,432 J in 5 s (2.6 MW) came from taking every drop as a full wrap."""
+    root = tree("intel_laptop")
+    sources = discover(SysfsRoot(root), config={"nvml_module": "absent"}, warn=lambda m: None)
+    rapl = by_name(sources, "rapl")
+    group = rapl.groups[0]
+    pkg = next(z.path for z in rapl.zones if z.name == "package-0")
+    ids = [c.id for c in rapl.channels]
+    e_i, p_i = ids.index("rapl.package-0.energy"), ids.index("rapl.package-0.power")
+    (pkg / "energy_uj").write_text("50000000\n")  # 50 J
+    first = group.read(0)
+    (pkg / "energy_uj").write_text("20000000\n")  # 20 J, 0.1 s later: a reset, not 262 kJ
+    out = group.read(100_000_000)
+    assert out[p_i] is None  # no power for that interval
+    assert out[e_i] == pytest.approx(first[e_i])  # the running total does not jump
+    kinds = [k for k, _ in group.notes]
+    assert kinds == ["counter_reset"] and group.notes[0][1]["channel"] == "rapl.package-0"
+    group.notes.clear()
+    (pkg / "energy_uj").write_text("21000000\n")  # then 1 J in 0.1 s: counting again
+    out = group.read(200_000_000)
+    assert out[p_i] == pytest.approx(10.0)
+    assert out[e_i] == pytest.approx(first[e_i] + 1.0)
+
+
+def test_energy_counter_wrap_reset_and_glitch():
+    from anubis_tui.sources.base import EnergyCounter
+
+    c = EnergyCounter("x", range_j=100.0, max_w=1000.0)
+    notes: list = []
+    assert c.update(99.0, 0, notes) == (99.0, None)
+    total, p = c.update(1.0, 1_000_000_000, notes)  # wrapped: 1 J + 1 J in 1 s
+    assert total == pytest.approx(101.0) and p == pytest.approx(2.0) and c.wraps == 1
+    total, p = c.update(0.5, 1_001_000_000, notes)  # a glitch 1 ms later: no wrap fits
+    assert p is None and total == pytest.approx(101.0) and c.resets == 1 and len(notes) == 1
+    total, p = c.update(1.5, 2_001_000_000, notes)
+    assert total == pytest.approx(102.0) and p == pytest.approx(1.0)
+    # without a known range (hwmon, NVML) every drop is a reset
+    n = EnergyCounter("y", range_j=None)
+    n.update(10.0, 0)
+    assert n.update(5.0, 10**9) == (10.0, None) and n.resets == 1
+
+
+def test_hwmon_and_nvml_energy_resets_are_recorded_not_invented(tree, fake_nvml, monkeypatch):
+    from anubis_tui.sources import nvml as nvml_mod
+    from anubis_tui.sources.hwmon import HwmonSource
+    from anubis_tui.sources.nvml import NvmlSource
+
+    root = tree("amd_desktop")
+    # an amd_energy chip (a 64-bit µJ counter), made in the copied tree
+    chip = root / "sys/devices/platform/amd_energy.0/hwmon/hwmon7"
+    chip.mkdir(parents=True)
+    (chip / "name").write_text("amd_energy\n")
+    (chip / "energy1_input").write_text("9000000\n")
+    (chip / "energy1_label").write_text("Esocket0\n")
+    link = root / "sys/class/hwmon/hwmon7"
+    link.symlink_to("../../devices/platform/amd_energy.0/hwmon/hwmon7")
+    found = discover(SysfsRoot(root), config={"nvml_module": "absent"}, warn=lambda m: None)
+    hw = [s for s in found if isinstance(s, HwmonSource)]
+    group = next(g for s in hw for g in s.groups if any(c.kind == "energy" for c in g.channels))
+    ids = [c.id for c in group.channels]
+    e_i = next(i for i, c in enumerate(group.channels) if c.kind == "energy")
+    path = chip / "energy1_input"
+    Path(path).write_text("9000000\n")
+    first = group.read(0)
+    Path(path).write_text("1000000\n")
+    out = group.read(100_000_000)
+    assert out[e_i] == pytest.approx(first[e_i]) and out[ids.index(ids[e_i] + ".power")] is None
+    assert [k for k, _ in group.notes] == ["counter_reset"]
+    # NVML: a counter that goes back (a driver reload) is a reset too
+    mod = fake_nvml("trace")
+    ctx = DiscoveryContext(SysfsRoot(root), config={"nvml_module": mod})
+    src = next(s for s in NvmlSource.discover(ctx) if s.available)
+    eg = next(g for g in src.groups if g.channels[0].kind == "energy")
+    readings = iter([5000.0, 5100.0, 10.0])
+    monkeypatch.setattr(nvml_mod.NvmlAdapter, "energy_j", lambda self, h: next(readings))
+    eg.read(0)
+    assert eg.read(1_000_000_000)[1] == pytest.approx(100.0)
+    e, p = eg.read(2_000_000_000)
+    assert e == pytest.approx(5100.0) and p is None
+    assert [k for k, _ in eg.notes] == ["counter_reset"]
