@@ -54,3 +54,12 @@ def cli_env(tree: str | Path | None = None, **extra: str) -> dict[str, str]:
 
 
 ANUBIS = [sys.executable, "-m", "anubis_tui"]
+
+
+HOOK_WARNING = "warning: ANUBIS_NVML_MODULE"
+
+
+def errors(stderr: str | bytes) -> str:
+    """stderr without the line that names the NVML test hook (cli_env sets it)."""
+    text = stderr.decode() if isinstance(stderr, bytes) else stderr
+    return "".join(ln for ln in text.splitlines(keepends=True) if HOOK_WARNING not in ln)

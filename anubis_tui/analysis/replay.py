@@ -46,6 +46,7 @@ class Replay:
         self.growing = False
         self.stream_error: str | None = None
         self.recovery: Recovery | None = None
+        self._ended = threading.Event()
 
     @classmethod
     def from_file(cls, path: str) -> Replay:
@@ -61,6 +62,19 @@ class Replay:
         r.growing = True
         threading.Thread(target=r._follow, args=(f,), name="replay-reader", daemon=True).start()
         return r
+
+    def wait_header(self) -> str | None:
+        """Block until the stream's Header arrives (None) or the stream ends without one (why).
+
+        Ends when the stream does: an empty, random or wrong-version stream is an
+        error the user sees before the app starts, never an empty screen.
+        """
+        while not self._ended.wait(0.05):
+            if self.header is not None:
+                return None
+        if self.header is not None:
+            return None
+        return self.stream_error or "the stream ended before any recording came"
 
     def _follow(self, f: IO[bytes]) -> None:
         stream = RecordStream()
@@ -79,11 +93,14 @@ class Replay:
                         self._add(rec)
                 if stream.failed:
                     break
+        except OSError as e:
+            self.stream_error = f"cannot read the stream: {e.strerror or e}"
         finally:
             self.recovery = stream.finish()
             if stream.recovery.truncated and not self.stream_error:
                 self.stream_error = stream.recovery.reason or None
             self.growing = False
+            self._ended.set()
 
     def _add(self, rec: Record) -> None:
         """Insert in time order (call with the lock held, or before anyone else can read)."""

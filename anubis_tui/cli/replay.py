@@ -26,12 +26,16 @@ def cmd_replay(args: argparse.Namespace, config: Config) -> int:
         if args.path == "-":
             if sys.stdin.isatty():
                 raise CliError("replay - reads a recording from stdin; pipe one in")
-            # The terminal is the UI's: take the stream's fd and give stdin back to the tty.
+            # The terminal is the UI's: take the stream's fd and give stdin back to the tty,
+            # once the stream has shown it is a recording.
             stream = os.fdopen(os.dup(0), "rb", buffering=0)
+            replay = Replay.from_stream(stream)
+            why = replay.wait_header()
+            if why is not None:
+                raise CliError(f"replay -: not an anubis recording ({why})")
             tty = os.open("/dev/tty", os.O_RDONLY)
             os.dup2(tty, 0)
             os.close(tty)
-            replay = Replay.from_stream(stream)
         else:
             replay = Replay.from_file(args.path)
     except ReaderError as e:

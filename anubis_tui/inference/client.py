@@ -140,7 +140,7 @@ class WorkerClient:
             os.close(log)
         self.pid = self.proc.pid
         self._reader = threading.Thread(
-            target=self._read, args=(srv,), name="worker-reader", daemon=True
+            target=self._read_safely, args=(srv,), name="worker-reader", daemon=True
         )
         self._reader.start()
 
@@ -151,7 +151,7 @@ class WorkerClient:
             self.proc.stdin.write(msgpack.packb(msg))
             self.proc.stdin.flush()
             return True
-        except (BrokenPipeError, OSError):
+        except (OSError, ValueError):  # a pipe broken, or already closed by stop()
             return False
 
     def pause(self) -> bool:
@@ -212,6 +212,16 @@ class WorkerClient:
             srv.close()
             with contextlib.suppress(OSError):
                 os.unlink(os.path.join(self._dir, "records.sock"))
+
+    def _read_safely(self, srv: socket.socket) -> None:
+        """`_read`, and whatever happens to it, nobody waits for this worker forever."""
+        try:
+            self._read(srv)
+        except Exception as e:
+            self.emit(Event(self._now(), "error", {"reason": f"worker reader: {e!r}"[:300]}))
+        finally:
+            self.exited.set()
+            self.loaded.set()
 
     def _read(self, srv: socket.socket) -> None:
         u = unpacker()

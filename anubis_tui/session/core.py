@@ -258,7 +258,8 @@ class Session:
         with self._lock:
             if self._worker is not None:
                 self._worker.stop()
-            launcher = prefix[prefix.index("-m") + 1 : prefix.index("-m") + 3] if prefix else []
+            at = prefix.index("-m") + 1 if prefix and "-m" in prefix else 0
+            launcher = (prefix or [])[at : at + 2]
             self.emit_event("worker_restart", launcher=launcher)
             w = self._start_worker(prefix, env)
         err = self.wait_loaded()

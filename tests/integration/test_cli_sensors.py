@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import ANUBIS, cli_env
+from tests.conftest import ANUBIS, cli_env, errors
 
 
 def sensors(tree: str, **env: str) -> dict:
@@ -115,7 +115,8 @@ def test_bad_config_is_one_line_and_nonzero(tmp_path):
         check=False,
     )
     assert p.returncode == 2
-    assert p.stderr.startswith("anubis: config file") and p.stderr.count("\n") == 1
+    err = errors(p.stderr)
+    assert err.startswith("anubis: config file") and err.count("\n") == 1
     assert "Traceback" not in p.stderr
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from anubis_tui.recording.reader import load, read_all, read_bytes
 from anubis_tui.records import Event, Footer, Sample, Tokens
-from tests.conftest import ANUBIS, cli_env
+from tests.conftest import ANUBIS, cli_env, errors
 
 pytestmark = pytest.mark.slow
 
@@ -95,10 +95,11 @@ def test_overwrite_needs_force_and_bad_files_are_one_line(tmp_path):
     out = tmp_path / "x.msgpack"
     out.write_bytes(b"precious")
     p = run("record", "--duration", "1", "-o", str(out), "--no-model")
-    assert p.returncode == 2 and b"--force" in p.stderr and p.stderr.count(b"\n") == 1
+    err = errors(p.stderr)
+    assert p.returncode == 2 and "--force" in err and err.count("\n") == 1
     assert out.read_bytes() == b"precious"
     p = run("report", str(out))
-    assert p.returncode == 2 and p.stderr.startswith(b"anubis: not an anubis recording")
+    assert p.returncode == 2 and errors(p.stderr).startswith("anubis: not an anubis recording")
     assert b"Traceback" not in p.stderr
     p = run("report", str(tmp_path / "missing.msgpack"))
     assert p.returncode == 2 and b"no such recording" in p.stderr

@@ -19,7 +19,7 @@ from anubis_tui.inference.models import ModelError, default_model, read_gguf, re
 from anubis_tui.inference.worker import Spec
 from anubis_tui.inference.workload import TokenStats, WorkloadError, load_prompts
 from anubis_tui.records import Event, Tokens, record_from_plain
-from tests.conftest import ANUBIS, cli_env
+from tests.conftest import ANUBIS, cli_env, errors
 
 pytestmark = pytest.mark.slow
 
@@ -187,7 +187,8 @@ def test_bench_bad_input_is_one_line(args, msg):
         check=False,
     )
     assert p.returncode == 2
-    assert msg in p.stderr and p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
+    err = errors(p.stderr)
+    assert msg in err and err.count("\n") == 1 and "Traceback" not in err
 
 
 def test_bench_json(model):
@@ -276,4 +277,5 @@ def test_out_of_memory_at_load_is_one_line():
         preexec_fn=limit,
     )
     assert p.returncode == 2
-    assert p.stderr.startswith("anubis: model failed to load") and p.stderr.count("\n") == 1
+    err = errors(p.stderr)
+    assert err.startswith("anubis: model failed to load") and err.count("\n") == 1
