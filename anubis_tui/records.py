@@ -312,7 +312,10 @@ def record_from_plain(obj: Any) -> Record:
             for v in values:
                 if (v is not None and not isinstance(v, int | float)) or isinstance(v, bool):
                     raise RecordError("sample value must be a number or nil")
-            return Sample(_int(t), [_value(v) for v in values])
+            # One pass in C over the types; non-finite floats are 'no reading' to every reader.
+            if not set(map(type, values)) <= _VALUE_TYPES:
+                raise RecordError("sample value must be a number or nil")
+            return Sample(_int(t), values if isinstance(values, list) else list(values))
         if code == RecordType.TOKENS:
             _, t, count, phase, request, t_first = obj
             if phase not in PHASES:
@@ -366,17 +369,7 @@ def _int(v: Any, hi: int = MAX_T) -> int:
     return v
 
 
-def _value(v: Any) -> Value:
-    """A sample value: a finite number, else no reading (None). Anything else is refused."""
-    if v is None:
-        return None
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        raise RecordError("sample value must be a number or nil")
-    if isinstance(v, float) and not math.isfinite(v):
-        return None  # NaN or ±inf: no reading
-    if isinstance(v, int) and not -(2**63) <= v < 2**64:
-        return None
-    return v
+_VALUE_TYPES = {type(None), int, float}
 
 
 def _unique(chans: list[Channel]) -> list[Channel]:

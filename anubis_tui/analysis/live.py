@@ -164,8 +164,8 @@ class LiveState:
 
     def _sample(self, rec: Sample) -> None:
         for i, v in enumerate(rec.values):
-            if v is None or i >= len(self.channels):
-                continue
+            if v is None or i >= len(self.channels) or not math.isfinite(v):
+                continue  # no reading (NaN and ±inf are none either)
             self.latest[i] = v
             c = self.channels[i]
             if c.kind == "throttle":

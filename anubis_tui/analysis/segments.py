@@ -229,6 +229,7 @@ class SegmentFold:
         self._power_i = self._energy_i = self._cpu_i = -1
         self._temp_i: list[int] = []
         self._throttle: list[tuple[int, Channel]] = []
+        self._flag_cache: dict[int, dict[int, tuple[tuple[str, ...], tuple[str, ...]]]] = {}
         self.segments: list[Segment] = [Segment(0, None, None, 0)]
         self.knobs: dict[str, Any] = {}
         self.t = 0
@@ -282,6 +283,18 @@ class SegmentFold:
             elif c.kind == "throttle":
                 self._throttle.append((i, c))
 
+    def _flags(self, i: int, c: Channel, mask: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(every flag name of the channel, those lit in `mask`), cached: masks repeat."""
+        cache = self._flag_cache.setdefault(i, {})
+        hit = cache.get(mask)
+        if hit is None:
+            active, _ = decode_flags(c, mask)
+            names = tuple(dict.fromkeys(c.meta.get("flags", {}).values()))
+            hit = (names, tuple(n for n in names if n in active))
+            if len(cache) < 4096:
+                cache[mask] = hit
+        return hit
+
     @staticmethod
     def _at(values: list[Any], i: int) -> float | None:
         if i < 0 or i >= len(values):
@@ -314,13 +327,13 @@ class SegmentFold:
                 a.temp_max = v
         for i, c in self._throttle:
             v = self._at(vals, i)
-            if v is None or not 0 <= v < 2**63:
+            if v is None or not 0 <= v < 2**64:
                 continue
-            active, _ = decode_flags(c, int(v))
-            for name in dict.fromkeys(c.meta.get("flags", {}).values()):
+            names, active = self._flags(i, c, int(v))
+            for name in names:
                 a.flag_n[name] = a.flag_n.get(name, 0) + 1
-                if name in active:
-                    a.flag_hits[name] = a.flag_hits.get(name, 0) + 1
+            for name in active:
+                a.flag_hits[name] = a.flag_hits.get(name, 0) + 1
         cpu = self._at(vals, self._cpu_i)
         if cpu is not None:
             a.cpu_sum += cpu

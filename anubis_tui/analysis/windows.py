@@ -123,10 +123,12 @@ def throttle_share(rec: Recording, a: int, b: int) -> dict[str, float]:
         names = set(c.meta.get("flags", {}).values())
         for name in names:
             total[name] = total.get(name, 0) + len(col)
-        for v in col:
+        # Masks repeat: decode each distinct one once.
+        masks, n = np.unique(col[(col >= 0) & (col < 2.0**64)], return_counts=True)
+        for v, k in zip(masks, n, strict=True):
             active, _ = decode_flags(c, int(v))
-            for name in active:
-                counts[name] = counts.get(name, 0) + 1
+            for name in set(active):
+                counts[name] = counts.get(name, 0) + int(k)
     return {n: counts.get(n, 0) / total[n] for n in sorted(total) if total[n]}
 
 

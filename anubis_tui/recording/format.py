@@ -24,11 +24,12 @@ FORMAT_NAME = "anubis-recording"
 SCHEMA = (1, 0)
 """Major bumps break readers; minor bumps only add fields or record kinds readers may skip."""
 
-# Limits for readers: no single object in a recording comes near them.
-MAX_STR = 1 << 20
-MAX_ARRAY = 1 << 16
-MAX_MAP = 1 << 14
-MAX_BUFFER = 16 << 20
+# Bounds, the same for the writer and the reader (docs/recording-format.md):
+MAX_CHANNELS = 100_000  # a channel table (the Header plus every ChannelsAdded)
+MAX_STR = 1 << 20  # one string or bin
+MAX_ARRAY = 1 << 17  # one array: a Sample holds one value per channel
+MAX_MAP = 1 << 14  # one map (a payload, a channel's meta)
+MAX_BUFFER = 64 << 20  # one record, as packed (a Header of MAX_CHANNELS channels fits)
 
 
 def packer() -> msgpack.Packer:
@@ -51,6 +52,10 @@ def host_facts() -> dict[str, Any]:
     }
 
 
+class FormatError(ValueError):
+    """A session that would make a recording no reader takes."""
+
+
 def make_header(
     channels: list[Channel],
     t0_monotonic_ns: int,
@@ -58,6 +63,11 @@ def make_header(
     config: dict[str, Any] | None = None,
     extra_host: dict[str, Any] | None = None,
 ) -> Header:
+    if len(channels) > MAX_CHANNELS:
+        raise FormatError(
+            f"{len(channels)} channels: a recording holds at most {MAX_CHANNELS} "
+            "(readers refuse more)"
+        )
     return Header(
         format=FORMAT_NAME,
         schema=SCHEMA,

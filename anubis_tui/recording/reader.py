@@ -19,7 +19,15 @@ from typing import IO, Any
 import msgpack
 import numpy as np
 
-from anubis_tui.recording.format import FORMAT_NAME, MAX_ARRAY, MAX_BUFFER, MAX_MAP, MAX_STR, SCHEMA
+from anubis_tui.recording.format import (
+    FORMAT_NAME,
+    MAX_ARRAY,
+    MAX_BUFFER,
+    MAX_CHANNELS,
+    MAX_MAP,
+    MAX_STR,
+    SCHEMA,
+)
 from anubis_tui.records import (
     Channel,
     ChannelsAdded,
@@ -77,6 +85,7 @@ class RecordStream:
         self.header: Header | None = None
         self.recovery = Recovery()
         self.failed = False
+        self._channels = 0
         self._offset = 0
         self._fed = 0
 
@@ -129,8 +138,13 @@ class RecordStream:
                     f"anubis (reads {SCHEMA[0]}.x); use a matching version of anubis"
                 )
             self.header = rec
+            self._channels = len(rec.channels)
         elif isinstance(rec, Header):
             raise RecordError("a second Header inside the recording")
+        if isinstance(rec, ChannelsAdded):
+            self._channels += len(rec.channels)
+        if self._channels > MAX_CHANNELS:
+            raise RecordError(f"more than {MAX_CHANNELS} channels")
 
     def _fail(self, reason: str) -> None:
         self.failed = True
@@ -275,6 +289,7 @@ def from_records(records: list[Record], recovery: Recovery | None = None) -> Rec
     if arr.size:
         arr[arr == None] = np.nan  # noqa: E711 - elementwise comparison on an object array
     values = arr.astype(np.float64) if arr.size else np.zeros((len(rows), n))
+    values[~np.isfinite(values)] = np.nan  # ±inf is no reading, as NaN is
     order = np.argsort(np.array(ts, dtype=np.int64), kind="stable")
     toks.sort(key=lambda x: x.t)
     events.sort(key=lambda x: x.t)

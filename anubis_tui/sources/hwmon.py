@@ -31,6 +31,8 @@ from anubis_tui.sources.base import (
 OWNED_ELSEWHERE = {"ina3221", "rpi_volt"}
 ATTR_RE = re.compile(r"^(temp|in|curr|power|energy)(\d+)_(input|average)$")
 # Not documented per chip; a conservative default (design.md), overridden by update_interval.
+MAX_CHIPS = 64  # a large server has a dozen or two
+MAX_ATTRS_PER_CHIP = 64  # real chips have a few dozen at most (a 64-core k10temp: ~20)
 DEFAULT_PERIOD_S = {"temp": 0.5, "in": 0.1, "curr": 0.1, "power": 0.1, "energy": 0.1}
 SCALE = {"temp": 1e-3, "in": 1e-3, "curr": 1e-3, "power": 1e-6, "energy": 1e-6}
 KIND = {
@@ -85,7 +87,12 @@ class HwmonSource(Source):
             return [cls(name="hwmon", reason="no /sys/class/hwmon chips")]
         out: list[Source] = []
         seen_names: dict[str, int] = {}
-        for d in unique_dirs(dirs):
+        for k, d in enumerate(unique_dirs(dirs)):
+            if k >= MAX_CHIPS:
+                out.append(
+                    cls(name="hwmon", reason=f"{len(dirs)} hwmon chips: the first {MAX_CHIPS} read")
+                )
+                break
             try:
                 chip = read_text(d / "name")
             except PermissionError:
@@ -113,7 +120,14 @@ class HwmonSource(Source):
                 continue
         interval = read_int(d / "update_interval")
         groups: dict[float, tuple[list[Channel], list[_Attr]]] = {}
-        for fname in sorted(files, key=_natural):
+        names = sorted(files, key=_natural)
+        if len(names) > MAX_ATTRS_PER_CHIP:
+            # A chip with thousands of attributes would cost the sampler a syscall each.
+            self.reason = (
+                self.reason + f" {len(names)} attributes, the first {MAX_ATTRS_PER_CHIP} read;"
+            ).strip()
+            names = names[:MAX_ATTRS_PER_CHIP]
+        for fname in names:
             m = ATTR_RE.match(fname)
             assert m is not None
             typ, num, item = m.groups()

@@ -261,3 +261,26 @@ def test_sample_records_are_under_12_bytes_per_value(syn):
     samples = [r for r in records if isinstance(r, Sample)]
     size = sum(len(pack(r)) for r in samples)
     assert size / sum(len(r.values) for r in samples) < 12
+
+
+def test_the_reader_takes_every_channel_table_the_writer_makes(tmp_path):
+    from anubis_tui.recording.format import MAX_CHANNELS, FormatError
+    from anubis_tui.recording.writer import RecordingWriter, open_output
+    from anubis_tui.records import Channel, Footer, Sample
+
+    def chans(n):
+        return [
+            Channel(id=f"c{i}", label=f"c{i}", source="s", kind="power", unit="W",
+                    scope="gpu", method="instant", update_period_s=0.1)
+            for i in range(n)
+        ]  # fmt: skip
+
+    path = tmp_path / "wide.msgpack"
+    w = RecordingWriter(open_output(str(path)), make_header(chans(66_032), 0))
+    w.submit(Sample(1, [1.0] * 66_032))
+    w.close(Footer(2, {"clean": True}))
+    rec = load(path)
+    assert len(rec.channels) == 66_032 and rec.values.shape == (1, 66_032)
+    assert not rec.recovery.truncated
+    with pytest.raises(FormatError):
+        make_header(chans(MAX_CHANNELS + 1), 0)

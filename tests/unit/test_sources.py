@@ -317,3 +317,27 @@ def test_hwmon_and_nvml_energy_resets_are_recorded_not_invented(tree, fake_nvml,
     e, p = eg.read(2_000_000_000)
     assert e == pytest.approx(5100.0) and p is None
     assert [k for k, _ in eg.notes] == ["counter_reset"]
+
+
+def test_huge_hwmon_directories_are_bounded(tree):
+    from anubis_tui.sources.hwmon import MAX_ATTRS_PER_CHIP, MAX_CHIPS, HwmonSource
+
+    root = tree("empty_container")
+    cls = root / "sys/class/hwmon"
+    cls.mkdir(parents=True, exist_ok=True)
+    big = cls / "hwmon0"
+    big.mkdir()
+    (big / "name").write_text("bigchip\n")
+    for i in range(1, 2001):
+        (big / f"temp{i}_input").write_text("40000\n")
+    for k in range(1, MAX_CHIPS + 20):
+        d = cls / f"hwmon{k}"
+        d.mkdir()
+        (d / "name").write_text(f"chip{k}\n")
+        (d / "temp1_input").write_text("30000\n")
+    found = [s for s in discover(SysfsRoot(root), config={"nvml_module": "absent"},
+             warn=lambda m: None) if isinstance(s, HwmonSource)]  # fmt: skip
+    bigsrc = next(s for s in found if s.chip == "bigchip")
+    assert len(bigsrc.channels) == MAX_ATTRS_PER_CHIP and "2000 attributes" in bigsrc.reason
+    assert len([s for s in found if s.available]) == MAX_CHIPS
+    assert any("hwmon chips: the first" in s.reason for s in found if not s.available)
