@@ -118,3 +118,26 @@ def test_export_csv_and_plot(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     events = [r for r in read_all(out)[0] if isinstance(r, Event)]
     assert events == [] or all(e.kind != "error" for e in events)
+
+
+def test_sigint_during_a_worker_relaunch_ends_at_once_with_a_footer(tmp_path):
+    """Ctrl-C used to wait out the 2-minute relaunch wait of a plan's scalene step."""
+    out = tmp_path / "s.msgpack"
+    proc = subprocess.Popen(
+        [*ANUBIS, "record", "-o", str(out), "--threads", "2", "--plan", "off:3,scalene@100:30"],
+        stderr=subprocess.PIPE,
+        env=cli_env("empty_container"),
+    )
+    assert proc.stderr is not None
+    line = b""
+    end = time.monotonic() + 90
+    while b"plan off" not in line and time.monotonic() < end:
+        line = proc.stderr.readline()
+    time.sleep(3.5)  # the plan is now starting scalene: a probe, then a relaunch
+    t = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    proc.wait(30)
+    assert time.monotonic() - t < 15
+    records, recovery = read_all(out)
+    assert not recovery.truncated and isinstance(records[-1], Footer)
+    assert records[-1].totals["stopped_by"] == "signal"

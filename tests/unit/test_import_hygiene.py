@@ -34,3 +34,15 @@ def test_headless_modules_do_not_import_textual():
     )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert p.stdout.strip() == ""
+
+
+def test_the_layers_contract_holds():
+    """cli → ui → session → profilers → sources | inference | analysis → recording → records."""
+    import shutil
+
+    exe = shutil.which("lint-imports") or str(
+        __import__("pathlib").Path(sys.executable).with_name("lint-imports")
+    )
+    p = subprocess.run([exe], capture_output=True, text=True, check=False)
+    assert p.returncode == 0, p.stdout[-2000:]
+    assert "Layers" in p.stdout and "KEPT" in p.stdout and "BROKEN" not in p.stdout
