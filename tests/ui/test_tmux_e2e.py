@@ -39,6 +39,17 @@ def wait_screen(name: str, pred, timeout: float = 60.0) -> str:
     raise AssertionError(f"screen never matched; last screen:\n{s}")
 
 
+def quit_and_wait(name: str, timeout: float = 20.0) -> None:
+    """Press q and wait for the app (and its tmux session) to end."""
+    tmux("send-keys", "-t", name, "q", check=True)
+    end = time.monotonic() + timeout
+    while (
+        time.monotonic() < end
+        and tmux("has-session", "-t", name, capture_output=True).returncode == 0
+    ):
+        time.sleep(0.2)
+
+
 def test_anubis_in_tmux(tmp_path: Path):
     assert shutil.which("tmux"), "tmux is installed by .ci/run"
     rec = tmp_path / "e2e.msgpack"
@@ -63,13 +74,7 @@ def test_anubis_in_tmux(tmp_path: Path):
         tmux("send-keys", "-t", name, "m", check=True)
         tmux("send-keys", "-t", name, "space", check=True)
         wait_screen(name, lambda s: "paused" in s, 30)
-        tmux("send-keys", "-t", name, "q", check=True)
-        end = time.monotonic() + 20
-        while (
-            time.monotonic() < end
-            and tmux("has-session", "-t", name, capture_output=True).returncode == 0
-        ):
-            time.sleep(0.2)
+        quit_and_wait(name)
     finally:
         tmux("kill-server", capture_output=True)
     records, recovery = read_all(rec)
@@ -101,13 +106,7 @@ def test_profilers_found_beside_the_interpreter_when_the_venv_is_not_on_path(tmp
         tmux("send-keys", "-t", name, "p", check=True)
         s = wait_screen(name, lambda s: "py-spy @ 100 Hz" in s or "not installed" in s, 30)
         assert "not installed" not in s
-        tmux("send-keys", "-t", name, "q", check=True)
-        end = time.monotonic() + 20
-        while (
-            time.monotonic() < end
-            and tmux("has-session", "-t", name, capture_output=True).returncode == 0
-        ):
-            time.sleep(0.2)
+        quit_and_wait(name)
     finally:
         tmux("kill-server", capture_output=True)
     records, _ = read_all(rec)
