@@ -17,6 +17,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import sysconfig
 import threading
 import time
@@ -37,18 +38,13 @@ def script_path(name: str) -> str | None:
     A venv's scripts directory is not on PATH unless the venv is activated, and
     pipx never puts a dependency's scripts there: look beside the interpreter first.
     """
-    for scheme_dir in (sysconfig.get_path("scripts"), os.path.dirname(os.path.realpath(_exe()))):
+    beside = os.path.dirname(sys.executable) if sys.executable else ""  # venv/bin, unresolved
+    for scheme_dir in (sysconfig.get_path("scripts"), beside):
         if scheme_dir:
             cand = os.path.join(scheme_dir, name)
             if os.path.isfile(cand) and os.access(cand, os.X_OK):
                 return cand
     return shutil.which(name)
-
-
-def _exe() -> str:
-    import sys
-
-    return sys.executable or ""
 
 
 def pyspy_binary() -> str | None:

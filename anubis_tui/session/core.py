@@ -11,6 +11,7 @@ event loop.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import tempfile
@@ -276,8 +277,6 @@ class Session:
         key = " ".join(prefix[:4])
         if key in self._probes:
             return self._probes[key]
-        import dataclasses
-
         spec = dataclasses.replace(self.spec, max_requests=1, max_tokens=8)
         seen: list[str] = []
         log = Path(tempfile.mkdtemp(prefix="anubis-probe-")) / "probe.log"

@@ -261,7 +261,8 @@ class AnubisApp(App[int]):
     def action_rate(self, direction: int) -> None:
         def step(s: Session) -> Outcome:
             out = s.step_rate(direction)
-            self.query_one(MonitorPanel).target_hz = s.rate_hz
+            rate = s.rate_hz
+            self.call_from_thread(lambda: setattr(self.query_one(MonitorPanel), "target_hz", rate))
             return out
 
         self.control(step)
