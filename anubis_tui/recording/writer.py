@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import stat
 import sys
 import threading
 import time
@@ -63,6 +64,7 @@ class RecordingWriter:
     ) -> None:
         self.out = out
         self._stdout = _is_stdout(out)
+        self._can_sync = _is_regular(out)  # fsync a file, not a pipe or /dev/null
         self.fsync_s = fsync_s
         self.flush_s = flush_s
         self.on_error = on_error or (lambda msg: None)
@@ -115,7 +117,7 @@ class RecordingWriter:
             return
         try:
             self.out.flush()
-            if sync and not self._stdout:
+            if sync and self._can_sync:
                 os.fsync(self.out.fileno())
         except OSError as e:
             self._fail(e)
@@ -157,6 +159,13 @@ class RecordingWriter:
                         last_sync = now
             except Exception as e:  # disk full, a gone directory, or a record that will not pack
                 self._fail(e)
+
+
+def _is_regular(out: IO[bytes]) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(out.fileno()).st_mode)
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _is_stdout(out: IO[bytes]) -> bool:
