@@ -18,12 +18,14 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 CHECK_BOUND_PCT = 10.0
 SOCKET = "anubis-bench"
 
@@ -37,18 +39,18 @@ def cpu_pct(proc: psutil.Process, seconds: float) -> float:
     return 100 * (c1 - c0) / (time.monotonic() - t0)
 
 
-def headless(seconds: float, env: dict[str, str]) -> float:
+def headless(seconds: float, env: dict[str, str], model: list[str], out: str) -> float:
     p = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "anubis_tui",
             "record",
-            "--no-model",
+            *(model or ["--no-model"]),
             "--duration",
             str(seconds + 4),
             "-o",
-            os.devnull,
+            out,
             "--force",
         ],
         env=env,
@@ -57,7 +59,15 @@ def headless(seconds: float, env: dict[str, str]) -> float:
     try:
         return cpu_pct(psutil.Process(p.pid), seconds)
     finally:
-        p.wait(30)
+        p.wait(60)
+
+
+def decode_tps(path: str) -> float | None:
+    """Decode tok/s of a recording, as `anubis report` computes it."""
+    from anubis_tui.analysis.report import report
+    from anubis_tui.recording.reader import load
+
+    return report(load(path))["tokens"]["decode_tps"]
 
 
 def in_tmux(cmd: str, match: str, seconds: float, env: dict[str, str]) -> float:
@@ -90,22 +100,32 @@ def in_tmux(cmd: str, match: str, seconds: float, env: dict[str, str]) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--model", action="store_true", help="with inference (threads = CPU count)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--check", action="store_true")
     a = ap.parse_args()
     env = {**os.environ, "TERM": "xterm-256color", "ANUBIS_CONFIG": "/nonexistent.toml"}
     res: dict[str, float | None] = {}
-    res["headless_record_pct"] = headless(a.seconds, env)
-    res["app_pct"] = in_tmux(
-        f"{sys.executable} -m anubis_tui run --no-model --no-record", "anubis_tui", a.seconds, env
+    tmp = tempfile.mkdtemp(prefix="anubis-uicost-")
+    model = ["--threads", str(os.cpu_count() or 2)] if a.model else []
+    rec_h, rec_a = f"{tmp}/headless.msgpack", f"{tmp}/app.msgpack"
+    res["headless_record_pct"] = headless(a.seconds, env, model, rec_h if a.model else os.devnull)
+    run = f"{sys.executable} -m anubis_tui run " + (
+        " ".join([*model, "--record", rec_a]) if a.model else "--no-model --no-record"
     )
+    res["app_pct"] = in_tmux(run, "anubis_tui", a.seconds, env)
     res["ui_adds_pct"] = res["app_pct"] - res["headless_record_pct"]
+    if a.model:
+        h, u = decode_tps(rec_h), decode_tps(rec_a)
+        res["headless_decode_tps"], res["app_decode_tps"] = h, u
+        res["app_tps_ratio"] = (u / h) if h and u else None
     res["btop_pct"] = in_tmux("btop", "btop", a.seconds, env) if shutil.which("btop") else None
     if a.json:
         print(json.dumps(res, indent=1))
     else:
         for k, v in res.items():
-            print(f"{k:<22} {'not installed' if v is None else f'{v:6.2f} % of one core'}")
+            unit = " % of one core" if k.endswith("_pct") else ""
+            print(f"{k:<22} {'—' if v is None else f'{v:8.3f}{unit}'}")
     if a.check and res["ui_adds_pct"] > CHECK_BOUND_PCT:
         print(f"FAIL: the UI adds more than {CHECK_BOUND_PCT} % of a core", file=sys.stderr)
         return 1

@@ -102,6 +102,8 @@ class AnubisApp(App[int]):
         self.session: Session | None = None
         self._events_seen = 0
         self._last_frame = time.monotonic()
+        self._lines: dict[str, str] = {}
+        self._panels: list[Panel] = []
         super().__init__()
         if config.keys:
             self.set_keymap(dict(config.keys))
@@ -127,6 +129,7 @@ class AnubisApp(App[int]):
         yield Footer()
 
     def on_mount(self) -> None:
+        self._panels = list(self.query(Panel))
         self.query_one(MonitorPanel).target_hz = self.config.rate_hz
         self.set_interval(1 / UI_FPS, self.frame)
         self.frame()  # the first frame now, not a timer period later
@@ -208,17 +211,22 @@ class AnubisApp(App[int]):
         where = self.session.recording if self.session is not None else None
         rec = f"  ● rec {Path(where).name}" if where else ""
         paused = "  ⏸ paused" if s.paused else ""
-        self.query_one("#title", Static).update(
-            f" anubis {mode}  {host}  {model}  t={s.t_s:.0f}s{rec}{paused}"
-        )
-        for panel in self.query(Panel):
+        self._line("#title", f" anubis {mode}  {host}  {model}  t={s.t_s:.0f}s{rec}{paused}")
+        for panel in self._panels:
             panel.refresh_from(s)
         warn = self.query_one("#warning", Static)
-        warn.update(f" ⚠ {s.throttle_warning}" if s.throttle_warning else "")
-        warn.display = bool(s.throttle_warning)
+        self._line("#warning", f" ⚠ {s.throttle_warning}" if s.throttle_warning else "")
+        if warn.display != bool(s.throttle_warning):
+            warn.display = bool(s.throttle_warning)  # the one change that needs a layout
         self.query_one(Charts).refresh_from(s)
         if self.replay is not None:
             self.query_one(Timeline).refresh_from(self.replay, self.size.width or 80)
+
+    def _line(self, wid: str, text: str) -> None:
+        """A one-line Static: repainted when its text changes, never laid out again."""
+        if self._lines.get(wid) != text:
+            self._lines[wid] = text
+            self.query_one(wid, Static).update(text, layout=False)
 
     def pump_events(self) -> None:
         events, self._events_seen = self.state.new_events(self._events_seen)

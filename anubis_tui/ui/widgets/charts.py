@@ -61,4 +61,4 @@ class Charts(Vertical):
             i = m - first
             if 0 <= i < width:
                 strip[i] = "│"
-        self.query_one("#segments", Static).update("      " + "".join(strip))
+        self.query_one("#segments", Static).update("      " + "".join(strip), layout=False)

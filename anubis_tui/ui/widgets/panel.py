@@ -29,6 +29,7 @@ class Panel(Static):
         self.show(self.text(s))
 
     def show(self, text: str) -> None:
+        # Panels are grid cells of fixed size: a new text needs a repaint, never a layout.
         if text != self._text:
             self._text = text
-            self.update(text)
+            self.update(text, layout=False)

@@ -10,6 +10,7 @@ from anubis_tui.analysis.replay import Replay
 class Timeline(Static):
     def __init__(self) -> None:
         super().__init__("", id="timeline")
+        self._text = ""
 
     def refresh_from(self, rp: Replay, width_total: int) -> None:
         end = max(1, rp.end_ns)
@@ -22,6 +23,9 @@ class Timeline(Static):
         bar[pos] = "●"
         state = "▶" if rp.playing else "⏸"
         live = " LIVE" if rp.growing and rp.pos_ns >= rp.end_ns - 1_000_000_000 else ""
-        self.update(
-            f" {state} {rp.pos_ns / 1e9:6.1f}/{end / 1e9:.1f}s {rp.speed:g}×{live} " + "".join(bar)
+        text = f" {state} {rp.pos_ns / 1e9:6.1f}/{end / 1e9:.1f}s {rp.speed:g}×{live} " + "".join(
+            bar
         )
+        if text != self._text:
+            self._text = text
+            self.update(text, layout=False)
