@@ -37,6 +37,7 @@ Definitions (each figure has exactly one):
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -548,26 +549,73 @@ def _mid(f: Figures) -> float:
 
 def choose_baseline(figs: Sequence[Figures], f: Figures) -> tuple[Figures | None, str | None]:
     """The nearest fair baseline for `f`, or (None, why there is none)."""
-    same = [b for b in figs if b.baseline and b.enough_data and b.knobs == f.knobs]
-    if not same:
-        return None, "no baseline with enough data"
-    fair = [b for b in same if not throttle_mismatch(f, b)]
-    if not fair:
-        flags = sorted(set().union(*(throttle_mismatch(f, b) for b in same)))
-        return None, "throttled: " + ",".join(flags)
-    mid = _mid(f)
-    return min(fair, key=lambda b: (abs(_mid(b) - mid), b.start_s)), None
+    return _Baselines(figs).choose(f)
+
+
+class _Baselines:
+    """The baselines with enough data, by midpoint: the nearest fair one is found by
+    walking outwards from `f`'s midpoint, so a live panel with many segments stays cheap."""
+
+    def __init__(self, figs: Sequence[Figures]) -> None:
+        self.by_mid = sorted(
+            (b for b in figs if b.baseline and b.enough_data), key=lambda b: (_mid(b), b.start_s)
+        )
+        self.mids = [_mid(b) for b in self.by_mid]
+
+    def choose(self, f: Figures) -> tuple[Figures | None, str | None]:
+        mid = _mid(f)
+        i = bisect.bisect_left(self.mids, mid)
+        lo, hi = i - 1, i
+        best: Figures | None = None
+        seen_same = False
+        mismatch: set[str] = set()
+        # Candidates in order of distance (ties: the earlier start first).
+        while lo >= 0 or hi < len(self.by_mid):
+            left = self.by_mid[lo] if lo >= 0 else None
+            right = self.by_mid[hi] if hi < len(self.by_mid) else None
+            if best is not None:
+                d = abs(_mid(best) - mid)
+                if (left is None or mid - _mid(left) > d) and (
+                    right is None or _mid(right) - mid > d
+                ):
+                    break
+            pick_left = right is None or (
+                left is not None
+                and ((mid - _mid(left), left.start_s) <= (_mid(right) - mid, right.start_s))
+            )
+            b = left if pick_left else right
+            if pick_left:
+                lo -= 1
+            else:
+                hi += 1
+            assert b is not None
+            if b.knobs != f.knobs:
+                continue
+            seen_same = True
+            bad = throttle_mismatch(f, b)
+            if bad:
+                mismatch |= bad
+                continue
+            key = (abs(_mid(b) - mid), b.start_s)
+            if best is None or key < (abs(_mid(best) - mid), best.start_s):
+                best = b
+        if best is not None:
+            return best, None
+        if not seen_same:
+            return None, "no baseline with enough data"
+        return None, "throttled: " + ",".join(sorted(mismatch))
 
 
 def compare(figs: list[Figures]) -> None:
     """Fill each profiler segment's delta in place (none without enough data or a fair baseline)."""
+    bases = _Baselines(figs)
     for f in figs:
         if f.baseline:
             continue
         if not f.enough_data:
             f.not_comparable = "worker died" if f.died else "too little data"
             continue
-        b, why = choose_baseline(figs, f)
+        b, why = bases.choose(f)
         if b is None:
             f.not_comparable = why
             continue
