@@ -66,17 +66,37 @@ def config_path() -> Path:
 MAX_CONFIG_BYTES = 1 << 20
 
 
-def read_regular(path: Path, limit: int, what: str) -> bytes:
-    """A regular file's bytes (at most `limit`), opened without blocking and never a FIFO.
+class NotRegularFile(OSError):
+    """A path that is a FIFO, a device or a directory where a file was wanted."""
 
-    Raises OSError with a message for anything else: a FIFO, a device, a directory.
+    def __init__(self, path: str | os.PathLike[str], is_dir: bool) -> None:
+        super().__init__(f"{path} is {'a directory' if is_dir else 'not a regular file'}")
+        self.is_dir = is_dir
+
+
+def open_regular(path: str | os.PathLike[str]) -> int:
+    """A file descriptor of a regular file, opened without blocking (a FIFO never hangs it).
+
+    The descriptor blocks again once checked. NotRegularFile for anything else;
+    other OSErrors (missing, denied) as os.open raises them.
     """
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise NotRegularFile(path, stat.S_ISDIR(mode))
+    os.set_blocking(fd, True)
+    return fd
+
+
+def read_regular(path: Path, limit: int, what: str) -> bytes:
+    """A regular file's bytes (at most `limit`); OSError with a message for anything else."""
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise OSError(f"{path} is not a regular file ({what} must be one)")
-        if st.st_size > limit:
+        fd = open_regular(path)
+    except NotRegularFile as e:
+        raise OSError(f"{e} ({what} must be a regular file)") from None
+    try:
+        if os.fstat(fd).st_size > limit:
             raise OSError(f"{path} is larger than {limit} bytes")
         chunks = []
         while chunk := os.read(fd, 65536):

@@ -309,9 +309,6 @@ def record_from_plain(obj: Any) -> Record:
             _, t, values = obj
             if not isinstance(values, list | tuple):
                 raise RecordError("sample values must be an array")
-            for v in values:
-                if (v is not None and not isinstance(v, int | float)) or isinstance(v, bool):
-                    raise RecordError("sample value must be a number or nil")
             # One pass in C over the types; non-finite floats are 'no reading' to every reader.
             if not set(map(type, values)) <= _VALUE_TYPES:
                 raise RecordError("sample value must be a number or nil")
@@ -325,7 +322,7 @@ def record_from_plain(obj: Any) -> Record:
             _, t, kind, payload = obj
             if not isinstance(kind, str) or not isinstance(payload, dict):
                 raise RecordError("event needs a kind string and a payload map")
-            return Event(_int(t), kind, clean_payload(kind, payload))
+            return Event(_int(t), kind, clean_payload(payload))
         if code == RecordType.HEADER:
             _, d = obj
             if not isinstance(d, dict):
@@ -409,7 +406,7 @@ _PAYLOAD_NUMBERS: dict[str, tuple[float, float]] = {  # field → (lowest, highe
 _PAYLOAD_TEXT = ("profiler", "mode", "ready", "reason", "name", "label", "signal", "stop")
 
 
-def clean_payload(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
+def clean_payload(payload: dict[str, Any]) -> dict[str, Any]:
     """The payload with every field analysis reads checked; bad ones dropped."""
     out = dict(payload)
     for k, (lo, hi) in _PAYLOAD_NUMBERS.items():

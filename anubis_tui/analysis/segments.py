@@ -92,6 +92,7 @@ def segment_setting(e: Event) -> tuple[str | None, float | None]:
 
 
 def _num(v: Any) -> float | None:
+    """A finite number as float; None for anything else (no reading, or a bad value)."""
     if isinstance(v, bool) or not isinstance(v, int | float):
         return None
     f = float(v)
@@ -298,13 +299,7 @@ class SegmentFold:
 
     @staticmethod
     def _at(values: list[Any], i: int) -> float | None:
-        if i < 0 or i >= len(values):
-            return None
-        v = values[i]
-        if isinstance(v, bool) or not isinstance(v, int | float):
-            return None
-        f = float(v)
-        return f if math.isfinite(f) else None
+        return _num(values[i]) if 0 <= i < len(values) else None
 
     def _sample(self, rec: Sample, seg: Segment) -> None:
         vals = rec.values

@@ -90,28 +90,32 @@ def cmd_record(args: argparse.Namespace, config: Config) -> int:
             stop.set()
             reason = "start failed"
             raise CliError(str(e) if not e.strerror else f"cannot start: {e.strerror}") from None
+        done = None
         if plan is not None:
             done = threading.Event()
             threading.Thread(
                 target=_run_plan, args=(session, plan, stop, done), name="plan", daemon=True
             ).start()
-            while not (stop.is_set() or done.wait(0.2)):
-                if session.writer is not None and session.writer.error:
-                    stop.set()  # nothing more can be kept: end the plan too
-            reason = "signal" if stop.is_set() and not done.is_set() else "plan"
+        end = time.monotonic() + args.duration if args.duration and plan is None else None
+        # One wait, whatever ends it first: a signal, the plan, the duration, the worker
+        # or the recording failing.
+        while not stop.wait(0.2):
+            if done is not None and done.is_set():
+                reason = "plan"
+                break
+            # (A plan watches the worker itself: a scalene relaunch may bring it back.)
+            dead = spec is not None and not session.worker_alive() and session.worker_error
+            if done is None and dead:
+                reason = "worker"
+                break
+            if session.writer is not None and session.writer.error:
+                reason = "recording error"
+                break
+            if end is not None and time.monotonic() >= end:
+                break
         else:
-            end = time.monotonic() + args.duration if args.duration else None
-            while not stop.wait(0.2):
-                if spec is not None and not session.worker_alive() and session.worker_error:
-                    reason = "worker"
-                    break
-                if session.writer is not None and session.writer.error:
-                    reason = "recording error"
-                    break
-                if end is not None and time.monotonic() >= end:
-                    break
-            else:
-                reason = "signal"
+            reason = "signal"
+        stop.set()  # a plan still running stops at its next step
     finally:
         footer = session.stop(reason)
         for s, h in old.items():

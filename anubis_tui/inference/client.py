@@ -46,6 +46,16 @@ def unpacker() -> msgpack.Unpacker:
     )
 
 
+def exit_reason(returncode: int) -> str:
+    """``SIGSEGV`` for a process killed by a signal, else ``exit N``."""
+    if returncode >= 0:
+        return f"exit {returncode}"
+    try:
+        return signal.Signals(-returncode).name
+    except ValueError:
+        return f"signal {-returncode}"
+
+
 _LOG_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
 
@@ -248,10 +258,7 @@ class WorkerClient:
         if not self._stopping:
             payload: dict[str, Any] = {"returncode": rc, "log_tail": self.log_tail()}
             if rc < 0:
-                try:
-                    payload["signal"] = signal.Signals(-rc).name
-                except ValueError:
-                    payload["signal"] = f"signal {-rc}"
+                payload["signal"] = exit_reason(rc)
             if self.load_error:
                 payload["reason"] = self.load_error
             self.emit(Event(self._now(), "worker_died", payload))

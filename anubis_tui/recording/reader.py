@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -19,6 +18,7 @@ from typing import IO, Any
 import msgpack
 import numpy as np
 
+from anubis_tui.config import NotRegularFile, open_regular
 from anubis_tui.recording.format import (
     FORMAT_NAME,
     MAX_ARRAY,
@@ -197,19 +197,18 @@ def _open(src: str | Path | IO[bytes]) -> tuple[IO[bytes], bool]:
         return src, False
     p = Path(src)
     try:
-        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        fd = open_regular(p)
+    except NotRegularFile as e:
+        what = "a directory" if e.is_dir else "not a regular file"
+        raise ReaderError(
+            f"{p} is {what}, not a recording (pipe a stream to `-` instead)"
+        ) from None
     except FileNotFoundError:
         raise ReaderError(f"no such recording: {p}") from None
     except PermissionError:
         raise ReaderError(f"cannot read {p}: permission denied") from None
     except OSError as e:
         raise ReaderError(f"cannot open {p}: {e.strerror or e}") from None
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        what = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
-        raise ReaderError(f"{p} is {what}, not a recording (pipe a stream to `-` instead)")
-    os.set_blocking(fd, True)
     return os.fdopen(fd, "rb"), True
 
 

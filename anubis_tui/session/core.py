@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import signal
 import tempfile
 import threading
 import time
@@ -24,7 +23,7 @@ from typing import IO, Any
 import psutil
 
 from anubis_tui.config import Config
-from anubis_tui.inference.client import WorkerClient, create_log
+from anubis_tui.inference.client import WorkerClient, create_log, exit_reason
 from anubis_tui.inference.models import ModelFacts
 from anubis_tui.inference.worker import Spec
 from anubis_tui.profilers.controller import Failure, ProfilerController, Step
@@ -293,13 +292,7 @@ class Session:
                 return "the session is stopping"
         err = None
         if "worker_stopped" not in seen or w.returncode != 0:
-            rc = w.returncode or 0
-            how = f"exit {rc}"
-            if rc < 0:
-                try:
-                    how = signal.Signals(-rc).name
-                except ValueError:
-                    how = f"signal {-rc}"
+            how = exit_reason(w.returncode or 0)
             tail = w.log_tail(1)
             err = f"a test worker under it died ({how})" + (f": {tail[-1][:120]}" if tail else "")
         self._probes[key] = err

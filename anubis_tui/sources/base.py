@@ -10,13 +10,13 @@ lower cadence.
 from __future__ import annotations
 
 import os
-import stat
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from anubis_tui.config import open_regular
 from anubis_tui.records import Channel, Value
 
 
@@ -95,14 +95,12 @@ def read_text(p: Path | str) -> str | None:
     attributes are): a FIFO or device planted in the tree is skipped.
     """
     try:
-        fd = os.open(p, _READ_FLAGS)
+        fd = open_regular(p)
     except PermissionError:
         raise
-    except OSError:
+    except OSError:  # missing, or not a regular file
         return None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
         raw = os.read(fd, MAX_ATTR_BYTES)
     except OSError:
         return None
