@@ -12,6 +12,12 @@ FIXTURES = ROOT / "tests" / "fixtures"
 FAKE_NVML = ROOT / "tests" / "fakes" / "nvml_h200.py"
 
 
+@pytest.fixture(autouse=True)
+def _private_state_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """No test reads or writes the user's device-change journal (~/.local/state/anubis)."""
+    monkeypatch.setenv("ANUBIS_STATE_DIR", str(tmp_path_factory.mktemp("state")))
+
+
 @pytest.fixture
 def tree(tmp_path: Path):
     """Copy a committed fake sysfs tree into tmp_path (so a test may change it) and return it."""

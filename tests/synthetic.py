@@ -77,10 +77,13 @@ def write(
     footer: bool = True,
     force: bool = False,
     cap_w: float = 200.0,
+    initial_knobs: dict | None = None,
 ) -> dict:
     """Phases of (seconds, watts, decode tok/s, profiler, rate): constant power and token rate.
 
     Token rates must be multiples of 20 (whole tokens per 50 ms batch).
+    A profiler of the form ``knob:NAME=VALUE`` is a knob change instead (an int
+    VALUE where it is one); `initial_knobs` is the ``knobs`` Event at the start.
 
     Requests are 1 s long, decode tokens come in 50 ms batches, energy is the
     integral of power (exact, piecewise constant). From `cap_w` watts on, the GPU
@@ -93,8 +96,16 @@ def write(
     tokens = 0
     req = 0
     dt = int(S / rate_hz)
+    knobs = dict(initial_knobs or {})
+    if initial_knobs is not None:
+        w.submit(Event(0, "knobs", {"values": dict(knobs), "state": {}}))
     for secs, watts, tps, prof, rate in phases:
-        if prof is not None:
+        if prof is not None and prof.startswith("knob:"):
+            name, _, text = prof[5:].partition("=")
+            value: object = int(text) if text.lstrip("-").isdigit() else text
+            w.submit(Event(t, "knob", {"name": name, "value": value, "previous": knobs.get(name)}))
+            knobs[name] = value
+        elif prof is not None:
             w.submit(Event(t, "profiler_on", {"profiler": prof, "rate_hz": rate}))
         elif t > 0:
             w.submit(Event(t, "profiler_off", {}))

@@ -13,7 +13,7 @@ import math
 import statistics
 import threading
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from anubis_tui.analysis.segments import SETTING_EVENTS, Figures, SegmentFold
@@ -84,6 +84,10 @@ class Snapshot:
     segments: list[Figures]  # every segment so far, oldest first (the same as `anubis report`)
     sampler_hz: float | None
     ended: bool
+    knobs: dict[str, Any] = field(default_factory=dict)  # every knob's value now
+    knob_state: dict[str, str] = field(default_factory=dict)  # why a knob can't change ("")
+    counter_jpt: list[tuple[Channel, float | None]] = field(default_factory=list)
+    # measured energy counters other than the system's (a GPU's), with J/token over 10 s
 
 
 class LiveState:
@@ -119,6 +123,10 @@ class LiveState:
         self._energy_start: float | None = None
         self.sampler_hz: float | None = None
         self.rate_event_hz: float | None = None
+        self.knobs: dict[str, Any] = {}
+        self.knob_state: dict[str, str] = {}
+        # Measured energy counters besides the system's: index → (t, joules, tokens) points.
+        self.counter_points: dict[int, deque[tuple[int, float, int]]] = {}
 
     # -- feeding ------------------------------------------------------------------
 
@@ -158,9 +166,12 @@ class LiveState:
 
     def _add_channels(self, chans: list[Channel]) -> None:
         for c in chans:
-            self.index[c.id] = len(self.channels)
+            i = len(self.channels)
+            self.index[c.id] = i
             self.channels.append(c)
             self.latest.append(None)
+            if c.kind == "energy" and c.method == "counter" and c.id != "system.energy":
+                self.counter_points[i] = deque()
 
     def _sample(self, rec: Sample) -> None:
         for i, v in enumerate(rec.values):
@@ -187,6 +198,11 @@ class LiveState:
                     self.jpt_points.popleft()
             elif c.id == "anubis.sampler.rate":
                 self.sampler_hz = v
+            elif i in self.counter_points:
+                pts = self.counter_points[i]
+                pts.append((rec.t, v, self.tokens))
+                while pts and pts[0][0] < rec.t - JPT_WINDOW_NS:
+                    pts.popleft()
 
     def _event(self, e: Event) -> None:
         self.events.append(e)
@@ -206,6 +222,15 @@ class LiveState:
             self.rate_event_hz = p.get("sampler_hz")
         elif e.kind == "marker" or e.kind in SETTING_EVENTS:
             self.marks.append(self._bin_idx)
+        if e.kind == "knobs":
+            if isinstance(p.get("values"), dict):
+                self.knobs = dict(p["values"])
+            if isinstance(p.get("state"), dict):
+                self.knob_state = {str(k): str(v) for k, v in p["state"].items()}
+        elif e.kind == "knob" and isinstance(p.get("name"), str):
+            self.knobs[p["name"]] = p.get("value")
+        elif e.kind == "model_loaded" and p.get("gpu_offload") is False:
+            self.knob_state["gpu_layers"] = "CPU-only build"
 
     def _advance_bins(self, t: int) -> None:
         idx = t // 1_000_000_000
@@ -272,6 +297,12 @@ class LiveState:
                 (_, e0, n0), (_, e1, n1) = self.jpt_points[0], self.jpt_points[-1]
                 if n1 > n0:
                     jpt_recent = (e1 - e0) / (n1 - n0)
+            counter_jpt = []
+            for i, pts in self.counter_points.items():
+                jpt = None
+                if len(pts) >= 2 and pts[-1][2] > pts[0][2]:
+                    jpt = (pts[-1][1] - pts[0][1]) / (pts[-1][2] - pts[0][2])
+                counter_jpt.append((self.channels[i], jpt))
             segments = self.segs.figures()
             current = segments[-1] if segments else None
             baseline = None
@@ -320,6 +351,9 @@ class LiveState:
                 segments=segments,
                 sampler_hz=self.sampler_hz,
                 ended=self.ended,
+                knobs=dict(self.knobs),
+                knob_state=dict(self.knob_state),
+                counter_jpt=counter_jpt,
             )
 
     def new_events(self, since: int) -> tuple[list[Event], int]:

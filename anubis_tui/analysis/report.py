@@ -7,7 +7,13 @@ from typing import Any
 
 import numpy as np
 
-from anubis_tui.analysis.segments import DEFINITIONS, fold
+from anubis_tui.analysis.segments import (
+    DEFINITIONS,
+    SPEED_BUDGET,
+    SegmentFold,
+    energy_optimal,
+    show_knob,
+)
 from anubis_tui.analysis.windows import energy_j, window
 from anubis_tui.recording.reader import Recording
 
@@ -63,7 +69,10 @@ def report(rec: Recording) -> dict[str, Any]:
     _, jit_max = _col_stats(rec, "anubis.sampler.jitter_p99")
     cpu_mean, _ = _col_stats(rec, "anubis.sampler.cpu")
     self_cpu, _ = _col_stats(rec, "proc.self.cpu")
-    segs = [f.plain() for f in fold(rec.records)]
+    sf = SegmentFold().consume_all(rec.records)
+    segs = [f.plain() for f in sf.figures()]
+    settings = sf.settings()
+    fastest, best = energy_optimal(settings)
     return {
         "duration_s": rec.duration_s,
         "host": rec.header.host.get("hostname"),
@@ -96,6 +105,11 @@ def report(rec: Recording) -> dict[str, Any]:
             "anubis_cpu_ratio": self_cpu,
         },
         "segments": segs,
+        "settings": [f.plain() for f in settings],
+        "fastest": fastest.name if fastest else None,
+        "energy_optimal": best.name if best else None,
+        "speed_budget": SPEED_BUDGET,
+        "initial_knobs": sf.initial_knobs or {},
         "segment_definitions": DEFINITIONS,
         "recovery": {
             "truncated": rec.recovery.truncated,
@@ -153,11 +167,42 @@ def render(r: dict[str, Any]) -> str:
         )
     lines.append("")
     lines += render_segments(r["segments"])
+    lines.append("")
+    lines += render_settings(r)
     return "\n".join(lines)
 
 
+def render_settings(r: dict[str, Any]) -> list[str]:
+    """Every setting tried, the Pareto front (tok/s against J/token) and the energy-optimal one."""
+    sets = r.get("settings") or []
+    if not sets:
+        return []
+    init = r.get("initial_knobs") or {}
+    start = " ".join(f"{k}={show_knob(k, v)}" for k, v in init.items() if v is not None)
+    lines = [
+        f"settings   (at the start: {start or 'knobs unknown'})",
+        f"  {'setting':<34} {'segs':>4} {'active':>7} {'tok/s':>7} {'±':>5} {'W':>7} "
+        f"{'J/tok':>8} {'max°C':>6} {'load s':>6}  pareto",
+    ]
+    for g in sets:
+        lines.append(
+            f"  {g['name']:<34.34} {g['segments']:>4} {g['active_s']:>6.1f}s "
+            f"{_f(g['decode_tps']):>7} {_f(g['tps_spread']):>5} {_f(g['power_w']):>7} "
+            f"{_f(g['j_per_token'], '.4f'):>8} {_f(g['temp_max_c']):>6} {_f(g['load_s']):>6}  "
+            + ("*" if g["pareto"] else "" if g["enough_data"] else "(too little data)")
+        )
+    budget = 100 * (r.get("speed_budget") or 0.05)
+    if r.get("energy_optimal"):
+        lines.append(
+            f"  fastest: {r['fastest']}; lowest J/token within {budget:.0f} % of its tok/s: "
+            f"{r['energy_optimal']}"
+        )
+    lines.append("  * Pareto front: " + DEFINITIONS["pareto"])
+    return lines
+
+
 SEGMENT_HEAD = (
-    f"{'segment':<22} {'start':>6} {'end':>6} {'tok/s':>7} {'W':>7} {'J/tok':>8} "
+    f"{'segment':<30} {'start':>6} {'end':>6} {'tok/s':>7} {'W':>7} {'J/tok':>8} "
     f"{'Δtok/s':>8} {'ΔW':>7} {'ΔJ/tok':>8} {'Δ°C':>5} {'prof CPU':>8} {'samples':>7}"
 )
 
@@ -172,10 +217,12 @@ def render_segments(segs: list[dict[str, Any]]) -> list[str]:
             note = "  (too little data)"
         elif g["not_comparable"]:
             note = f"  ({g['not_comparable']})"
+        elif d.get("against") == "previous":
+            note = f"  vs the segment before ({d['baseline']})"
         elif d.get("baseline_start_s") is not None:
             note = f"  vs baseline at {d['baseline_start_s']:.0f}s"
         lines.append(
-            f"{g['name']:<22.22} {g['start_s']:>6.1f} {g['end_s']:>6.1f} "
+            f"{g['name']:<30.30} {g['start_s']:>6.1f} {g['end_s']:>6.1f} "
             f"{_f(g['decode_tps']):>7} {_f(g['power_w']):>7} {_f(g['j_per_token'], '.4f'):>8} "
             f"{_f(d.get('decode_tps_pct'), '+.1f', '%'):>8} {_f(d.get('power_w'), '+.1f'):>7} "
             f"{_f(d.get('j_per_token_pct'), '+.1f', '%'):>8} {_f(d.get('temp_max_c'), '+.0f'):>5} "

@@ -56,6 +56,7 @@ from anubis_tui.records import (
 )
 
 SETTING_EVENTS = ("profiler_on", "profiler_off", "profiler_rate", "profiler_ready", "knob")
+KNOBS_EVENT = "knobs"  # every knob's value (no change): at the start and after each change
 GAP_EVENTS = ("paused", "worker_restart", "worker_died", "worker_stopped")
 MIN_SECONDS = 3.0
 MIN_TOKENS = 50
@@ -67,8 +68,11 @@ DEFINITIONS = {
     "j_per_token": "Δ system energy between the first and last reading in active time "
     "÷ decode tokens between them",
     "temp_max_c": "max of every temperature channel in active time",
-    "delta": "against the nearest fair baseline: no profiler, same knobs, enough data, "
-    "each throttle flag's share within 10 points",
+    "delta": "a profiler segment against the nearest fair baseline (no profiler, same knobs, "
+    "enough data, each throttle flag's share within 10 points); a segment a knob change "
+    "started against the segment before it with enough data",
+    "setting": "one full setting: every knob and the profiler; its figures merge its segments",
+    "pareto": "no other setting has both higher tok/s and lower J/token",
     "enough_data": f"≥ {MIN_SECONDS:g} s active and ≥ {MIN_TOKENS} decode tokens, no worker death",
 }
 
@@ -91,6 +95,11 @@ def segment_setting(e: Event) -> tuple[str | None, float | None]:
     return prof, _num(p.get("rate_hz"))
 
 
+def _canon(v: Any) -> Any:
+    """300.0 and 300 are one knob value."""
+    return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
 def _num(v: Any) -> float | None:
     """A finite number as float; None for anything else (no reading, or a bad value)."""
     if isinstance(v, bool) or not isinstance(v, int | float):
@@ -99,10 +108,55 @@ def _num(v: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
-def setting_name(profiler: str | None, rate_hz: float | None) -> str:
-    if profiler is None:
-        return "baseline"
-    return f"{profiler}@{rate_hz:g}" if rate_hz else profiler
+# Knob names as segment names write them, in the order they are written.
+KNOB_SHORT = {
+    "threads": "threads",
+    "gpu_layers": "ngl",
+    "n_batch": "batch",
+    "flash_attn": "fa",
+    "kv_type": "kv",
+    "model": "model",
+    "power_limit_w": "limit",
+    "cpu_max_mhz": "cpumax",
+    "nvpmodel": "nvp",
+}
+
+
+def show_knob(name: str, value: Any) -> str:
+    """A knob's value as the panel, the report and segment names write it."""
+    if value is None:
+        return "—"
+    if name == "gpu_layers":
+        return "all" if value == -1 else str(value)
+    if name == "flash_attn":
+        return "on" if value else "off"
+    if name == "power_limit_w" and isinstance(value, int | float):
+        return f"{value:g}W"
+    if name == "cpu_max_mhz":
+        return f"{value}MHz"
+    if name == "model":
+        base = str(value).replace("\\", "/").rsplit("/", 1)[-1]
+        return base[:-5] if base.lower().endswith(".gguf") else base
+    return str(value)
+
+
+def setting_name(
+    profiler: str | None,
+    rate_hz: float | None,
+    knobs: dict[str, Any] | None = None,
+    initial: dict[str, Any] | None = None,
+) -> str:
+    """``baseline``, ``py-spy@100``, ``threads=1``, ``ngl=9 limit=300W py-spy@100``: the knobs
+    named are those that differ from the session's start."""
+    parts = []
+    if knobs and initial is not None:
+        order = [k for k in KNOB_SHORT if k in knobs] + sorted(set(knobs) - set(KNOB_SHORT))
+        for k in order:
+            if knobs.get(k) != initial.get(k):
+                parts.append(f"{KNOB_SHORT.get(k, k)}={show_knob(k, knobs.get(k))}")
+    if profiler is not None:
+        parts.append(f"{profiler}@{rate_hz:g}" if rate_hz else profiler)
+    return " ".join(parts) or "baseline"
 
 
 @dataclass
@@ -134,7 +188,10 @@ class Segment:
     rate_hz: float | None
     start_ns: int
     knobs: dict[str, Any] = field(default_factory=dict)
+    initial: dict[str, Any] | None = None  # the session's knobs at its start (for the name)
+    cause: str | None = None  # "knob" when a knob change started it, "profiler", None
     end_ns: int = 0
+    load_s: float | None = None  # model (re)loads in the segment: kept out of its figures
     tokens: int = 0  # decode tokens stamped in the segment's active time
     died: bool = False
     samples: int | None = None
@@ -154,7 +211,16 @@ class Segment:
 
     @property
     def name(self) -> str:
-        return setting_name(self.profiler, self.rate_hz)
+        return setting_name(self.profiler, self.rate_hz, self.knobs, self.initial)
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        """One full setting: profiler, rate and every knob."""
+        return (
+            self.profiler,
+            self.rate_hz,
+            tuple(sorted((k, repr(_canon(v))) for k, v in self.knobs.items())),
+        )
 
 
 @dataclass
@@ -186,6 +252,10 @@ class Figures:
     delta: dict[str, Any] | None = None
     baseline_index: int | None = None
     not_comparable: str | None = None
+    cause: str | None = None
+    load_s: float | None = None
+    segments: int = 1  # how many segments a setting's figures merge
+    pareto: bool = False
 
     @property
     def baseline(self) -> bool:
@@ -220,6 +290,10 @@ class Figures:
             "enough_data": self.enough_data,
             "delta": self.delta,
             "not_comparable": self.not_comparable,
+            "cause": self.cause,
+            "load_s": self.load_s,
+            "segments": self.segments,
+            "pareto": self.pareto,
         }
 
 
@@ -234,6 +308,7 @@ class SegmentFold:
         self._flag_cache: dict[int, dict[int, tuple[tuple[str, ...], tuple[str, ...]]]] = {}
         self.segments: list[Segment] = [Segment(0, None, None, 0)]
         self.knobs: dict[str, Any] = {}
+        self.initial_knobs: dict[str, Any] | None = None
         self.t = 0
         self.active = False  # inside an active piece (a decode token came since the last gap)
         self.tokens_cum = 0  # decode tokens since the start: marks energy windows
@@ -395,6 +470,21 @@ class SegmentFold:
         self.active = False
 
     def _event(self, e: Event, seg: Segment) -> None:
+        if e.kind == KNOBS_EVENT:
+            values = e.payload.get("values")
+            if isinstance(values, dict):
+                self.knobs.update({k: v for k, v in values.items() if isinstance(k, str)})
+                if self.initial_knobs is None:
+                    self.initial_knobs = dict(self.knobs)
+                    for old in self.segments:
+                        old.initial = self.initial_knobs
+                seg.knobs = dict(self.knobs)  # a description, not a change: no new segment
+            return
+        if e.kind == "model_loaded":
+            ls = _num(e.payload.get("load_s"))
+            if ls is not None and ls >= 0:
+                seg.load_s = (seg.load_s or 0.0) + ls
+            return
         if e.kind in GAP_EVENTS:
             if e.kind == "worker_died":
                 seg.died = True
@@ -422,12 +512,22 @@ class SegmentFold:
             if isinstance(name, str):
                 self.knobs[name] = e.payload.get("value")
             prof, rate = seg.profiler, seg.rate_hz
+            cause = "knob"
         else:
             prof, rate = segment_setting(e)
+            cause = "profiler"
         was_active = self.active
         self._close_piece(seg)
         seg.end_ns = e.t
-        new = Segment(len(self.segments), prof, rate, e.t, knobs=dict(self.knobs))
+        new = Segment(
+            len(self.segments),
+            prof,
+            rate,
+            e.t,
+            knobs=dict(self.knobs),
+            initial=self.initial_knobs,
+            cause=cause,
+        )
         self.segments.append(new)
         # Inference goes on across a profiler switch: the new piece opens at once,
         # and its first energy reading is the next sample.
@@ -446,21 +546,141 @@ class SegmentFold:
         compare(figs)
         return figs
 
+    def settings(self) -> list[Figures]:
+        """One row per full setting tried (segments of the same setting merged), with the
+        Pareto front of tok/s against J/token marked."""
+        groups: dict[tuple[Any, ...], list[Segment]] = {}
+        for s in self.segments:
+            if s.tokens:
+                groups.setdefault(s.key, []).append(s)
+        out = []
+        for i, segs in enumerate(groups.values()):
+            acc = _Acc()
+            for s in segs:
+                _merge(acc, _effective(s))
+            first = segs[0]
+            merged = Segment(
+                i,
+                first.profiler,
+                first.rate_hz,
+                first.start_ns,
+                knobs=dict(first.knobs),
+                initial=first.initial,
+                end_ns=segs[-1].end_ns,
+                tokens=sum(s.tokens for s in segs),
+                died=any(s.died for s in segs),
+                samples=sum(s.samples or 0 for s in segs) if any(s.samples for s in segs) else None,
+                acc=acc,
+            )
+            f = _figures(merged, acc)
+            f.segments = len(segs)
+            f.load_s = max((s.load_s for s in segs if s.load_s is not None), default=None)
+            out.append(f)
+        for f in pareto_front(out):
+            f.pareto = True
+        return out
 
-def _figures(s: Segment) -> Figures:
+
+def _effective(s: Segment) -> _Acc:
+    """The segment's sums with its open request piece and energy window counted in."""
     a = s.acc
-    dec_n, dec_ns, pieces = a.dec_n, a.dec_ns, list(a.piece_tps)
+    e = _Acc(
+        dec_n=a.dec_n,
+        dec_ns=a.dec_ns,
+        piece_tps=list(a.piece_tps),
+        energy_j=a.energy_j,
+        energy_tokens=a.energy_tokens,
+        energy_windows=a.energy_windows,
+        power_sum=a.power_sum,
+        power_sq=a.power_sq,
+        power_n=a.power_n,
+        temp_max=a.temp_max,
+        flag_hits=dict(a.flag_hits),
+        flag_n=dict(a.flag_n),
+        cpu_sum=a.cpu_sum,
+        cpu_n=a.cpu_n,
+    )
     r = s._req
     if r is not None and r[2] >= 2 and r[1] > r[0]:  # the open request piece counts too
-        dec_n += r[2] - 1
-        dec_ns += r[1] - r[0]
-        pieces.append((r[2] - 1) / ((r[1] - r[0]) / 1e9))
-    energy, etok = a.energy_j, a.energy_tokens
-    windows = a.energy_windows
+        e.dec_n += r[2] - 1
+        e.dec_ns += r[1] - r[0]
+        e.piece_tps.append((r[2] - 1) / ((r[1] - r[0]) / 1e9))
     if s._e0 is not None and s._e1 is not None and s._e1[1] > s._e0[1]:
-        energy += s._e1[0] - s._e0[0]
-        etok += s._e1[1] - s._e0[1]
-        windows += 1
+        e.energy_j += s._e1[0] - s._e0[0]
+        e.energy_tokens += s._e1[1] - s._e0[1]
+        e.energy_windows += 1
+    return e
+
+
+def _merge(into: _Acc, a: _Acc) -> None:
+    into.dec_n += a.dec_n
+    into.dec_ns += a.dec_ns
+    into.piece_tps += a.piece_tps
+    into.energy_j += a.energy_j
+    into.energy_tokens += a.energy_tokens
+    into.energy_windows += a.energy_windows
+    into.power_sum += a.power_sum
+    into.power_sq += a.power_sq
+    into.power_n += a.power_n
+    if a.temp_max is not None and (into.temp_max is None or a.temp_max > into.temp_max):
+        into.temp_max = a.temp_max
+    for k, v in a.flag_hits.items():
+        into.flag_hits[k] = into.flag_hits.get(k, 0) + v
+    for k, v in a.flag_n.items():
+        into.flag_n[k] = into.flag_n.get(k, 0) + v
+    into.cpu_sum += a.cpu_sum
+    into.cpu_n += a.cpu_n
+
+
+def pareto_front(figs: Sequence[Figures]) -> list[Figures]:
+    """Settings with enough data that no other beats on both tok/s (higher) and J/token (lower)."""
+    cand = [
+        f for f in figs if f.enough_data and f.decode_tps is not None and f.j_per_token is not None
+    ]
+    front = []
+    for f in cand:
+        assert f.decode_tps is not None and f.j_per_token is not None
+        dominated = any(
+            g is not f
+            and g.decode_tps is not None
+            and g.j_per_token is not None
+            and g.decode_tps >= f.decode_tps
+            and g.j_per_token <= f.j_per_token
+            and (g.decode_tps > f.decode_tps or g.j_per_token < f.j_per_token)
+            for g in cand
+        )
+        if not dominated:
+            front.append(f)
+    return front
+
+
+SPEED_BUDGET = 0.05  # the energy-optimal setting may be this much slower than the fastest
+
+
+def energy_optimal(
+    figs: Sequence[Figures], within: float = SPEED_BUDGET
+) -> tuple[Figures | None, Figures | None]:
+    """(the fastest setting, the lowest-J/token setting within `within` of its tok/s)."""
+    ok = [f for f in figs if f.enough_data and f.decode_tps is not None]
+    if not ok:
+        return None, None
+    fastest = max(ok, key=lambda f: f.decode_tps or 0.0)
+    assert fastest.decode_tps is not None
+    near = [
+        f
+        for f in ok
+        if f.j_per_token is not None
+        and f.decode_tps is not None
+        and f.decode_tps >= (1 - within) * fastest.decode_tps
+    ]
+    best = min(near, key=lambda f: f.j_per_token or 0.0, default=None)
+    return fastest, best
+
+
+def _figures(s: Segment, acc: _Acc | None = None) -> Figures:
+    a = acc if acc is not None else _effective(s)
+    dec_n, dec_ns, pieces = a.dec_n, a.dec_ns, a.piece_tps
+    energy, etok, windows = a.energy_j, a.energy_tokens, a.energy_windows
     active_s = dec_ns / 1e9
     power = a.power_sum / a.power_n if a.power_n else None
     spread_w = (
@@ -497,6 +717,8 @@ def _figures(s: Segment) -> Figures:
         hot_frames=list(s.hot_frames),
         died=s.died,
         enough_data=(active_s >= MIN_SECONDS and s.tokens >= MIN_TOKENS and not s.died),
+        cause=s.cause,
+        load_s=s.load_s,
     )
 
 
@@ -602,9 +824,25 @@ class _Baselines:
 
 
 def compare(figs: list[Figures]) -> None:
-    """Fill each profiler segment's delta in place (none without enough data or a fair baseline)."""
+    """Fill each segment's delta in place (none without enough data or a fair baseline).
+
+    A segment a knob change started is compared with the segment before it
+    (the last one with enough data): the knob's effect. A profiler segment is
+    compared with its nearest fair baseline: the profiler's cost.
+    """
     bases = _Baselines(figs)
+    previous: Figures | None = None
     for f in figs:
+        prev, previous = previous, (f if f.enough_data else previous)
+        if f.cause == "knob":
+            if not f.enough_data:
+                f.not_comparable = "worker died" if f.died else "too little data"
+            elif prev is None:
+                f.not_comparable = "no segment before with enough data"
+            else:
+                f.delta = {**deltas(f, prev), "against": "previous"}
+                f.baseline_index = prev.index
+            continue
         if f.baseline:
             continue
         if not f.enough_data:
@@ -614,7 +852,7 @@ def compare(figs: list[Figures]) -> None:
         if b is None:
             f.not_comparable = why
             continue
-        f.delta = deltas(f, b)
+        f.delta = {**deltas(f, b), "against": "baseline"}
         f.baseline_index = b.index
 
 

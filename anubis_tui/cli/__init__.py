@@ -12,11 +12,11 @@ import sys
 from collections.abc import Sequence
 
 from anubis_tui import __version__
-from anubis_tui.cli import bench, export, record, replay, report, run, sensors
+from anubis_tui.cli import bench, export, record, replay, report, restore, run, sensors
 from anubis_tui.cli.common import CliError, Parser
 from anubis_tui.config import ConfigError, load_config
 
-COMMANDS = (run, replay, record, report, export, sensors, bench)
+COMMANDS = (run, replay, record, report, export, sensors, bench, restore)
 
 
 def build_parser() -> argparse.ArgumentParser:

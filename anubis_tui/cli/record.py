@@ -30,18 +30,19 @@ def add_parser(sub: Any) -> None:
     r.add_argument("--no-model", action="store_true", help="sensors only, no inference")
     r.add_argument(
         "--plan",
-        help="profiler sweep, e.g. off:10,py-spy@100:10,py-spy@1000n:10,"
-        "scalene@100:10 (n: py-spy --native); the recording ends with the plan",
+        help="steps of profiler states and knob settings, e.g. off:10,py-spy@100:10,"
+        "py-spy@1000n:10,scalene@100:10,threads=1:10,gpu_layers=all+power_limit_w=300:20 "
+        "(n: py-spy --native; + joins); the recording ends with the plan",
     )
     add_model_args(r)
     r.set_defaults(handler=cmd_record)
 
 
 def cmd_record(args: argparse.Namespace, config: Config) -> int:
-    from anubis_tui.profilers.controller import parse_plan
     from anubis_tui.recording.format import default_path
     from anubis_tui.recording.writer import RecordingError, open_output
     from anubis_tui.session import Session
+    from anubis_tui.session.plan import parse_plan
     from anubis_tui.session.sampler import clamp_rate
 
     t0 = time.monotonic_ns()
@@ -145,11 +146,13 @@ def _run_plan(session: Any, plan: list[Any], stop: threading.Event, done: thread
         for step in plan:
             if stop.is_set():
                 return
-            out = session.profiler_apply(step)
+            said = []
+            for name, value in step.knobs.items():
+                said.append(session.set_knob(name, value).message)
+            if step.profiler is not None:
+                said.append(session.profiler_apply(step.profiler).message)
             print(
-                f"anubis: plan {step.profiler or 'off'}"
-                f"{f'@{step.rate_hz:g}' if step.profiler else ''}"
-                f"{'n' if step.native else ''} for {step.seconds:g} s: {out.message}",
+                f"anubis: plan {step.describe()} for {step.seconds:g} s: {'; '.join(said)}",
                 file=sys.stderr,
             )
             end = time.monotonic() + step.seconds

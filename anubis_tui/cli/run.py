@@ -31,6 +31,13 @@ def add_parser(sub: Any) -> None:
         action="store_true",
         help="py-spy with --native (C frames too; stops the worker to sample)",
     )
+    r.add_argument(
+        "--models-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="GGUF files here join the model cache in the model picker (o); repeatable",
+    )
     add_model_args(r)
     r.set_defaults(handler=cmd_run)
 
@@ -42,6 +49,10 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
 
     if args.rate is not None:
         config = config.replace(rate_hz=clamp_rate(args.rate))
+    dirs = [Path(d).expanduser() for d in args.models_dir]
+    for d in dirs:
+        if not d.is_dir():
+            raise CliError(f"--models-dir {d}: not a directory")
     spec = facts = None
     if not args.no_model:
         spec, facts = spec_from(args, config, time.monotonic_ns())
@@ -68,6 +79,7 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
             log_path=log,
             scalene_ready=args.scalene_ready,
             pyspy_native=args.pyspy_native,
+            models_dirs=dirs,
         ),
     )
     app.run()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from anubis_tui.config import Config
 from anubis_tui.inference.models import ModelError, ModelFacts, read_gguf, resolve_model
 from anubis_tui.inference.worker import Spec
@@ -26,7 +28,8 @@ def make_spec(cfg: Config, t0_ns: int) -> tuple[Spec, ModelFacts]:
         model=str(path),
         t0_ns=t0_ns,
         prompts=prompts,
-        threads=cfg.threads,
+        # Resolved here (llama-cpp-python's default) so the threads knob knows its value.
+        threads=cfg.threads or max(1, (os.cpu_count() or 2) // 2),
         gpu_layers=cfg.gpu_layers,
         n_ctx=cfg.n_ctx,
         max_tokens=cfg.max_tokens,

@@ -60,6 +60,12 @@ class Spec:
     batch_s: float = 0.05
     max_requests: int | None = None
     sampling: str | None = None  # "backend" | "argmax" | "chain"; None: by where layers run
+    n_batch: int = 512
+    n_ubatch: int = 512
+    kv_type: str = "f16"  # the KV cache's type, K and V: "f16" | "q8_0" | "q4_0"
+
+
+KV_TYPES = ("f16", "q8_0", "q4_0")
 
 
 def default_sampling(gpu_layers: int) -> str:
@@ -212,12 +218,19 @@ def load(spec: Spec, sender: Sender) -> Any:
 
     quiet_llama(llama_cpp)
     extra = use_extra_bufts(spec.extra_bufts)
+    kv = getattr(llama_cpp, f"GGML_TYPE_{spec.kv_type.upper()}", None)
+    if spec.kv_type not in KV_TYPES or kv is None:
+        raise ValueError(f"unknown KV cache type {spec.kv_type!r}")
     t = time.perf_counter()
     llm = llama_cpp.Llama(
         model_path=spec.model,
         n_ctx=spec.n_ctx,
         n_threads=spec.threads,
         n_gpu_layers=spec.gpu_layers,
+        n_batch=spec.n_batch,
+        n_ubatch=min(spec.n_ubatch, spec.n_batch),
+        type_k=kv,
+        type_v=kv,
         seed=spec.seed,
         flash_attn=spec.flash_attn,
         verbose=False,
@@ -227,6 +240,11 @@ def load(spec: Spec, sender: Sender) -> Any:
         load_s=time.perf_counter() - t,
         threads=llm.n_threads if hasattr(llm, "n_threads") else spec.threads,
         gpu_layers=spec.gpu_layers,
+        gpu_offload=bool(llama_cpp.llama_supports_gpu_offload()),
+        n_batch=spec.n_batch,
+        kv_type=spec.kv_type,
+        flash_attn=spec.flash_attn,
+        model=os.path.basename(spec.model),
         extra_bufts=extra,
         system_info=llama_cpp.llama_print_system_info().decode(errors="replace").strip(),
         pid=os.getpid(),

@@ -470,6 +470,16 @@ class ProfilerController:
                     return self._error(self._back_to_plain(err))
             return self._toggle_scalene()
 
+    def reload_worker(self) -> str | None:
+        """Restart the worker (its spec changed) under the launcher it runs under now.
+
+        A running profiler's segment ends first (py-spy would lose its target).
+        """
+        with self.lock:
+            if self.active is not None:
+                self._end_active()
+            return self._relaunch(self.scalene.under_scalene, self.scalene_rate)
+
     def make_scalene_ready(self) -> str:
         """Run the worker under scalene with profiling off, so `s` toggles at once."""
         with self.lock:

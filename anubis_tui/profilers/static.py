@@ -83,6 +83,11 @@ class StaticEstimate:
     def share(self, measured_tps: float | None) -> float | None:
         return None if measured_tps is None else measured_tps / self.ceiling_tps
 
+    def short(self, measured_tps: float | None) -> str:
+        """For a narrow panel: the ceiling and the share of it reached."""
+        s = self.share(measured_tps)
+        return f"ceiling {self.ceiling_tps:.0f} tok/s" + (f" {s:.0%}" if s is not None else "")
+
     def line(self, measured_tps: float | None) -> str:
         s = self.share(measured_tps)
         return (

@@ -23,14 +23,25 @@ from typing import IO, Any
 import psutil
 
 from anubis_tui.config import Config
+from anubis_tui.device import ControlError, DeviceSettings, JournalError, restore
 from anubis_tui.inference.client import WorkerClient, create_log, exit_reason
-from anubis_tui.inference.models import ModelFacts
+from anubis_tui.inference.models import ModelError, ModelFacts, cache_dir, read_gguf
 from anubis_tui.inference.worker import Spec
 from anubis_tui.profilers.controller import Failure, ProfilerController, Step
 from anubis_tui.recording.format import default_path, make_header
 from anubis_tui.recording.writer import RecordingError, RecordingWriter, open_output
 from anubis_tui.records import Event, Footer, Record
 from anubis_tui.session.bus import Bus, Sink, Totals
+from anubis_tui.session.knobs import (
+    BATCH_STEPS,
+    KNOB_BY_NAME,
+    KNOBS,
+    kv_next,
+    layer_steps,
+    model_files,
+    show_value,
+    step_in,
+)
 from anubis_tui.session.sampler import Sampler
 from anubis_tui.sources.base import Source
 from anubis_tui.sources.process import ProcessSource
@@ -67,6 +78,8 @@ class Session:
         profiles_dir: Path | None = None,
         pyspy_native: bool = False,
         log_replace: bool = False,
+        models_dirs: list[Path] | None = None,
+        device_knobs: bool = True,
     ) -> None:
         self.config = config
         self.spec = spec
@@ -108,6 +121,10 @@ class Session:
         self._footer: Footer | None = None
         self._probes: dict[str, str | None] = {}
         self.worker_error: str | None = None  # why inference ended, if it ended on its own
+        self.models_dirs = [cache_dir(), *(models_dirs or [])]
+        self._device_knobs = device_knobs
+        self.device: DeviceSettings | None = None
+        self._knob_lock = threading.Lock()
 
     # -- wiring ----------------------------------------------------------------------------
 
@@ -305,8 +322,19 @@ class Session:
         if self.spec is not None and self.log_path is not None:
             create_log(self.log_path, replace=self._log_replace)
         self.sampler.start()
+        if self._device_knobs:
+            self._start_device()
+        self.emit_knobs()
         if self.spec is not None:
             self._start_worker()
+
+    def _start_device(self) -> None:
+        """Find the device controls; undo what a crashed anubis left changed."""
+        self.device = DeviceSettings.discover()
+        journal = self.device.journal
+        if journal.changes() and journal.owner() is None:
+            lines = restore(journal, list(self.device.controls.values()))
+            self.emit_event("device_restored", lines=lines, after="a session that did not end")
 
     def stop(self, reason: str | None = None) -> Footer:
         """Stop profilers, worker and sampler, drain the bus, write the Footer (idempotent)."""
@@ -317,6 +345,11 @@ class Session:
             self._profilers.shutdown()
         if self._worker is not None:
             self._worker.stop()
+        if self.device is not None:
+            lines = self.device.restore_all()
+            if lines:
+                self.emit_event("device_restored", lines=lines, after="session end")
+            self.device.close()
         self.sampler.stop()
         self.bus.close()
         footer = self._make_footer(reason)
@@ -461,7 +494,9 @@ class Session:
                 on_error=lambda msg: self.emit_event("recording_error", reason=msg),
             )
             self.bus.add_sink(self._writer.submit)
-            return self._command("record", Outcome(True, f"recording to {path}"), path=path)
+            done = self._command("record", Outcome(True, f"recording to {path}"), path=path)
+            self.emit_knobs()  # the recording starts knowing every knob's value
+            return done
 
     def stop_recording(self) -> Outcome:
         """Close the recording with a Footer holding the totals so far."""
@@ -477,3 +512,182 @@ class Session:
             self._writer = None
             w.close(self._make_footer("user"))
             return out
+
+    # -- knobs ---------------------------------------------------------------------------------
+
+    def model_choices(self) -> list[Path]:
+        """GGUF files the model knob offers: the model cache and ``--models-dir``."""
+        files = model_files(self.models_dirs)
+        if self.spec is not None and Path(self.spec.model).resolve() not in {
+            p.resolve() for p in files
+        }:
+            files.insert(0, Path(self.spec.model))
+        return files
+
+    def _gpu_offload(self) -> bool | None:
+        w = self._worker
+        v = w.loaded_info.get("gpu_offload") if w is not None else None
+        return v if isinstance(v, bool) else None
+
+    def _knob(self, name: str) -> tuple[Any, str]:
+        """A knob's value now, and why it cannot be changed here ("" when it can)."""
+        k = KNOB_BY_NAME[name]
+        if k.group == "device":
+            ctl = self.device.controls.get(name) if self.device is not None else None
+            if ctl is None:
+                return None, "device knobs are off"
+            try:
+                value = ctl.value()
+            except (ControlError, OSError):
+                value = None
+            blocked = self.device.blocked_by() if self.device is not None and ctl.writable else None
+            return value, ctl.reason or blocked or ""
+        spec = self.spec
+        if spec is None:
+            return None, "no model"
+        if name == "threads":
+            return spec.threads, ""
+        if name == "gpu_layers":
+            why = "CPU-only build" if self._gpu_offload() is False else ""
+            return spec.gpu_layers, why
+        if name == "n_batch":
+            return spec.n_batch, ""
+        if name == "flash_attn":
+            return spec.flash_attn, ""
+        if name == "kv_type":
+            return spec.kv_type, ""
+        return spec.model, ("" if len(self.model_choices()) > 1 else "1 GGUF file")
+
+    def knob_values(self) -> dict[str, Any]:
+        return {k.name: self._knob(k.name)[0] for k in KNOBS}
+
+    def knob_state(self) -> dict[str, str]:
+        """Each knob's reason it cannot be changed here ("" when it can)."""
+        return {k.name: self._knob(k.name)[1] for k in KNOBS}
+
+    def emit_knobs(self) -> None:
+        """A ``knobs`` Event: every knob's value and whether it can change (panel, segments)."""
+        state = {k.name: self._knob(k.name) for k in KNOBS}
+        self.emit_event(
+            "knobs",
+            values={n: v for n, (v, _) in state.items()},
+            state={n: why for n, (_, why) in state.items()},
+        )
+
+    def knob_step(self, name: str, direction: int) -> Outcome:
+        """One step of a knob's ladder (lower keys step down or cycle, upper keys step up)."""
+        k = KNOB_BY_NAME.get(name)
+        if k is None:
+            return self._command("knob", Outcome(False, f"no knob {name!r}"), name=name)
+        value, why = self._knob(name)
+        if why:
+            return self._command("knob", Outcome(False, f"{k.label}: {why}"), name=name)
+        nxt: Any
+        if name == "threads":
+            nxt = max(1, min(os.cpu_count() or 1, int(value or 1) + (1 if direction > 0 else -1)))
+        elif name == "gpu_layers":
+            layers = self.model.layers if self.model is not None else None
+            nxt = step_in(layer_steps(layers), value, direction, wrap=False)
+        elif name == "n_batch":
+            nxt = step_in(BATCH_STEPS, value, direction, wrap=True)
+        elif name == "flash_attn":
+            nxt = not value
+        elif name == "kv_type":
+            nxt = kv_next(str(value))
+        elif name == "model":
+            files = [str(p) for p in self.model_choices()]
+            nxt = step_in(files, str(value), direction, wrap=True)
+        else:
+            assert self.device is not None
+            nxt = self.device.controls[name].step(value, direction)
+        if nxt == value:
+            return self._command(
+                "knob", Outcome(True, f"{k.label} stays at {show_value(name, value)}"), name=name
+            )
+        return self.set_knob(name, nxt)
+
+    def set_knob(self, name: str, value: Any) -> Outcome:
+        """Set one knob; a reload keeps its time out of the figures; a failure goes back."""
+        k = KNOB_BY_NAME.get(name)
+        if k is None:
+            return self._command("knob", Outcome(False, f"no knob {name!r}"), name=name)
+        with self._knob_lock:
+            out = self._set_knob(name, value)
+        return self._command("knob", out, name=name, value=value)
+
+    def _knob_event(self, name: str, value: Any, previous: Any, **extra: Any) -> None:
+        self.emit_event("knob", name=name, value=value, previous=previous, **extra)
+
+    def _set_knob(self, name: str, value: Any) -> Outcome:
+        k = KNOB_BY_NAME[name]
+        previous, why = self._knob(name)
+        if why:
+            return Outcome(False, f"{k.label}: {why}")
+        shown = f"{k.label} {show_value(name, previous)} → {show_value(name, value)}"
+        if value == previous:
+            return Outcome(True, f"{k.label} stays at {show_value(name, value)}")
+        if k.group == "device":
+            assert self.device is not None
+            try:
+                previous = self.device.set(name, value)
+            except (ControlError, JournalError, OSError) as e:
+                return Outcome(False, f"{k.label}: {e}")
+            self._knob_event(name, value, previous)
+            self.emit_knobs()
+            return Outcome(True, f"{shown} (put back when anubis exits)")
+        spec = self.spec
+        assert spec is not None
+        if name == "threads":
+            n = int(value)
+            if n <= 0:
+                return Outcome(False, "threads must be positive")
+            w = self._worker
+            if w is None or w.exited.is_set() or not w.set_threads(n):
+                return Outcome(False, "threads: no inference running")
+            spec.threads = n
+            self._knob_event(name, n, previous)
+            return Outcome(True, shown)
+        change: dict[str, Any] = {name: value}
+        if name == "kv_type" and value != "f16" and not spec.flash_attn:
+            return Outcome(False, "a quantized KV cache needs flash attention: press f first")
+        if name == "flash_attn" and not value and spec.kv_type != "f16":
+            return Outcome(False, f"the KV cache is {spec.kv_type}: it needs flash attention")
+        if name == "gpu_layers" and value != 0 and self._gpu_offload() is False:
+            return Outcome(False, "this llama.cpp build cannot offload layers to a GPU")
+        if name == "n_batch":
+            change["n_ubatch"] = min(int(value), 512)
+        if name == "model":
+            try:
+                facts = read_gguf(Path(str(value)))
+            except ModelError as e:
+                return Outcome(False, f"model: {e}")
+            change["model"] = str(facts.path)
+        return self._reload_knob(name, value, previous, change, shown)
+
+    def _reload_knob(
+        self, name: str, value: Any, previous: Any, change: dict[str, Any], shown: str
+    ) -> Outcome:
+        old = self.spec
+        assert old is not None
+        self.spec = dataclasses.replace(old, **change)
+        self._knob_event(name, value, previous, reload=True)
+        err = self.profilers.reload_worker()
+        if err is None:
+            self.worker_error = None
+            w = self._worker
+            load_s = w.loaded_info.get("load_s") if w is not None else None
+            self.emit_knobs()
+            took = f" (reloaded in {load_s:.1f} s)" if isinstance(load_s, float) else ""
+            return Outcome(True, shown + took)
+        self.spec = old
+        self._knob_event(name, previous, value, reverted=True, reason=err)
+        again = self.profilers.reload_worker()
+        if again is None:
+            self.worker_error = None
+        tail = "" if again is None else f"; and the old setting failed too: {again}"
+        self.emit_knobs()
+        return Outcome(
+            False,
+            f"{KNOB_BY_NAME[name].label} {show_value(name, value)} failed: {err}; "
+            f"back to {show_value(name, previous)}{tail}",
+        )

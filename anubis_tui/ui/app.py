@@ -26,7 +26,10 @@ from textual.widgets import Footer, Log, Static
 from anubis_tui.analysis.live import NOTIFY_KINDS, LiveState, Snapshot
 from anubis_tui.analysis.replay import Replay
 from anubis_tui.config import Config
+from anubis_tui.session.knobs import KNOBS
+from anubis_tui.ui.screens import HelpScreen, ModelPicker
 from anubis_tui.ui.widgets.charts import Charts
+from anubis_tui.ui.widgets.knobs import KnobsPanel
 from anubis_tui.ui.widgets.monitor import MonitorPanel
 from anubis_tui.ui.widgets.panel import Panel
 from anubis_tui.ui.widgets.power import PowerPanel
@@ -56,27 +59,87 @@ class LiveOptions:
     autostart: bool = True  # False: show a LiveState fed by someone else (tests, demos)
     scalene_ready: bool = False
     pyspy_native: bool = False
+    models_dirs: list[Path] = field(default_factory=list)
+
+
+def _knob_bindings() -> list[BindingType]:
+    """t/T, g/G, b, f, k, o, w/W, c/C, n: lower steps down (or cycles), upper steps up."""
+    out: list[BindingType] = []
+    for k in KNOBS:
+        if k.name == "model":
+            out.append(Binding("o", "pick_model", "Model", id="knob_model", show=False))
+            continue
+        down, _, up = k.keys.partition("/")
+        step = 1 if not up else -1
+        out.append(
+            Binding(
+                down, f"knob('{k.name}', {step})", f"{k.label} −", id=f"knob_{k.name}", show=False
+            )
+        )
+        if up:
+            out.append(
+                Binding(
+                    up, f"knob('{k.name}', 1)", f"{k.label} +", id=f"knob_{k.name}_up", show=False
+                )
+            )
+    return out
+
+
+# The help screen's groups: binding id → group title (in this order).
+HELP_GROUPS = ("inference", "sampling", "profilers", "knobs", "recording", "replay", "app")
+HELP_DESCRIPTIONS = {
+    "quit": ("app", "quit (device settings changed by knobs are put back)"),
+    "help": ("app", "this help"),
+    "log": ("app", "show or hide the event log"),
+    "pause": ("inference", "pause or resume inference"),
+    "rate_up": ("sampling", "sample the sensors faster"),
+    "rate_down": ("sampling", "sample the sensors slower"),
+    "record": ("recording", "start or stop recording to recordings/"),
+    "marker": ("recording", "put a marker in the recording"),
+    "pyspy": ("profilers", "py-spy on the inference worker, on or off"),
+    "scalene": ("profilers", "scalene on the inference worker, on or off"),
+    "prof_rate_down": ("profilers", "the running profiler samples slower"),
+    "prof_rate_up": ("profilers", "the running profiler samples faster"),
+    "play": ("replay", "play or pause the replay"),
+    "seek_back": ("replay", "back 5 s"),
+    "seek_fwd": ("replay", "forward 5 s"),
+    "slower": ("replay", "play slower"),
+    "faster": ("replay", "play faster"),
+    "start": ("replay", "to the start"),
+    "end": ("replay", "to the end"),
+    "knob_model": ("knobs", "pick the model (GGUF files of the cache and --models-dir)"),
+}
+for _k in KNOBS:
+    _d = _k.help + (" (reloads the model)" if _k.reload else "")
+    HELP_DESCRIPTIONS.setdefault(
+        f"knob_{_k.name}", ("knobs", _d + (": down" if "/" in _k.keys else ""))
+    )
+    HELP_DESCRIPTIONS.setdefault(f"knob_{_k.name}_up", ("knobs", _d + ": up"))
 
 
 class AnubisApp(App[int]):
     CSS_PATH = "styles/app.tcss"
     TITLE = "anubis"
+    ENABLE_COMMAND_PALETTE = False  # its footer entry would not fit 80 columns beside ours
 
     COMMON: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit", id="quit"),
         Binding("question_mark", "help", "Help", id="help"),
-        Binding("l", "toggle_log", "Log", id="log"),
+        Binding("l", "toggle_log", "Log", id="log", show=False),
     ]
     LIVE_BINDINGS: ClassVar[list[BindingType]] = [
         Binding("space", "pause", "Pause", id="pause"),
-        Binding("plus", "rate(1)", "+Hz", id="rate_up"),
-        Binding("minus", "rate(-1)", "-Hz", id="rate_down"),
+        Binding("plus", "rate(1)", "+Hz", id="rate_up", show=False),
+        Binding("minus", "rate(-1)", "-Hz", id="rate_down", show=False),
         Binding("r", "record", "Rec", id="record"),
         Binding("m", "marker", "Mark", id="marker"),
         Binding("p", "profiler('py-spy')", "py-spy", id="pyspy"),
         Binding("s", "profiler('scalene')", "scalene", id="scalene"),
-        Binding("left_square_bracket", "profiler_rate(-1)", "[", id="prof_rate_down"),
-        Binding("right_square_bracket", "profiler_rate(1)", "]", id="prof_rate_up"),
+        Binding(
+            "left_square_bracket", "profiler_rate(-1)", "Rate−", id="prof_rate_down", show=False
+        ),
+        Binding("right_square_bracket", "profiler_rate(1)", "Rate+", id="prof_rate_up", show=False),
+        *_knob_bindings(),
     ]
     REPLAY_BINDINGS: ClassVar[list[BindingType]] = [
         Binding("space", "play", "Play/Pause", id="play"),
@@ -119,6 +182,7 @@ class AnubisApp(App[int]):
             yield ThrottlePanel(id="throttle")
             yield ProfilerPanel(id="profiler")
             yield MonitorPanel(id="monitor")
+        yield KnobsPanel(id="knobs")
         yield Charts()
         yield Timeline()
         yield Static("", id="warning")
@@ -160,6 +224,7 @@ class AnubisApp(App[int]):
                 log_path=opts.log_path,
                 discovery_config=opts.discovery,
                 pyspy_native=opts.pyspy_native,
+                models_dirs=opts.models_dirs,
                 sinks=[self.state.consume],
             )
             self.state.consume(session.header)
@@ -178,7 +243,7 @@ class AnubisApp(App[int]):
             # The bandwidth copy test runs once per machine (cached), here off the event loop.
             gpu_layers = opts.spec.gpu_layers if opts.spec is not None else 0
             static = estimate(opts.model.file_size, gpu_layers=gpu_layers, layers=opts.model.layers)
-            self.query_one(ProfilerPanel).static_line = static.line
+            self.query_one(ProfilerPanel).static_line = static.short
         if opts.scalene_ready and opts.spec is not None:
             self.call_from_thread(self._say, session.profiler_ready())
 
@@ -199,6 +264,8 @@ class AnubisApp(App[int]):
             self.replay.advance(now - self._last_frame)
             self.state = self.replay.state
         self._last_frame = now
+        if len(self.screen_stack) > 1:
+            return  # help or the model picker is open: nothing beneath it is redrawn
         snap = self.state.snapshot()
         with self.batch_update():
             self.draw(snap)
@@ -288,6 +355,26 @@ class AnubisApp(App[int]):
     def action_profiler_rate(self, step: int) -> None:
         self.control(lambda s: s.profiler_step_rate(step))
 
+    def action_knob(self, name: str, direction: int) -> None:
+        self.control(lambda s: s.knob_step(name, direction))
+
+    def action_pick_model(self) -> None:
+        s = self.session
+        if s is None or s.spec is None:
+            self.notify("no model in this session", severity="warning")
+            return
+        files = s.model_choices()
+        if len(files) < 2:
+            dirs = ", ".join(str(d) for d in s.models_dirs)
+            self.notify(f"no other GGUF file in {dirs} (add --models-dir DIR)", severity="warning")
+            return
+
+        def chosen(path: str | None) -> None:
+            if path:
+                self.control(lambda s: s.set_knob("model", path))
+
+        self.push_screen(ModelPicker(files, s.spec.model), chosen)
+
     # -- actions (replay) ------------------------------------------------------------------
 
     def action_play(self) -> None:
@@ -316,8 +403,15 @@ class AnubisApp(App[int]):
         log.display = not log.display
 
     def action_help(self) -> None:
-        keys = ", ".join(f"{b.key}: {b.description}" for b in self._bindings_list())
-        self.notify(keys, title="keys", timeout=10)
+        self.push_screen(HelpScreen(self.help_groups()))
+
+    def help_groups(self) -> list[tuple[str, list[tuple[str, str]]]]:
+        """Every binding of this mode as (key as the user types it, description), grouped."""
+        groups: dict[str, list[tuple[str, str]]] = {g: [] for g in HELP_GROUPS}
+        for b in self._bindings_list():
+            group, desc = HELP_DESCRIPTIONS.get(b.id or "", ("app", b.description))
+            groups[group].append((self.get_key_display(b), desc))
+        return [(g.capitalize(), rows) for g, rows in groups.items()]
 
     def _bindings_list(self) -> list[Binding]:
         return [

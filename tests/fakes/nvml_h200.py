@@ -18,6 +18,13 @@ costs are the measured ones: the energy counter sleeps 4 ms.
 - ``absent``: nvmlInit raises LibraryNotFound.
 
 ``ANUBIS_FAKE_NVML_COST=0`` removes the 4 ms energy-call sleep.
+
+The power limit can be set as on the hardware, within constraints of
+200-700 W (the 700 W maximum was measured; the 200 W minimum is estimated
+from NVIDIA's H200 SXM datasheet, not measured). A set needs root as
+NVML does: it raises NoPermission unless ``ANUBIS_FAKE_NVML_ROOT=1``. The
+limit lives in the file ``ANUBIS_FAKE_NVML_STATE`` names (so another process,
+after a crash, sees what the first one set), else in memory.
 """
 
 from __future__ import annotations
@@ -32,7 +39,9 @@ from types import SimpleNamespace
 TRACE = Path(__file__).resolve().parent.parent / "fixtures" / "nvml-trace-h200.json"
 
 NVML_SUCCESS = 0
+NVML_ERROR_INVALID_ARGUMENT = 2
 NVML_ERROR_NOT_SUPPORTED = 3
+NVML_ERROR_NO_PERMISSION = 4
 NVML_ERROR_NOT_FOUND = 6
 NVML_ERROR_LIBRARY_NOT_FOUND = 12
 NVML_ERROR_FUNCTION_NOT_FOUND = 13
@@ -46,6 +55,8 @@ NVML_CLOCK_MEM = 2
 NVML_FI_DEV_POWER_AVERAGE = 185
 NVML_FI_DEV_POWER_INSTANT = 186
 _STRINGS = {
+    2: "Invalid Argument",
+    4: "Insufficient Permissions",
     3: "Not Supported",
     6: "Not Found",
     12: "NVML Shared Library Not Found",
@@ -239,6 +250,48 @@ def nvmlDeviceGetCurrentClocksThrottleReasons(h: object) -> int:
     return _row()[0]["reasons"]
 
 
+MIN_LIMIT_MW = 200_000  # estimated (datasheet), not measured
+
+
+def _limit_mw() -> int:
+    path = os.environ.get("ANUBIS_FAKE_NVML_STATE")
+    if path:
+        try:
+            return int(Path(path).read_text())
+        except (OSError, ValueError):
+            pass
+    return int(_state.__dict__.get("limit_mw", META["power_limit_mw"]))
+
+
 def nvmlDeviceGetEnforcedPowerLimit(h: object) -> int:
     _check()
+    return _limit_mw()
+
+
+def nvmlDeviceGetPowerManagementLimit(h: object) -> int:
+    _check()
+    return _limit_mw()
+
+
+def nvmlDeviceGetPowerManagementDefaultLimit(h: object) -> int:
+    _check()
     return META["power_limit_mw"]
+
+
+def nvmlDeviceGetPowerManagementLimitConstraints(h: object) -> list[int]:
+    _check()
+    return [MIN_LIMIT_MW, META["power_limit_mw"]]
+
+
+def nvmlDeviceSetPowerManagementLimit(h: object, mw: int) -> None:
+    _check()
+    _count("nvmlDeviceSetPowerManagementLimit")
+    if os.environ.get("ANUBIS_FAKE_NVML_ROOT") != "1":
+        raise NVMLError(NVML_ERROR_NO_PERMISSION)
+    if not MIN_LIMIT_MW <= int(mw) <= META["power_limit_mw"]:
+        raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+    path = os.environ.get("ANUBIS_FAKE_NVML_STATE")
+    if path:
+        Path(path).write_text(str(int(mw)))
+    else:
+        _state.limit_mw = int(mw)

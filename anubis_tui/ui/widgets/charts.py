@@ -1,53 +1,127 @@
-"""Three time-aligned charts (W, °C, tok/s) and the segment strip beneath them."""
+"""Three time-aligned charts (W, °C, tok/s) with their scales, the segment strip and a time axis.
+
+One column is one second on every row. Each chart says its range (min–max
+with the unit) at its right; a second without a reading is a gap, and a
+machine without the sensor says "no sensor" instead of drawing zeros. The
+whole block is one line widget, redrawn when a new second's bin appears.
+"""
 
 from __future__ import annotations
 
 import math
-
-from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical
-from textual.widgets import Sparkline, Static
+from collections.abc import Sequence
 
 from anubis_tui.analysis.live import Snapshot
+from anubis_tui.ui.widgets.panel import LinePanel
+
+BLOCKS = " ▁▂▃▄▅▆▇█"
+LABEL_W = 6
+SCALE_W = 14
 
 
-class Charts(Vertical):
-    """One column per second on every chart and on the strip; redrawn when a bin appears."""
+def spark_rows(data: Sequence[float], width: int, height: int, lo: float, hi: float) -> list[str]:
+    """`height` rows of eighth blocks for the last `width` values; NaN is a gap (blank)."""
+    tail = list(data[-width:])
+    cols = [math.nan] * (width - len(tail)) + tail
+    span = (hi - lo) or 1.0
+    levels = []
+    for v in cols:
+        if not math.isfinite(v):
+            levels.append(-1)
+        else:  # a reading always shows, at least as the lowest block
+            levels.append(max(1, min(height * 8, round((v - lo) / span * height * 8))))
+    rows = []
+    for r in range(height):
+        floor = (height - 1 - r) * 8
+        rows.append("".join(" " if lv < 0 else BLOCKS[max(0, min(8, lv - floor))] for lv in levels))
+    return rows
 
-    def __init__(self, **kw: object) -> None:
+
+def scale(data: Sequence[float], width: int, zero: bool) -> tuple[float, float] | None:
+    vals = [v for v in data[-width:] if math.isfinite(v)]
+    if not vals:
+        return None
+    lo, hi = (min(0.0, min(vals)) if zero else min(vals)), max(vals)
+    if hi - lo < 1e-9:
+        hi = lo + 1.0
+    return lo, hi
+
+
+def time_axis(width: int) -> str:
+    """Ticks back from now, one column a second."""
+    step = 30 if width < 150 else 60
+    axis = [" "] * width
+    label = "now"
+    axis[width - len(label) :] = list(label)
+    k = 1
+    while True:
+        pos = width - 1 - k * step
+        text = f"-{k * step // 60}m" if k * step % 60 == 0 else f"-{k * step}s"
+        if pos < 0:
+            break
+        end = min(width, pos + 1 + len(text))
+        if all(c == " " for c in axis[pos:end]):
+            axis[pos] = "┴"
+            axis[pos + 1 : end] = list(text)[: end - pos - 1]
+        k += 1
+    return "".join(axis)
+
+
+class Charts(LinePanel):
+    """Charts, segment strip and time axis; redrawn when a new second's bin appears."""
+
+    def __init__(self) -> None:
         super().__init__(id="charts")
         self._bins_drawn = -1
-
-    def compose(self) -> ComposeResult:
-        for label, wid in (("W   ", "spark-power"), ("°C  ", "spark-temp"), ("tok/s", "spark-tps")):
-            with Horizontal(classes="chart"):
-                yield Static(label, classes="chart-label")
-                yield Sparkline([], id=wid)
-        yield Static("", id="segments")
+        self._drawn_width = -1
+        self.tall = False
 
     def invalidate(self) -> None:
         self._bins_drawn = -1
 
     def set_tall(self, tall: bool) -> None:
-        for chart in self.query(".chart"):
-            chart.styles.height = 3 if tall else 1
-        for spark in self.query(Sparkline):
-            spark.styles.height = 3 if tall else 1
+        self.tall = tall
+        self.styles.height = (3 * 3 if tall else 3) + 2
+        self.invalidate()
 
     def refresh_from(self, s: Snapshot) -> None:
-        if len(s.history_tps) == self._bins_drawn:
+        width = self.content_region.width or 80
+        if len(s.history_tps) == self._bins_drawn and width == self._drawn_width:
             return
         self._bins_drawn = len(s.history_tps)
-        width = max(10, self.query_one("#spark-tps", Sparkline).size.width or 60)
-        for wid, data in (
-            ("#spark-power", s.history_power),
-            ("#spark-temp", s.history_temp),
-            ("#spark-tps", s.history_tps),
+        self._drawn_width = width
+        self.show(self.text(s, width))
+
+    def text(self, s: Snapshot, width: int) -> str:
+        cols = max(10, width - LABEL_W - SCALE_W)
+        h = 3 if self.tall else 1
+        has_temp = bool(s.temps)
+        has_power = s.system_channel is not None
+        lines: list[str] = []
+        for label, unit, data, present, zero in (
+            ("W", "W", s.history_power, has_power, False),
+            ("°C", "°C", s.history_temp, has_temp, False),
+            ("tok/s", "", s.history_tps, True, True),
         ):
-            tail = [x if math.isfinite(x) else 0.0 for x in data[-width:]]
-            # Left-pad to the width: one column is one second on every chart and the strip.
-            pad = min(tail) if tail else 0.0
-            self.query_one(wid, Sparkline).data = [pad] * (width - len(tail)) + tail
+            rng = scale(data, cols, zero) if present else None
+            if rng is None:
+                why = "no sensor" if not present else "no reading yet"
+                lines.append(f"[dim]{label:<{LABEL_W}}{why}[/]")
+                lines += [""] * (h - 1)
+                continue
+            lo, hi = rng
+            rows = spark_rows(data, cols, h, lo, hi)
+            rng_text = f" {lo:.0f}–{hi:.0f} {unit}".rstrip()
+            for r, row in enumerate(rows):
+                head = label if r == 0 else ""
+                tail = rng_text if r == 0 else ""
+                lines.append(f"{head:<{LABEL_W}}{row}[dim]{tail}[/]")
+        lines.append(f"{'':<{LABEL_W}}[yellow]{self._strip(s, cols)}[/]")
+        lines.append(f"[dim]{'':<{LABEL_W}}{time_axis(cols)}[/]")
+        return "\n".join(lines)
+
+    @staticmethod
+    def _strip(s: Snapshot, width: int) -> str:
         strip = [" "] * width
         first = len(s.history_tps) - width
         for seg in s.segments:
@@ -61,4 +135,4 @@ class Charts(Vertical):
             i = m - first
             if 0 <= i < width:
                 strip[i] = "│"
-        self.query_one("#segments", Static).update("      " + "".join(strip), layout=False)
+        return "".join(strip)

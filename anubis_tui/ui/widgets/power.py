@@ -1,30 +1,49 @@
-"""System power, energy and J/token with their method, and the largest power channels."""
+"""Power and J/token: the system's (with its method), each measured counter's, the top channels.
+
+On a GPU server without a CPU power sensor the system figure is an
+estimate; the GPU's own energy counter is measured. Both J/token figures
+are shown, each with its method, so the estimate is never the only number.
+"""
 
 from __future__ import annotations
 
 from anubis_tui.analysis.live import Snapshot, fmt
+from anubis_tui.ui.widgets.labels import short_label
 from anubis_tui.ui.widgets.panel import Panel
+
+TAGS = {"instant": "inst", "estimated": "est", "counter": "ctr"}
+
+
+def jfmt(v: float | None) -> str:
+    return "—" if v is None else f"{v:.3g}"
 
 
 class PowerPanel(Panel):
     TITLE = "power & energy"
 
     def text(self, s: Snapshot) -> str:
+        width = max(16, self.content_region.width or 22)
         ch = s.system_channel
-        est = " est." if ch is not None and ch.method == "estimated" else ""
+        if ch is None and not s.power:
+            return "no power sensor"
+        est = ch is not None and ch.method == "estimated"
+        how = "est." if est else "meas."
         lines = [
-            f"system {fmt(s.system_power, '.1f', ' W')}{est}",
-            f"  from {ch.scope if ch else '—'}",
-            f"energy {fmt(s.energy_j, '.1f', ' J')}{est}",
-            f"J/tok  {fmt(s.jpt_recent, '.3f')}{est}",
+            f"system {fmt(s.system_power, '.1f', ' W')} {how}",
+            f"J/tok  {jfmt(s.jpt_recent)} system {how}",
         ]
-        for v in s.power[:3]:
+        for c, jpt in s.counter_jpt:
+            lines.append(f"J/tok  {jfmt(jpt)} {short_label(c, width - 17)} meas.")
+        lines.append(f"energy {fmt(s.energy_j, '.0f', ' J')} {how}")
+        room = max(0, (self.content_region.height or 6) - len(lines))
+        label_w = max(4, width - 13)
+        for v in s.power[:room]:
             m = v.channel.method
             tag = (
                 ("ctr" if v.channel.meta.get("energy_channel") else "der")
                 if m == "derived"
-                else {"instant": "inst", "estimated": "est", "counter": "ctr"}.get(m, "avg")
+                else TAGS.get(m, "avg")
             )
-            name = v.channel.id.split(".")[-2] if "." in v.channel.id else v.channel.id
-            lines.append(f"{name[:10]:<10}{fmt(v.value, '6.1f')} W {tag}")
+            name = short_label(v.channel, label_w)
+            lines.append(f"{name:<{label_w}}{fmt(v.value, '6.1f')} W {tag}")
         return "\n".join(lines)

@@ -16,10 +16,17 @@ from anubis_tui.ui.widgets.panel import Panel
 def delta_row(f: Figures) -> str:
     """One finished segment: Δtok/s, ΔW, ΔJ/tok, profiler CPU, samples (as the report)."""
     d = f.delta
+    name = f.name if len(f.name) <= 13 else f.name[:12] + "…"
     if d is None:
-        return f"{f.name[:13]:<13} {f.not_comparable or '—'}"
+        return f"{name:<13} {f.not_comparable or '—'}"
+    if d.get("against") == "previous":  # a knob's effect: no profiler columns
+        return (
+            f"{name:<13}{fmt(d['decode_tps_pct'], '+5.1f', '%')} "
+            f"{fmt(d['power_w'], '+.1f', 'W')} {fmt(d['j_per_token_pct'], '+.1f', '%')}J "
+            "vs prev"
+        )
     return (
-        f"{f.name[:13]:<13}{fmt(d['decode_tps_pct'], '+5.1f', '%')} "
+        f"{name:<13}{fmt(d['decode_tps_pct'], '+5.1f', '%')} "
         f"{fmt(d['power_w'], '+.1f', 'W')} {fmt(d['j_per_token_pct'], '+.1f', '%')}J "
         f"{fmt(f.profiler_cpu and f.profiler_cpu * 100, '.0f', '%')}cpu "
         f"{f.samples if f.samples is not None else '—'}"
@@ -34,17 +41,22 @@ def frames_line(frames: list[dict[str, Any]]) -> str | None:
 
 
 class ProfilerPanel(Panel):
-    TITLE = "profiler"
+    TITLE = "setting & profiler"
     static_line: Any = None  # a callable tok/s → the static-ceiling line, once measured
 
     def text(self, s: Snapshot) -> str:
         seg = s.segment
         lines = []
-        if seg is None or seg.profiler is None:
+        if seg is None:
             lines.append("off")
+        elif seg.profiler is None:
+            lines.append(f"{seg.name}, {seg.end_s - seg.start_s:.0f}s")
+            if seg.cause == "knob":
+                lines.append(self._current(seg, s.baseline))
+            else:
+                lines.append("[dim]profiler off[/]")
         else:
-            rate = f" @ {seg.rate_hz:g} Hz" if seg.rate_hz else ""
-            lines.append(f"{seg.profiler}{rate} for {seg.end_s - seg.start_s:.0f}s")
+            lines.append(f"{seg.name}, {seg.end_s - seg.start_s:.0f}s")
             lines.append(self._current(seg, s.baseline))
             cpu = s.self_cost.get("profiler_cpu")
             n = seg.samples
@@ -55,7 +67,7 @@ class ProfilerPanel(Panel):
             hot = frames_line(seg.hot_frames)
             if hot:
                 lines.append(hot)
-        done = [f for f in reversed(s.segments[:-1]) if not f.baseline]
+        done = [f for f in reversed(s.segments[:-1]) if not f.baseline or f.cause == "knob"]
         if done:
             lines.append("[b]done[/] Δtok/s ΔW ΔJ cpu n")
             lines += [delta_row(f) for f in done]
@@ -73,12 +85,15 @@ class ProfilerPanel(Panel):
             why = seg.not_comparable or "—"
             if why == "too little data":
                 why = f"needs ≥{MIN_SECONDS:g} s, ≥{MIN_TOKENS} tok"
+            if seg.load_s:
+                why += f" (load {seg.load_s:.1f} s)"
             return f"[dim]Δ {why}[/]"
         d = seg.delta
         spread = d.get("tps_spread_pct")
         noise = f" ±{spread:.0f}%" if spread is not None else ""
         dw = fmt(d["power_w"], "+.1f")
+        vs = "vs prev" if d.get("against") == "previous" else "vs base"
         return (
-            f"Δtok/s {fmt(d['decode_tps_pct'], '+.0f', '%')}{noise} ΔW {dw}\n"
+            f"Δtok/s {fmt(d['decode_tps_pct'], '+.0f', '%')}{noise} ΔW {dw} {vs}\n"
             f"ΔJ/tok {fmt(d['j_per_token_pct'], '+.0f', '%')} Δ°C {fmt(d['temp_max_c'], '+.0f')}"
         )

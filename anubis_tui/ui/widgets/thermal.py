@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from anubis_tui.analysis.live import Snapshot, fmt
+from anubis_tui.ui.widgets.labels import short_label
 from anubis_tui.ui.widgets.panel import Panel
 
 
@@ -12,15 +13,15 @@ class ThermalPanel(Panel):
     def text(self, s: Snapshot) -> str:
         if not s.temps:
             return "no temperature sensor"
+        width = max(16, self.content_region.width or 22)
+        label_w = max(4, width - 12)
+        rows = max(1, self.content_region.height or 5)
         lines = []
-        for v in sorted(s.temps, key=lambda v: -(v.value or -1e9))[:5]:
+        for v in sorted(s.temps, key=lambda v: -(v.value or -1e9))[:rows]:
             m = v.channel.meta
             lim = m.get("critical_c") or m.get("trip_c") or m.get("max_c")
-            label = v.channel.label
-            chip = v.channel.meta.get("chip")
-            if chip and label.startswith(f"{chip} "):
-                label = label[len(chip) + 1 :]
+            label = short_label(v.channel, label_w)
             lines.append(
-                f"{label[:11]:<11}{fmt(v.value, '5.1f')}°C" + (f"/{lim:.0f}" if lim else "")
+                f"{label:<{label_w}}{fmt(v.value, '5.1f')}°C" + (f"/{lim:.0f}" if lim else "")
             )
         return "\n".join(lines)

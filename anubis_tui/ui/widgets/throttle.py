@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from anubis_tui.analysis.live import Snapshot
+from anubis_tui.ui.widgets.labels import short_label
 from anubis_tui.ui.widgets.panel import Panel
 
 
@@ -11,9 +12,9 @@ class ThrottlePanel(Panel):
 
     def text(self, s: Snapshot) -> str:
         if not s.throttle:
-            return "no throttle flags on this machine"
+            return "no throttle flags"
         lines = []
-        for v in s.throttle[:4]:
+        for v in s.throttle[: max(1, self.content_region.height or 4)]:
             names = list(dict.fromkeys(v.channel.meta.get("flags", {}).values()))
             lit = []
             for n in names:
@@ -24,5 +25,5 @@ class ThrottlePanel(Panel):
                 if on or share > 0:
                     lit.append(f"[reverse]{n}[/]" if on else f"{n} {share:.0%}")
             occurred = f" boot:{','.join(v.occurred)}" if v.occurred else ""
-            lines.append(f"{v.channel.id[:12]:<12} " + (" ".join(lit) or "ok") + occurred)
+            lines.append(f"{short_label(v.channel, 10)} " + (" ".join(lit) or "ok") + occurred)
         return "\n".join(lines)

@@ -14,5 +14,5 @@ class ThroughputPanel(Panel):
             f"decode  {fmt(s.decode_tps, '.1f')} tok/s\n"
             f"prompt  {fmt(s.prompt_tps, '.0f')} tok/s\n"
             f"TTFT    {fmt(s.ttft_ms, '.0f')} ms (med {fmt(s.ttft_median_ms, '.0f')})\n"
-            f"{s.requests} requests, {s.tokens} tokens"
+            f"{s.requests} req, {s.tokens} tok"
         )

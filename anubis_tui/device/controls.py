@@ -1,0 +1,337 @@
+"""Device controls: settings of the machine a knob can change, each where it is writable.
+
+* ``power_limit_w``: the GPU power limit through NVML, in steps within
+  ``nvmlDeviceGetPowerManagementLimitConstraints`` (every GPU gets the same
+  limit). Writable when a write of the current limit succeeds (NVML needs
+  root for it).
+* ``cpu_max_mhz``: cpufreq ``scaling_max_freq`` of every policy, stepping
+  through ``scaling_available_frequencies`` or tenths of the hardware range.
+  Writable when every policy's file is.
+* ``nvpmodel``: the Jetson power mode, through the ``nvpmodel`` tool and the
+  modes listed in ``/etc/nvpmodel.conf``. Writable as root.
+
+A control's `original` is what `restore` needs to put the machine back
+(every GPU's or every policy's own value); `value` is what the knob shows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from anubis_tui.sources.base import SysfsRoot, read_int, unique_dirs
+from anubis_tui.sources.nvml import NvmlUnavailable, load_nvml_module
+
+
+class ControlError(Exception):
+    """A device setting could not be read or written; the message is one line."""
+
+
+@dataclass
+class Control:
+    """One device setting. Subclasses implement the four primitives."""
+
+    knob: str
+    target: str
+    unit: str
+    reason: str = ""  # why it cannot be changed here ("" when it can)
+    steps: list[Any] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return f"{self.knob}:{self.target}"
+
+    @property
+    def writable(self) -> bool:
+        return not self.reason
+
+    def value(self) -> Any:
+        return None
+
+    def original(self) -> Any:
+        """What `restore` needs to put this setting back as it is now."""
+        raise ControlError(f"{self.knob}: {self.reason or 'cannot be read'}")
+
+    def set(self, value: Any) -> None:
+        raise ControlError(f"{self.knob}: {self.reason or 'cannot be changed'}")
+
+    def restore(self, original: Any) -> None:
+        raise ControlError(f"{self.knob}: {self.reason or 'cannot be changed'}")
+
+    def step(self, value: Any, direction: int) -> Any:
+        """The next value of the ladder from `value` (the nearest step, then one further)."""
+        if not self.steps:
+            return value
+        if value not in self.steps:
+            nums = [s for s in self.steps if isinstance(s, int | float)]
+            if nums and isinstance(value, int | float):
+                value = min(nums, key=lambda s: abs(s - value))
+            else:
+                value = self.steps[0]
+        i = self.steps.index(value) + (1 if direction > 0 else -1)
+        return self.steps[max(0, min(len(self.steps) - 1, i))]
+
+
+# -- GPU power limit -------------------------------------------------------------------------
+
+
+class PowerLimit(Control):
+    """Every GPU's NVML power management limit, in W."""
+
+    def __init__(self, module: Any, handles: list[Any], lo_w: float, hi_w: float) -> None:
+        super().__init__(knob="power_limit_w", target="gpu", unit="W")
+        self.m = module
+        self.handles = handles
+        self.lo_w, self.hi_w = lo_w, hi_w
+        self.steps = ladder_w(lo_w, hi_w)
+
+    def _get_mw(self, h: Any) -> int:
+        return int(self.m.nvmlDeviceGetPowerManagementLimit(h))
+
+    def value(self) -> float:
+        return self._get_mw(self.handles[0]) / 1000.0
+
+    def original(self) -> list[int]:
+        return [self._get_mw(h) for h in self.handles]
+
+    def _set_mw(self, h: Any, mw: int) -> None:
+        try:
+            self.m.nvmlDeviceSetPowerManagementLimit(h, int(mw))
+        except Exception as e:
+            raise ControlError(f"NVML refused the power limit {mw / 1000:g} W: {e}") from None
+
+    def set(self, value: Any) -> None:
+        w = float(value)
+        if not self.lo_w <= w <= self.hi_w:
+            raise ControlError(f"power limit must be within {self.lo_w:g}-{self.hi_w:g} W")
+        for h in self.handles:
+            self._set_mw(h, round(w * 1000))
+
+    def restore(self, original: Any) -> None:
+        if not isinstance(original, list) or len(original) != len(self.handles):
+            raise ControlError("the journal's power limits do not match this machine's GPUs")
+        for h, mw in zip(self.handles, original, strict=True):
+            self._set_mw(h, int(mw))
+
+
+def ladder_w(lo: float, hi: float) -> list[float]:
+    """From `lo` to `hi` in about ten steps of a round number of watts."""
+    span = hi - lo
+    if span <= 0:
+        return [hi]
+    step = max(5.0, round(span / 10 / 5) * 5)
+    out = [lo]
+    w = (lo // step + 1) * step
+    while w < hi:
+        out.append(float(w))
+        w += step
+    out.append(hi)
+    return out
+
+
+def discover_power_limit(module_name: str | None = None) -> Control | None:
+    """The power-limit control of this machine's GPUs, or None where there is no NVML."""
+    try:
+        m = load_nvml_module(module_name)
+        m.nvmlInit()
+    except (NvmlUnavailable, Exception):
+        return None
+    try:
+        n = int(m.nvmlDeviceGetCount())
+        handles = [m.nvmlDeviceGetHandleByIndex(i) for i in range(n)]
+        if not handles:
+            return None
+        lo_mw, hi_mw = m.nvmlDeviceGetPowerManagementLimitConstraints(handles[0])
+        ctl = PowerLimit(m, handles, lo_mw / 1000.0, hi_mw / 1000.0)
+        current = ctl.original()
+    except Exception as e:
+        why = f"not supported here ({str(e)[:40]})"
+        return Control(knob="power_limit_w", target="gpu", unit="W", reason=why)
+    try:  # NVML has no dry run: writing the current limit tells whether we may write at all
+        for h, mw in zip(handles, current, strict=True):
+            m.nvmlDeviceSetPowerManagementLimit(h, mw)
+    except Exception as e:
+        no_perm = getattr(m, "NVML_ERROR_NO_PERMISSION", 4)
+        ctl.reason = "needs root" if getattr(e, "value", None) == no_perm else str(e)[:40]
+    return ctl
+
+
+# -- CPU maximum frequency -------------------------------------------------------------------
+
+_WRITE = os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+
+
+def write_attr(path: Path, text: str) -> None:
+    """Write a sysfs attribute (never through a symlink, never blocking on a FIFO)."""
+    try:
+        fd = os.open(path, _WRITE)
+    except OSError as e:
+        raise ControlError(f"cannot write {path}: {e.strerror}") from None
+    try:
+        os.write(fd, text.encode())
+    except OSError as e:
+        raise ControlError(f"{path} refused {text.strip()}: {e.strerror}") from None
+    finally:
+        os.close(fd)
+
+
+class CpuMaxFreq(Control):
+    """cpufreq ``scaling_max_freq`` of every policy; the knob's value in MHz."""
+
+    def __init__(self, policies: list[Path], steps_khz: list[int]) -> None:
+        super().__init__(knob="cpu_max_mhz", target="cpu", unit="MHz")
+        self.policies = policies
+        self.steps = [k // 1000 for k in steps_khz]
+
+    def value(self) -> int | None:
+        k = read_int(self.policies[0] / "scaling_max_freq")
+        return None if k is None else k // 1000
+
+    def original(self) -> dict[str, int]:
+        out = {}
+        for p in self.policies:
+            k = read_int(p / "scaling_max_freq")
+            if k is None:
+                raise ControlError(f"cannot read {p / 'scaling_max_freq'}")
+            out[p.name if p.name != "cpufreq" else p.parent.name] = k
+        return out
+
+    def _by_name(self) -> dict[str, Path]:
+        return {(p.name if p.name != "cpufreq" else p.parent.name): p for p in self.policies}
+
+    def set(self, value: Any) -> None:
+        mhz = int(value)
+        if mhz not in self.steps:
+            raise ControlError(f"CPU max frequency must be one of {self.steps} MHz")
+        for p in self.policies:
+            write_attr(p / "scaling_max_freq", f"{mhz * 1000}\n")
+
+    def restore(self, original: Any) -> None:
+        if not isinstance(original, dict):
+            raise ControlError("the journal's CPU frequencies are not a map")
+        by_name = self._by_name()
+        for name, khz in original.items():
+            p = by_name.get(name)
+            if p is not None and isinstance(khz, int):
+                write_attr(p / "scaling_max_freq", f"{khz}\n")
+
+
+def discover_cpu_max(root: SysfsRoot | None = None) -> Control:
+    root = root or SysfsRoot()
+    dirs = root.glob("/sys/devices/system/cpu", "cpu[0-9]*/cpufreq")
+    policies = [p for p in unique_dirs(dirs) if (p / "scaling_max_freq").exists()]
+    if not policies:
+        return Control(knob="cpu_max_mhz", target="cpu", unit="MHz", reason="no cpufreq")
+    avail = root.read(policies[0] / "scaling_available_frequencies")
+    steps: list[int] = []
+    if avail:
+        steps = sorted({int(x) for x in avail.split() if x.isdigit()})
+    if not steps:
+        lo = read_int(policies[0] / "cpuinfo_min_freq")
+        hi = read_int(policies[0] / "cpuinfo_max_freq")
+        if not lo or not hi or hi <= lo:
+            return Control(
+                knob="cpu_max_mhz", target="cpu", unit="MHz", reason="no frequency range"
+            )
+        steps = sorted({lo + (hi - lo) * i // 10 // 100_000 * 100_000 for i in range(10)} | {hi})
+    ctl = CpuMaxFreq(policies, steps)
+    files = [p / "scaling_max_freq" for p in policies]
+    if not all(os.access(f, os.W_OK) for f in files):
+        ctl.reason = "needs root"
+    return ctl
+
+
+# -- Jetson nvpmodel --------------------------------------------------------------------------
+
+_MODE = re.compile(r"<\s*POWER_MODEL\s+ID=(\d+)\s+NAME=([^\s>]+)", re.IGNORECASE)
+
+
+class NvpModel(Control):
+    """The Jetson power mode (an ID from /etc/nvpmodel.conf), set with ``nvpmodel -m``."""
+
+    def __init__(self, binary: str, modes: dict[int, str]) -> None:
+        super().__init__(knob="nvpmodel", target="jetson", unit="")
+        self.binary = binary
+        self.modes = modes
+        self.steps = sorted(modes)
+
+    def _run(self, *args: str) -> str:
+        try:
+            r = subprocess.run(
+                [self.binary, *args], capture_output=True, text=True, timeout=30, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise ControlError(f"nvpmodel: {e}") from None
+        if r.returncode != 0:
+            last = (r.stderr or r.stdout).strip().splitlines()[-1:] or [f"exit {r.returncode}"]
+            raise ControlError(f"nvpmodel {' '.join(args)}: {last[0][:100]}")
+        return r.stdout
+
+    def value(self) -> int | None:
+        out = self._run("-q")
+        for line in reversed(out.strip().splitlines()):
+            if line.strip().isdigit():
+                return int(line.strip())
+        names = {v: k for k, v in self.modes.items()}
+        m = re.search(r"Power Mode:\s*(\S+)", out)
+        return names.get(m.group(1)) if m else None
+
+    def original(self) -> int | None:
+        return self.value()
+
+    def set(self, value: Any) -> None:
+        if value not in self.modes:
+            raise ControlError(f"nvpmodel mode must be one of {sorted(self.modes)}")
+        self._run("-m", str(int(value)))
+
+    def restore(self, original: Any) -> None:
+        if isinstance(original, int) and original in self.modes:
+            self.set(original)
+
+    def step(self, value: Any, direction: int) -> Any:
+        """``n`` cycles through the modes."""
+        if not self.steps:
+            return value
+        i = self.steps.index(value) if value in self.steps else -1
+        return self.steps[(i + (1 if direction >= 0 else -1)) % len(self.steps)]
+
+
+def discover_nvpmodel(root: SysfsRoot | None = None) -> Control:
+    root = root or SysfsRoot()
+    binary = os.environ.get("ANUBIS_NVPMODEL") or shutil.which("nvpmodel")
+    conf = root.read("/etc/nvpmodel.conf")
+    if not binary or not conf:
+        return Control(knob="nvpmodel", target="jetson", unit="", reason="not Jetson")
+    modes = {int(i): name for i, name in _MODE.findall(conf)}
+    if not modes:
+        return Control(
+            knob="nvpmodel", target="jetson", unit="", reason="no modes in nvpmodel.conf"
+        )
+    ctl = NvpModel(binary, modes)
+    if os.geteuid() != 0:
+        ctl.reason = "needs root"
+    return ctl
+
+
+def discover_controls(root: SysfsRoot | None = None) -> list[Control]:
+    """Every device control anubis knows, writable or with the reason it is not."""
+    gpu = discover_power_limit()
+    ctls = [
+        gpu or Control(knob="power_limit_w", target="gpu", unit="W", reason="no GPU"),
+        discover_cpu_max(root),
+        discover_nvpmodel(root),
+    ]
+    return ctls
+
+
+def close_controls(ctls: list[Control]) -> None:
+    for c in ctls:
+        if isinstance(c, PowerLimit):
+            with contextlib.suppress(Exception):
+                c.m.nvmlShutdown()

@@ -1,0 +1,73 @@
+"""The knobs: each knob's key, its value now, and whether it can be changed here (and why not)."""
+
+from __future__ import annotations
+
+from anubis_tui.analysis.live import Snapshot
+from anubis_tui.analysis.segments import show_knob
+from anubis_tui.session.knobs import KNOBS
+from anubis_tui.ui.widgets.panel import Panel
+
+
+def knob_cells(s: Snapshot) -> tuple[list[str], list[str]]:
+    """(``t/T threads 2`` for each knob that can change; ``w/W GPU power: no NVIDIA GPU``,
+    greyed, for each that cannot, with its value where it has one)."""
+    live, greyed = [], []
+    for k in KNOBS:
+        why = s.knob_state.get(k.name, "")
+        value = show_knob(k.name, s.knobs.get(k.name))
+        if why:
+            shown = f" {value}" if value != "—" and k.name != "model" else ""
+            greyed.append(f"{k.keys} {k.label}{shown}: {why}")
+        else:
+            live.append(f"[b]{k.keys}[/] {k.label} {value}")
+    return live, greyed
+
+
+class KnobsPanel(Panel):
+    TITLE = "knobs"
+    _key: object = None
+
+    def refresh_from(self, s: Snapshot) -> None:
+        # Knobs change rarely: the text is made again only when they or the width change.
+        key = (repr(s.knobs), repr(s.knob_state), self.content_region.width)
+        if key != self._key:
+            self._key = key
+            text = self.text(s)
+            rows = text.count("\n") + 1
+            if self.styles.height is None or self.styles.height.value != rows:
+                self.styles.height = rows  # a layout only when the knobs need more lines
+            self.show(text)
+
+    def text(self, s: Snapshot) -> str:
+        if not s.knobs and not s.knob_state:
+            return "[dim]no knobs (an older recording, or the session is starting)[/]"
+        width = max(20, self.content_region.width or 80)
+        live, greyed = knob_cells(s)
+        lines = _flow(["knobs", *live], width)
+        if greyed:
+            lines += [f"[dim]{line}[/]" for line in _flow(["not here:", *greyed], width)]
+        return "\n".join(lines)
+
+
+def _flow(cells: list[str], width: int) -> list[str]:
+    """Cells joined by `` · `` into lines of at most `width` cells (the first cell is a head)."""
+    lines: list[str] = []
+    cur, cur_len = "", 0
+    for i, cell in enumerate(cells):
+        plain = len(_strip_markup(cell))
+        sep = " " if i == 1 else " · "
+        if cur and cur_len + len(sep) + plain > width:
+            lines.append(cur)
+            cur, cur_len = "  " + cell, 2 + plain
+            continue
+        cur = f"{cur}{sep}{cell}" if cur else cell
+        cur_len += (len(sep) if cur_len else 0) + plain
+    if cur:
+        lines.append(cur)
+    return lines
+
+
+def _strip_markup(s: str) -> str:
+    from rich.text import Text
+
+    return Text.from_markup(s).plain
