@@ -309,6 +309,7 @@ class SegmentFold:
         self.segments: list[Segment] = [Segment(0, None, None, 0)]
         self.knobs: dict[str, Any] = {}
         self.initial_knobs: dict[str, Any] | None = None
+        self._knob_changed = False
         self.t = 0
         self.active = False  # inside an active piece (a decode token came since the last gap)
         self.tokens_cum = 0  # decode tokens since the start: marks energy windows
@@ -475,9 +476,11 @@ class SegmentFold:
             if isinstance(values, dict):
                 self.knobs.update({k: v for k, v in values.items() if isinstance(k, str)})
                 if self.initial_knobs is None:
-                    self.initial_knobs = dict(self.knobs)
+                    self.initial_knobs = {}
                     for old in self.segments:
                         old.initial = self.initial_knobs
+                if not self._knob_changed:  # still the start: what it was (device knobs come late)
+                    self.initial_knobs.update(self.knobs)
                 seg.knobs = dict(self.knobs)  # a description, not a change: no new segment
             return
         if e.kind == "model_loaded":
@@ -511,6 +514,7 @@ class SegmentFold:
             name = e.payload.get("name")
             if isinstance(name, str):
                 self.knobs[name] = e.payload.get("value")
+            self._knob_changed = True
             prof, rate = seg.profiler, seg.rate_hz
             cause = "knob"
         else:

@@ -90,8 +90,35 @@ print(e.line(b['decode_tps']))" | tee "$OUT/static.txt"
       python3 -m anubis_tui report "$OUT/gpu-plan.msgpack" 2>&1 | tee "$OUT/report.txt"
       cp "$OUT/gpu-plan.msgpack.log" "$OUT/worker.log" 2>/dev/null
       ;;
+    knobs)  # issue 12: two power limits x two GPU-layer settings, put back at the end and
+            # after a kill -9 (by `anubis restore`); the GPU's limits before and after
+      q="--query-gpu=power.limit,power.min_limit,power.max_limit,power.default_limit"
+      nvidia-smi $q --format=csv | tee "$OUT/limits_before.txt"
+      lo=$(nvidia-smi --query-gpu=power.min_limit --format=csv,noheader,nounits | head -1 | cut -d. -f1)
+      hi=$(nvidia-smi --query-gpu=power.limit --format=csv,noheader,nounits | head -1 | cut -d. -f1)
+      half=$(python3 -c "from anubis_tui.inference.models import read_gguf; from pathlib import Path
+print(read_gguf(Path('$M')).layers // 2)")
+      python3 -m anubis_tui record --gpu-layers -1 -o "$OUT/gpu-knobs.msgpack" --plan \
+        "off:15,power_limit_w=$lo:15,gpu_layers=$half:15,power_limit_w=$hi:15,gpu_layers=all:15" 2>&1 | tail -8
+      nvidia-smi $q --format=csv | tee "$OUT/limits_after.txt"
+      python3 -m anubis_tui report "$OUT/gpu-knobs.msgpack" 2>&1 | tee "$OUT/knobs_report.txt"
+      python3 -m anubis_tui report --json "$OUT/gpu-knobs.msgpack" > "$OUT/knobs_report.json"
+      cp "$OUT/gpu-knobs.msgpack.log" "$OUT/knobs_worker.log" 2>/dev/null
+      {
+        python3 -m anubis_tui record --gpu-layers -1 -o /tmp/k9.msgpack --plan "power_limit_w=$lo:120" \
+          > /tmp/k9.log 2>&1 & pid=$!
+        for _ in $(seq 60); do grep -q "plan power_limit_w" /tmp/k9.log && break; sleep 1; done
+        sleep 3
+        kill -9 $pid; wait $pid; echo "killed: rc=$?"
+        echo "limit after kill -9: $(nvidia-smi --query-gpu=power.limit --format=csv,noheader)"
+        cat ~/.local/state/anubis/device-state.json
+        python3 -m anubis_tui restore; echo "restore rc=$?"
+        echo "limit after restore: $(nvidia-smi --query-gpu=power.limit --format=csv,noheader)"
+        python3 -m anubis_tui report /tmp/k9.msgpack 2>&1 | grep -E "^recovery|^segment|^baseline|limit=" | head -5
+      } 2>&1 | tee "$OUT/kill9.txt"
+      ;;
     esac
   done
   ;;
-*) echo "usage: run.sh setup|chunk N|checks [ratio probe plan]"; exit 2 ;;
+*) echo "usage: run.sh setup|chunk N|checks [ratio probe plan knobs]"; exit 2 ;;
 esac

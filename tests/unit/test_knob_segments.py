@@ -146,3 +146,18 @@ def test_knob_ladders():
     assert parse_knob_value("power_limit_w", "250") == 250.0
     with pytest.raises(ValueError):
         parse_knob_value("threads", "1.5")
+
+
+def test_device_knobs_found_after_the_recording_started_are_part_of_the_start():
+    """`record` starts recording before the session finds its device controls: the second
+    ``knobs`` Event completes the starting setting, it does not rename the first segment."""
+    from anubis_tui.records import Event
+
+    sf = SegmentFold()
+    sf.consume(Event(0, "knobs", {"values": {"threads": 8, "power_limit_w": None}}))
+    sf.consume(Event(10, "knobs", {"values": {"threads": 8, "power_limit_w": 700.0}}))
+    sf.consume(Event(20, "knob", {"name": "power_limit_w", "value": 200.0, "previous": 700.0}))
+    sf.consume(Event(30, "knobs", {"values": {"threads": 8, "power_limit_w": 200.0}}))
+    sf.consume(Event(40, "knob", {"name": "power_limit_w", "value": 700.0, "previous": 200.0}))
+    assert [s.name for s in sf.segments] == ["baseline", "limit=200W", "baseline"]
+    assert sf.initial_knobs == {"threads": 8, "power_limit_w": 700.0}
