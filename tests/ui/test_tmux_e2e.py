@@ -71,6 +71,19 @@ def test_anubis_in_tmux(tmp_path: Path):
         assert time.monotonic() - t0 < 10, "live tokens/s within 10 s, model load included"
         assert "anubis LIVE" in s and "est." in s  # estimated power, labelled
         assert "rec e2e.msgpack" in s
+        footer = s.rstrip("\n").splitlines()[-1]
+        for shown in ("q Quit", "? Help", "space Pause", "r Rec", "p py-spy", "s scalene"):
+            assert shown in footer, f"{shown!r} missing from the footer at 80 columns: {footer!r}"
+        assert "knobs" in s and "threads 2" in s and "not here:" in s
+        assert "°C    no sensor" in s  # no temperature sensor: said, not drawn as zero
+        tmux("send-keys", "-t", name, "?", check=True)
+        h = wait_screen(name, lambda s: "Knobs" in s and "Profilers" in s, 10)
+        assert "question_mark" not in h and "left_square_bracket" not in h
+        assert "llama.cpp threads" in h
+        tmux("send-keys", "-t", name, "Escape", check=True)
+        wait_screen(name, lambda s: "Knobs" not in s, 10)
+        tmux("send-keys", "-t", name, "t", check=True)
+        wait_screen(name, lambda s: "threads 1" in s and "threads=1," in s, 20)
         tmux("send-keys", "-t", name, "m", check=True)
         tmux("send-keys", "-t", name, "space", check=True)
         wait_screen(name, lambda s: "paused" in s, 30)
@@ -80,6 +93,8 @@ def test_anubis_in_tmux(tmp_path: Path):
     records, recovery = read_all(rec)
     kinds = [r.kind for r in records if isinstance(r, Event)]
     assert "marker" in kinds and "paused" in kinds
+    knob = next(r for r in records if isinstance(r, Event) and r.kind == "knob")
+    assert knob.payload == {"name": "threads", "value": 1, "previous": 2}
     assert not recovery.truncated, recovery.reason  # q closed the recording with a footer
 
 
@@ -102,9 +117,9 @@ def test_profilers_found_beside_the_interpreter_when_the_venv_is_not_on_path(tmp
         f"{anubis} run --threads 2 --record {rec}", env=env, check=True,
     )  # fmt: skip
     try:
-        wait_screen(name, lambda s: "tok/s" in s and "requests" in s and " 0 requests" not in s)
+        wait_screen(name, lambda s: "tok/s" in s and " req," in s and " 0 req," not in s)
         tmux("send-keys", "-t", name, "p", check=True)
-        s = wait_screen(name, lambda s: "py-spy @ 100 Hz" in s or "not installed" in s, 30)
+        s = wait_screen(name, lambda s: "py-spy@100," in s or "not installed" in s, 30)
         assert "not installed" not in s
         quit_and_wait(name)
     finally:
