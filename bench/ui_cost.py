@@ -7,7 +7,14 @@ package, default 2 s refresh) in tmux at 120x40 when installed. The CPU
 time of the measured process (all its threads) is read with psutil between
 second 2 (after start-up) and the end, as % of one core.
 
-    python bench/ui_cost.py [--seconds 20] [--json] [--check]   # --check: UI adds < 10 %
+    python bench/ui_cost.py [--seconds 20] [--model] [--repeats N] [--json] [--check]
+
+With --model both run inference on the default model with every core busy
+(--threads = CPU count), and the decode tok/s of the two recordings is
+compared. --repeats alternates headless and app N times (these machines are
+noisy: a pair is measured back to back) and reports every pair and the median.
+--check fails when the UI adds more than 10 % of a core (a generous CI bound;
+the goal, measured by hand, is 2 %).
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -101,9 +109,34 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--model", action="store_true", help="with inference (threads = CPU count)")
+    ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--check", action="store_true")
     a = ap.parse_args()
+    runs = [measure(a) for _ in range(max(1, a.repeats))]
+    res: dict[str, object] = dict(runs[0]) if len(runs) == 1 else {"runs": runs}
+    if len(runs) > 1:
+        for key in ("headless_record_pct", "app_pct", "ui_adds_pct", "app_tps_ratio"):
+            vals = [r[key] for r in runs if r.get(key) is not None]
+            res[f"median_{key}"] = statistics.median(vals) if vals else None
+    if a.json:
+        print(json.dumps(res, indent=1))
+    else:
+        for i, r in enumerate(runs):
+            for k, v in r.items():
+                unit = " % of one core" if k.endswith("_pct") else ""
+                print(f"{i} {k:<22} {'—' if v is None else f'{v:8.3f}{unit}'}")
+        for k, v in res.items():
+            if k.startswith("median_"):
+                print(f"  {k:<28} {'—' if v is None else f'{v:8.3f}'}")
+    adds = res.get("median_ui_adds_pct", res.get("ui_adds_pct"))
+    if a.check and isinstance(adds, float) and adds > CHECK_BOUND_PCT:
+        print(f"FAIL: the UI adds more than {CHECK_BOUND_PCT} % of a core", file=sys.stderr)
+        return 1
+    return 0
+
+
+def measure(a: argparse.Namespace) -> dict[str, float | None]:
     env = {**os.environ, "TERM": "xterm-256color", "ANUBIS_CONFIG": "/nonexistent.toml"}
     res: dict[str, float | None] = {}
     tmp = tempfile.mkdtemp(prefix="anubis-uicost-")
@@ -120,16 +153,7 @@ def main() -> int:
         res["headless_decode_tps"], res["app_decode_tps"] = h, u
         res["app_tps_ratio"] = (u / h) if h and u else None
     res["btop_pct"] = in_tmux("btop", "btop", a.seconds, env) if shutil.which("btop") else None
-    if a.json:
-        print(json.dumps(res, indent=1))
-    else:
-        for k, v in res.items():
-            unit = " % of one core" if k.endswith("_pct") else ""
-            print(f"{k:<22} {'—' if v is None else f'{v:8.3f}{unit}'}")
-    if a.check and res["ui_adds_pct"] > CHECK_BOUND_PCT:
-        print(f"FAIL: the UI adds more than {CHECK_BOUND_PCT} % of a core", file=sys.stderr)
-        return 1
-    return 0
+    return res
 
 
 if __name__ == "__main__":

@@ -341,3 +341,24 @@ def test_huge_hwmon_directories_are_bounded(tree):
     assert len(bigsrc.channels) == MAX_ATTRS_PER_CHIP and "2000 attributes" in bigsrc.reason
     assert len([s for s in found if s.available]) == MAX_CHIPS
     assert any("hwmon chips: the first" in s.reason for s in found if not s.available)
+
+
+def test_read_int_keeps_the_file_open_and_sees_every_new_value(tmp_path):
+    """One pread a reading on a kept descriptor: a value written in place is read back."""
+    import os as _os
+
+    from anubis_tui.sources import base
+
+    f = tmp_path / "energy_uj"
+    f.write_text("100\n")
+    assert base.read_int(f) == 100
+    assert str(f) in base._OPEN
+    f.write_text("250\n")  # sysfs makes the value again for each read from offset 0
+    assert base.read_int(f) == 250
+    fifo = tmp_path / "planted"
+    _os.mkfifo(fifo)
+    assert base.read_int(fifo) is None  # never blocks, never kept
+    assert str(fifo) not in base._OPEN
+    assert base.read_int(tmp_path / "missing") is None
+    base.close_attrs(str(tmp_path))
+    assert not any(k.startswith(str(tmp_path)) for k in base._OPEN)
