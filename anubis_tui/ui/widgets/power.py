@@ -15,7 +15,7 @@ TAGS = {"instant": "inst", "estimated": "est", "counter": "ctr"}
 
 
 def jfmt(v: float | None) -> str:
-    return "—" if v is None else f"{v:.3g}"
+    return "—" if v is None else f"{v:#.3g}"
 
 
 class PowerPanel(Panel):
