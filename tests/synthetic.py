@@ -6,6 +6,7 @@ measurements (real recordings live in recordings/).
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 from anubis_tui.recording.format import make_header
@@ -78,12 +79,16 @@ def write(
     force: bool = False,
     cap_w: float = 200.0,
     initial_knobs: dict | None = None,
+    jitter: float = 0.0,
+    seed: int = 0,
 ) -> dict:
     """Phases of (seconds, watts, decode tok/s, profiler, rate): constant power and token rate.
 
     Token rates must be multiples of 20 (whole tokens per 50 ms batch).
     A profiler of the form ``knob:NAME=VALUE`` is a knob change instead (an int
     VALUE where it is one); `initial_knobs` is the ``knobs`` Event at the start.
+    `jitter` makes each sample's power vary uniformly by ±jitter (a fraction) around
+    the phase's watts (seeded), the energy following it exactly.
 
     Requests are 1 s long, decode tokens come in 50 ms batches, energy is the
     integral of power (exact, piecewise constant). From `cap_w` watts on, the GPU
@@ -96,6 +101,7 @@ def write(
     tokens = 0
     req = 0
     dt = int(S / rate_hz)
+    rng = random.Random(seed)
     knobs = dict(initial_knobs or {})
     if initial_knobs is not None:
         w.submit(Event(0, "knobs", {"values": dict(knobs), "state": {}}))
@@ -116,6 +122,7 @@ def write(
                 w.submit(Event(t, "request_start", {"request": req}))
                 n_req = 0
             energy_t = energy
+            p_now = watts * (1 + rng.uniform(-jitter, jitter)) if jitter else watts
             w.submit(
                 Sample(
                     t,
@@ -123,7 +130,7 @@ def write(
                         energy_t,
                         60.0 if watts < 200 else 70.0,
                         4 if watts >= cap_w else 0,
-                        watts,
+                        p_now,
                         energy_t,
                     ],
                 )
@@ -136,7 +143,7 @@ def write(
                     w.submit(Tokens(bt, n, "decode", req, bt - S // 40 + 1))
                     tokens += n
                     n_req += n
-            energy += watts * dt / S
+            energy += p_now * dt / S
             t += dt
             if (t % S) == 0:
                 w.submit(

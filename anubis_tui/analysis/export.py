@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 
@@ -111,3 +111,63 @@ def _plot(rec: Recording, out: IO[bytes], fmt: str) -> None:
     fig.tight_layout()
     fig.savefig(out, dpi=110, format=fmt)
     plt.close(fig)
+
+
+def plot_sweep(r: dict[str, Any], out: IO[bytes], fmt: str = "png") -> None:
+    """A sweep's report as a figure: overhead against rate (log axis, one line per profiler,
+    error bars over repeats) and the settings' tok/s against J/token with the Pareto front."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ExportError("--plot needs matplotlib: pip install 'anubis-tui[plot]'") from None
+    sw = r.get("sweep") or {}
+    rows = [row for row in sw.get("rows", []) if row.get("rate_hz")]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(13, 5))
+    try:
+        _plot_sweep(plt, fig, a1, a2, r, sw, rows, out, fmt)
+    except (ValueError, OverflowError, RuntimeError) as e:
+        raise ExportError(f"cannot plot this sweep: {str(e).splitlines()[0][:200]}") from None
+    finally:
+        plt.close(fig)
+
+
+def _plot_sweep(
+    plt: Any, fig: Any, a1: Any, a2: Any, r: dict[str, Any], sw: dict[str, Any],
+    rows: list[dict[str, Any]], out: IO[bytes], fmt: str,
+) -> None:  # fmt: skip
+    for prof in sorted({row["profiler"] for row in rows}):
+        mine = sorted((row for row in rows if row["profiler"] == prof), key=lambda x: x["rate_hz"])
+        xs = [row["rate_hz"] for row in mine]
+        for key, style, what in (
+            ("j_per_token_pct", "-o", "ΔJ/token"),
+            ("decode_tps_pct", "--s", "Δtok/s"),
+        ):
+            ys = [row[key] if row[key] is not None else float("nan") for row in mine]
+            err = [row[f"{key}_sd"] or 0.0 for row in mine]
+            a1.errorbar(xs, ys, yerr=err, fmt=style, capsize=3, label=f"{prof} {what}")
+    budget = sw.get("budget_pct", 2.0)
+    a1.axhspan(-budget, budget, color="0.9", label=f"±{budget:g} % budget")
+    a1.axhline(0, color="0.5", lw=0.8)
+    rates = [row["rate_hz"] for row in rows]
+    if rates:
+        a1.set_xscale("log")
+        a1.set_xlim(min(rates) / 2, max(rates) * 2)
+    a1.set_xlabel("sampling rate (Hz)")
+    a1.set_ylabel("% against the baseline beside it")
+    a1.set_title("profiler overhead (mean ± sd over repeats)")
+    a1.legend(fontsize=7)
+    sets = [g for g in r.get("settings", []) if g.get("decode_tps") and g.get("j_per_token")]
+    for g in sets:
+        a2.scatter(g["decode_tps"], g["j_per_token"], color="C3" if g["pareto"] else "C0")
+        a2.annotate(g["name"], (g["decode_tps"], g["j_per_token"]), fontsize=7)
+    front = sorted((g for g in sets if g["pareto"]), key=lambda g: g["decode_tps"])
+    if front:
+        a2.plot([g["decode_tps"] for g in front], [g["j_per_token"] for g in front], "C3-", lw=1)
+    a2.set_xlabel("decode tok/s")
+    a2.set_ylabel("J/token")
+    a2.set_title("settings (red: Pareto front)")
+    fig.tight_layout()
+    fig.savefig(out, format=fmt)

@@ -14,6 +14,7 @@ from anubis_tui.analysis.segments import (
     energy_optimal,
     show_knob,
 )
+from anubis_tui.analysis.sweep import BUDGET_PCT, render_sweep, sweep_of, sweep_report
 from anubis_tui.analysis.windows import energy_j, window
 from anubis_tui.recording.reader import Recording
 
@@ -26,7 +27,7 @@ def _col_stats(rec: Recording, cid: str) -> tuple[float | None, float | None]:
     return (float(v.mean()), float(v.max())) if len(v) else (None, None)
 
 
-def report(rec: Recording) -> dict[str, Any]:
+def report(rec: Recording, budget_pct: float = BUDGET_PCT) -> dict[str, Any]:
     end = int(rec.duration_s * 1e9)
     whole = window(rec, 0, end + 1)
     ends = [e for e in rec.events if e.kind == "request_end"]
@@ -70,7 +71,9 @@ def report(rec: Recording) -> dict[str, Any]:
     cpu_mean, _ = _col_stats(rec, "anubis.sampler.cpu")
     self_cpu, _ = _col_stats(rec, "proc.self.cpu")
     sf = SegmentFold().consume_all(rec.records)
-    segs = [f.plain() for f in sf.figures()]
+    figs = sf.figures()
+    segs = [f.plain() for f in figs]
+    sweep = sweep_of(rec.events)
     settings = sf.settings()
     fastest, best = energy_optimal(settings)
     return {
@@ -111,6 +114,7 @@ def report(rec: Recording) -> dict[str, Any]:
         "speed_budget": SPEED_BUDGET,
         "initial_knobs": sf.initial_knobs or {},
         "segment_definitions": DEFINITIONS,
+        "sweep": sweep_report(figs, sweep, budget_pct) if sweep is not None else None,
         "recovery": {
             "truncated": rec.recovery.truncated,
             "records": rec.recovery.records,
@@ -169,6 +173,9 @@ def render(r: dict[str, Any]) -> str:
     lines += render_segments(r["segments"])
     lines.append("")
     lines += render_settings(r)
+    if r.get("sweep"):
+        lines.append("")
+        lines += render_sweep(r["sweep"])
     return "\n".join(lines)
 
 

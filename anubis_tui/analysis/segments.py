@@ -55,10 +55,20 @@ from anubis_tui.records import (
     decode_flags,
 )
 
-SETTING_EVENTS = ("profiler_on", "profiler_off", "profiler_rate", "profiler_ready", "knob")
+SETTING_EVENTS = (
+    "profiler_on",
+    "profiler_off",
+    "profiler_rate",
+    "profiler_ready",
+    "knob",
+    "sweep_step",
+)
 KNOBS_EVENT = "knobs"  # every knob's value (no change): at the start and after each change
 GAP_EVENTS = ("paused", "worker_restart", "worker_died", "worker_stopped")
 MIN_SECONDS = 3.0
+# A segment this short, or without a decode token, is the gap between two changes made one
+# after the other (a profiler stopping before a knob reloads): it is no setting tried.
+SLIVER_NS = 500_000_000
 MIN_TOKENS = 50
 FRAMES_EVENT = "profiler_frames"
 
@@ -190,6 +200,8 @@ class Segment:
     knobs: dict[str, Any] = field(default_factory=dict)
     initial: dict[str, Any] | None = None  # the session's knobs at its start (for the name)
     cause: str | None = None  # "knob" when a knob change started it, "profiler", None
+    tags: dict[str, Any] = field(default_factory=dict)  # a sweep step's role, repeat, treatment
+    artifact: str | None = None  # the profiler's output file, named when it stopped
     end_ns: int = 0
     load_s: float | None = None  # model (re)loads in the segment: kept out of its figures
     tokens: int = 0  # decode tokens stamped in the segment's active time
@@ -256,6 +268,8 @@ class Figures:
     load_s: float | None = None
     segments: int = 1  # how many segments a setting's figures merge
     pareto: bool = False
+    tags: dict[str, Any] = field(default_factory=dict)
+    artifact: str | None = None
 
     @property
     def baseline(self) -> bool:
@@ -294,6 +308,8 @@ class Figures:
             "load_s": self.load_s,
             "segments": self.segments,
             "pareto": self.pareto,
+            "tags": self.tags,
+            "artifact": self.artifact,
         }
 
 
@@ -510,7 +526,15 @@ class SegmentFold:
         done = e.payload.get("samples", e.payload.get("previous_samples"))
         if isinstance(done, int) and not isinstance(done, bool) and done >= 0:
             seg.samples = done
-        if e.kind == "knob":
+        art = e.payload.get("artifact")
+        if e.kind == "profiler_off" and isinstance(art, str) and art:
+            seg.artifact = art
+        tags = seg.tags
+        if e.kind == "sweep_step":
+            tags = {k: v for k, v in e.payload.items() if k in ("role", "repeat", "treatment")}
+            prof, rate = seg.profiler, seg.rate_hz
+            cause = "sweep"
+        elif e.kind == "knob":
             name = e.payload.get("name")
             if isinstance(name, str):
                 self.knobs[name] = e.payload.get("value")
@@ -531,6 +555,7 @@ class SegmentFold:
             knobs=dict(self.knobs),
             initial=self.initial_knobs,
             cause=cause,
+            tags=dict(tags),
         )
         self.segments.append(new)
         # Inference goes on across a profiler switch: the new piece opens at once,
@@ -545,7 +570,9 @@ class SegmentFold:
         figs = [
             _figures(s)
             for s in self.segments
-            if s.end_ns > s.start_ns or s.tokens or (s is last and not self.ended)
+            if (s is last and not self.ended)
+            or s.died
+            or (s.tokens and s.end_ns - s.start_ns >= SLIVER_NS)
         ]
         compare(figs)
         return figs
@@ -723,6 +750,8 @@ def _figures(s: Segment, acc: _Acc | None = None) -> Figures:
         enough_data=(active_s >= MIN_SECONDS and s.tokens >= MIN_TOKENS and not s.died),
         cause=s.cause,
         load_s=s.load_s,
+        tags=dict(s.tags),
+        artifact=s.artifact,
     )
 
 
@@ -838,7 +867,8 @@ def compare(figs: list[Figures]) -> None:
     previous: Figures | None = None
     for f in figs:
         prev, previous = previous, (f if f.enough_data else previous)
-        if f.cause == "knob":
+        knob_step = f.tags.get("role") == "treatment" and f.profiler is None
+        if f.cause == "knob" or knob_step:
             if not f.enough_data:
                 f.not_comparable = "worker died" if f.died else "too little data"
             elif prev is None:

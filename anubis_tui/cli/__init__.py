@@ -12,11 +12,22 @@ import sys
 from collections.abc import Sequence
 
 from anubis_tui import __version__
-from anubis_tui.cli import bench, export, record, replay, report, restore, run, sensors
+from anubis_tui.cli import (
+    bench,
+    compare,
+    export,
+    record,
+    replay,
+    report,
+    restore,
+    run,
+    sensors,
+    sweep,
+)
 from anubis_tui.cli.common import CliError, Parser
 from anubis_tui.config import ConfigError, load_config
 
-COMMANDS = (run, replay, record, report, export, sensors, bench, restore)
+COMMANDS = (run, replay, record, report, export, sensors, bench, restore, sweep, compare)
 
 
 def build_parser() -> argparse.ArgumentParser:

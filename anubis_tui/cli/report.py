@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import os
 from typing import Any
 
-from anubis_tui.cli.common import jsonable, load_recording
+from anubis_tui.cli.common import CliError, jsonable, load_recording, positive_float
+from anubis_tui.cli.export import PLOT_FORMATS
 from anubis_tui.config import Config
 
 
@@ -14,12 +17,33 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser("report", help="summary and profiler segments of a recording")
     p.add_argument("path")
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--budget",
+        type=lambda s: positive_float(s, 100.0),
+        default=2.0,
+        metavar="PCT",
+        help="a sweep's overhead budget: tok/s and J/token, in %% (default 2)",
+    )
+    p.add_argument("--plot", metavar="OUT.png", help="a sweep's overhead and settings figure")
+    p.add_argument("--force", action="store_true", help="overwrite the --plot file")
     p.set_defaults(handler=cmd_report)
 
 
 def cmd_report(args: argparse.Namespace, config: Config) -> int:
     from anubis_tui.analysis.report import render, report
 
-    r = report(load_recording(args.path))
+    if args.plot and os.path.splitext(args.plot)[1].lower() not in PLOT_FORMATS:
+        raise CliError(f"--plot {args.plot}: the name must end in {', '.join(PLOT_FORMATS)}")
+    r = report(load_recording(args.path), budget_pct=args.budget)
+    if args.plot:
+        from anubis_tui.analysis.export import ExportError, plot_sweep
+        from anubis_tui.cli.export import write_new
+
+        img = io.BytesIO()
+        try:
+            plot_sweep(r, img, os.path.splitext(args.plot)[1][1:].lower())
+        except ExportError as e:
+            raise CliError(str(e)) from None
+        write_new(args.plot, img.getvalue(), args.force)
     print(json.dumps(jsonable(r), indent=1, allow_nan=False) if args.json else render(r))
     return 0

@@ -1,0 +1,309 @@
+"""The report of a sweep: each treatment against its interleaved baselines, over repeats.
+
+For every profiler at every rate: Δ decode tok/s, Δ system power (W and %),
+Δ J/token, Δ max °C, throttle share, the profiler's CPU, and what it found
+(samples, distinct stacks, samples per joule of overhead), each with its
+spread over repeats. A difference smaller than the baselines' own spread
+between repeats is "no measurable overhead", not a number. The recommended
+rate of a profiler is its highest rate whose overhead stays within the
+budget (default 2 % tok/s and 2 % J/token) on the evidence shown.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from anubis_tui.analysis.segments import Figures
+from anubis_tui.config import read_regular
+
+BUDGET_PCT = 2.0
+MAX_ARTIFACT = 256 << 20
+NO_OVERHEAD = "no measurable overhead"
+
+
+def distinct_stacks(path: str | None) -> int | None:
+    """Distinct call stacks in a py-spy speedscope file, or lines with CPU time in scalene's
+    JSON; None when there is no readable artifact."""
+    if not path:
+        return None
+    try:
+        d = json.loads(read_regular(Path(path), MAX_ARTIFACT, "a profile"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(d, dict):
+        return None
+    if isinstance(d.get("profiles"), list):  # speedscope
+        stacks = set()
+        for prof in d["profiles"]:
+            for st in prof.get("samples") or [] if isinstance(prof, dict) else []:
+                if isinstance(st, list):
+                    stacks.add(tuple(st))
+        return len(stacks)
+    files = d.get("files")
+    if isinstance(files, dict):  # scalene
+        n = 0
+        for f in files.values():
+            for line in f.get("lines", []) if isinstance(f, dict) else []:
+                if not isinstance(line, dict):
+                    continue
+                cpu = (line.get("n_cpu_percent_python") or 0) + (line.get("n_cpu_percent_c") or 0)
+                if isinstance(cpu, int | float) and cpu > 0:
+                    n += 1
+        return n
+    return None
+
+
+def _mean_sd(xs: Sequence[float]) -> tuple[float | None, float | None]:
+    if not xs:
+        return None, None
+    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) >= 2 else None)
+
+
+def _spread_pct(values: Sequence[float]) -> float | None:
+    """The baselines' own spread between repeats: their standard deviation, % of their mean."""
+    vals = [v for v in values if v is not None]
+    if len(vals) < 2:
+        return None
+    m = statistics.fmean(vals)
+    return 100 * statistics.stdev(vals) / m if m else None
+
+
+def _rate_of(name: str) -> tuple[str, float | None]:
+    """``py-spy@100n`` → (``py-spy --native``, 100.0); knob settings → (name, None)."""
+    prof, at, rate = name.partition("@")
+    if not at:
+        return name, None
+    native = rate.endswith("n")
+    try:
+        hz = float(rate.rstrip("n"))
+    except ValueError:
+        return name, None
+    return prof + (" --native" if native else ""), hz
+
+
+def sweep_report(
+    figs: Sequence[Figures], sweep: dict[str, Any], budget_pct: float = BUDGET_PCT
+) -> dict[str, Any]:
+    """Per treatment, the mean and spread of its deltas over repeats, and per profiler the
+    recommended rate."""
+    by_index = {f.index: f for f in figs}
+    base = [f for f in figs if f.tags.get("role") == "baseline" and f.enough_data]
+    noise_tps = _spread_pct([f.decode_tps for f in base if f.decode_tps is not None])
+    noise_jpt = _spread_pct([f.j_per_token for f in base if f.j_per_token is not None])
+    rows = []
+    for name in sweep.get("treatments", []):
+        segs = [
+            f for f in figs if f.tags.get("role") == "treatment" and f.tags.get("treatment") == name
+        ]
+        done = [(f, f.delta) for f in segs if f.delta is not None]
+
+        def vals(key: str, pairs: list[tuple[Figures, dict[str, Any]]] = done) -> list[float]:
+            return [d[key] for _, d in pairs if d.get(key) is not None]
+
+        d_tps, d_w, d_jpt, d_c = (
+            vals("decode_tps_pct"),
+            vals("power_w"),
+            vals("j_per_token_pct"),
+            vals("temp_max_c"),
+        )
+        d_w_pct = []
+        per_joule = []
+        stacks = []
+        for f, d in done:
+            b = by_index.get(f.baseline_index) if f.baseline_index is not None else None
+            if b is not None and b.power_w and d.get("power_w") is not None:
+                d_w_pct.append(100 * d["power_w"] / b.power_w)
+            n = distinct_stacks(f.artifact)
+            if n is not None:
+                stacks.append(n)
+            if b is not None and f.samples and f.j_per_token and b.j_per_token:
+                extra_j = (f.j_per_token - b.j_per_token) * f.decode_tokens
+                if extra_j > 0:
+                    per_joule.append(f.samples / extra_j)
+        throttle = [
+            max((v for k, v in f.throttle_share.items() if k != "idle"), default=0.0) for f in segs
+        ]
+        cpu = [f.profiler_cpu for f in segs if f.profiler_cpu is not None]
+        samples = [f.samples for f in segs if f.samples is not None]
+        prof, rate = _rate_of(name)
+        row: dict[str, Any] = {
+            "treatment": name,
+            "profiler": prof if rate is not None else None,
+            "rate_hz": rate,
+            "repeats": len(done),
+            "segments": len(segs),
+            "not_comparable": sorted({f.not_comparable for f in segs if f.not_comparable}),
+        }
+        for key, xs in (
+            ("decode_tps_pct", d_tps),
+            ("power_w", d_w),
+            ("power_pct", d_w_pct),
+            ("j_per_token_pct", d_jpt),
+            ("temp_max_c", d_c),
+            ("throttle_share", throttle),
+            ("profiler_cpu", cpu),
+            ("samples", [float(s) for s in samples]),
+            ("distinct_stacks", [float(s) for s in stacks]),
+            ("samples_per_joule", per_joule),
+        ):
+            m, sd = _mean_sd(xs)
+            row[key] = m
+            row[f"{key}_sd"] = sd
+        row["tps_measurable"] = _measurable(row["decode_tps_pct"], noise_tps)
+        row["jpt_measurable"] = _measurable(row["j_per_token_pct"], noise_jpt)
+        rows.append(row)
+    return {
+        "noise": {
+            "decode_tps_pct": noise_tps,
+            "j_per_token_pct": noise_jpt,
+            "baselines": len(base),
+        },
+        "budget_pct": budget_pct,
+        "rows": rows,
+        "recommended": recommend(rows, budget_pct),
+        "warmup": sweep.get("warmup"),
+        "cooldowns": sweep.get("cooldowns"),
+        "order": sweep.get("order"),
+        "seed": sweep.get("seed"),
+    }
+
+
+def _measurable(mean: float | None, noise: float | None) -> bool | None:
+    """Whether |mean| is beyond the baselines' spread (None: not known)."""
+    if mean is None:
+        return None
+    if noise is None:
+        return True  # one baseline: no spread to hide behind; the number stands
+    return abs(mean) > noise
+
+
+def within_budget(row: dict[str, Any], budget_pct: float) -> bool | None:
+    """Overhead within budget: tok/s no more than `budget_pct` slower and J/token no more than
+    `budget_pct` higher, where measurable (an unmeasurable difference is within it)."""
+    tps, jpt = row.get("decode_tps_pct"), row.get("j_per_token_pct")
+    if tps is None and jpt is None:
+        return None
+    ok_tps = tps is None or not row.get("tps_measurable") or tps >= -budget_pct
+    ok_jpt = jpt is None or not row.get("jpt_measurable") or jpt <= budget_pct
+    return ok_tps and ok_jpt
+
+
+def recommend(rows: Sequence[dict[str, Any]], budget_pct: float) -> dict[str, dict[str, Any]]:
+    """Per profiler: the highest rate within budget, with the evidence (or why there is none)."""
+    out: dict[str, dict[str, Any]] = {}
+    profs = sorted({r["profiler"] for r in rows if r.get("profiler")})
+    for p in profs:
+        mine = sorted((r for r in rows if r["profiler"] == p), key=lambda r: r["rate_hz"] or 0)
+        ok = [r for r in mine if within_budget(r, budget_pct)]
+        if not ok:
+            worst = mine[0] if mine else None
+            out[p] = {
+                "rate_hz": None,
+                "evidence": (
+                    f"even {worst['rate_hz']:g} Hz costs {_show(worst, 'decode_tps_pct')} tok/s, "
+                    f"{_show(worst, 'j_per_token_pct')} J/token (budget {budget_pct:g} %)"
+                    if worst
+                    else "no data"
+                ),
+            }
+            continue
+        best = max(ok, key=lambda r: r["rate_hz"] or 0)
+        higher = [r for r in mine if (r["rate_hz"] or 0) > (best["rate_hz"] or 0)]
+        beyond = (
+            f"; {higher[0]['rate_hz']:g} Hz costs {_show(higher[0], 'decode_tps_pct')} tok/s, "
+            f"{_show(higher[0], 'j_per_token_pct')} J/token"
+            if higher
+            else " (the highest rate tried)"
+        )
+        out[p] = {
+            "rate_hz": best["rate_hz"],
+            "evidence": (
+                f"{best['rate_hz']:g} Hz: {_show(best, 'decode_tps_pct')} tok/s, "
+                f"{_show(best, 'j_per_token_pct')} J/token over {best['repeats']} repeats{beyond}"
+            ),
+        }
+    return out
+
+
+def _show(row: dict[str, Any], key: str) -> str:
+    m = row.get(key)
+    if m is None:
+        return "—"
+    flag = {"decode_tps_pct": "tps_measurable", "j_per_token_pct": "jpt_measurable"}.get(key)
+    if flag and row.get(flag) is False:
+        return NO_OVERHEAD
+    sd = row.get(f"{key}_sd")
+    return f"{m:+.1f} %" + (f" ±{sd:.1f}" if sd is not None else "")
+
+
+def render_sweep(r: dict[str, Any]) -> list[str]:
+    """The sweep table, the noise it is read against, and the recommended rates."""
+    n = r["noise"]
+    lines = [
+        "sweep      treatments against the baseline beside each, mean ±sd over repeats; "
+        "baselines' own spread: tok/s "
+        + (f"±{n['decode_tps_pct']:.1f} %" if n["decode_tps_pct"] is not None else "—")
+        + ", J/token "
+        + (f"±{n['j_per_token_pct']:.1f} %" if n["j_per_token_pct"] is not None else "—")
+        + f" ({n['baselines']} baselines)",
+        f"  {'treatment':<22} {'n':>2} {'Δtok/s':>16} {'ΔW':>12} {'ΔW%':>7} {'ΔJ/tok':>16} "
+        f"{'Δ°C':>5} {'thr':>4} {'prof CPU':>8} {'samples':>8} {'stacks':>7} {'samp/J':>8}",
+    ]
+
+    def num(row: dict[str, Any], key: str, fmt: str, scale: float = 1.0) -> str:
+        v = row.get(key)
+        return "—" if v is None else f"{v * scale:{fmt}}"
+
+    for row in r["rows"]:
+        tps = _show(row, "decode_tps_pct")
+        jpt = _show(row, "j_per_token_pct")
+        lines.append(
+            f"  {row['treatment']:<22.22} {row['repeats']:>2} "
+            f"{tps if len(tps) <= 16 else 'none measurable':>16} "
+            f"{num(row, 'power_w', '+.1f') + ' W':>12} {num(row, 'power_pct', '+.1f') + '%':>7} "
+            f"{jpt if len(jpt) <= 16 else 'none measurable':>16} "
+            f"{num(row, 'temp_max_c', '+.0f'):>5} {num(row, 'throttle_share', '.0%'):>4} "
+            f"{num(row, 'profiler_cpu', '.1f', 100) + '%':>8} {num(row, 'samples', '.0f'):>8} "
+            f"{num(row, 'distinct_stacks', '.0f'):>7} {num(row, 'samples_per_joule', '.0f'):>8}"
+            + (f"  ({', '.join(row['not_comparable'])})" if row["not_comparable"] else "")
+        )
+    lines.append(
+        f"  'none measurable': {NO_OVERHEAD} (smaller than the baselines' spread); "
+        "samp/J: samples per joule of extra energy"
+    )
+    for prof, rec in r["recommended"].items():
+        rate = rec["rate_hz"]
+        head = f"{rate:g} Hz" if rate is not None else "none"
+        lines.append(f"  recommended {prof}: {head} — {rec['evidence']}")
+    w = r.get("warmup") or {}
+    if w:
+        state = "steady" if w.get("reached") else f"not steady: {w.get('reason')}"
+        lines.append(f"  warm-up {w.get('seconds', 0):.0f} s, {state}")
+    cds = r.get("cooldowns") or []
+    if cds:
+        missed = sum(1 for c in cds if not c.get("reached"))
+        lines.append(f"  cooldown waits: {len(cds)}, {missed} did not get within 1 °C")
+    return lines
+
+
+def sweep_of(events: Sequence[Any]) -> dict[str, Any] | None:
+    """The sweep a recording ran (its ``sweep`` Event, warm-up and cooldowns), or None."""
+    sweep = None
+    for e in events:
+        if e.kind == "sweep" and isinstance(e.payload, dict):
+            sweep = dict(e.payload)
+            sweep["cooldowns"] = []
+        elif sweep is not None and e.kind == "warmup":
+            sweep["warmup"] = dict(e.payload)
+        elif sweep is not None and e.kind == "cooldown":
+            sweep["cooldowns"].append(dict(e.payload))
+    return sweep
+
+
+def finite(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)

@@ -1,0 +1,197 @@
+"""`anubis sweep`: profilers at rising rates and knob settings against interleaved baselines.
+
+One recording holds the whole sweep (profiler artifacts beside it); the
+sweep's report is printed at the end and by `anubis report` at any time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from anubis_tui.cli.common import (
+    CliError,
+    add_model_args,
+    positive_float,
+    positive_int,
+    rate_hz,
+    spec_from,
+)
+from anubis_tui.config import Config
+
+DEFAULT_PROFILERS = "py-spy,py-spy-native,scalene"
+DEFAULT_RATES = "10,100,1000"
+
+
+def add_parser(sub: Any) -> None:
+    s = sub.add_parser(
+        "sweep",
+        help="profilers at rising rates and knob settings, each against the baseline beside it",
+    )
+    s.add_argument(
+        "--profilers",
+        help=f"comma-separated, or none (default {DEFAULT_PROFILERS}; none when only --knob)",
+    )
+    s.add_argument("--rates", default=DEFAULT_RATES, help=f"Hz (default {DEFAULT_RATES})")
+    s.add_argument(
+        "--knob",
+        action="append",
+        default=[],
+        metavar="NAME=V1,V2",
+        help="a knob and its values (repeatable; every combination is a setting), "
+        "e.g. threads=1,2 gpu_layers=0,-1 power_limit_w=300,450 model=A.gguf,B.gguf",
+    )
+    s.add_argument("--segment-s", type=positive_float, default=20.0, help="seconds a segment")
+    s.add_argument("--repeats", type=positive_int, default=3)
+    s.add_argument(
+        "--warmup-s", type=lambda v: positive_float(v, 86400), default=60.0,
+        help="longest warm-up, seconds (it ends sooner once temperature and power settle)",
+    )  # fmt: skip
+    s.add_argument(
+        "--cooldown-s", type=float, default=10.0,
+        help="longest wait before a segment for the temperature to come back (0: none)",
+    )  # fmt: skip
+    s.add_argument("--seed", type=int, default=1, help="the order's random seed")
+    s.add_argument("--rate", type=rate_hz, help="sampling rate in Hz")
+    s.add_argument("-o", "--output", help="the recording (default: recordings/)")
+    s.add_argument("--force", action="store_true", help="overwrite an existing recording")
+    s.add_argument("--budget", type=lambda v: positive_float(v, 100.0), default=2.0, metavar="PCT")
+    add_model_args(s)
+    s.set_defaults(handler=cmd_sweep)
+
+
+def parse_rates(text: str) -> list[float]:
+    from anubis_tui.profilers.base import RATES_HZ
+
+    out = []
+    for part in text.split(","):
+        try:
+            v = float(part)
+        except ValueError:
+            raise CliError(f"--rates: {part!r} is not a number") from None
+        if v not in RATES_HZ:
+            raise CliError(f"--rates: {part} Hz is not one of {', '.join(map(str, RATES_HZ))}")
+        out.append(v)
+    return out
+
+
+def parse_knobs(items: list[str]) -> dict[str, list[Any]]:
+    from anubis_tui.session.knobs import parse_knob_value
+
+    out: dict[str, list[Any]] = {}
+    for item in items:
+        name, eq, values = item.partition("=")
+        if not eq or not values:
+            raise CliError(f"--knob {item!r}: NAME=V1,V2 expected")
+        if name in out:
+            raise CliError(f"--knob {name} given twice")
+        try:
+            out[name] = [parse_knob_value(name, v) for v in values.split(",")]
+        except ValueError as e:
+            raise CliError(f"--knob {item}: {e}") from None
+    return out
+
+
+def cmd_sweep(args: argparse.Namespace, config: Config) -> int:
+    from anubis_tui.analysis.report import render, report
+    from anubis_tui.recording.format import default_path
+    from anubis_tui.recording.reader import ReaderError, load
+    from anubis_tui.recording.writer import RecordingError, open_output
+    from anubis_tui.session import Session
+    from anubis_tui.session.sampler import clamp_rate
+    from anubis_tui.session.sweep import Sweep, SweepOptions, treatments
+
+    t0 = time.monotonic_ns()
+    knobs = parse_knobs(args.knob)
+    prof_text = (
+        args.profilers if args.profilers is not None else ("none" if knobs else DEFAULT_PROFILERS)
+    )
+    profilers = (
+        [] if prof_text == "none" else [p.strip() for p in prof_text.split(",") if p.strip()]
+    )
+    rates = parse_rates(args.rates) if profilers else []
+    if args.cooldown_s < 0:
+        raise CliError("--cooldown-s must be 0 or more")
+    if args.rate is not None:
+        config = config.replace(rate_hz=clamp_rate(args.rate))
+    spec, facts = spec_from(args, config, t0)
+    path = args.output or default_path(config.record_dir).replace(".msgpack", "-sweep.msgpack")
+    try:
+        if path != "-":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        out = open_output(path, force=args.force)
+    except RecordingError as e:
+        raise CliError(str(e)) from None
+    except OSError as e:
+        raise CliError(f"cannot create {path}: {e.strerror}") from None
+    log = (
+        Path(tempfile.mkdtemp(prefix="anubis-sweep-")) / "llama.log"
+        if path == "-"
+        else Path(path + ".log")
+    )
+    session = Session(
+        config, spec=spec, model=facts, t0_ns=t0, log_path=log, log_replace=args.force
+    )
+    session.start_recording(path, out=out)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop.set()
+
+    def say(msg: str) -> None:
+        print(f"anubis: sweep {msg}", file=sys.stderr)
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    ended: list[str | None] = ["not started"]
+    try:
+        try:
+            session.start()
+        except OSError as e:
+            raise CliError(str(e) if not e.strerror else f"cannot start: {e.strerror}") from None
+        try:
+            items, notes = treatments(profilers, rates, knobs, session.knob_values())
+        except ValueError as e:
+            raise CliError(str(e)) from None
+        for n in notes:
+            say(n)
+        if not items:
+            raise CliError("nothing to sweep: every setting asked for is the starting one")
+        opts = SweepOptions(
+            segment_s=args.segment_s,
+            repeats=args.repeats,
+            warmup_s=args.warmup_s,
+            cooldown_s=args.cooldown_s,
+            seed=args.seed,
+        )
+        sweep = Sweep(session, items, opts, say=say)
+        n_seg = 2 * len(items) * opts.repeats + 1
+        say(
+            f"{len(items)} treatments × {opts.repeats} repeats: "
+            f"{n_seg} segments of {opts.segment_s:g} s"
+        )
+        runner = threading.Thread(target=lambda: ended.__setitem__(0, sweep.run(stop)), daemon=True)
+        runner.start()
+        while runner.is_alive():
+            runner.join(0.2)
+            if stop.is_set():
+                break
+        runner.join(30)
+    finally:
+        session.stop("sweep" if ended[0] is None else "signal" if stop.is_set() else "error")
+        for s, h in old.items():
+            signal.signal(s, h)
+    if ended[0] is not None:
+        say(f"ended early: {ended[0]}")
+    if path != "-":
+        try:
+            print(render(report(load(path), budget_pct=args.budget)))
+        except ReaderError as e:
+            raise CliError(str(e)) from None
+        say(f"recorded to {path}; profiles in {Path(path).with_suffix('.profiles')}")
+    return 0 if ended[0] is None else 1

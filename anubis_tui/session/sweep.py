@@ -1,0 +1,347 @@
+"""Controlled sweeps: profilers at rising rates and knob settings against interleaved baselines.
+
+A sweep warms the machine up to a steady state, then runs, for each repeat,
+every treatment once in an order shuffled with a seed, with a baseline
+segment before each treatment and one after the last: ``B T B T … B``. Before
+each segment it waits (inference paused, so the wait counts nowhere) until
+the temperature is back within 1 °C of the one reached by the warm-up, or
+says it did not get there. Everything goes through the session's control
+surface; `sweep_step` Events mark each segment's role, repeat and
+treatment, so `anubis report` can put each treatment beside its baselines.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from anubis_tui.profilers.controller import Step
+from anubis_tui.records import Channel, ChannelsAdded, Record, Sample
+
+PROFILERS = ("py-spy", "py-spy-native", "scalene")
+STEADY_WINDOW_S = 30.0
+MAX_SLOPE_C_PER_MIN = 0.5
+MAX_TEMP_SD_C = 1.0
+MAX_POWER_CV = 0.05
+COOLDOWN_BAND_C = 1.0
+
+
+@dataclass(frozen=True)
+class Treatment:
+    """One thing a sweep compares with the baseline: a profiler at a rate, or knob settings."""
+
+    name: str
+    profiler: Step | None = None
+    knobs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return "profiler" if self.profiler is not None else "knobs"
+
+
+def treatments(
+    profilers: Sequence[str],
+    rates: Sequence[float],
+    knobs: dict[str, list[Any]],
+    base: dict[str, Any],
+) -> tuple[list[Treatment], list[str]]:
+    """Profilers × rates, then every combination of knob values that differs from the start.
+
+    Returns the treatments and notes on what was left out (a knob combination
+    equal to the starting setting is the baseline itself).
+    """
+    out: list[Treatment] = []
+    notes: list[str] = []
+    for prof in profilers:
+        if prof not in PROFILERS:
+            raise ValueError(f"unknown profiler {prof!r}; one of {', '.join(PROFILERS)}")
+        for rate in rates:
+            name, native = ("py-spy", True) if prof == "py-spy-native" else (prof, False)
+            label = f"{name}@{rate:g}" + ("n" if native else "")
+            out.append(Treatment(label, profiler=Step(name, float(rate), native, 0.0)))
+    names = list(knobs)
+    for combo in itertools.product(*(knobs[n] for n in names)):
+        setting = dict(zip(names, combo, strict=True))
+        if all(base.get(k) == v for k, v in setting.items()):
+            label = " ".join(f"{k}={v}" for k, v in setting.items())
+            notes.append(f"{label} is the starting setting: it is the baseline")
+            continue
+        label = " ".join(f"{k}={v}" for k, v in setting.items())
+        out.append(Treatment(label, knobs=setting))
+    return out, notes
+
+
+def schedule(
+    items: Sequence[Treatment], repeats: int, seed: int
+) -> list[tuple[int, str, Treatment | None]]:
+    """(repeat, role, treatment) in order: ``B T B T … B``, treatments shuffled per repeat."""
+    rng = random.Random(seed)
+    out: list[tuple[int, str, Treatment | None]] = []
+    for r in range(repeats):
+        order = list(items)
+        rng.shuffle(order)
+        for t in order:
+            out.append((r, "baseline", None))
+            out.append((r, "treatment", t))
+    out.append((max(0, repeats - 1), "baseline", None))
+    return out
+
+
+@dataclass(frozen=True)
+class Steady:
+    """Whether temperature and power have settled, and the numbers that say so."""
+
+    reached: bool
+    reason: str
+    temp_slope_c_per_min: float | None = None
+    temp_sd_c: float | None = None
+    power_cv: float | None = None
+
+
+def _fit(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
+    """Least-squares slope (per second) and the residuals' standard deviation."""
+    n = len(points)
+    mt = sum(t for t, _ in points) / n
+    mv = sum(v for _, v in points) / n
+    stt = sum((t - mt) ** 2 for t, _ in points)
+    slope = sum((t - mt) * (v - mv) for t, v in points) / stt if stt else 0.0
+    res = [v - (mv + slope * (t - mt)) for t, v in points]
+    return slope, math.sqrt(sum(r * r for r in res) / n)
+
+
+def steady_state(
+    temps: Sequence[tuple[float, float]],
+    powers: Sequence[tuple[float, float]],
+    now: float,
+    window_s: float = STEADY_WINDOW_S,
+) -> Steady:
+    """Steady when, over the last `window_s`: the temperature's slope is under 0.5 °C/min and it
+    wanders less than 1 °C around that line (an oscillation is not a steady state), and system
+    power varies by less than 5 % (coefficient of variation). Without a temperature sensor there
+    is no steady state to find: the warm-up runs to its time bound."""
+    t_win = [(t, v) for t, v in temps if t >= now - window_s]
+    p_win = [v for t, v in powers if t >= now - window_s]
+    cv = None
+    if len(p_win) >= 2:
+        m = sum(p_win) / len(p_win)
+        sd = math.sqrt(sum((p - m) ** 2 for p in p_win) / len(p_win))
+        cv = sd / m if m > 0 else None
+    if not temps:
+        return Steady(False, "no temperature sensor: the time bound alone", power_cv=cv)
+    if len(t_win) < 3 or t_win[0][0] > now - 0.8 * window_s:
+        return Steady(False, f"less than {window_s:g} s of temperature yet", power_cv=cv)
+    slope, sd = _fit(t_win)
+    per_min = slope * 60
+    why = []
+    if abs(per_min) > MAX_SLOPE_C_PER_MIN:
+        why.append(f"temperature moving {per_min:+.2f} °C/min")
+    if sd > MAX_TEMP_SD_C:
+        why.append(f"temperature swinging ±{sd:.1f} °C")
+    if cv is not None and cv > MAX_POWER_CV:
+        why.append(f"power varying {100 * cv:.0f} %")
+    return Steady(not why, "; ".join(why) or "steady", per_min, sd, cv)
+
+
+class Watch:
+    """A bus sink keeping the last minutes of the hottest temperature and system power."""
+
+    def __init__(self, channels: Sequence[Channel], t0_ns: int) -> None:
+        self.lock = threading.Lock()
+        self.temp_i: list[int] = []
+        self.power_i = -1
+        self.temps: deque[tuple[float, float]] = deque(maxlen=6000)
+        self.powers: deque[tuple[float, float]] = deque(maxlen=6000)
+        self._n = 0
+        self._add(channels)
+
+    def _add(self, chans: Sequence[Channel]) -> None:
+        for c in chans:
+            i = self._n
+            self._n += 1
+            if c.kind == "temperature":
+                self.temp_i.append(i)
+            elif c.id == "system.power":
+                self.power_i = i
+
+    def __call__(self, rec: Record) -> None:
+        if isinstance(rec, ChannelsAdded):
+            with self.lock:
+                self._add(rec.channels)
+            return
+        if not isinstance(rec, Sample):
+            return
+        t = rec.t / 1e9
+        vals = rec.values
+        hot = []
+        for i in self.temp_i:
+            v = vals[i] if i < len(vals) else None
+            if isinstance(v, int | float) and math.isfinite(v):
+                hot.append(float(v))
+        with self.lock:
+            if hot:
+                self.temps.append((t, max(hot)))
+            if 0 <= self.power_i < len(vals):
+                p = vals[self.power_i]
+                if isinstance(p, int | float) and math.isfinite(p):
+                    self.powers.append((t, float(p)))
+
+    def now_temp(self) -> float | None:
+        with self.lock:
+            return self.temps[-1][1] if self.temps else None
+
+    def steady(self, now: float) -> Steady:
+        with self.lock:
+            return steady_state(list(self.temps), list(self.powers), now)
+
+
+@dataclass
+class SweepOptions:
+    segment_s: float = 20.0
+    repeats: int = 3
+    warmup_s: float = 60.0
+    cooldown_s: float = 10.0
+    seed: int = 1
+
+
+class Sweep:
+    """Runs a sweep on a started session, through its control surface only."""
+
+    def __init__(
+        self,
+        session: Any,
+        items: list[Treatment],
+        opts: SweepOptions,
+        say: Callable[[str], None] = lambda _: None,
+    ) -> None:
+        self.s = session
+        self.items = items
+        self.opts = opts
+        self.say = say
+        self.base = dict(session.knob_values())
+        self.watch = Watch(session.sampler.channels, session.t0_ns)
+        session.add_sink(self.watch)
+        self.target_c: float | None = None
+        self._profiling = False
+
+    def _now(self) -> float:
+        return self.s.bus.now() / 1e9
+
+    def _wait(self, seconds: float, stop: threading.Event) -> str | None:
+        end = time.monotonic() + seconds
+        while not stop.wait(min(0.2, max(0.0, end - time.monotonic()))):
+            if not self.s.worker_alive() and self.s.worker_error:
+                return self.s.worker_error
+            if time.monotonic() >= end:
+                return None
+        return "stopped"
+
+    def run(self, stop: threading.Event) -> str | None:
+        """The whole sweep; None when it ran to the end, else why it ended early."""
+        o = self.opts
+        order = schedule(self.items, o.repeats, o.seed)
+        self.s.emit_event(
+            "sweep",
+            treatments=[t.name for t in self.items],
+            repeats=o.repeats,
+            seed=o.seed,
+            segment_s=o.segment_s,
+            warmup_s=o.warmup_s,
+            cooldown_s=o.cooldown_s,
+            base=self.base,
+            order=[[r, role, t.name if t else "baseline"] for r, role, t in order],
+        )
+        err = self.s.wait_loaded()
+        if err:
+            return err
+        why = self._warmup(stop)
+        if why:
+            return why
+        for i, (r, role, t) in enumerate(order):
+            if stop.is_set():
+                return "stopped"
+            name = t.name if t is not None else "baseline"
+            self.say(f"[{i + 1}/{len(order)}] repeat {r + 1} {role} {name}")
+            msg = self._apply(t)
+            if msg:
+                self.say(f"  {msg}")
+            # After the change (its stop and reload belong to no step), the step's segment.
+            self.s.emit_event("sweep_step", index=i, repeat=r, role=role, treatment=name)
+            self._cooldown(stop)
+            why = self._wait(o.segment_s, stop)
+            if why:
+                return why
+        self._apply(None)
+        return None
+
+    def _warmup(self, stop: threading.Event) -> str | None:
+        start = time.monotonic()
+        st = Steady(False, "not started")
+        while time.monotonic() - start < self.opts.warmup_s:
+            why = self._wait(1.0, stop)
+            if why:
+                return why
+            st = self.watch.steady(self._now())
+            if st.reached:
+                break
+        took = time.monotonic() - start
+        self.target_c = self.watch.now_temp()
+        self.s.emit_event(
+            "warmup",
+            seconds=took,
+            reached=st.reached,
+            reason=st.reason,
+            temp_c=self.target_c,
+            temp_slope_c_per_min=st.temp_slope_c_per_min,
+            temp_sd_c=st.temp_sd_c,
+            power_cv=st.power_cv,
+        )
+        state = "steady" if st.reached else f"not steady ({st.reason})"
+        self.say(f"warm-up: {took:.0f} s, {state}")
+        return None
+
+    def _cooldown(self, stop: threading.Event) -> None:
+        """Wait, paused, until the temperature is back near the warm-up's (where it is known)."""
+        if self.target_c is None or self.opts.cooldown_s <= 0:
+            return
+        temp = self.watch.now_temp()
+        if temp is None or temp <= self.target_c + COOLDOWN_BAND_C:
+            return
+        self.s.pause()
+        start = time.monotonic()
+        while time.monotonic() - start < self.opts.cooldown_s and not stop.wait(0.5):
+            temp = self.watch.now_temp()
+            if temp is not None and temp <= self.target_c + COOLDOWN_BAND_C:
+                break
+        self.s.resume()
+        reached = temp is not None and temp <= self.target_c + COOLDOWN_BAND_C
+        self.s.emit_event(
+            "cooldown",
+            waited_s=time.monotonic() - start,
+            reached=reached,
+            temp_c=temp,
+            target_c=self.target_c,
+        )
+
+    def _apply(self, t: Treatment | None) -> str:
+        """Put the session in treatment `t`'s setting (None: the baseline)."""
+        said = []
+        want = {**self.base, **(t.knobs if t is not None else {})}
+        now = self.s.knob_values()
+        for name, value in want.items():
+            if value is not None and now.get(name) != value:
+                said.append(self.s.set_knob(name, value).message)
+        profiled = t is not None and t.profiler is not None
+        if profiled or self._profiling:
+            step = (
+                t.profiler if t is not None and t.profiler is not None else Step(None, 0, False, 0)
+            )
+            said.append(self.s.profiler_apply(step).message)
+        self._profiling = profiled
+        return "; ".join(m for m in said if m)

@@ -1,0 +1,138 @@
+"""Sweeps: order and interleaving, steady state, recommendations; compare as a CI gate."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+
+import pytest
+
+from anubis_tui.analysis.compare import compare
+from anubis_tui.analysis.sweep import recommend, within_budget
+from anubis_tui.recording.reader import load
+from anubis_tui.session.sweep import Treatment, schedule, steady_state, treatments
+from tests import synthetic
+from tests.conftest import ANUBIS, cli_env
+
+
+def test_treatments_are_profilers_by_rates_then_knob_settings_other_than_the_start():
+    items, notes = treatments(
+        ["py-spy", "py-spy-native"], [10, 1000], {"threads": [1, 2], "gpu_layers": [0]},
+        {"threads": 2, "gpu_layers": 0},
+    )  # fmt: skip
+    names = [t.name for t in items]
+    assert names == [
+        "py-spy@10",
+        "py-spy@1000",
+        "py-spy@10n",
+        "py-spy@1000n",
+        "threads=1 gpu_layers=0",
+    ]
+    assert items[2].profiler is not None and items[2].profiler.native
+    assert items[-1].knobs == {"threads": 1, "gpu_layers": 0}
+    assert notes == ["threads=2 gpu_layers=0 is the starting setting: it is the baseline"]
+    with pytest.raises(ValueError, match="unknown profiler"):
+        treatments(["perf"], [10], {}, {})
+
+
+def test_order_interleaves_baselines_and_shuffles_each_repeat_by_seed():
+    items = [Treatment(f"t{i}") for i in range(5)]
+    order = schedule(items, 3, seed=7)
+    roles = [role for _, role, _ in order]
+    assert roles == ["baseline", "treatment"] * 15 + ["baseline"]  # B T B T … B
+    per_repeat = [
+        [t.name for r, role, t in order if role == "treatment" and r == k] for k in range(3)
+    ]
+    assert all(sorted(p) == [f"t{i}" for i in range(5)] for p in per_repeat)  # each once a repeat
+    assert len({tuple(p) for p in per_repeat}) > 1  # shuffled anew each repeat
+    assert schedule(items, 3, seed=7) == order  # the seed gives the same order
+    assert schedule(items, 3, seed=8) != order
+
+
+def _trace(f, seconds=60.0, dt=0.5):
+    return [(i * dt, f(i * dt)) for i in range(int(seconds / dt))]
+
+
+def test_steady_state_on_synthetic_temperature_traces():
+    flat_p = _trace(lambda t: 100.0)
+    rising = steady_state(_trace(lambda t: 40 + 0.1 * t), flat_p, 60.0)  # 6 °C/min
+    assert not rising.reached and "moving +6.00 °C/min" in rising.reason
+    plateau = steady_state(_trace(lambda t: 70 - 30 * math.exp(-t / 5)), flat_p, 60.0)
+    assert plateau.reached and abs(plateau.temp_slope_c_per_min or 9) < 0.5
+    oscillating = steady_state(_trace(lambda t: 60 + 3 * math.sin(t / 2)), flat_p, 60.0)
+    assert not oscillating.reached and "swinging" in oscillating.reason
+    none = steady_state([], flat_p, 60.0)
+    assert not none.reached and "time bound" in none.reason
+    noisy_power = steady_state(_trace(lambda t: 60.0), _trace(lambda t: 100 + 30 * (t % 2)), 60.0)
+    assert not noisy_power.reached and "power varying" in noisy_power.reason
+    early = steady_state(_trace(lambda t: 60.0, seconds=10), flat_p, 10.0)
+    assert not early.reached and "less than 30 s" in early.reason
+
+
+def _row(rate, tps, jpt, measurable=True):
+    return {
+        "profiler": "py-spy", "rate_hz": rate, "repeats": 3, "decode_tps_pct": tps,
+        "decode_tps_pct_sd": 0.5, "j_per_token_pct": jpt, "j_per_token_pct_sd": 0.5,
+        "tps_measurable": measurable, "jpt_measurable": measurable,
+    }  # fmt: skip
+
+
+def test_recommendation_on_synthetic_overhead_curves():
+    curve = [_row(10, -0.2, 0.1), _row(100, -1.5, 1.8), _row(1000, -12.0, 14.0)]
+    rec = recommend(curve, 2.0)["py-spy"]
+    assert rec["rate_hz"] == 100
+    assert "1000 Hz costs -12.0 % ±0.5 tok/s" in rec["evidence"]
+    assert recommend(curve, 1.0)["py-spy"]["rate_hz"] == 10
+    all_bad = [_row(10, -5.0, 6.0), _row(100, -9.0, 10.0)]
+    assert recommend(all_bad, 2.0)["py-spy"]["rate_hz"] is None
+    # a difference inside the baselines' own spread is no overhead: within any budget
+    hidden = _row(1000, -3.0, 3.0, measurable=False)
+    assert within_budget(hidden, 2.0) is True
+    assert recommend([*curve[:2], hidden], 2.0)["py-spy"]["rate_hz"] == 1000
+
+
+def _rec(tmp_path, name, watts, jitter=0.0, seed=0):
+    path = tmp_path / f"{name}.msgpack"
+    synthetic.write(path, [(40, watts, 200.0, None, None)], jitter=jitter, seed=seed)
+    return load(str(path))
+
+
+def test_compare_fails_a_10_percent_regression_and_passes_1_percent_and_noise(tmp_path):
+    a = _rec(tmp_path, "a", 100.0, jitter=0.02, seed=1)
+    worse = _rec(tmp_path, "worse", 110.0, jitter=0.02, seed=2)  # +10 % J/token
+    slight = _rec(tmp_path, "slight", 101.0, jitter=0.02, seed=3)  # +1 %
+    noise = _rec(tmp_path, "noise", 100.0, jitter=0.02, seed=4)  # the same, other noise
+    r = compare(a.records, worse.records, 5.0)
+    assert not r["ok"] and r["failed"] == ["J/token"]
+    jpt = next(x for x in r["rows"] if x["metric"] == "j_per_token")
+    assert jpt["change_pct"] == pytest.approx(10.0, abs=1.0) and jpt["verdict"] == "REGRESSION"
+    assert compare(a.records, slight.records, 5.0)["ok"]
+    assert compare(a.records, noise.records, 5.0)["ok"]
+    # a threshold below the noise: the noise still decides
+    tight = compare(a.records, noise.records, 0.01)
+    assert tight["ok"], tight["rows"]
+
+
+def test_compare_cli_exit_codes_and_json(tmp_path):
+    _rec(tmp_path, "a", 100.0, jitter=0.02, seed=1)
+    _rec(tmp_path, "b", 112.0, jitter=0.02, seed=2)
+    env = cli_env()
+    bad = subprocess.run(
+        [*ANUBIS, "compare", str(tmp_path / "a.msgpack"), str(tmp_path / "b.msgpack")],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert bad.returncode == 1 and "FAIL: J/token" in bad.stdout and "REGRESSION" in bad.stdout
+    ok = subprocess.run(
+        [*ANUBIS, "compare", str(tmp_path / "a.msgpack"), str(tmp_path / "b.msgpack"),
+         "--max-regression", "15", "--json"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert ok.returncode == 0, ok.stdout
+    import json
+
+    assert json.loads(ok.stdout)["ok"] is True
+    missing = subprocess.run(
+        [*ANUBIS, "compare", str(tmp_path / "a.msgpack"), str(tmp_path / "nope.msgpack")],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
