@@ -92,13 +92,18 @@ def sweep_report(
     """Per treatment, the mean and spread of its deltas over repeats, and per profiler the
     recommended rate."""
     by_index = {f.index: f for f in figs}
-    base = [f for f in figs if f.tags.get("role") == "baseline" and f.enough_data]
+    # A step's segment is the one its sweep_step started; the slivers of a change (a profiler
+    # stopping, a reload) before it carry the step before's tags and are no part of either.
+    steps = [f for f in figs if f.cause == "sweep"]
+    base = [f for f in steps if f.tags.get("role") == "baseline" and f.enough_data]
     noise_tps = _spread_pct([f.decode_tps for f in base if f.decode_tps is not None])
     noise_jpt = _spread_pct([f.j_per_token for f in base if f.j_per_token is not None])
     rows = []
     for name in sweep.get("treatments", []):
         segs = [
-            f for f in figs if f.tags.get("role") == "treatment" and f.tags.get("treatment") == name
+            f
+            for f in steps
+            if f.tags.get("role") == "treatment" and f.tags.get("treatment") == name
         ]
         done = [(f, f.delta) for f in segs if f.delta is not None]
 
@@ -255,9 +260,9 @@ def render_sweep(r: dict[str, Any]) -> list[str]:
         f"{'Δ°C':>5} {'thr':>4} {'prof CPU':>8} {'samples':>8} {'stacks':>7} {'samp/J':>8}",
     ]
 
-    def num(row: dict[str, Any], key: str, fmt: str, scale: float = 1.0) -> str:
+    def num(row: dict[str, Any], key: str, fmt: str, scale: float = 1.0, unit: str = "") -> str:
         v = row.get(key)
-        return "—" if v is None else f"{v * scale:{fmt}}"
+        return "—" if v is None else f"{v * scale:{fmt}}{unit}"
 
     for row in r["rows"]:
         tps = _show(row, "decode_tps_pct")
@@ -265,10 +270,11 @@ def render_sweep(r: dict[str, Any]) -> list[str]:
         lines.append(
             f"  {row['treatment']:<22.22} {row['repeats']:>2} "
             f"{tps if len(tps) <= 16 else 'none measurable':>16} "
-            f"{num(row, 'power_w', '+.1f') + ' W':>12} {num(row, 'power_pct', '+.1f') + '%':>7} "
+            f"{num(row, 'power_w', '+.1f', unit=' W'):>12} "
+            f"{num(row, 'power_pct', '+.1f', unit='%'):>7} "
             f"{jpt if len(jpt) <= 16 else 'none measurable':>16} "
             f"{num(row, 'temp_max_c', '+.0f'):>5} {num(row, 'throttle_share', '.0%'):>4} "
-            f"{num(row, 'profiler_cpu', '.1f', 100) + '%':>8} {num(row, 'samples', '.0f'):>8} "
+            f"{num(row, 'profiler_cpu', '.1f', 100, '%'):>8} {num(row, 'samples', '.0f'):>8} "
             f"{num(row, 'distinct_stacks', '.0f'):>7} {num(row, 'samples_per_joule', '.0f'):>8}"
             + (f"  ({', '.join(row['not_comparable'])})" if row["not_comparable"] else "")
         )

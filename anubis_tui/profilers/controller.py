@@ -470,6 +470,26 @@ class ProfilerController:
                     return self._error(self._back_to_plain(err))
             return self._toggle_scalene()
 
+    def check(self, name: str) -> str | None:
+        """Why profiler `name` cannot run here (None if it can); scalene is tried on a test
+        worker (once, cached), the real worker is untouched."""
+        with self.lock:
+            if name == "scalene":
+                return self._scalene_usable()
+            ok, why = self.pyspy.available()
+            return None if ok else why
+
+    def go_plain(self) -> str:
+        """Profilers off, and the worker plain again if it runs under scalene (a true baseline)."""
+        with self.lock:
+            if self.active is not None:
+                self._end_active()
+            if not self.scalene.under_scalene:
+                return "off"
+            self._emit("profiler_off", profiler="scalene")
+            err = self._relaunch(False, self.scalene_rate)
+            return self._error(err) if err else "off, worker plain again"
+
     def reload_worker(self) -> str | None:
         """Restart the worker (its spec changed) under the launcher it runs under now.
 

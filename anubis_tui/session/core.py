@@ -461,6 +461,13 @@ class Session:
             native=step.native,
         )
 
+    def profiler_plain(self) -> Outcome:
+        """Profilers off and the worker out from under scalene (a sweep's baseline)."""
+        if self.spec is None:
+            return self._command("profiler_plain", Outcome(False, "no inference to profile"))
+        msg = self.profilers.go_plain()
+        return self._command("profiler_plain", Outcome(self._profiler_ok(msg), msg))
+
     def profiler_ready(self) -> Outcome:
         """Run the worker under scalene (profiling off) so the scalene toggle is instant."""
         msg = self.profilers.make_scalene_ready()

@@ -67,7 +67,7 @@ def treatments(
             label = f"{name}@{rate:g}" + ("n" if native else "")
             out.append(Treatment(label, profiler=Step(name, float(rate), native, 0.0)))
     names = list(knobs)
-    for combo in itertools.product(*(knobs[n] for n in names)):
+    for combo in itertools.product(*(knobs[n] for n in names)) if names else []:
         setting = dict(zip(names, combo, strict=True))
         if all(base.get(k) == v for k, v in setting.items()):
             label = " ".join(f"{k}={v}" for k, v in setting.items())
@@ -245,6 +245,21 @@ class Sweep:
     def run(self, stop: threading.Event) -> str | None:
         """The whole sweep; None when it ran to the end, else why it ended early."""
         o = self.opts
+        err = self.s.wait_loaded()
+        if err:
+            return err
+        # A profiler that cannot run here is found out now, not in the middle of a segment
+        # (scalene's check runs a test worker: it would disturb the baseline beside it).
+        for prof in sorted({t.profiler.profiler or "" for t in self.items if t.profiler}):
+            why = self.s.profilers.check(prof)
+            if why:
+                self.say(f"{prof} left out: {why}")
+                self.s.emit_event("sweep_skip", profiler=prof, reason=why)
+                self.items = [
+                    t for t in self.items if not t.profiler or t.profiler.profiler != prof
+                ]
+        if not self.items:
+            return "no treatment can run here"
         order = schedule(self.items, o.repeats, o.seed)
         self.s.emit_event(
             "sweep",
@@ -257,9 +272,6 @@ class Sweep:
             base=self.base,
             order=[[r, role, t.name if t else "baseline"] for r, role, t in order],
         )
-        err = self.s.wait_loaded()
-        if err:
-            return err
         why = self._warmup(stop)
         if why:
             return why
@@ -337,11 +349,9 @@ class Sweep:
         for name, value in want.items():
             if value is not None and now.get(name) != value:
                 said.append(self.s.set_knob(name, value).message)
-        profiled = t is not None and t.profiler is not None
-        if profiled or self._profiling:
-            step = (
-                t.profiler if t is not None and t.profiler is not None else Step(None, 0, False, 0)
-            )
-            said.append(self.s.profiler_apply(step).message)
-        self._profiling = profiled
+        if t is not None and t.profiler is not None:
+            said.append(self.s.profiler_apply(t.profiler).message)
+        elif self._profiling:  # the baseline runs plain, never under scalene's launcher
+            said.append(self.s.profiler_plain().message)
+        self._profiling = t is not None and t.profiler is not None
         return "; ".join(m for m in said if m)
