@@ -117,8 +117,19 @@ print(read_gguf(Path('$M')).layers // 2)")
         python3 -m anubis_tui report /tmp/k9.msgpack 2>&1 | grep -E "^recovery|^segment|^baseline|limit=" | head -5
       } 2>&1 | tee "$OUT/kill9.txt"
       ;;
+    sweep)  # issue 13: three profilers at three rates and a second power limit, against
+            # interleaved baselines, 2 repeats; the report, and the limit after
+      python3 -m anubis_tui sweep --gpu-layers -1 --segment-s 8 --repeats 2 --warmup-s 30 \
+        --profilers py-spy,py-spy-native,scalene --rates 10,100,1000 --knob power_limit_w=200 \
+        -o "$OUT/gpu-sweep.msgpack" > "$OUT/sweep_report.txt" 2> "$OUT/sweep_err.txt"
+      echo "sweep rc=$?"
+      sed -n '/^sweep /,$p' "$OUT/sweep_report.txt"; grep -v "^anubis: sweep \[" "$OUT/sweep_err.txt" | tail -8
+      python3 -m anubis_tui report --json "$OUT/gpu-sweep.msgpack" > "$OUT/sweep_report.json"
+      nvidia-smi --query-gpu=power.limit --format=csv,noheader
+      du -sh "$OUT/gpu-sweep.profiles"
+      ;;
     esac
   done
   ;;
-*) echo "usage: run.sh setup|chunk N|checks [ratio probe plan knobs]"; exit 2 ;;
+*) echo "usage: run.sh setup|chunk N|checks [ratio probe plan knobs sweep]"; exit 2 ;;
 esac
