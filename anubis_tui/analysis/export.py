@@ -159,7 +159,11 @@ def _plot_sweep(
     a1.set_ylabel("% against the baseline beside it")
     a1.set_title("profiler overhead (mean ± sd over repeats)")
     a1.legend(fontsize=7)
-    sets = [g for g in r.get("settings", []) if g.get("decode_tps") and g.get("j_per_token")]
+    sets = [
+        g
+        for g in r.get("settings", [])
+        if g.get("enough_data") and g.get("decode_tps") and g.get("j_per_token")
+    ]
     for g in sets:
         a2.scatter(g["decode_tps"], g["j_per_token"], color="C3" if g["pareto"] else "C0")
         a2.annotate(g["name"], (g["decode_tps"], g["j_per_token"]), fontsize=7)

@@ -161,6 +161,8 @@ def sweep_report(
             row[f"{key}_sd"] = sd
         row["tps_measurable"] = _measurable(row["decode_tps_pct"], noise_tps)
         row["jpt_measurable"] = _measurable(row["j_per_token_pct"], noise_jpt)
+        if row["jpt_measurable"] is False:  # no measurable extra energy: no samples per joule
+            row["samples_per_joule"] = row["samples_per_joule_sd"] = None
         rows.append(row)
     return {
         "noise": {
@@ -199,12 +201,19 @@ def within_budget(row: dict[str, Any], budget_pct: float) -> bool | None:
 
 
 def recommend(rows: Sequence[dict[str, Any]], budget_pct: float) -> dict[str, dict[str, Any]]:
-    """Per profiler: the highest rate within budget, with the evidence (or why there is none)."""
+    """Per profiler: the highest rate that, with every lower rate, stays within budget, with the
+    evidence (or why there is none)."""
     out: dict[str, dict[str, Any]] = {}
     profs = sorted({r["profiler"] for r in rows if r.get("profiler")})
     for p in profs:
         mine = sorted((r for r in rows if r["profiler"] == p), key=lambda r: r["rate_hz"] or 0)
-        ok = [r for r in mine if within_budget(r, budget_pct)]
+        # Rates from the lowest up, to the first over budget: a higher rate that happens to
+        # look cheap beyond an expensive one is noise, not a recommendation.
+        ok = []
+        for r in mine:
+            if not within_budget(r, budget_pct):
+                break
+            ok.append(r)
         if not ok:
             worst = mine[0] if mine else None
             out[p] = {

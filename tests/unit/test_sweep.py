@@ -89,6 +89,9 @@ def test_recommendation_on_synthetic_overhead_curves():
     hidden = _row(1000, -3.0, 3.0, measurable=False)
     assert within_budget(hidden, 2.0) is True
     assert recommend([*curve[:2], hidden], 2.0)["py-spy"]["rate_hz"] == 1000
+    # cheap-looking 1000 Hz beyond an expensive 100 Hz is noise: the recommendation stops at 10
+    bumpy = [_row(10, -0.2, 0.1), _row(100, -6.6, 6.7), hidden]
+    assert recommend(bumpy, 2.0)["py-spy"]["rate_hz"] == 10
 
 
 def _rec(tmp_path, name, watts, jitter=0.0, seed=0):
