@@ -66,9 +66,6 @@ SETTING_EVENTS = (
 KNOBS_EVENT = "knobs"  # every knob's value (no change): at the start and after each change
 GAP_EVENTS = ("paused", "worker_restart", "worker_died", "worker_stopped")
 MIN_SECONDS = 3.0
-# A segment this short, or without a decode token, is the gap between two changes made one
-# after the other (a profiler stopping before a knob reloads): it is no setting tried.
-SLIVER_NS = 500_000_000
 MIN_TOKENS = 50
 FRAMES_EVENT = "profiler_frames"
 
@@ -202,6 +199,9 @@ class Segment:
     cause: str | None = None  # "knob" when a knob change started it, "profiler", None
     tags: dict[str, Any] = field(default_factory=dict)  # a sweep step's role, repeat, treatment
     artifact: str | None = None  # the profiler's output file, named when it stopped
+    # A sweep makes its change, then says which step it is: the segment between the change
+    # and the sweep_step (a profiler stopping, a reload) is a sliver, no setting tried.
+    sliver: bool = False
     end_ns: int = 0
     load_s: float | None = None  # model (re)loads in the segment: kept out of its figures
     tokens: int = 0  # decode tokens stamped in the segment's active time
@@ -547,6 +547,11 @@ class SegmentFold:
         was_active = self.active
         self._close_piece(seg)
         seg.end_ns = e.t
+        if e.kind == "sweep_step":  # every change since the last step was this step's making
+            for s in reversed(self.segments):
+                if s.cause not in ("knob", "profiler"):
+                    break
+                s.sliver = True
         new = Segment(
             len(self.segments),
             prof,
@@ -570,9 +575,8 @@ class SegmentFold:
         figs = [
             _figures(s)
             for s in self.segments
-            if (s is last and not self.ended)
-            or s.died
-            or (s.tokens and s.end_ns - s.start_ns >= SLIVER_NS)
+            if not s.sliver
+            and (s.end_ns > s.start_ns or s.tokens or (s is last and not self.ended))
         ]
         compare(figs)
         return figs
@@ -582,7 +586,7 @@ class SegmentFold:
         Pareto front of tok/s against J/token marked."""
         groups: dict[tuple[Any, ...], list[Segment]] = {}
         for s in self.segments:
-            if s.tokens:
+            if s.tokens and not s.sliver:
                 groups.setdefault(s.key, []).append(s)
         out = []
         for i, segs in enumerate(groups.values()):
