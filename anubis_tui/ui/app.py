@@ -196,7 +196,9 @@ class AnubisApp(App[int]):
         self._panels = list(self.query(Panel))
         self.query_one(MonitorPanel).target_hz = self.config.rate_hz
         self.set_interval(1 / UI_FPS, self.frame)
-        self.frame()  # the first frame now, not a timer period later
+        # The first frame once the layout is done (panels fit their text to their size), not
+        # a timer period later.
+        self.call_after_refresh(self.frame)
         if self.replay is None:
             self.query_one(Timeline).display = False
             if self.live is None or self.live.autostart:
@@ -208,6 +210,7 @@ class AnubisApp(App[int]):
     def on_resize(self) -> None:
         # Taller charts where the terminal has the room; one line each at 80x24.
         self.query_one(Charts).set_tall((self.size.height or 24) >= 40)
+        self.call_after_refresh(self.frame)  # text fitted to the new sizes at once
 
     # -- session (live) -------------------------------------------------------------
 

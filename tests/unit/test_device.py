@@ -209,3 +209,28 @@ def test_restore_names_what_it_cannot_find(tmp_path):
         f"power_limit_w:gpu: no such setting on this machine now; left in {journal.path}"
     ]
     assert journal.changes()  # kept for a later try
+
+
+def test_a_damaged_journal_is_no_journal_and_restore_says_so_in_one_line(tmp_path):
+    journal = Journal()
+    journal.path.parent.mkdir(parents=True, exist_ok=True)
+    for junk in (b"\x00\xff not json", b"[1, 2]", b'{"changes": "x"}', b"{" * 100000):
+        journal.path.write_bytes(junk)
+        assert journal.changes() == {} and journal.owner() is None
+        r = subprocess.run(
+            [*ANUBIS, "restore"], env=cli_env(), capture_output=True, text=True, timeout=60
+        )
+        assert r.returncode == 0 and "nothing to restore" in r.stdout, r.stderr
+    # an entry whose original is not what the setting takes is reported, and kept
+    journal.path.write_text(
+        json.dumps({"version": 1, "pid": None, "changes": {"cpu_max_mhz:cpu": {"original": "hot"}}})
+    )
+    r = subprocess.run(
+        [*ANUBIS, "restore"],
+        env=cli_env("intel_laptop"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "cpu_max_mhz:cpu: not restored" in r.stdout

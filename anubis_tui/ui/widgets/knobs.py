@@ -32,11 +32,7 @@ class KnobsPanel(Panel):
         key = (repr(s.knobs), repr(s.knob_state), self.content_region.width)
         if key != self._key:
             self._key = key
-            text = self.text(s)
-            rows = text.count("\n") + 1
-            if self.styles.height is None or self.styles.height.value != rows:
-                self.styles.height = rows  # a layout only when the knobs need more lines
-            self.show(text)
+            self.show(self.text(s))  # three lines of fixed height: never a layout
 
     def text(self, s: Snapshot) -> str:
         if not s.knobs and not s.knob_state:
