@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from anubis_tui import __version__
 from anubis_tui.cli import (
+    agent,
     bench,
     compare,
     export,
@@ -27,7 +28,7 @@ from anubis_tui.cli import (
 from anubis_tui.cli.common import CliError, Parser
 from anubis_tui.config import ConfigError, load_config
 
-COMMANDS = (run, replay, record, report, export, sensors, bench, restore, sweep, compare)
+COMMANDS = (run, replay, record, report, export, sensors, bench, restore, sweep, compare, agent)
 
 
 def build_parser() -> argparse.ArgumentParser:
