@@ -57,6 +57,14 @@ def one_line_error(p, code=2):
         ["record", "--plan", "off:nan"],
         ["record", "--plan", "py-spy@1e9:3"],
         ["bench", "--duration", "-1"],
+        ["record", "--plan", "threads=0:5"],
+        ["record", "--plan", "power_limit_w=1e9:5"],
+        ["run", "--models-dir", "/nonexistent/models"],
+        ["report", "recordings/vm-2core-cpu-sweep.msgpack", "--budget", "nan"],
+        ["report", "recordings/vm-2core-cpu-sweep.msgpack", "--plot", "x.gif"],
+        ["compare", "recordings/vm-2core-cpu-sweep.msgpack", "/nonexistent.msgpack"],
+        ["agent", "--rate", "0"],
+        ["agent", "--record", "/nonexistent/dir/x.msgpack", "--no-model"],
     ],
 )
 def test_bad_flags_are_one_line(args):

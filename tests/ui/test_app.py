@@ -232,3 +232,39 @@ async def test_keys_can_be_remapped_from_config():
         await pilot.pause(0.2)
         keys = {b.binding.id: b.binding.key for b in app.active_bindings.values() if b.binding.id}
         assert keys.get("marker") == "M"
+
+
+async def test_model_picker_lists_gguf_files_and_returns_the_choice(tmp_path):
+    from anubis_tui.ui.screens import ModelPicker
+
+    a, b = tmp_path / "a-q4_0.gguf", tmp_path / "b-q8_0.gguf"
+    a.write_bytes(b"GGUF")
+    b.write_bytes(b"GGUF" * 10)
+    app = make_app(Config(), live=LiveOptions(autostart=False))
+    chosen: list = []
+    async with app.run_test(size=APP_SIZE) as pilot:
+        app.push_screen(ModelPicker([a, b], str(a)), chosen.append)
+        await pilot.pause(0.2)
+        listing = app.screen.query_one("#models")
+        assert listing.option_count == 2
+        assert "(running)" in str(listing.get_option_at_index(0).prompt)
+        await pilot.press("down", "enter")
+        await until(pilot, lambda: chosen == [str(b)], 5, "the second model chosen")
+        app.push_screen(ModelPicker([a, b], str(a)), chosen.append)
+        await pilot.pause(0.2)
+        await pilot.press("escape")
+        await until(pilot, lambda: chosen == [str(b), None], 5, "escape cancels")
+
+
+async def test_help_screen_groups_every_binding_with_keys_as_typed():
+    app = make_app(Config(), live=LiveOptions(autostart=False))
+    async with app.run_test(size=(100, 50)) as pilot:
+        groups = dict(app.help_groups())
+        assert set(groups) >= {"Inference", "Sampling", "Profilers", "Knobs", "Recording", "App"}
+        keys = {k for rows in groups.values() for k, _ in rows}
+        assert {"?", "[", "]", "t", "T", "w", "W", "o"} <= keys
+        assert not any("_" in k and len(k) > 3 for k in keys), keys  # no question_mark
+        await pilot.press("question_mark")
+        await until(pilot, lambda: type(app.screen).__name__ == "HelpScreen", 5)
+        await pilot.press("escape")
+        await until(pilot, lambda: type(app.screen).__name__ != "HelpScreen", 5)
