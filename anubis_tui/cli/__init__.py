@@ -27,6 +27,7 @@ from anubis_tui.cli import (
 )
 from anubis_tui.cli.common import CliError, Parser
 from anubis_tui.config import ConfigError, load_config
+from anubis_tui.plugins import PluginError, add_plugin_dirs
 
 COMMANDS = (run, replay, record, report, export, sensors, bench, restore, sweep, compare, agent)
 
@@ -34,6 +35,13 @@ COMMANDS = (run, replay, record, report, export, sensors, bench, restore, sweep,
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="anubis", description=__doc__)
     p.add_argument("--version", action="version", version=f"anubis {__version__}")
+    p.add_argument(
+        "--plugins",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="load plugins (sinks, sources, profilers) from a folder without installing them",
+    )
     sub = p.add_subparsers(dest="command", parser_class=Parser)
     for mod in COMMANDS:
         mod.add_parser(sub)
@@ -50,10 +58,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     try:
         config = load_config()
-        if args.command is None:
-            args = parser.parse_args(["run", *(argv or [])])
+        if args.command is None:  # only global options were given: the default command
+            args = parser.parse_args([*(sys.argv[1:] if argv is None else argv), "run"])
+        add_plugin_dirs(args.plugins)
         return int(args.handler(args, config))
-    except (CliError, ConfigError) as e:
+    except (CliError, ConfigError, PluginError) as e:
         print(f"anubis: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from anubis_tui.cli.common import CliError, add_model_args, rate_hz, spec_from
+from anubis_tui.cli.common import CliError, add_export_args, add_model_args, rate_hz, spec_from
 from anubis_tui.config import Config
 
 
@@ -34,12 +34,14 @@ def add_parser(sub: Any) -> None:
     a.add_argument("--no-model", action="store_true", help="sensors only, no inference")
     a.add_argument("--record", metavar="PATH", help="also keep a local recording here")
     add_model_args(a)
+    add_export_args(a)
     a.set_defaults(handler=cmd_agent)
 
 
 def cmd_agent(args: argparse.Namespace, config: Config) -> int:
     import msgpack
 
+    from anubis_tui.plugins import PluginError, export_sinks
     from anubis_tui.recording.writer import RecordingError, RecordingWriter, open_output
     from anubis_tui.session import Session
     from anubis_tui.session.agent import MAX_COMMAND_BYTES, run_command
@@ -64,6 +66,12 @@ def cmd_agent(args: argparse.Namespace, config: Config) -> int:
     os.dup2(2, 1)
     log = Path(tempfile.mkdtemp(prefix="anubis-agent-")) / "llama.log"
     session = Session(config, spec=spec, model=facts, t0_ns=t0, log_path=log)
+    try:
+        exports = export_sinks(args.export, session.header)
+    except PluginError as e:
+        raise CliError(str(e)) from None
+    for sink in exports:
+        session.add_sink(sink)
     session.start_recording("-", out=stream)
     copy = None
     if local is not None:
@@ -136,6 +144,8 @@ def cmd_agent(args: argparse.Namespace, config: Config) -> int:
         session.stop(f"agent: {why[0]}")
         if copy is not None:
             copy.close(session.stop("agent"))
+        for sink in exports:
+            sink.close()
         for s, h in old.items():
             signal.signal(s, h)
     print(f"anubis: agent stopped ({why[0]})", file=sys.stderr)

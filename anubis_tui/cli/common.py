@@ -115,3 +115,13 @@ def jsonable(o: Any) -> Any:
     if callable(item):
         return jsonable(item())
     return str(o)
+
+
+def add_export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--export",
+        action="append",
+        default=[],
+        metavar="NAME[:OPTIONS]",
+        help="also send every record to an anubis.sinks plugin, e.g. prometheus:127.0.0.1:9464",
+    )

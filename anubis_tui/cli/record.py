@@ -17,7 +17,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from anubis_tui.cli.common import CliError, add_model_args, positive_float, rate_hz, spec_from
+from anubis_tui.cli.common import (
+    CliError,
+    add_export_args,
+    add_model_args,
+    positive_float,
+    rate_hz,
+    spec_from,
+)
 from anubis_tui.config import Config
 
 
@@ -35,10 +42,12 @@ def add_parser(sub: Any) -> None:
         "(n: py-spy --native; + joins); the recording ends with the plan",
     )
     add_model_args(r)
+    add_export_args(r)
     r.set_defaults(handler=cmd_record)
 
 
 def cmd_record(args: argparse.Namespace, config: Config) -> int:
+    from anubis_tui.plugins import PluginError, export_sinks
     from anubis_tui.recording.format import default_path
     from anubis_tui.recording.writer import RecordingError, open_output
     from anubis_tui.session import Session
@@ -76,6 +85,12 @@ def cmd_record(args: argparse.Namespace, config: Config) -> int:
     session = Session(
         config, spec=spec, model=facts, t0_ns=t0, log_path=log, log_replace=args.force
     )
+    try:
+        exports = export_sinks(args.export, session.header)
+    except PluginError as e:
+        raise CliError(str(e)) from None
+    for sink in exports:
+        session.add_sink(sink)
     session.start_recording(path, out=out)
     stop = threading.Event()
 
@@ -119,6 +134,8 @@ def cmd_record(args: argparse.Namespace, config: Config) -> int:
         stop.set()  # a plan still running stops at its next step
     finally:
         footer = session.stop(reason)
+        for sink in exports:
+            sink.close()
         for s, h in old.items():
             signal.signal(s, h)
     w = session.writer

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from anubis_tui.cli.common import CliError, add_model_args, rate_hz, spec_from
+from anubis_tui.cli.common import CliError, add_export_args, add_model_args, rate_hz, spec_from
 from anubis_tui.config import Config
 
 
@@ -39,6 +39,7 @@ def add_parser(sub: Any) -> None:
         help="GGUF files here join the model cache in the model picker (o); repeatable",
     )
     add_model_args(r)
+    add_export_args(r)
     r.set_defaults(handler=cmd_run)
 
 
@@ -80,6 +81,7 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
             scalene_ready=args.scalene_ready,
             pyspy_native=args.pyspy_native,
             models_dirs=dirs,
+            exports=args.export,
         ),
     )
     app.run()

@@ -26,6 +26,7 @@ from textual.widgets import Footer, Log, Static
 from anubis_tui.analysis.live import NOTIFY_KINDS, LiveState, Snapshot
 from anubis_tui.analysis.replay import Replay
 from anubis_tui.config import Config
+from anubis_tui.plugins import ExportSink, PluginError, export_sinks
 from anubis_tui.session.knobs import KNOBS
 from anubis_tui.ui.screens import HelpScreen, ModelPicker
 from anubis_tui.ui.widgets.charts import Charts
@@ -60,6 +61,7 @@ class LiveOptions:
     scalene_ready: bool = False
     pyspy_native: bool = False
     models_dirs: list[Path] = field(default_factory=list)
+    exports: list[str] = field(default_factory=list)  # --export NAME[:OPTIONS] sink plugins
 
 
 def _knob_bindings() -> list[BindingType]:
@@ -167,6 +169,7 @@ class AnubisApp(App[int]):
         self._last_frame = time.monotonic()
         self._lines: dict[str, str] = {}
         self._panels: list[Panel] = []
+        self._exports: list[ExportSink] = []
         super().__init__()
         if config.keys:
             self.set_keymap(dict(config.keys))
@@ -231,6 +234,13 @@ class AnubisApp(App[int]):
                 sinks=[self.state.consume],
             )
             self.state.consume(session.header)
+            try:
+                self._exports = export_sinks(opts.exports, session.header)
+            except PluginError as e:
+                self.call_from_thread(self.notify, str(e), severity="error", timeout=10)
+                self._exports = []
+            for sink in self._exports:
+                session.add_sink(sink)
             if opts.record_path:
                 out = session.start_recording(opts.record_path)
                 if not out.ok:
@@ -254,6 +264,9 @@ class AnubisApp(App[int]):
         if self.session is not None:
             self.session.stop("quit")
             self.session = None
+        for sink in self._exports:
+            sink.close()
+        self._exports = []
 
     async def action_quit(self) -> None:
         self.stop_session()

@@ -1,0 +1,195 @@
+"""anubis-prometheus: every anubis record becomes a Prometheus metric, served on /metrics.
+
+``anubis record|agent|run --export prometheus[:ADDR:PORT]`` (default
+127.0.0.1:9464; binding elsewhere is an explicit choice). Metrics:
+
+* ``anubis_power_watts``, ``anubis_temperature_celsius``, ``anubis_frequency_hertz``:
+  one gauge per channel, labelled host, source, scope, label, method;
+* ``anubis_energy_joules_total``: each energy counter (the system's too);
+* ``anubis_tokens_total{phase}`` and ``anubis_decode_tokens_per_second`` (last 2 s);
+* ``anubis_throttle{channel, flag}``: 0/1 by canonical flag name;
+* ``anubis_profiler_active{profiler}``, ``anubis_profiler_rate_hz``;
+* ``anubis_knob{name}`` for numeric knobs, ``anubis_knob_info{name, value}`` for the rest.
+
+A scrape reads the latest values under a lock: the exporter never slows the bus.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import deque
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from anubis_tui.plugins import ExportSink
+from anubis_tui.records import (
+    Channel,
+    ChannelsAdded,
+    Event,
+    Header,
+    Record,
+    Sample,
+    Tokens,
+    decode_flags,
+)
+
+DEFAULT_ADDR = "127.0.0.1"
+DEFAULT_PORT = 9464
+GAUGES = {
+    "power": ("anubis_power_watts", "Power by channel, W"),
+    "temperature": ("anubis_temperature_celsius", "Temperature by channel, °C"),
+    "frequency": ("anubis_frequency_hertz", "Clock by channel, Hz"),
+}
+LABELS = ["host", "source", "scope", "label", "method"]
+
+
+def parse_address(options: str) -> tuple[str, int]:
+    """``""`` → 127.0.0.1:9464; ``PORT``; ``ADDR:PORT`` (an IPv6 address in brackets)."""
+    if not options:
+        return DEFAULT_ADDR, DEFAULT_PORT
+    addr, sep, port = options.rpartition(":")
+    if not sep:
+        addr, port = DEFAULT_ADDR, options
+    addr = addr.strip("[]") or DEFAULT_ADDR
+    try:
+        n = int(port)
+    except ValueError:
+        raise ValueError(f"{port!r} is not a port") from None
+    if not 0 < n < 65536:
+        raise ValueError(f"port {n} is out of range")
+    return addr, n
+
+
+class PrometheusSink(ExportSink):
+    def __init__(self, options: str, header: Header) -> None:
+        super().__init__(options, header)
+        self.addr, self.port = parse_address(options)
+        self.lock = threading.Lock()
+        self.host = str(header.host.get("hostname", ""))
+        self.channels: list[Channel] = []
+        self.latest: list[float | None] = []
+        self.tokens = {"decode": 0, "prompt": 0}
+        self.batches: deque[tuple[int, int]] = deque()
+        self.t = 0
+        self.profiler: str | None = None
+        self.profiler_rate: float | None = None
+        self.knobs: dict[str, Any] = {}
+        self._add(header.channels)
+        self.registry = CollectorRegistry()
+        self.registry.register(_Collector(self))
+        self.server, self.thread = start_http_server(
+            self.port, addr=self.addr, registry=self.registry
+        )
+
+    def _add(self, chans: list[Channel]) -> None:
+        self.channels += chans
+        self.latest += [None] * len(chans)
+
+    def __call__(self, rec: Record) -> None:
+        with self.lock:
+            t = getattr(rec, "t", None)
+            if isinstance(t, int):
+                self.t = max(self.t, t)
+            if isinstance(rec, ChannelsAdded):
+                self._add(rec.channels)
+            elif isinstance(rec, Sample):
+                for i, v in enumerate(rec.values):
+                    if i < len(self.latest) and v is not None and math.isfinite(v):
+                        self.latest[i] = v
+            elif isinstance(rec, Tokens):
+                self.tokens[rec.phase] = self.tokens.get(rec.phase, 0) + rec.count
+                if rec.phase == "decode":
+                    self.batches.append((rec.t, rec.count))
+                    while self.batches and self.batches[0][0] < rec.t - 2_000_000_000:
+                        self.batches.popleft()
+            elif isinstance(rec, Event):
+                self._event(rec)
+
+    def _event(self, e: Event) -> None:
+        p = e.payload
+        if e.kind in ("profiler_on", "profiler_rate"):
+            self.profiler = str(p.get("profiler") or "")
+            rate = p.get("rate_hz")
+            self.profiler_rate = float(rate) if isinstance(rate, int | float) else None
+        elif e.kind == "profiler_off":
+            self.profiler, self.profiler_rate = None, None
+        elif e.kind == "knobs" and isinstance(p.get("values"), dict):
+            self.knobs = dict(p["values"])
+        elif e.kind == "knob" and isinstance(p.get("name"), str):
+            self.knobs[p["name"]] = p.get("value")
+
+    def decode_tps(self) -> float:
+        n = sum(c for t, c in self.batches if t >= self.t - 2_000_000_000)
+        return n / 2.0
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class _Collector(Collector):
+    def __init__(self, sink: PrometheusSink) -> None:
+        self.s = sink
+
+    def collect(self) -> Iterator[Metric]:
+        s = self.s
+        with s.lock:
+            chans = list(zip(s.channels, s.latest, strict=True))
+            tokens = dict(s.tokens)
+            tps = s.decode_tps()
+            prof, rate, knobs = s.profiler, s.profiler_rate, dict(s.knobs)
+        fams = {k: GaugeMetricFamily(n, h, labels=LABELS) for k, (n, h) in GAUGES.items()}
+        energy = CounterMetricFamily("anubis_energy_joules", "Energy counters, J", labels=LABELS)
+        throttle = GaugeMetricFamily(
+            "anubis_throttle", "Throttle flags, 1 when active", labels=["host", "channel", "flag"]
+        )
+        for c, v in chans:
+            if v is None or c.meta.get("is_limit"):
+                continue
+            labels = [s.host, c.source, c.scope, c.label, c.method]
+            if c.kind in fams:
+                fams[c.kind].add_metric(labels, v)
+            elif c.kind == "energy":
+                energy.add_metric(labels, v)
+            elif c.kind == "throttle":
+                active, _ = decode_flags(c, int(v))
+                for flag in dict.fromkeys(c.meta.get("flags", {}).values()):
+                    throttle.add_metric([s.host, c.id, flag], 1.0 if flag in active else 0.0)
+        yield from fams.values()
+        yield energy
+        yield throttle
+        tok = CounterMetricFamily("anubis_tokens", "Tokens processed", labels=["host", "phase"])
+        for phase, n in tokens.items():
+            tok.add_metric([s.host, phase], n)
+        yield tok
+        g = GaugeMetricFamily(
+            "anubis_decode_tokens_per_second", "Decode tok/s over 2 s", labels=["host"]
+        )
+        g.add_metric([s.host], tps)
+        yield g
+        active = GaugeMetricFamily(
+            "anubis_profiler_active", "1 while a profiler runs", labels=["host", "profiler"]
+        )
+        active.add_metric([s.host, prof or "none"], 1.0 if prof else 0.0)
+        yield active
+        r = GaugeMetricFamily("anubis_profiler_rate_hz", "Profiler rate", labels=["host"])
+        r.add_metric([s.host], rate or 0.0)
+        yield r
+        num = GaugeMetricFamily("anubis_knob", "Numeric knob values", labels=["host", "name"])
+        info = GaugeMetricFamily(
+            "anubis_knob_info", "Knob values", labels=["host", "name", "value"]
+        )
+        for name, value in knobs.items():
+            if isinstance(value, bool):
+                num.add_metric([s.host, name], 1.0 if value else 0.0)
+            elif isinstance(value, int | float):
+                num.add_metric([s.host, name], float(value))
+            elif value is not None:
+                info.add_metric([s.host, name, str(value)[:200]], 1.0)
+        yield num
+        yield info

@@ -1,0 +1,118 @@
+"""The Prometheus exporter plugin, scraped by a real Prometheus server (Debian's, from .ci/run)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+
+import pytest
+
+from tests.conftest import ANUBIS, ROOT, cli_env
+
+pytestmark = pytest.mark.slow
+PLUGINS = ROOT / "plugins"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def query(port: int, expr: str) -> list[dict]:
+    url = f"http://127.0.0.1:{port}/api/v1/query?query={urllib.parse.quote(expr)}"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return json.load(r)["data"]["result"]
+    except OSError:
+        return []
+
+
+def value(port: int, expr: str) -> float | None:
+    res = query(port, expr)
+    return float(res[0]["value"][1]) if res else None
+
+
+def test_a_real_prometheus_scrapes_a_live_session(tmp_path):
+    prom = shutil.which("prometheus")
+    assert prom, "the prometheus server is installed by .ci/run (Debian package prometheus)"
+    port, pport = free_port(), free_port()
+    anubis = subprocess.Popen(
+        [*ANUBIS, "--plugins", str(PLUGINS), "record", "--threads", "2", "--duration", "90",
+         "-o", str(tmp_path / "s.msgpack"), "--export", f"prometheus:127.0.0.1:{port}"],
+        env=cli_env("empty_container"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    cfg = tmp_path / "prometheus.yml"
+    cfg.write_text(
+        "global:\n  scrape_interval: 1s\n"
+        f"scrape_configs:\n  - job_name: anubis\n    static_configs:\n"
+        f"      - targets: ['127.0.0.1:{port}']\n"
+    )
+    server = subprocess.Popen(
+        [prom, f"--config.file={cfg}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+         f"--web.listen-address=127.0.0.1:{pport}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        end = time.monotonic() + 90
+        tps = None
+        while time.monotonic() < end:
+            tps = value(pport, "anubis_decode_tokens_per_second")
+            if tps:
+                break
+            assert anubis.poll() is None, anubis.stderr.read() if anubis.stderr else ""
+            time.sleep(1)
+        assert tps and tps > 0, "Prometheus never saw tokens/s"
+        tok1 = value(pport, 'anubis_tokens_total{phase="decode"}')
+        joules1 = value(pport, 'anubis_energy_joules_total{source="anubis"}')
+        time.sleep(4)
+        tok2 = value(pport, 'anubis_tokens_total{phase="decode"}')
+        joules2 = value(pport, 'anubis_energy_joules_total{source="anubis"}')
+        assert tok1 is not None and tok2 is not None and tok2 > tok1
+        assert joules1 is not None and joules2 is not None and joules2 > joules1
+        power = query(pport, "anubis_power_watts")
+        assert power and {"host", "source", "scope", "label", "method"} <= set(power[0]["metric"])
+        knob = value(pport, 'anubis_knob{name="threads"}')
+        assert knob == 2.0
+    finally:
+        anubis.terminate()
+        server.terminate()
+        anubis.wait(30)
+        server.wait(30)
+
+
+def test_export_bad_input_is_one_line(tmp_path):
+    env = cli_env("empty_container")
+    for args, msg in (
+        (["--export", "nosuch"], "no such sink plugin"),
+        (["--export", "prometheus:127.0.0.1:99999"], "out of range"),
+        (["--export", "prometheus:abc"], "is not a port"),
+    ):
+        r = subprocess.run(
+            [*ANUBIS, "--plugins", str(PLUGINS), "record", "--no-model", "--duration", "1",
+             "-o", str(tmp_path / "x.msgpack"), "--force", *args],
+            env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr
+    r = subprocess.run(
+        [*ANUBIS, "--plugins", str(tmp_path / "none"), "sensors"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 2 and "not a directory" in r.stderr
+
+
+def test_the_exporter_binds_to_loopback_unless_told():
+    import sys
+
+    sys.path.insert(0, str(PLUGINS / "anubis-prometheus"))
+    from anubis_prometheus import parse_address
+
+    assert parse_address("") == ("127.0.0.1", 9464)
+    assert parse_address("9000") == ("127.0.0.1", 9000)
+    assert parse_address("0.0.0.0:9000") == ("0.0.0.0", 9000)
+    assert parse_address("[::1]:9000") == ("::1", 9000)
