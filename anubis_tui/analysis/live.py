@@ -40,6 +40,7 @@ NOTIFY_KINDS = {
     "error": "error",
     "sink_error": "error",
     "profiler_error": "error",
+    "connection_lost": "error",
 }
 
 
@@ -125,6 +126,7 @@ class LiveState:
         self.rate_event_hz: float | None = None
         self.knobs: dict[str, Any] = {}
         self.knob_state: dict[str, str] = {}
+        self.ack_ms: float | None = None  # a remote session's last key-to-acknowledgement time
         # Measured energy counters besides the system's: index → (t, joules, tokens) points.
         self.counter_points: dict[int, deque[tuple[int, float, int]]] = {}
 
@@ -222,6 +224,8 @@ class LiveState:
             self.rate_event_hz = p.get("sampler_hz")
         elif e.kind == "marker" or e.kind in SETTING_EVENTS:
             self.marks.append(self._bin_idx)
+        if e.kind == "remote_ack" and isinstance(p.get("latency_ms"), int | float):
+            self.ack_ms = float(p["latency_ms"])
         if e.kind == "knobs":
             if isinstance(p.get("values"), dict):
                 self.knobs = dict(p["values"])
@@ -341,6 +345,7 @@ class LiveState:
                     "anubis_cpu": val("proc.self.cpu"),
                     "worker_cpu": val("proc.worker.cpu"),
                     "profiler_cpu": val("proc.profiler.cpu"),
+                    "ack_ms": self.ack_ms,
                 },
                 history_power=list(self.bins_power),
                 history_temp=list(self.bins_temp),

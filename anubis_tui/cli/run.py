@@ -32,6 +32,18 @@ def add_parser(sub: Any) -> None:
         help="py-spy with --native (C frames too; stops the worker to sample)",
     )
     r.add_argument(
+        "--remote",
+        metavar="[USER@]HOST",
+        help="run the session on HOST through ssh (your keys and config apply); "
+        "every key acts there, and the session is recorded here",
+    )
+    r.add_argument(
+        "--remote-cmd",
+        default="anubis agent",
+        help="what ssh runs there (default: anubis agent; add its flags here)",
+    )
+    r.add_argument("--ssh", default="ssh", help="the ssh command (default: ssh), e.g. 'ssh -F cfg'")
+    r.add_argument(
         "--models-dir",
         action="append",
         default=[],
@@ -55,7 +67,7 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
         if not d.is_dir():
             raise CliError(f"--models-dir {d}: not a directory")
     spec = facts = None
-    if not args.no_model:
+    if not args.no_model and not args.remote:
         spec, facts = spec_from(args, config, time.monotonic_ns())
     record = None
     if not args.no_record:
@@ -82,6 +94,9 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
             pyspy_native=args.pyspy_native,
             models_dirs=dirs,
             exports=args.export,
+            remote=args.remote,
+            remote_cmd=args.remote_cmd,
+            ssh=args.ssh,
         ),
     )
     app.run()

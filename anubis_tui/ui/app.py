@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import work
 from textual.app import App, ComposeResult
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from anubis_tui.inference.models import ModelFacts
     from anubis_tui.inference.worker import Spec
     from anubis_tui.session import Outcome, Session
+    from anubis_tui.session.remote import RemoteSession
 
 UI_FPS = 4
 
@@ -62,6 +63,9 @@ class LiveOptions:
     pyspy_native: bool = False
     models_dirs: list[Path] = field(default_factory=list)
     exports: list[str] = field(default_factory=list)  # --export NAME[:OPTIONS] sink plugins
+    remote: str | None = None  # [user@]host: the session runs there, as `anubis agent`
+    remote_cmd: str = "anubis agent"
+    ssh: str = "ssh"
 
 
 def _knob_bindings() -> list[BindingType]:
@@ -164,7 +168,7 @@ class AnubisApp(App[int]):
         self.live = live
         self.replay = replay
         self.state: LiveState = replay.state if replay is not None else (state or LiveState())
-        self.session: Session | None = None
+        self.session: Session | RemoteSession | None = None
         self._events_seen = 0
         self._last_frame = time.monotonic()
         self._lines: dict[str, str] = {}
@@ -222,6 +226,23 @@ class AnubisApp(App[int]):
         from anubis_tui.session import Session
 
         opts = self.live or LiveOptions()
+        if opts.remote:
+            from anubis_tui.session.remote import RemoteSession
+
+            remote = RemoteSession(
+                opts.remote,
+                remote_cmd=opts.remote_cmd,
+                ssh=opts.ssh,
+                sinks=[self.state.consume],
+                record_path=opts.record_path,
+            )
+            try:
+                remote.start()
+            except OSError as e:
+                self.call_from_thread(self.notify, f"ssh: {e}", severity="error", timeout=10)
+                return
+            self.session = remote
+            return
         try:
             session = Session(
                 self.config,
@@ -294,7 +315,13 @@ class AnubisApp(App[int]):
         where = self.session.recording if self.session is not None else None
         rec = f"  ● rec {Path(where).name}" if where else ""
         paused = "  ⏸ paused" if s.paused else ""
-        self._line("#title", f" anubis {mode}  {host}  {model}  t={s.t_s:.0f}s{rec}{paused}")
+        lost = ""
+        if self.live is not None and self.live.remote:
+            mode = f"REMOTE {self.live.remote}"
+            r = self.session
+            if r is not None and not getattr(r, "connected", True):
+                lost = "  ⚠ disconnected: r reconnects"
+        self._line("#title", f" anubis {mode}  {host}  {model}  t={s.t_s:.0f}s{rec}{paused}{lost}")
         for panel in self._panels:
             panel.refresh_from(s)
         warn = self.query_one("#warning", Static)
@@ -338,7 +365,7 @@ class AnubisApp(App[int]):
         self.notify(out.message, severity="information" if out.ok else "warning", timeout=4)
 
     @work(thread=True, group="control", exclusive=False)
-    def control(self, call: Callable[[Session], Outcome]) -> None:
+    def control(self, call: Callable[[Any], Outcome]) -> None:
         """Run one control-surface call off the event loop and say what it did."""
         s = self.session
         if s is None:
@@ -363,6 +390,9 @@ class AnubisApp(App[int]):
         self.control(lambda s: s.marker(label))
 
     def action_record(self) -> None:
+        if self.live is not None and self.live.remote:  # remote: r reconnects a dropped link
+            self.control(lambda s: s.reconnect())
+            return
         self.control(lambda s: s.stop_recording() if s.recording else s.start_recording())
 
     def action_profiler(self, name: str) -> None:
@@ -375,6 +405,9 @@ class AnubisApp(App[int]):
         self.control(lambda s: s.knob_step(name, direction))
 
     def action_pick_model(self) -> None:
+        if self.live is not None and self.live.remote:  # the files are there: o cycles them
+            self.control(lambda s: s.knob_step("model", 1))
+            return
         s = self.session
         if s is None or s.spec is None:
             self.notify("no model in this session", severity="warning")

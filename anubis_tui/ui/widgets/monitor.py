@@ -17,4 +17,5 @@ class MonitorPanel(Panel):
             f"p99 late {fmt(sc['jitter_p99_s'] and sc['jitter_p99_s'] * 1e3, '.2f')} ms\n"
             f"anubis  {fmt(sc['anubis_cpu'] and sc['anubis_cpu'] * 100, '.1f')} % CPU\n"
             f"worker  {fmt(sc['worker_cpu'] and sc['worker_cpu'] * 100, '.0f')} % CPU"
+            + (f"\nkey→ack {sc['ack_ms']:.0f} ms" if sc.get("ack_ms") is not None else "")
         )

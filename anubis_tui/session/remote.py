@@ -1,0 +1,249 @@
+"""A session on another machine: `anubis agent` run through the system's ssh client.
+
+`RemoteSession` has the control-surface methods the app calls; each sends
+the agent a command and waits for its ``ack`` (or for the connection to
+drop), so the app cannot tell it from a local session. ssh is the user's:
+their keys, config and jump hosts apply; anubis handles no secret. Records
+from the agent go to the sinks (the live state) and to a local recording;
+a dropped connection closes that recording with a Footer (it stays valid)
+and is shown; `reconnect` starts a new connection and a new local file.
+Each acknowledgement's latency (key to ack) is a local ``remote_ack``
+Event, shown in the monitor panel.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shlex
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from anubis_tui.recording.reader import RecordStream
+from anubis_tui.recording.writer import RecordingError, RecordingWriter, open_output
+from anubis_tui.records import Event, Footer, Header, Record
+from anubis_tui.session.core import Outcome
+
+ACK_TIMEOUT_S = 120.0  # a knob may reload a model; a dead connection ends the wait sooner
+DEFAULT_REMOTE_CMD = "anubis agent"
+
+
+class RemoteSession:
+    """The agent at `host`, driven through ssh, with the methods of the control surface."""
+
+    def __init__(
+        self,
+        host: str,
+        remote_cmd: str = DEFAULT_REMOTE_CMD,
+        ssh: str = "ssh",
+        sinks: list[Callable[[Record], None]] | None = None,
+        record_path: str | None = None,
+    ) -> None:
+        self.host = host
+        self.remote_cmd = remote_cmd
+        self.ssh = shlex.split(ssh)
+        self.sinks = list(sinks or [])
+        self.record_base = record_path
+        self.record_path: str | None = None
+        self.header: Header | None = None
+        self._ids = itertools.count(1)
+        self._acks: dict[int, Event | None] = {}
+        self._cond = threading.Condition()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._writer: RecordingWriter | None = None
+        self._connection = 0
+        self.connected = False
+        self.lost: str | None = None
+        self.rate_hz = 10.0
+        self.spec = None  # the model lives on the other machine: no local picker
+        self.models_dirs: list[Path] = []
+        self._last_t = 0
+        self._stopping = False
+
+    # -- connection --------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect: ssh HOST REMOTE_CMD, records in on its stdout, commands out on its stdin."""
+        self._connection += 1
+        cmd = [*self.ssh, self.host, self.remote_cmd]
+        self._proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        self.connected = True
+        self.lost = None
+        threading.Thread(target=self._read, args=(self._proc,), daemon=True).start()
+
+    def reconnect(self) -> Outcome:
+        if self.connected:
+            return Outcome(False, f"still connected to {self.host}")
+        self.start()
+        return Outcome(True, f"reconnecting to {self.host}")
+
+    def _local_path(self) -> str | None:
+        if not self.record_base:
+            return None
+        if self._connection == 1:
+            return self.record_base
+        stem, ext = os.path.splitext(self.record_base)
+        return f"{stem}-{self._connection}{ext or '.msgpack'}"
+
+    def _read(self, proc: subprocess.Popen[bytes]) -> None:
+        stream = RecordStream()
+        assert proc.stdout is not None
+        fd = proc.stdout.fileno()
+        while True:
+            try:
+                data = os.read(fd, 65536)
+            except (OSError, ValueError):
+                data = b""
+            if not data:
+                break
+            for rec in stream.feed(data):
+                self._deliver(rec)
+            if stream.failed:
+                break
+        proc.wait()
+        err = (proc.stderr.read().decode(errors="replace") if proc.stderr else "").strip()
+        why = err.splitlines()[-1][:200] if err else f"ssh exited ({proc.returncode})"
+        self._lost(why if proc.returncode else "the agent ended")
+
+    def _deliver(self, rec: Record) -> None:
+        if isinstance(rec, Header):
+            self.header = rec
+            path = self._local_path()
+            if path is not None:
+                try:
+                    self._writer = RecordingWriter(open_output(path), rec)
+                    self.record_path = path
+                except (RecordingError, OSError) as e:
+                    self._emit_local("recording_error", reason=str(e))
+        elif isinstance(rec, Event) and rec.kind == "ack":
+            cid = rec.payload.get("id")
+            with self._cond:
+                if cid in self._acks:
+                    self._acks[cid] = rec
+                    self._cond.notify_all()
+        elif isinstance(rec, Event) and rec.kind == "rate":
+            hz = rec.payload.get("sampler_hz")
+            if isinstance(hz, int | float):
+                self.rate_hz = float(hz)
+        t = getattr(rec, "t", None)
+        if isinstance(t, int):
+            self._last_t = max(self._last_t, t)
+        self._to_sinks(rec)
+
+    def _to_sinks(self, rec: Record) -> None:
+        w = self._writer
+        if w is not None and not isinstance(rec, Header | Footer):
+            w.submit(rec)
+        for s in self.sinks:
+            s(rec)
+
+    def _emit_local(self, kind: str, **payload: Any) -> None:
+        self._to_sinks(Event(self._last_t, kind, payload))
+
+    def _lost(self, why: str) -> None:
+        if not self.connected or self._stopping:
+            return
+        self.connected = False
+        self.lost = why
+        self._emit_local("connection_lost", host=self.host, reason=why)
+        w, self._writer = self._writer, None
+        if w is not None:
+            w.close(Footer(self._last_t, {"clean": False, "stopped_by": f"connection lost: {why}"}))
+        with self._cond:
+            self._cond.notify_all()
+
+    def stop(self, reason: str | None = None) -> None:
+        """Ask the agent to stop (its Footer ends the stream), then close the connection."""
+        self._stopping = True  # the agent's end is ours, not a lost connection
+        p = self._proc
+        if p is not None and p.poll() is None:
+            self._send({"id": 0, "cmd": "stop"})
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.terminate()
+        w, self._writer = self._writer, None
+        if w is not None:
+            w.close(Footer(self._last_t, {"clean": True, "stopped_by": reason or "quit"}))
+        self.connected = False
+
+    # -- commands ------------------------------------------------------------------------
+
+    def _send(self, msg: dict[str, Any]) -> bool:
+        p = self._proc
+        if p is None or p.stdin is None or p.poll() is not None:
+            return False
+        try:
+            p.stdin.write(msgpack.packb(msg))
+            p.stdin.flush()
+            return True
+        except (OSError, ValueError):
+            return False
+
+    def command(self, cmd: str, **args: Any) -> Outcome:
+        """Send one command and wait for its acknowledgement (or the connection's end)."""
+        if not self.connected:
+            return Outcome(False, f"disconnected from {self.host}: r reconnects")
+        cid = next(self._ids)
+        with self._cond:
+            self._acks[cid] = None
+        t0 = time.monotonic()
+        if not self._send({"id": cid, "cmd": cmd, **args}):
+            return Outcome(False, f"cannot reach {self.host}")
+        end = t0 + ACK_TIMEOUT_S
+        with self._cond:
+            while self._acks.get(cid) is None and self.connected and time.monotonic() < end:
+                self._cond.wait(0.2)
+            ack = self._acks.pop(cid, None)
+        if ack is None:
+            return Outcome(False, f"{cmd}: no answer from {self.host} ({self.lost or 'timeout'})")
+        latency_ms = 1000 * (time.monotonic() - t0)
+        self._emit_local("remote_ack", cmd=cmd, latency_ms=latency_ms)
+        return Outcome(bool(ack.payload.get("ok")), str(ack.payload.get("message", "")))
+
+    @property
+    def recording(self) -> str | None:
+        return self.record_path if self._writer is not None else None
+
+    def toggle_pause(self) -> Outcome:
+        return self.command("toggle_pause")
+
+    def step_rate(self, direction: int) -> Outcome:
+        return self.command("rate_step", direction=direction)
+
+    def marker(self, label: str = "") -> Outcome:
+        return self.command("marker", label=label)
+
+    def profiler_toggle(self, name: str) -> Outcome:
+        return self.command("profiler", name=name)
+
+    def profiler_step_rate(self, step: int) -> Outcome:
+        return self.command("profiler_rate", step=step)
+
+    def knob_step(self, name: str, direction: int) -> Outcome:
+        return self.command("knob_step", name=name, direction=direction)
+
+    def set_knob(self, name: str, value: Any) -> Outcome:
+        return self.command("knob", name=name, value=value)
+
+    def start_recording(self, path: str | None = None) -> Outcome:
+        return (
+            Outcome(True, f"recorded locally to {self.record_path}")
+            if self.recording
+            else (Outcome(False, "no local recording in this session (--record PATH)"))
+        )
+
+    def stop_recording(self) -> Outcome:
+        return Outcome(False, "a remote session is recorded locally until it ends")
