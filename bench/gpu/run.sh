@@ -128,8 +128,11 @@ print(read_gguf(Path('$M')).layers // 2)")
       nvidia-smi --query-gpu=power.limit --format=csv,noheader
       du -sh "$OUT/gpu-sweep.profiles"
       ;;
+    agent)  # issue 14: anubis agent driven by a consumer process on this machine
+      python3 bench/gpu/agent_check.py --gpu-layers -1 2>&1 | tee "$OUT/agent_check.txt"
+      ;;
     esac
   done
   ;;
-*) echo "usage: run.sh setup|chunk N|checks [ratio probe plan knobs sweep]"; exit 2 ;;
+*) echo "usage: run.sh setup|chunk N|checks [ratio probe plan knobs sweep agent]"; exit 2 ;;
 esac
