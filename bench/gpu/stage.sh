@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Stage everything a bare GPU machine needs, here, into .dev/gpu (git-ignored, carried by device):
 # a trimmed llama-cpp-python source, wheels for what the GPU image lacks, and the default model
-# in chunks under 60 MiB (one chunk per device call: 64 MiB travel per call).
+# in chunks of 40 MiB (one chunk per device call: 64 MiB travel per call, the working tree too).
 # See ../shared/reference/gpu-recipe.md. Then bench/gpu/run.sh runs there.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -34,7 +34,7 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -
   "${plat[@]}" -d "$OUT/wheels" "${pkgs[@]}"
 model=$(python3 -c "from anubis_tui.inference.models import default_model; print(default_model())")
 if [ ! -f "$OUT/model/chunk.00" ]; then
-  split -b 55M -d "$model" "$OUT/model/chunk."
+  split -b 40M -d "$model" "$OUT/model/chunk."
   sha256sum "$model" | cut -d' ' -f1 > "$OUT/model/sha256"
 fi
 ls -la "$OUT" "$OUT/model"; du -sh "$OUT/wheels"
