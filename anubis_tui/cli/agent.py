@@ -20,7 +20,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from anubis_tui.cli.common import CliError, add_export_args, add_model_args, rate_hz, spec_from
+from anubis_tui.cli.common import (
+    CliError,
+    add_export_args,
+    add_model_args,
+    attach_exports,
+    rate_hz,
+    spec_from,
+)
 from anubis_tui.config import Config
 
 
@@ -41,7 +48,6 @@ def add_parser(sub: Any) -> None:
 def cmd_agent(args: argparse.Namespace, config: Config) -> int:
     import msgpack
 
-    from anubis_tui.plugins import PluginError, export_sinks
     from anubis_tui.recording.writer import RecordingError, RecordingWriter, open_output
     from anubis_tui.session import Session
     from anubis_tui.session.agent import MAX_COMMAND_BYTES, run_command
@@ -66,12 +72,7 @@ def cmd_agent(args: argparse.Namespace, config: Config) -> int:
     os.dup2(2, 1)
     log = Path(tempfile.mkdtemp(prefix="anubis-agent-")) / "llama.log"
     session = Session(config, spec=spec, model=facts, t0_ns=t0, log_path=log)
-    try:
-        exports = export_sinks(args.export, session.header)
-    except PluginError as e:
-        raise CliError(str(e)) from None
-    for sink in exports:
-        session.add_sink(sink)
+    exports = attach_exports(session, args.export)
     session.start_recording("-", out=stream)
     copy = None
     if local is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from anubis_tui.config import Config
@@ -125,3 +126,38 @@ def add_export_args(p: argparse.ArgumentParser) -> None:
         metavar="NAME[:OPTIONS]",
         help="also send every record to an anubis.sinks plugin, e.g. prometheus:127.0.0.1:9464",
     )
+
+
+def open_recording(path: str, force: bool) -> tuple[Any, Path]:
+    """A new recording at `path` (``-``: stdout) and where the worker's log goes beside it."""
+    import tempfile
+
+    from anubis_tui.recording.writer import RecordingError, open_output
+
+    try:
+        if path != "-":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        out = open_output(path, force=force)
+    except RecordingError as e:
+        raise CliError(str(e)) from None
+    except OSError as e:
+        raise CliError(f"cannot create {path}: {e.strerror}") from None
+    log = (
+        Path(tempfile.mkdtemp(prefix="anubis-")) / "llama.log"
+        if path == "-"
+        else Path(path + ".log")
+    )
+    return out, log
+
+
+def attach_exports(session: Any, specs: list[str]) -> list[Any]:
+    """The --export sinks, made and added to `session`; CliError (one line) if one fails."""
+    from anubis_tui.plugins import PluginError, export_sinks
+
+    try:
+        sinks = export_sinks(specs, session.header)
+    except PluginError as e:
+        raise CliError(str(e)) from None
+    for sink in sinks:
+        session.add_sink(sink)
+    return sinks

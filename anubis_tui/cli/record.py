@@ -11,16 +11,16 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from anubis_tui.cli.common import (
     CliError,
     add_export_args,
     add_model_args,
+    attach_exports,
+    open_recording,
     positive_float,
     rate_hz,
     spec_from,
@@ -47,9 +47,7 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_record(args: argparse.Namespace, config: Config) -> int:
-    from anubis_tui.plugins import PluginError, export_sinks
     from anubis_tui.recording.format import default_path
-    from anubis_tui.recording.writer import RecordingError, open_output
     from anubis_tui.session import Session
     from anubis_tui.session.plan import parse_plan
     from anubis_tui.session.sampler import clamp_rate
@@ -69,28 +67,11 @@ def cmd_record(args: argparse.Namespace, config: Config) -> int:
     if not args.no_model:
         spec, facts = spec_from(args, config, t0)
     path = args.output or default_path(config.record_dir)
-    try:
-        if path != "-":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        out = open_output(path, force=args.force)
-    except RecordingError as e:
-        raise CliError(str(e)) from None
-    except OSError as e:
-        raise CliError(f"cannot create {path}: {e.strerror}") from None
-    log = (
-        Path(tempfile.mkdtemp(prefix="anubis-record-")) / "llama.log"
-        if path == "-"
-        else Path(path + ".log")
-    )
+    out, log = open_recording(path, args.force)
     session = Session(
         config, spec=spec, model=facts, t0_ns=t0, log_path=log, log_replace=args.force
     )
-    try:
-        exports = export_sinks(args.export, session.header)
-    except PluginError as e:
-        raise CliError(str(e)) from None
-    for sink in exports:
-        session.add_sink(sink)
+    exports = attach_exports(session, args.export)
     session.start_recording(path, out=out)
     stop = threading.Event()
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 from anubis_tui.cli.common import (
     CliError,
     add_model_args,
+    open_recording,
     positive_float,
     positive_int,
     rate_hz,
@@ -102,7 +102,6 @@ def cmd_sweep(args: argparse.Namespace, config: Config) -> int:
     from anubis_tui.analysis.report import render, report
     from anubis_tui.recording.format import default_path
     from anubis_tui.recording.reader import ReaderError, load
-    from anubis_tui.recording.writer import RecordingError, open_output
     from anubis_tui.session import Session
     from anubis_tui.session.sampler import clamp_rate
     from anubis_tui.session.sweep import Sweep, SweepOptions, treatments
@@ -122,19 +121,7 @@ def cmd_sweep(args: argparse.Namespace, config: Config) -> int:
         config = config.replace(rate_hz=clamp_rate(args.rate))
     spec, facts = spec_from(args, config, t0)
     path = args.output or default_path(config.record_dir).replace(".msgpack", "-sweep.msgpack")
-    try:
-        if path != "-":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        out = open_output(path, force=args.force)
-    except RecordingError as e:
-        raise CliError(str(e)) from None
-    except OSError as e:
-        raise CliError(f"cannot create {path}: {e.strerror}") from None
-    log = (
-        Path(tempfile.mkdtemp(prefix="anubis-sweep-")) / "llama.log"
-        if path == "-"
-        else Path(path + ".log")
-    )
+    out, log = open_recording(path, args.force)
     session = Session(
         config, spec=spec, model=facts, t0_ns=t0, log_path=log, log_replace=args.force
     )

@@ -18,36 +18,7 @@ import pytest
 from anubis_tui.recording.reader import read_all
 from anubis_tui.records import Event, Footer
 from tests.conftest import FIXTURES, cli_env
-
-SOCKET = "anubis-rt"  # a tmux server of this test's own
-
-
-def tmux(*args: str, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(["tmux", "-L", SOCKET, *args], **kw)
-
-
-def wait_screen(name: str, pred, timeout: float = 60.0) -> str:
-    end = time.monotonic() + timeout
-    s = ""
-    while time.monotonic() < end:
-        r = tmux("capture-pane", "-p", "-t", name, capture_output=True, text=True)
-        assert r.returncode == 0, f"the app's tmux session ended; last screen:\n{s}"
-        s = r.stdout
-        if pred(s):
-            return s
-        time.sleep(0.3)
-    raise AssertionError(f"screen never matched; last screen:\n{s}")
-
-
-def quit_and_wait(name: str, timeout: float = 20.0) -> None:
-    tmux("send-keys", "-t", name, "q", check=True)
-    end = time.monotonic() + timeout
-    while (
-        time.monotonic() < end
-        and tmux("has-session", "-t", name, capture_output=True).returncode == 0
-    ):
-        time.sleep(0.2)
-
+from tests.ui.test_tmux_e2e import quit_and_wait, tmux, wait_screen
 
 pytestmark = pytest.mark.slow
 SSHD = "/usr/sbin/sshd"
