@@ -61,7 +61,7 @@ def sshd(tmp_path: Path):
         time.sleep(0.1)
     client = tmp_path / "ssh_config"
     client.write_text(
-        f"Host anubis-test\n  HostName 127.0.0.1\n  Port {port}\n  User {getpass.getuser()}\n"
+        f"Host localhost\n  HostName 127.0.0.1\n  Port {port}\n  User {getpass.getuser()}\n"
         f"  IdentityFile {keys / 'user'}\n  IdentitiesOnly yes\n  StrictHostKeyChecking no\n"
         "  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n  BatchMode yes\n"
     )
@@ -81,7 +81,7 @@ def test_run_remote_over_a_real_sshd(tmp_path: Path, sshd: Path):
     env = cli_env("empty_container")
     env["TERM"] = "xterm-256color"
     cmd = (
-        f"{sys.executable} -m anubis_tui run --remote anubis-test --ssh 'ssh -F {sshd}' "
+        f"{sys.executable} -m anubis_tui run --remote localhost --ssh 'ssh -F {sshd}' "
         f"--remote-cmd '{remote_cmd}' --record {local}"
     )
     tmux("new-session", "-d", "-s", name, "-x", "120", "-y", "40", cmd, env=env, check=True)
@@ -89,7 +89,7 @@ def test_run_remote_over_a_real_sshd(tmp_path: Path, sshd: Path):
         wait_screen(
             name,
             lambda s: (
-                "REMOTE anubis-test" in s
+                "REMOTE localhost" in s
                 and "decode" in s
                 and not s.split("decode", 1)[1].lstrip().startswith("—")
             ),
