@@ -38,6 +38,7 @@ Definitions (each figure has exactly one):
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -619,21 +620,8 @@ class SegmentFold:
 def _effective(s: Segment) -> _Acc:
     """The segment's sums with its open request piece and energy window counted in."""
     a = s.acc
-    e = _Acc(
-        dec_n=a.dec_n,
-        dec_ns=a.dec_ns,
-        piece_tps=list(a.piece_tps),
-        energy_j=a.energy_j,
-        energy_tokens=a.energy_tokens,
-        energy_windows=a.energy_windows,
-        power_sum=a.power_sum,
-        power_sq=a.power_sq,
-        power_n=a.power_n,
-        temp_max=a.temp_max,
-        flag_hits=dict(a.flag_hits),
-        flag_n=dict(a.flag_n),
-        cpu_sum=a.cpu_sum,
-        cpu_n=a.cpu_n,
+    e = dataclasses.replace(
+        a, piece_tps=list(a.piece_tps), flag_hits=dict(a.flag_hits), flag_n=dict(a.flag_n)
     )
     r = s._req
     if r is not None and r[2] >= 2 and r[1] > r[0]:  # the open request piece counts too
