@@ -124,7 +124,6 @@ class LiveState:
         self._energy_start: float | None = None
         self.sampler_hz: float | None = None
         self.rate_event_hz: float | None = None
-        self.knobs: dict[str, Any] = {}
         self.knob_state: dict[str, str] = {}
         self.ack_ms: float | None = None  # a remote session's last key-to-acknowledgement time
         # Measured energy counters besides the system's: index → (t, joules, tokens) points.
@@ -195,16 +194,11 @@ class LiveState:
                 if self._energy_start is None:
                     self._energy_start = v
                 self.energy_j = v - self._energy_start
-                self.jpt_points.append((rec.t, v, self.tokens))
-                while self.jpt_points and self.jpt_points[0][0] < rec.t - JPT_WINDOW_NS:
-                    self.jpt_points.popleft()
+                _push(self.jpt_points, rec.t, v, self.tokens)
             elif c.id == "anubis.sampler.rate":
                 self.sampler_hz = v
             elif i in self.counter_points:
-                pts = self.counter_points[i]
-                pts.append((rec.t, v, self.tokens))
-                while pts and pts[0][0] < rec.t - JPT_WINDOW_NS:
-                    pts.popleft()
+                _push(self.counter_points[i], rec.t, v, self.tokens)
 
     def _event(self, e: Event) -> None:
         self.events.append(e)
@@ -226,13 +220,10 @@ class LiveState:
             self.marks.append(self._bin_idx)
         if e.kind == "remote_ack" and isinstance(p.get("latency_ms"), int | float):
             self.ack_ms = float(p["latency_ms"])
-        if e.kind == "knobs":
-            if isinstance(p.get("values"), dict):
-                self.knobs = dict(p["values"])
-            if isinstance(p.get("state"), dict):
-                self.knob_state = {str(k): str(v) for k, v in p["state"].items()}
-        elif e.kind == "knob" and isinstance(p.get("name"), str):
-            self.knobs[p["name"]] = p.get("value")
+        # Knob values are the segment fold's (it follows knobs and knob Events); what can
+        # change here is only shown, so it is kept here.
+        if e.kind == "knobs" and isinstance(p.get("state"), dict):
+            self.knob_state = {str(k): str(v) for k, v in p["state"].items()}
         elif e.kind == "model_loaded" and p.get("gpu_offload") is False:
             self.knob_state["gpu_layers"] = "CPU-only build"
 
@@ -296,17 +287,10 @@ class LiveState:
             tps = self._decode_tps()
             throttle = self._views("throttle")
             sys_ch = next((c for c in self.channels if c.id == "system.power"), None)
-            jpt_recent = None
-            if len(self.jpt_points) >= 2:
-                (_, e0, n0), (_, e1, n1) = self.jpt_points[0], self.jpt_points[-1]
-                if n1 > n0:
-                    jpt_recent = (e1 - e0) / (n1 - n0)
-            counter_jpt = []
-            for i, pts in self.counter_points.items():
-                jpt = None
-                if len(pts) >= 2 and pts[-1][2] > pts[0][2]:
-                    jpt = (pts[-1][1] - pts[0][1]) / (pts[-1][2] - pts[0][2])
-                counter_jpt.append((self.channels[i], jpt))
+            jpt_recent = _window_jpt(self.jpt_points)
+            counter_jpt = [
+                (self.channels[i], _window_jpt(p)) for i, p in self.counter_points.items()
+            ]
             segments = self.segs.figures()
             current = segments[-1] if segments else None
             baseline = None
@@ -356,7 +340,7 @@ class LiveState:
                 segments=segments,
                 sampler_hz=self.sampler_hz,
                 ended=self.ended,
-                knobs=dict(self.knobs),
+                knobs=dict(self.segs.knobs),
                 knob_state=dict(self.knob_state),
                 counter_jpt=counter_jpt,
             )
@@ -364,6 +348,21 @@ class LiveState:
     def new_events(self, since: int) -> tuple[list[Event], int]:
         with self.lock:
             return self.events[since:], len(self.events)
+
+
+def _push(points: deque[tuple[int, float, int]], t: int, joules: float, tokens: int) -> None:
+    """An energy reading and the decode tokens so far, keeping the last `JPT_WINDOW_NS`."""
+    points.append((t, joules, tokens))
+    while points and points[0][0] < t - JPT_WINDOW_NS:
+        points.popleft()
+
+
+def _window_jpt(points: deque[tuple[int, float, int]]) -> float | None:
+    """J/token between the window's first and last reading (None without tokens between)."""
+    if len(points) < 2 or points[-1][2] <= points[0][2]:
+        return None
+    (_, e0, n0), (_, e1, n1) = points[0], points[-1]
+    return (e1 - e0) / (n1 - n0)
 
 
 def fmt(v: Any, spec: str = ".1f", unit: str = "") -> str:

@@ -12,7 +12,6 @@ budget (default 2 % tok/s and 2 % J/token) on the evidence shown.
 from __future__ import annotations
 
 import json
-import math
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -318,7 +317,3 @@ def sweep_of(events: Sequence[Any]) -> dict[str, Any] | None:
         elif sweep is not None and e.kind == "cooldown":
             sweep["cooldowns"].append(dict(e.payload))
     return sweep
-
-
-def finite(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)

@@ -67,13 +67,14 @@ class Journal:
 
     def owner(self) -> int | None:
         """The pid of a *live* anubis that owns the journal (None if nobody or a dead one)."""
-        pid = self.load().get("pid")
+        data = self.load()
+        pid = data.get("pid")
         if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0 or pid == os.getpid():
             return None
         try:
             p = psutil.Process(pid)
             alive = p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-            started = self.load().get("started")
+            started = data.get("started")
             if alive and isinstance(started, int | float) and p.create_time() > started + 1:
                 return None  # the pid was reused by a later process
             return pid if alive else None

@@ -75,6 +75,34 @@ class Step:
     seconds: float
 
 
+def plan_seconds(part: str, secs: str) -> float:
+    """A plan step's seconds: a finite number in (0, 86400]; ValueError naming the step."""
+    try:
+        seconds = float(secs)
+    except ValueError:
+        raise ValueError(f"plan step {part!r}: {secs!r} is not a number of seconds") from None
+    if not (math.isfinite(seconds) and 0 < seconds <= 86400):
+        raise ValueError(f"plan step {part!r}: seconds must be in (0, 86400]")
+    return seconds
+
+
+def profiler_state(part: str, what: str, seconds: float) -> Step:
+    """``off``, ``py-spy@100``, ``py-spy@1000n`` (native), ``scalene@100`` → a Step."""
+    if what == "off":
+        return Step(None, 0, False, seconds)
+    name, _, rate = what.partition("@")
+    if name not in ("py-spy", "scalene"):
+        raise ValueError(f"plan step {part!r}: profiler must be py-spy or scalene")
+    native = rate.endswith("n")
+    try:
+        rate_hz = float(rate.rstrip("n") or 100)
+    except ValueError:
+        raise ValueError(f"plan step {part!r}: {rate!r} is not a rate") from None
+    if rate_hz not in RATES_HZ:
+        raise ValueError(f"plan step {part!r}: rate must be one of {RATES_HZ}")
+    return Step(name, rate_hz, native, seconds)
+
+
 def parse_plan(text: str) -> list[Step]:
     """``off:10,py-spy@100:10,py-spy@1000n:10,scalene@100:10`` → steps."""
     steps = []
@@ -85,26 +113,7 @@ def parse_plan(text: str) -> list[Step]:
         what, sep, secs = part.rpartition(":")
         if not sep:
             raise ValueError(f"plan step {part!r} needs :SECONDS")
-        try:
-            seconds = float(secs)
-        except ValueError:
-            raise ValueError(f"plan step {part!r}: {secs!r} is not a number of seconds") from None
-        if not (math.isfinite(seconds) and 0 < seconds <= 86400):
-            raise ValueError(f"plan step {part!r}: seconds must be in (0, 86400]")
-        if what == "off":
-            steps.append(Step(None, 0, False, seconds))
-            continue
-        name, _, rate = what.partition("@")
-        if name not in ("py-spy", "scalene"):
-            raise ValueError(f"plan step {part!r}: profiler must be py-spy or scalene")
-        native = rate.endswith("n")
-        try:
-            rate_hz = float(rate.rstrip("n") or 100)
-        except ValueError:
-            raise ValueError(f"plan step {part!r}: {rate!r} is not a rate") from None
-        if rate_hz not in RATES_HZ:
-            raise ValueError(f"plan step {part!r}: rate must be one of {RATES_HZ}")
-        steps.append(Step(name, rate_hz, native, seconds))
+        steps.append(profiler_state(part, what, plan_seconds(part, secs)))
     if not steps:
         raise ValueError("empty plan")
     return steps

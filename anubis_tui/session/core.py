@@ -22,6 +22,7 @@ from typing import IO, Any
 
 import psutil
 
+from anubis_tui.analysis.segments import show_knob
 from anubis_tui.config import Config
 from anubis_tui.device import ControlError, DeviceSettings, JournalError, restore
 from anubis_tui.inference.client import WorkerClient, create_log, exit_reason
@@ -39,7 +40,6 @@ from anubis_tui.session.knobs import (
     kv_next,
     layer_steps,
     model_files,
-    show_value,
     step_in,
 )
 from anubis_tui.session.sampler import Sampler
@@ -609,7 +609,7 @@ class Session:
             nxt = self.device.controls[name].step(value, direction)
         if nxt == value:
             return self._command(
-                "knob", Outcome(True, f"{k.label} stays at {show_value(name, value)}"), name=name
+                "knob", Outcome(True, f"{k.label} stays at {show_knob(name, value)}"), name=name
             )
         return self.set_knob(name, nxt)
 
@@ -630,9 +630,9 @@ class Session:
         previous, why = self._knob(name)
         if why:
             return Outcome(False, f"{k.label}: {why}")
-        shown = f"{k.label} {show_value(name, previous)} → {show_value(name, value)}"
+        shown = f"{k.label} {show_knob(name, previous)} → {show_knob(name, value)}"
         if value == previous:
-            return Outcome(True, f"{k.label} stays at {show_value(name, value)}")
+            return Outcome(True, f"{k.label} stays at {show_knob(name, value)}")
         if k.group == "device":
             assert self.device is not None
             try:
@@ -695,6 +695,6 @@ class Session:
         self.emit_knobs()
         return Outcome(
             False,
-            f"{KNOB_BY_NAME[name].label} {show_value(name, value)} failed: {err}; "
-            f"back to {show_value(name, previous)}{tail}",
+            f"{KNOB_BY_NAME[name].label} {show_knob(name, value)} failed: {err}; "
+            f"back to {show_knob(name, previous)}{tail}",
         )

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from anubis_tui.analysis.segments import show_knob
 from anubis_tui.inference.worker import KV_TYPES
 
 BATCH_STEPS = (64, 128, 256, 512, 1024, 2048)
@@ -46,7 +45,6 @@ KNOBS: tuple[KnobDef, ...] = (
     KnobDef("nvpmodel", "n", "nvpmodel", "device", False, "Jetson power mode"),
 )
 KNOB_BY_NAME = {k.name: k for k in KNOBS}
-show_value = show_knob  # one way to write a knob's value: the segments' own
 
 
 def default_threads() -> int:

@@ -12,8 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from anubis_tui.profilers.controller import Step
-from anubis_tui.profilers.controller import parse_plan as parse_profiler_plan
+from anubis_tui.profilers.controller import Step, plan_seconds, profiler_state
 from anubis_tui.session.knobs import parse_knob_value
 
 
@@ -45,6 +44,7 @@ def parse_plan(text: str) -> list[PlanStep]:
         what, sep, secs = part.rpartition(":")
         if not sep or not what:
             raise ValueError(f"plan step {part!r} needs WHAT:SECONDS")
+        seconds = plan_seconds(part, secs)
         knobs: dict[str, Any] = {}
         profiler: Step | None = None
         for token in what.split("+"):
@@ -60,12 +60,7 @@ def parse_plan(text: str) -> list[PlanStep]:
                 continue
             if profiler is not None:
                 raise ValueError(f"plan step {part!r} names two profiler states")
-            profiler = parse_profiler_plan(f"{token}:{secs}")[0]
-        seconds = (
-            profiler.seconds
-            if profiler is not None
-            else parse_profiler_plan(f"off:{secs}")[0].seconds
-        )
+            profiler = profiler_state(part, token, seconds)
         steps.append(PlanStep(seconds, profiler, knobs))
     if not steps:
         raise ValueError("empty plan")

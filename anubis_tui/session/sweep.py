@@ -41,10 +41,6 @@ class Treatment:
     profiler: Step | None = None
     knobs: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def kind(self) -> str:
-        return "profiler" if self.profiler is not None else "knobs"
-
 
 def treatments(
     profilers: Sequence[str],
@@ -69,11 +65,10 @@ def treatments(
     names = list(knobs)
     for combo in itertools.product(*(knobs[n] for n in names)) if names else []:
         setting = dict(zip(names, combo, strict=True))
+        label = " ".join(f"{k}={v}" for k, v in setting.items())
         if all(base.get(k) == v for k, v in setting.items()):
-            label = " ".join(f"{k}={v}" for k, v in setting.items())
             notes.append(f"{label} is the starting setting: it is the baseline")
             continue
-        label = " ".join(f"{k}={v}" for k, v in setting.items())
         out.append(Treatment(label, knobs=setting))
     return out, notes
 
@@ -152,7 +147,7 @@ def steady_state(
 class Watch:
     """A bus sink keeping the last minutes of the hottest temperature and system power."""
 
-    def __init__(self, channels: Sequence[Channel], t0_ns: int) -> None:
+    def __init__(self, channels: Sequence[Channel]) -> None:
         self.lock = threading.Lock()
         self.temp_i: list[int] = []
         self.power_i = -1
@@ -225,7 +220,7 @@ class Sweep:
         self.opts = opts
         self.say = say
         self.base = dict(session.knob_values())
-        self.watch = Watch(session.sampler.channels, session.t0_ns)
+        self.watch = Watch(session.sampler.channels)
         session.add_sink(self.watch)
         self.target_c: float | None = None
         self._profiling = False

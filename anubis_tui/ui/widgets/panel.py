@@ -42,7 +42,7 @@ class LinePanel(Widget):
         ]
         for y in dirty:
             self._strips.pop(y, None)
-        if width > 0 and len(dirty) < len(new) + 1:
+        if width > 0:
             self.refresh(*(Region(0, y, width, 1) for y in dirty))
         else:
             self.refresh()
