@@ -18,6 +18,7 @@ from typing import Any
 import msgpack
 
 from anubis_tui import __version__
+from anubis_tui.analysis.identity import cpu_model, llama_cpp_version
 from anubis_tui.records import Channel, Header, Record
 
 FORMAT_NAME = "anubis-recording"
@@ -49,6 +50,9 @@ def host_facts() -> dict[str, Any]:
         "machine": uname.machine,
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
+        # identity (analysis/identity.py): what to compare recordings by
+        "cpu_model": cpu_model(),
+        "llama_cpp": llama_cpp_version(),
     }
 
 

@@ -22,12 +22,13 @@ from typing import IO, Any
 
 import psutil
 
+from anubis_tui.analysis.identity import model_sha256, prompts_sha256
 from anubis_tui.analysis.segments import show_knob
 from anubis_tui.config import Config
 from anubis_tui.device import ControlError, DeviceSettings, JournalError, restore
 from anubis_tui.inference.client import WorkerClient, create_log, exit_reason
 from anubis_tui.inference.models import ModelError, ModelFacts, cache_dir, read_gguf
-from anubis_tui.inference.worker import Spec
+from anubis_tui.inference.worker import BUILTIN_PROMPTS, Spec
 from anubis_tui.profilers.controller import Failure, ProfilerController, Step
 from anubis_tui.recording.format import default_path, make_header
 from anubis_tui.recording.writer import RecordingError, RecordingWriter, open_output
@@ -109,6 +110,9 @@ class Session:
             model=model.plain() if model else {},
             config={**config.plain(), "system_power": self._system_power()},
         )
+        if spec is not None:  # identity (analysis/identity.py): model file and prompt set
+            self.header.model["sha256"] = model_sha256(spec.model, cache_dir())
+            self.header.config["prompts_sha256"] = prompts_sha256(spec.prompts or BUILTIN_PROMPTS)
         self._worker: WorkerClient | None = None
         self._writer: RecordingWriter | None = None
         self.record_path: str | None = None
@@ -494,6 +498,7 @@ class Session:
                 msg = str(e) if isinstance(e, RecordingError) else f"cannot record: {e}"
                 return self._command("record", Outcome(False, msg))
             self.record_path = path
+            self.header.config["knobs"] = self.knob_values()  # the setting this file starts in
             self._writer = RecordingWriter(
                 out,
                 self.header,
