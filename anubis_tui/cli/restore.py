@@ -19,12 +19,22 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_restore(args: argparse.Namespace, config: Config) -> int:
+    """Restore what the journal lists; exit 0 when nothing is left in it, 1 when some is.
+
+    Each line says what was written and what was not (and why). A journal not
+    owned by the user or writable by others is refused (exit 2), as is one whose
+    owner is a live anubis.
+    """
     from anubis_tui.device import Journal, restore
     from anubis_tui.device.controls import close_controls, discover_controls
 
     journal = Journal()
-    if not journal.changes():
-        print(f"anubis: nothing to restore ({journal.path} lists no change)")
+    changes = journal.changes()
+    if journal.refusal:  # like ssh's StrictModes: a file others could have written is not used
+        raise CliError(f"not using {journal.path}: {journal.refusal}")
+    if not changes:
+        why = f"; ignored a damaged journal: {journal.damage}" if journal.damage else ""
+        print(f"anubis: nothing to restore ({journal.path} lists no change{why})")
         return 0
     owner = journal.owner()
     if owner is not None:

@@ -56,7 +56,11 @@ class DeviceSettings:
 def restore(journal: Journal, controls: list[Control], only: set[str] | None = None) -> list[str]:
     """Restore the journal's original values (all, or the keys in `only`); one line each.
 
-    A restored setting leaves the journal; one that fails stays for the next try.
+    A setting put back in full is one line, "restored to <original>", and
+    leaves the journal. Otherwise each part written is a "wrote …" line and
+    each part refused (not a whole number, outside the device's range, a
+    policy or GPU this machine lacks) a "not restored: …" line; those parts
+    stay in the journal for a later try.
     """
     by_key = {c.key: c for c in controls}
     lines = []
@@ -68,10 +72,15 @@ def restore(journal: Journal, controls: list[Control], only: set[str] | None = N
             lines.append(f"{key}: no such setting on this machine now; left in {journal.path}")
             continue
         try:
-            ctl.restore(entry.get("original"))
+            done = ctl.restore(entry.get("original"))
         except ControlError as e:
-            lines.append(f"{key}: not restored: {e}")
+            lines.append(f"{key}: not restored: {e}; left in {journal.path}")
             continue
-        journal.forget(key)
-        lines.append(f"{key}: restored to {entry.get('original')}")
+        if done.left is None:  # every part written: the original as the journal had it
+            lines.append(f"{key}: restored to {entry.get('original')}")
+            journal.forget(key)
+            continue
+        lines += [f"{key}: wrote {w}" for w in done.wrote]
+        lines += [f"{key}: not restored: {f}; left in {journal.path}" for f in done.failed]
+        journal.keep(key, done.left)
     return lines

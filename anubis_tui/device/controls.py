@@ -34,6 +34,23 @@ class ControlError(Exception):
 
 
 @dataclass
+class Restored:
+    """What one `Control.restore` did: each value written, each refused, and what is left.
+
+    `left` is the part of the journal's original still to put back (None when
+    all of it was written); the journal keeps it for a later try.
+    """
+
+    wrote: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    left: Any = None
+
+
+def _whole(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+@dataclass
 class Control:
     """One device setting. Subclasses implement the four primitives."""
 
@@ -61,7 +78,11 @@ class Control:
     def set(self, value: Any) -> None:
         raise ControlError(f"{self.knob}: {self.reason or 'cannot be changed'}")
 
-    def restore(self, original: Any) -> None:
+    def restore(self, original: Any) -> Restored:
+        """Put back a journal's `original`, each part checked against this device's limits.
+
+        ControlError when none of it fits this device (wrong shape, no such setting).
+        """
         raise ControlError(f"{self.knob}: {self.reason or 'cannot be changed'}")
 
     def step(self, value: Any, direction: int) -> Any:
@@ -113,11 +134,22 @@ class PowerLimit(Control):
         for h in self.handles:
             self._set_mw(h, round(w * 1000))
 
-    def restore(self, original: Any) -> None:
+    def restore(self, original: Any) -> Restored:
+        """Every GPU's limit back, each an int of mW within NVML's constraints."""
         if not isinstance(original, list) or len(original) != len(self.handles):
             raise ControlError("the journal's power limits do not match this machine's GPUs")
-        for h, mw in zip(self.handles, original, strict=True):
-            self._set_mw(h, int(mw))
+        out = Restored()
+        lo, hi = round(self.lo_w * 1000), round(self.hi_w * 1000)
+        for i, (h, mw) in enumerate(zip(self.handles, original, strict=True)):
+            try:
+                if not _whole(mw) or not lo <= mw <= hi:
+                    raise ControlError(f"{str(mw)[:20]} is not a limit within {lo}-{hi} mW")
+                self._set_mw(h, mw)
+                out.wrote.append(f"GPU {i} power limit {mw} mW")
+            except ControlError as e:
+                out.failed.append(f"GPU {i}: {e}")
+        out.left = original if out.failed else None  # writing a GPU's limit again is harmless
+        return out
 
 
 def ladder_w(lo: float, hi: float) -> list[float]:
@@ -212,14 +244,31 @@ class CpuMaxFreq(Control):
         for p in self.policies:
             write_attr(p / "scaling_max_freq", f"{mhz * 1000}\n")
 
-    def restore(self, original: Any) -> None:
+    def restore(self, original: Any) -> Restored:
+        """Each named policy's ``scaling_max_freq`` back: policies this machine has, ints of
+        kHz within that policy's ``cpuinfo_min_freq``..``cpuinfo_max_freq``."""
         if not isinstance(original, dict):
             raise ControlError("the journal's CPU frequencies are not a map")
         by_name = self._by_name()
+        out = Restored()
+        left: dict[str, Any] = {}
         for name, khz in original.items():
             p = by_name.get(name)
-            if p is not None and isinstance(khz, int):
+            try:
+                if p is None:
+                    raise ControlError("no such cpufreq policy on this machine")
+                lo = read_int(p / "cpuinfo_min_freq") or 1
+                hi = read_int(p / "cpuinfo_max_freq")
+                if not _whole(khz) or not lo <= khz <= (hi or khz):
+                    raise ControlError(f"{str(khz)[:20]!s} is not a frequency within {lo}-{hi} kHz")
                 write_attr(p / "scaling_max_freq", f"{khz}\n")
+            except (ControlError, OSError) as e:
+                out.failed.append(f"{str(name)[:40]}: {e}")
+                left[name] = khz
+                continue
+            out.wrote.append(f"{name} scaling_max_freq {khz} kHz")
+        out.left = left or None
+        return out
 
 
 def discover_cpu_max(root: SysfsRoot | None = None) -> Control:
@@ -290,9 +339,11 @@ class NvpModel(Control):
             raise ControlError(f"nvpmodel mode must be one of {sorted(self.modes)}")
         self._run("-m", str(int(value)))
 
-    def restore(self, original: Any) -> None:
-        if isinstance(original, int) and original in self.modes:
-            self.set(original)
+    def restore(self, original: Any) -> Restored:
+        if not _whole(original) or original not in self.modes:
+            raise ControlError(f"{str(original)[:20]} is not a mode of {sorted(self.modes)}")
+        self.set(original)
+        return Restored(wrote=[f"nvpmodel mode {original}"])
 
     def step(self, value: Any, direction: int) -> Any:
         """``n`` cycles through the modes."""

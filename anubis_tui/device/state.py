@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import tempfile
 import threading
 import time
@@ -45,47 +46,151 @@ class JournalError(Exception):
     """The journal cannot be written: no device change may be made."""
 
 
+MAX_BYTES = 1 << 16  # a journal holds a few entries: 64 KiB is hundreds of policies
+MAX_DEPTH = 8  # top, changes, entry, original, and a little room; deeper is not a journal
+
+
+def _empty() -> dict[str, Any]:
+    return {"version": VERSION, "pid": None, "changes": {}}
+
+
+def _depth(text: bytes) -> int:
+    """The deepest nesting of JSON arrays and objects in `text`, strings skipped (no recursion)."""
+    depth = deepest = 0
+    in_str = escaped = False
+    for c in text:
+        if in_str:
+            if escaped:
+                escaped = False
+            elif c == 0x5C:  # backslash
+                escaped = True
+            elif c == 0x22:  # quote
+                in_str = False
+        elif c == 0x22:
+            in_str = True
+        elif c in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > MAX_DEPTH:
+                return deepest
+        elif c in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return deepest
+
+
+def is_anubis(p: psutil.Process) -> bool:
+    """Whether process `p` runs anubis: its command line names ``anubis`` or ``anubis_tui``.
+
+    The console script (``.../bin/anubis``), ``python -m anubis_tui`` and a
+    program importing ``anubis_tui`` all do; pid 1, a shell or any other
+    program that reused a dead anubis's pid does not.
+    """
+    try:
+        cmd = p.cmdline()
+    except psutil.Error:
+        return False
+    return any(os.path.basename(a) == "anubis" or "anubis_tui" in a for a in cmd[:16])
+
+
 class Journal:
-    """Original values of the device settings this process changed (thread-safe)."""
+    """Original values of the device settings this process changed (thread-safe).
+
+    The file is trusted only as ssh's StrictModes trusts a key file: a regular
+    file (not a symlink) owned by this user and writable by nobody else, at
+    most `MAX_BYTES` long and `MAX_DEPTH` deep. `refusal` says why one is not
+    trusted; a refused journal is neither restored nor written over.
+    """
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or state_path()
         self.lock = threading.Lock()
+        self.refusal: str | None = None  # why the file on disk is not trusted (None: it is)
+        self.damage: str | None = None  # why the file on disk is no journal (None: it is one)
 
     # -- reading ----------------------------------------------------------------------
 
-    def load(self) -> dict[str, Any]:
-        """The file's content; an empty journal if there is none or it is not one."""
+    def _read(self) -> bytes | None:
+        """The file's bytes if it is there and trusted; sets `refusal` when it is not."""
+        self.refusal = None
         try:
-            with open(self.path, "rb") as f:
-                data = json.loads(f.read(1 << 20) or b"{}")
-        except (OSError, ValueError):
-            return {"version": VERSION, "pid": None, "changes": {}}
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            self.refusal = f"cannot open it safely ({e.strerror})"
+            return None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                self.refusal = "it is not a regular file"
+            elif st.st_uid != os.geteuid():
+                self.refusal = f"it is owned by uid {st.st_uid}, not by you (uid {os.geteuid()})"
+            elif st.st_mode & 0o022:
+                self.refusal = f"others may write it (mode {stat.S_IMODE(st.st_mode):o})"
+            if self.refusal:
+                return None
+            return os.read(fd, MAX_BYTES + 1)
+        finally:
+            os.close(fd)
+
+    def load(self) -> dict[str, Any]:
+        """The file's content; an empty journal if there is none, it is refused or damaged.
+
+        `refusal` and `damage` say why a file that is there was not used.
+        """
+        self.damage = None
+        raw = self._read()
+        if not raw:
+            return _empty()
+        if len(raw) > MAX_BYTES:
+            self.damage = f"more than a journal's {MAX_BYTES} bytes"
+            return _empty()
+        if _depth(raw) > MAX_DEPTH:
+            self.damage = f"nested more than {MAX_DEPTH} deep"
+            return _empty()
+        try:
+            data = json.loads(raw)
+        except (ValueError, RecursionError):
+            self.damage = "not JSON"
+            return _empty()
         if not isinstance(data, dict) or not isinstance(data.get("changes"), dict):
-            return {"version": VERSION, "pid": None, "changes": {}}
+            self.damage = "not a journal (no map of changes)"
+            return _empty()
         return data
 
     def owner(self) -> int | None:
-        """The pid of a *live* anubis that owns the journal (None if nobody or a dead one)."""
+        """The pid of a *live* anubis that owns the journal (None if nobody or a dead one).
+
+        Live means: the pid runs, is not a zombie, is an anubis (`is_anubis`),
+        is not pid 1, and started when the journal says its owner started
+        (psutil ``create_time``, within 1 s), so a reused pid is no owner.
+        """
         data = self.load()
         pid = data.get("pid")
-        if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0 or pid == os.getpid():
+        if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 1 or pid == os.getpid():
             return None
         try:
             p = psutil.Process(pid)
             alive = p.is_running() and p.status() != psutil.STATUS_ZOMBIE
             started = data.get("started")
-            if alive and isinstance(started, int | float) and p.create_time() > started + 1:
-                return None  # the pid was reused by a later process
-            return pid if alive else None
+            reused = (
+                alive
+                and isinstance(started, int | float)
+                and not isinstance(started, bool)
+                and abs(p.create_time() - started) > 1
+            )
+            if reused:
+                return None  # the pid was reused by another process
+            return pid if alive and is_anubis(p) else None
         except psutil.Error:
             return None
 
     def changes(self) -> dict[str, dict[str, Any]]:
+        """The entries that have the shape of one: a key, and a map with an ``original``."""
         return {
             k: v
             for k, v in self.load()["changes"].items()
-            if isinstance(k, str) and isinstance(v, dict)
+            if isinstance(k, str) and isinstance(v, dict) and "original" in v
         }
 
     # -- writing ----------------------------------------------------------------------
@@ -105,25 +210,47 @@ class Journal:
             raise
 
     def remember(self, key: str, knob: str, original: Any) -> None:
-        """Note `key`'s original value before it is first changed; JournalError if it cannot."""
+        """Note `key`'s original value before it is first changed; JournalError if it cannot.
+
+        The journal becomes this process's even when `key` is already there (a
+        crashed session's entry that could not be restored keeps its original):
+        a later start must see a live owner and leave this session's change alone.
+        """
         with self.lock:
             owner = self.owner()
             if owner is not None:
                 raise JournalError(f"another anubis (pid {owner}) holds device changes")
             data = self.load()
+            if self.refusal:
+                raise JournalError(f"{self.path} is not trusted: {self.refusal}")
             changes = data["changes"]
-            if key in changes:  # the first original is the one to restore
+            if key not in changes:  # the first original is the one to restore
+                changes[key] = {"knob": knob, "original": original, "since": time.time()}
+            elif data.get("pid") == os.getpid():
                 return
-            changes[key] = {"knob": knob, "original": original, "since": time.time()}
             data.update(version=VERSION, pid=os.getpid(), started=_started())
             try:
                 self._write(data)
             except OSError as e:
                 raise JournalError(f"cannot write {self.path}: {e.strerror or e}") from None
 
+    def keep(self, key: str, left: Any) -> None:
+        """After a partial restore: `key` now waits only for `left` (what was not put back)."""
+        with self.lock:
+            data = self.load()
+            if self.refusal or key not in data["changes"]:
+                return
+            entry = data["changes"][key]
+            if isinstance(entry, dict):
+                entry["original"] = left
+            with contextlib.suppress(OSError):
+                self._write(data)
+
     def forget(self, key: str) -> None:
         with self.lock:
             data = self.load()
+            if self.refusal:
+                return
             data["changes"].pop(key, None)
             try:
                 if data["changes"]:

@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from anubis_tui.config import NotRegularFile, open_regular
+
 DEFAULT_MODEL_NAME = "gemma-3-270m-q4_k_m.gguf"
 FILE_TYPES = {
     0: "F32",
@@ -52,6 +54,7 @@ FILE_TYPES = {
 MAX_KV = 1 << 16
 MAX_TENSORS = 1 << 20
 MAX_ARRAY = 1 << 24
+MAX_PARAMS = 1 << 48  # elements in all tensors: 281 T, far past any model, fits a uint64
 
 
 class ModelError(Exception):
@@ -213,13 +216,22 @@ class _Reader:
 
 
 def read_gguf(path: Path) -> ModelFacts:
-    """Facts from a GGUF file's header; ModelError if it is not a whole GGUF."""
+    """Facts from a GGUF file's header; ModelError (one line) if it is not a whole, sane GGUF.
+
+    The file must be a regular file; it is opened with ``O_NONBLOCK`` and
+    checked with ``fstat`` before anything is read, so a FIFO or a device
+    is refused at once instead of blocking. The metadata anubis uses is
+    typed and bounded (see `META_INT`): a string alignment, a NaN or an
+    infinite block count is a ModelError, never a ValueError or OverflowError.
+    """
     try:
-        size = path.stat().st_size
-        f = open(path, "rb")  # noqa: SIM115 - closed by the with below; open errors handled here
+        fd = open_regular(path)
+    except NotRegularFile:
+        raise ModelError(f"model {path} is not a regular file") from None
     except OSError as e:
         raise ModelError(f"cannot open model {path}: {e.strerror}") from None
-    with f:
+    with os.fdopen(fd, "rb") as f:
+        size = os.fstat(fd).st_size
         if size < 24:
             raise ModelError(f"{path}: not a GGUF file (only {size} bytes)")
         head = f.read(4)
@@ -230,6 +242,40 @@ def read_gguf(path: Path) -> ModelFacts:
             return _parse(_Reader(buf, path), path, size)
         finally:
             buf.close()
+
+
+# GGUF metadata anubis reads, with the type and range each must have (ggml's docs/gguf.md:
+# general.alignment is a uint32 power of two, the per-architecture counts are uint32/uint64).
+# Bounds are far beyond any real model and keep every later int()/float() finite.
+META_INT: dict[str, tuple[int, int]] = {
+    "general.alignment": (1, 1 << 20),
+    "general.file_type": (0, 1 << 16),
+    "context_length": (1, 1 << 32),
+    "block_count": (0, 100_000),
+    "embedding_length": (1, 1 << 24),
+}
+MAX_META_STR = 256  # characters of an architecture or a model name kept
+
+
+def _meta_int(kv: dict[str, Any], key: str, field: str, path: Path) -> int | None:
+    """A metadata integer (None when absent); ModelError when it has another type or range."""
+    if key not in kv:
+        return None
+    v = kv[key]
+    lo, hi = META_INT[field]
+    if isinstance(v, bool) or not isinstance(v, int):
+        shown = repr(v)[:40]
+        raise ModelError(f"{path}: GGUF metadata {key[:80]} is {shown}, not an integer")
+    if not lo <= v <= hi:
+        raise ModelError(f"{path}: GGUF metadata {key[:80]} = {v} is outside {lo}..{hi}")
+    return v
+
+
+def _meta_str(kv: dict[str, Any], key: str, default: str, path: Path) -> str:
+    v = kv.get(key, default)
+    if not isinstance(v, str):
+        raise ModelError(f"{path}: GGUF metadata {key} is {repr(v)[:40]}, not a string")
+    return v[:MAX_META_STR]
 
 
 def _parse(r: _Reader, path: Path, size: int) -> ModelFacts:
@@ -259,28 +305,27 @@ def _parse(r: _Reader, path: Path, size: int) -> ModelFacts:
         offset = r.take("<Q")
         max_end = max(max_end, offset)
         params += count
-    align = int(kv.get("general.alignment", 32) or 32)
+        if params > MAX_PARAMS:
+            raise ModelError(f"{path}: corrupt GGUF tensor ({count} elements)")
+    align = _meta_int(kv, "general.alignment", "general.alignment", path) or 32
+    if align & (align - 1):
+        raise ModelError(f"{path}: GGUF metadata general.alignment = {align} is not a power of 2")
     data_start = (r.o + align - 1) // align * align
     if data_start + max_end > size:
         raise ModelError(
             f"{path}: truncated GGUF (tensor data needs more than {size} bytes; is the file whole?)"
         )
-    arch = str(kv.get("general.architecture", "unknown"))
-    ftype = kv.get("general.file_type")
-    ctx = kv.get(f"{arch}.context_length")
+    arch = _meta_str(kv, "general.architecture", "unknown", path)
+    ftype = _meta_int(kv, "general.file_type", "general.file_type", path)
     return ModelFacts(
         path=str(path),
         architecture=arch,
-        name=str(kv.get("general.name", path.stem)),
+        name=_meta_str(kv, "general.name", path.stem, path),
         parameters=params,
         quantization=FILE_TYPES.get(ftype, f"type {ftype}") if ftype is not None else "unknown",
         file_size=size,
-        context_length=int(ctx) if ctx is not None else None,
-        layers=_opt_int(kv.get(f"{arch}.block_count")),
-        embedding_length=_opt_int(kv.get(f"{arch}.embedding_length")),
+        context_length=_meta_int(kv, f"{arch}.context_length", "context_length", path),
+        layers=_meta_int(kv, f"{arch}.block_count", "block_count", path),
+        embedding_length=_meta_int(kv, f"{arch}.embedding_length", "embedding_length", path),
         gguf_version=version,
     )
-
-
-def _opt_int(v: Any) -> int | None:
-    return int(v) if v is not None else None

@@ -38,6 +38,8 @@ from anubis_tui.session.knobs import (
     BATCH_STEPS,
     KNOB_BY_NAME,
     KNOBS,
+    KnobValueError,
+    check_knob_value,
     kv_next,
     layer_steps,
     model_files,
@@ -339,6 +341,9 @@ class Session:
         if journal.changes() and journal.owner() is None:
             lines = restore(journal, list(self.device.controls.values()))
             self.emit_event("device_restored", lines=lines, after="a session that did not end")
+        elif journal.refusal:  # not trusted: neither restored nor written over
+            why = f"not using {journal.path}: {journal.refusal}"
+            self.emit_event("error", stage="device", reason=why)
 
     def stop(self, reason: str | None = None) -> Footer:
         """Stop profilers, worker and sampler, drain the bus, write the Footer (idempotent)."""
@@ -623,6 +628,11 @@ class Session:
         k = KNOB_BY_NAME.get(name)
         if k is None:
             return self._command("knob", Outcome(False, f"no knob {name!r}"), name=name)
+        try:  # one typed check (type, finite, range) before anything acts
+            value = check_knob_value(name, value)
+        except KnobValueError as e:  # the refused value is recorded as text: it may not pack
+            shown = repr(value)[:80]
+            return self._command("knob", Outcome(False, str(e)), name=name, value=shown)
         with self._knob_lock:
             out = self._set_knob(name, value)
         return self._command("knob", out, name=name, value=value)

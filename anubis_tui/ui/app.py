@@ -281,6 +281,14 @@ class AnubisApp(App[int]):
         if opts.scalene_ready and opts.spec is not None:
             self.call_from_thread(self._say, session.profiler_ready())
 
+    def run(self, *args: Any, **kwargs: Any) -> int | None:
+        """Run the app; the session stops (device settings back, Footer written) on every
+        exit path, an unhandled exception in a handler or worker included."""
+        try:
+            return super().run(*args, **kwargs)
+        finally:
+            self.stop_session()
+
     def stop_session(self) -> None:
         if self.session is not None:
             self.session.stop("quit")
