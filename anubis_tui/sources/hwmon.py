@@ -28,7 +28,7 @@ from anubis_tui.sources.base import (
     unique_dirs,
 )
 
-OWNED_ELSEWHERE = {"ina3221", "rpi_volt"}
+OWNED_ELSEWHERE = {"ina3221", "rpi_volt", "amdgpu", "i915", "xe"}  # GPUs: amdgpu.py, intel_gpu.py
 ATTR_RE = re.compile(r"^(temp|in|curr|power|energy)(\d+)_(input|average)$")
 # Not documented per chip; a conservative default (design.md), overridden by update_interval.
 MAX_CHIPS = 64  # a large server has a dozen or two

@@ -17,6 +17,8 @@ from anubis_tui.sources.base import DiscoveryContext, Source, SysfsRoot
 
 BUILTINS = {
     "nvml": "anubis_tui.sources.nvml:NvmlSource",
+    "amdgpu": "anubis_tui.sources.amdgpu:AmdgpuSource",
+    "intel-gpu": "anubis_tui.sources.intel_gpu:IntelGpuSource",
     "rapl": "anubis_tui.sources.rapl:RaplSource",
     "hwmon": "anubis_tui.sources.hwmon:HwmonSource",
     "thermal": "anubis_tui.sources.thermal:ThermalZoneSource",

@@ -1,0 +1,938 @@
+"""AMD GPUs, discrete and APU, through amdgpu's hwmon chip and its device sysfs files.
+
+What is read, per ``/sys/class/drm/cardN`` whose driver is amdgpu (sources:
+the kernel's ``Documentation/gpu/amdgpu/thermal.rst``, which renders the
+``hwmon``, ``pp_dpm_*``, ``gpu_busy_percent`` and ``gpu_metrics`` DOC blocks of
+``drivers/gpu/drm/amd/pm/amdgpu_pm.c``; the ``gpu_metrics_v*`` structs of
+``drivers/gpu/drm/amd/include/kgd_pp_interface.h``; the throttler bits of
+``drivers/gpu/drm/amd/pm/swsmu/inc/amdgpu_smu.h``):
+
+* power: hwmon ``power1_average`` (µW, the SMU's averaged socket power; the
+  only one RDNA3 has) and ``power1_input`` (µW, instantaneous) where present;
+  "On APUs this includes the CPU": an APU's meter is its package (scope
+  ``apu-package``), a discrete card's is its own branch (``gpu``).
+* energy: ``gpu_metrics`` ``energy_accumulator`` where the format has one
+  (v1.x), in units of 2^-16 J (15.259 µJ: documented in the v1.4+ structs;
+  v1.0–v1.3 fill it from the SMU's 32-bit accumulator, so it wraps at 2^32
+  counts = 65536 J).
+* temperatures by hwmon label (``edge``, ``junction``, ``mem``) with
+  ``tempN_crit`` as the limit; placeholders (-273150 m°C) are no reading.
+* clocks: hwmon ``freq1_input``/``freq2_input`` (Hz, labels ``sclk``/``mclk``),
+  else the ``*`` level of ``pp_dpm_sclk``/``pp_dpm_mclk``, else gpu_metrics.
+* ``gpu_busy_percent``, ``mem_busy_percent`` (%), ``mem_info_vram_used`` (bytes).
+* power caps: hwmon ``power1_cap``, ``power1_cap_min``, ``power1_cap_max``,
+  ``power1_cap_default`` (µW), as limit channels.
+* ``gpu_metrics``: decoded by its header's format and content revision
+  (v1.0–v1.6 discrete, v2.0–v2.4 APU, v3.0 APU); every all-ones field
+  (0xFFFF, 0xFFFFFFFF: the driver fills the table with 0xFF before writing
+  what the firmware has) is no reading; units per revision (v1: °C, W, %;
+  v2: centi-°C, mW, centi-%; v3.0: centi-°C, mW, %). Throttling from
+  ``indep_throttle_status`` (ASIC-independent SMU_THROTTLER_* bits, v1.3,
+  v2.2+), else the APU ``throttle_status`` bits of
+  ``smu13_driver_if_v13_0_4.h`` (v2.0/v2.1), else v3.0's throttle residency
+  counters (a counter that advanced since the last read is an active reason).
+  An unknown revision is one line in the source's reason; nothing is decoded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from anubis_tui.records import Channel, Value
+from anubis_tui.sources.base import (
+    DiscoveryContext,
+    EnergyCounter,
+    ReadGroup,
+    Source,
+    read_int,
+    read_text,
+)
+from anubis_tui.sources.drm import DrmCard, drm_cards
+
+POWER_PERIOD_S = 0.1  # the SMU metrics table the driver caches refreshes every ~1 ms
+STATE_PERIOD_S = 0.25
+LIMIT_PERIOD_S = 2.0
+ENERGY_UNIT_J = 2.0**-16  # "Energy (15.259uJ (2^-16) units)", gpu_metrics_v1_4+
+ENERGY_WRAP_COUNTS = 2**32  # v1.0-v1.3: the SMU's u32 EnergyAccumulator
+
+# -- gpu_metrics layouts (kgd_pp_interface.h) ------------------------------------------------
+
+_H = [("structure_size", "H", 1), ("format_revision", "B", 1), ("content_revision", "B", 1)]
+_T6 = [(f"temperature_{n}", "H", 1) for n in ("edge", "hotspot", "mem", "vrgfx", "vrsoc", "vrmem")]
+_A3 = [("average_gfx_activity", "H", 1), ("average_umc_activity", "H", 1),
+       ("average_mm_activity", "H", 1)]  # fmt: skip
+_CLK7 = [f"{x}_frequency" for x in ("gfxclk", "socclk", "uclk", "vclk0", "dclk0", "vclk1", "dclk1")]
+_AVG7 = [(f"average_{c}", "H", 1) for c in _CLK7]
+_CUR7 = [(f"current_{c}", "H", 1) for c in ("gfxclk", "socclk", "uclk", "vclk0", "dclk0",
+                                            "vclk1", "dclk1")]  # fmt: skip
+
+V1_0 = [*_H, ("system_clock_counter", "Q", 1), *_T6, *_A3, ("average_socket_power", "H", 1),
+        ("energy_accumulator", "I", 1), *_AVG7, *_CUR7, ("throttle_status", "I", 1),
+        ("current_fan_speed", "H", 1), ("pcie_link_width", "B", 1),
+        ("pcie_link_speed", "B", 1)]  # fmt: skip
+V1_1 = [*_H, *_T6, *_A3, ("average_socket_power", "H", 1), ("energy_accumulator", "Q", 1),
+        ("system_clock_counter", "Q", 1), *_AVG7, *_CUR7, ("throttle_status", "I", 1),
+        ("current_fan_speed", "H", 1), ("pcie_link_width", "H", 1), ("pcie_link_speed", "H", 1),
+        ("padding", "H", 1), ("gfx_activity_acc", "I", 1), ("mem_activity_acc", "I", 1),
+        ("temperature_hbm", "H", 4)]  # fmt: skip
+V1_2 = [*V1_1, ("firmware_timestamp", "Q", 1)]
+V1_3 = [*V1_2, ("voltage_soc", "H", 1), ("voltage_gfx", "H", 1), ("voltage_mem", "H", 1),
+        ("padding1", "H", 1), ("indep_throttle_status", "Q", 1)]  # fmt: skip
+
+
+def _v1_4(jpeg: bool, residency: bool, nak: bool) -> list[tuple[str, str, int]]:
+    """gpu_metrics_v1_4 (MI300), v1_5 (+ jpeg_activity, NAK counts), v1_6 (+ residencies)."""
+    out = [*_H, ("temperature_hotspot", "H", 1), ("temperature_mem", "H", 1),
+           ("temperature_vrsoc", "H", 1), ("curr_socket_power", "H", 1),
+           ("average_gfx_activity", "H", 1), ("average_umc_activity", "H", 1),
+           ("vcn_activity", "H", 4)]  # fmt: skip
+    if jpeg:
+        out.append(("jpeg_activity", "H", 32))
+    out += [("energy_accumulator", "Q", 1), ("system_clock_counter", "Q", 1)]
+    if residency:
+        out += [(n, "I", 1) for n in ("accumulation_counter", "prochot_residency_acc",
+                                      "ppt_residency_acc", "socket_thm_residency_acc",
+                                      "vr_thm_residency_acc", "hbm_thm_residency_acc")]  # fmt: skip
+    out += [("throttle_status", "I", 1), ("gfxclk_lock_status", "I", 1),
+            ("pcie_link_width", "H", 1), ("pcie_link_speed", "H", 1),
+            ("xgmi_link_width", "H", 1), ("xgmi_link_speed", "H", 1),
+            ("gfx_activity_acc", "I", 1), ("mem_activity_acc", "I", 1),
+            ("pcie_bandwidth_acc", "Q", 1), ("pcie_bandwidth_inst", "Q", 1),
+            ("pcie_l0_to_recov_count_acc", "Q", 1), ("pcie_replay_count_acc", "Q", 1),
+            ("pcie_replay_rover_count_acc", "Q", 1)]  # fmt: skip
+    if nak:
+        out += [("pcie_nak_sent_count_acc", "I", 1), ("pcie_nak_rcvd_count_acc", "I", 1)]
+    out += [("xgmi_read_data_acc", "Q", 8), ("xgmi_write_data_acc", "Q", 8),
+            ("firmware_timestamp", "Q", 1), ("current_gfxclk", "H", 8),
+            ("current_socclk", "H", 4), ("current_vclk0", "H", 4), ("current_dclk0", "H", 4),
+            ("current_uclk", "H", 1), ("padding", "H", 1)]  # fmt: skip
+    return out
+
+
+_APU_T = [("temperature_gfx", "H", 1), ("temperature_soc", "H", 1),
+          ("temperature_core", "H", 8), ("temperature_l3", "H", 2)]  # fmt: skip
+_APU_A = [("average_gfx_activity", "H", 1), ("average_mm_activity", "H", 1)]
+_APU_P = [("average_socket_power", "H", 1), ("average_cpu_power", "H", 1),
+          ("average_soc_power", "H", 1), ("average_gfx_power", "H", 1),
+          ("average_core_power", "H", 8)]  # fmt: skip
+_APU_C = [(f"average_{c}_frequency", "H", 1) for c in ("gfxclk", "socclk", "uclk", "fclk",
+                                                         "vclk", "dclk")] + [
+    (f"current_{c}", "H", 1) for c in ("gfxclk", "socclk", "uclk", "fclk", "vclk", "dclk")
+] + [("current_coreclk", "H", 8), ("current_l3clk", "H", 2)]  # fmt: skip
+V2_0 = [*_H, ("system_clock_counter", "Q", 1), *_APU_T, *_APU_A, *_APU_P, *_APU_C,
+        ("throttle_status", "I", 1), ("fan_pwm", "H", 1), ("padding", "H", 1)]  # fmt: skip
+V2_1 = [*_H, *_APU_T, *_APU_A, ("system_clock_counter", "Q", 1), *_APU_P, *_APU_C,
+        ("throttle_status", "I", 1), ("fan_pwm", "H", 1), ("padding", "H", 3)]  # fmt: skip
+V2_2 = [*V2_1, ("indep_throttle_status", "Q", 1)]
+V2_3 = [*V2_2, ("average_temperature_gfx", "H", 1), ("average_temperature_soc", "H", 1),
+        ("average_temperature_core", "H", 8), ("average_temperature_l3", "H", 2)]  # fmt: skip
+V2_4 = [
+    *V2_3,
+    *[
+        (f"average_{x}", "H", 1)
+        for x in (
+            "cpu_voltage",
+            "soc_voltage",
+            "gfx_voltage",
+            "cpu_current",
+            "soc_current",
+            "gfx_current",
+        )
+    ],
+]
+V3_RESIDENCY = ("prochot", "spl", "fppt", "sppt", "thm_core", "thm_gfx", "thm_soc")
+V3_0 = [*_H, ("temperature_gfx", "H", 1), ("temperature_soc", "H", 1),
+        ("temperature_core", "H", 16), ("temperature_skin", "H", 1),
+        ("average_gfx_activity", "H", 1), ("average_vcn_activity", "H", 1),
+        ("average_ipu_activity", "H", 8), ("average_core_c0_activity", "H", 16),
+        ("average_dram_reads", "H", 1), ("average_dram_writes", "H", 1),
+        ("average_ipu_reads", "H", 1), ("average_ipu_writes", "H", 1),
+        ("system_clock_counter", "Q", 1), ("average_socket_power", "I", 1),
+        ("average_ipu_power", "H", 1), ("average_apu_power", "I", 1),
+        ("average_gfx_power", "I", 1), ("average_dgpu_power", "I", 1),
+        ("average_all_core_power", "I", 1), ("average_core_power", "H", 16),
+        ("average_sys_power", "H", 1), ("stapm_power_limit", "H", 1),
+        ("current_stapm_power_limit", "H", 1),
+        *[(f"average_{c}_frequency", "H", 1) for c in ("gfxclk", "socclk", "vpeclk", "ipuclk",
+                                                         "fclk", "vclk", "uclk", "mpipu")],
+        ("current_coreclk", "H", 16), ("current_core_maxfreq", "H", 1),
+        ("current_gfx_maxfreq", "H", 1),
+        *[(f"throttle_residency_{r}", "I", 1) for r in V3_RESIDENCY],
+        ("time_filter_alphavalue", "I", 1)]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One gpu_metrics revision: field → (offset, struct code, count); units of its family."""
+
+    version: tuple[int, int]
+    fields: dict[str, tuple[int, str, int]]
+    size: int
+    temp_scale: float  # to °C
+    power_scale: float  # to W
+    activity_scale: float  # to a 0..1 ratio
+    apu: bool
+
+
+def _layout(
+    version: tuple[int, int], spec: list[tuple[str, str, int]], temp: float, power: float,
+    activity: float, apu: bool,
+) -> Layout:  # fmt: skip
+    """C's natural alignment, as the kernel's (unpacked) structs have it on every ABI it runs."""
+    off = 0
+    fields: dict[str, tuple[int, str, int]] = {}
+    biggest = 1
+    for name, code, count in spec:
+        size = struct.calcsize("<" + code)
+        biggest = max(biggest, size)
+        off = (off + size - 1) // size * size
+        fields[name] = (off, code, count)
+        off += size * count
+    off = (off + biggest - 1) // biggest * biggest
+    return Layout(version, fields, off, temp, power, activity, apu)
+
+
+LAYOUTS: dict[tuple[int, int], Layout] = {
+    v: _layout(v, spec, t, p, a, apu)
+    for v, spec, t, p, a, apu in (
+        ((1, 0), V1_0, 1.0, 1.0, 0.01, False),
+        ((1, 1), V1_1, 1.0, 1.0, 0.01, False),
+        ((1, 2), V1_2, 1.0, 1.0, 0.01, False),
+        ((1, 3), V1_3, 1.0, 1.0, 0.01, False),
+        ((1, 4), _v1_4(False, False, False), 1.0, 1.0, 0.01, False),
+        ((1, 5), _v1_4(True, False, True), 1.0, 1.0, 0.01, False),
+        ((1, 6), _v1_4(True, True, True), 1.0, 1.0, 0.01, False),
+        ((2, 0), V2_0, 0.01, 1e-3, 1e-4, True),
+        ((2, 1), V2_1, 0.01, 1e-3, 1e-4, True),
+        ((2, 2), V2_2, 0.01, 1e-3, 1e-4, True),
+        ((2, 3), V2_3, 0.01, 1e-3, 1e-4, True),
+        ((2, 4), V2_4, 0.01, 1e-3, 1e-4, True),
+        ((3, 0), V3_0, 0.01, 1e-3, 0.01, True),
+    )
+}
+
+_ALL_ONES = {"B": 0xFF, "H": 0xFFFF, "I": 0xFFFFFFFF, "Q": 0xFFFFFFFFFFFFFFFF}
+
+# -- throttle reasons ---------------------------------------------------------------------------
+
+# SMU_THROTTLER_*_BIT (amdgpu_smu.h) → the canonical name (NVML's where it means the same:
+# power_cap, thermal, hw_slowdown), the SMU's own name kept in meta["reasons"].
+SMU_THROTTLER: dict[int, tuple[str, str]] = {
+    0: ("PPT0", "power_cap"), 1: ("PPT1", "power_cap"), 2: ("PPT2", "power_cap"),
+    3: ("PPT3", "power_cap"), 4: ("SPL", "power_cap"), 5: ("FPPT", "power_cap"),
+    6: ("SPPT", "power_cap"), 7: ("SPPT_APU", "power_cap"),
+    16: ("TDC_GFX", "current_limit"), 17: ("TDC_SOC", "current_limit"),
+    18: ("TDC_MEM", "current_limit"), 19: ("TDC_VDD", "current_limit"),
+    20: ("TDC_CVIP", "current_limit"), 21: ("EDC_CPU", "current_limit"),
+    22: ("EDC_GFX", "current_limit"), 23: ("APCC", "current_limit"),
+    32: ("TEMP_GPU", "thermal"), 33: ("TEMP_CORE", "thermal"), 34: ("TEMP_MEM", "thermal"),
+    35: ("TEMP_EDGE", "thermal"), 36: ("TEMP_HOTSPOT", "thermal"), 37: ("TEMP_SOC", "thermal"),
+    38: ("TEMP_VR_GFX", "thermal"), 39: ("TEMP_VR_SOC", "thermal"),
+    40: ("TEMP_VR_MEM0", "thermal"), 41: ("TEMP_VR_MEM1", "thermal"),
+    42: ("TEMP_LIQUID0", "thermal"), 43: ("TEMP_LIQUID1", "thermal"),
+    44: ("VRHOT0", "thermal"), 45: ("VRHOT1", "thermal"),
+    46: ("PROCHOT_CPU", "hw_slowdown"), 47: ("PROCHOT_GFX", "hw_slowdown"),
+    56: ("PPM", "reliability"), 57: ("FIT", "reliability"),
+}  # fmt: skip
+# APU THROTTLER_STATUS_BIT_* (smu12 Renoir, smu13 v13_0_1/4/5 driver_if headers): bits 0-8
+# mean the same on every one; 9 and up differ (PROCHOT or TDC_GFX), so they stay unnamed.
+APU_THROTTLER: dict[int, tuple[str, str]] = {
+    0: ("SPL", "power_cap"), 1: ("FPPT", "power_cap"), 2: ("SPPT", "power_cap"),
+    3: ("SPPT_APU", "power_cap"), 4: ("THM_CORE", "thermal"), 5: ("THM_GFX", "thermal"),
+    6: ("THM_SOC", "thermal"), 7: ("TDC_VDD", "current_limit"),
+    8: ("TDC_SOC", "current_limit"),
+}  # fmt: skip
+V3_THROTTLER: dict[int, tuple[str, str]] = {
+    0: ("PROCHOT", "hw_slowdown"), 1: ("SPL", "power_cap"), 2: ("FPPT", "power_cap"),
+    3: ("SPPT", "power_cap"), 4: ("THM_CORE", "thermal"), 5: ("THM_GFX", "thermal"),
+    6: ("THM_SOC", "thermal"),
+}  # fmt: skip
+
+
+def throttle_meta(table: dict[int, tuple[str, str]]) -> dict[str, Any]:
+    """A throttle channel's meta: canonical ``flags`` and the driver's own ``reasons``."""
+    return {
+        "flags": {1 << bit: canon for bit, (_, canon) in table.items()},
+        "reasons": {str(1 << bit): own for bit, (own, _) in table.items()},
+    }
+
+
+# -- gpu_metrics decoding ---------------------------------------------------------------------
+
+
+class MetricsError(Exception):
+    """gpu_metrics cannot be decoded; the message is one line for `anubis sensors`."""
+
+
+def header(raw: bytes) -> tuple[int, int, int]:
+    """(structure_size, format_revision, content_revision) of a gpu_metrics blob."""
+    if len(raw) < 4:
+        raise MetricsError(f"gpu_metrics is {len(raw)} bytes, shorter than its header")
+    size, fmt, content = struct.unpack_from("<HBB", raw, 0)
+    return size, fmt, content
+
+
+def layout_for(raw: bytes) -> Layout:
+    """The Layout of `raw` by its header; MetricsError for an unknown revision or a short file."""
+    _size, fmt, content = header(raw)
+    lay = LAYOUTS.get((fmt, content))
+    if lay is None:
+        known = ", ".join(f"v{a}.{b}" for a, b in LAYOUTS)
+        raise MetricsError(
+            f"gpu_metrics v{fmt}.{content} is a revision anubis does not know ({known}): "
+            "not decoded"
+        )
+    if len(raw) < lay.size:
+        raise MetricsError(
+            f"gpu_metrics v{fmt}.{content} is {len(raw)} bytes, its struct is {lay.size}: "
+            "not decoded"
+        )
+    return lay
+
+
+def field_value(raw: bytes, lay: Layout, name: str, index: int = 0) -> int | None:
+    """The raw integer of one field (element `index` of an array); None if absent or all-ones."""
+    f = lay.fields.get(name)
+    if f is None:
+        return None
+    off, code, count = f
+    if index >= count:
+        return None
+    size = struct.calcsize("<" + code)
+    (v,) = struct.unpack_from("<" + code, raw, off + index * size)
+    return None if v == _ALL_ONES[code] else int(v)
+
+
+def _scaled(raw: bytes, lay: Layout, name: str, scale: float, kind: str) -> float | None:
+    v = field_value(raw, lay, name)
+    if v is None:
+        return None
+    x = v * scale
+    return x if _sane(kind, x) else None
+
+
+PLACEHOLDER_MILLIDEG = (-273150, 65261850)  # "no limit set" (hwmon temp*_crit_hyst on amdgpu)
+
+
+def _sane(kind: str, x: float) -> bool:
+    """Whether `x` (SI units) can be a GPU reading of `kind`.
+
+    A centi-°C field read as °C lands 100x too high, an all-ones field that
+    slipped through lands far out: both are no reading.
+    """
+    if x != x or x in (float("inf"), float("-inf")):
+        return False
+    if kind == "temperature":
+        return -40.0 <= x <= 150.0
+    if kind == "frequency":
+        return 0.0 <= x <= 10e9
+    if kind == "power":
+        return 0.0 <= x <= 1500.0
+    if kind == "utilization":
+        return 0.0 <= x <= 1.0
+    return True
+
+
+class MetricsFile:
+    """The binary ``gpu_metrics`` attribute, kept open and read with one ``pread``."""
+
+    MAX = 4096
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd: int | None = None
+
+    def read(self) -> bytes:
+        if self.fd is not None:
+            try:
+                return os.pread(self.fd, self.MAX, 0)
+            except OSError:
+                self.close()
+        self.fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        return os.pread(self.fd, self.MAX, 0)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = None
+
+
+# -- the source ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _Reader:
+    """One channel's reading: a function of (t_ns, gpu_metrics blob or None)."""
+
+    channel: Channel
+    fn: Any
+
+
+@dataclass
+class AmdgpuSource(Source):
+    """One amdgpu card (discrete or APU)."""
+
+    order: ClassVar[int] = 12
+    card: DrmCard | None = None
+    metrics: MetricsFile | None = None
+    apu: bool = False
+    files: list[MetricsFile] = field(default_factory=list)
+
+    @classmethod
+    def discover(cls, ctx: DiscoveryContext) -> list[Source]:
+        cards = drm_cards(ctx.root, ("amdgpu",), ("amdgpu",))
+        if not cards:
+            return [cls(name="amdgpu", reason="no amdgpu card under /sys/class/drm")]
+        out: list[Source] = []
+        for card in cards:
+            src = cls(name=f"amdgpu:{card.name}", card=card)
+            src._setup()
+            out.append(src)
+        return out
+
+    # -- discovery of one card ----------------------------------------------------------------
+
+    def _setup(self) -> None:
+        card = self.card
+        assert card is not None
+        notes: list[str] = []
+        blob: bytes | None = None
+        lay: Layout | None = None
+        mpath = card.device / "gpu_metrics"
+        if mpath.exists():
+            mf = MetricsFile(mpath)
+            try:
+                blob = mf.read()
+                lay = layout_for(blob)
+                self.metrics = mf
+            except PermissionError:
+                notes.append("gpu_metrics not readable")
+                mf.close()
+            except (OSError, MetricsError) as e:
+                notes.append(str(e) if isinstance(e, MetricsError) else f"gpu_metrics: {e}")
+                mf.close()
+                blob = None
+        hw = card.hwmon
+        self.apu = bool(lay and lay.apu) or _hwmon_says_apu(hw)
+        pfx = f"amdgpu.{card.name}"
+        domain = f"apu:{card.slot}" if self.apu else f"gpu:{card.slot}"
+        base_meta: dict[str, Any] = {"chip": "amdgpu", "domain": domain, "pci": card.slot}
+        power_scope = "apu-package" if self.apu else "gpu"
+
+        def ch(suffix: str, label: str, kind: str, unit: str, method: str, period: float,
+               scope: str = "gpu", **meta: Any) -> Channel:  # fmt: skip
+            m = {**base_meta, **meta}
+            if kind not in ("power", "energy"):
+                m.pop("domain", None)
+            return Channel(
+                id=f"{pfx}.{suffix}",
+                label=f"{card.name} {label}",
+                source=self.name,
+                kind=kind,
+                unit=unit,
+                scope=scope,
+                method=method,
+                update_period_s=period,
+                meta=m,
+            )
+
+        fast: list[_Reader] = []
+        state: list[_Reader] = []
+        limits: list[_Reader] = []
+        mfast: list[_Reader] = []  # from gpu_metrics
+
+        # Power: hwmon first (the documented ABI), gpu_metrics where hwmon has none.
+        have_power = False
+        power_note = (
+            "APU socket (PPT) power: contains its CPU cores and integrated GPU"
+            if self.apu
+            else "GPU socket (chip) power, not total board power"
+        )
+        if hw is not None:
+            for item in ("average", "input"):
+                f = hw / f"power1_{item}"
+                if _readable(f):
+                    label = _label(hw / "power1_label") or "PPT"
+                    method = "average:driver" if item == "average" else "instant"
+                    c = ch(f"power{'_avg' if item == 'average' else ''}",
+                           f"{label} power ({'average' if item == 'average' else 'input'})",
+                           "power", "W", method, POWER_PERIOD_S, power_scope,
+                           note=power_note, file=f"hwmon power1_{item}")  # fmt: skip
+                    fast.append(_Reader(c, _attr(f, 1e-6, "power")))
+                    have_power = True
+        if blob is not None and lay is not None and not have_power:
+            name = "curr_socket_power" if "curr_socket_power" in lay.fields else (
+                "average_socket_power")  # fmt: skip
+            c = ch(
+                "power_socket",
+                "socket power (gpu_metrics)",
+                "power",
+                "W",
+                "average:driver",
+                STATE_PERIOD_S,
+                power_scope,
+                note=power_note,
+                file=f"gpu_metrics {name}",
+            )
+            mfast.append(_Reader(c, _metric(lay, name, lay.power_scale, "power")))
+            have_power = True
+        socket_id = next((r.channel.id for r in fast + mfast if r.channel.kind == "power"), None)
+
+        # Energy: the gpu_metrics accumulator (v1.x only).
+        if blob is not None and lay is not None and "energy_accumulator" in lay.fields:
+            wraps = lay.version < (1, 4)
+            counter = EnergyCounter(
+                f"{pfx}.energy", ENERGY_WRAP_COUNTS * ENERGY_UNIT_J if wraps else None
+            )
+            note = (
+                "unit 2^-16 J: documented from gpu_metrics v1.4 on; v1.0-v1.3 leave it "
+                "undocumented (ROCm uses the same 15.3 µJ)"
+                if wraps
+                else "unit 2^-16 J (gpu_metrics v1.4+)"
+            )
+            e = ch("energy", "energy (gpu_metrics accumulator)", "energy", "J", "counter",
+                   STATE_PERIOD_S, power_scope, note=note,
+                   file="gpu_metrics energy_accumulator")  # fmt: skip
+            mfast.append(_Reader(e, _energy(lay, counter)))
+            if not wraps:
+                # Documented unit: the counter's power is the preferred reading of the socket.
+                p = ch(
+                    "power_counter",
+                    "power (from energy counter)",
+                    "power",
+                    "W",
+                    "derived",
+                    STATE_PERIOD_S,
+                    power_scope,
+                    energy_channel=e.id,
+                    note=power_note,
+                )
+                mfast.append(_Reader(p, _energy_power(counter)))
+            else:
+                e.meta["unit_assumed"] = True
+
+        # APU rails inside the package meter (gpu_metrics v2.x/v3.0).
+        if blob is not None and lay is not None and lay.apu:
+            for name, label, scope in (
+                ("average_gfx_power", "integrated GPU power (gpu_metrics)", "gpu-integrated"),
+                ("average_cpu_power", "CPU rail power (gpu_metrics)", "soc-rail"),
+                ("average_soc_power", "SoC rail power (gpu_metrics)", "soc-rail"),
+                ("average_all_core_power", "CPU cores power (gpu_metrics)", "soc-rail"),
+            ):
+                if name in lay.fields:
+                    meta: dict[str, Any] = {"file": f"gpu_metrics {name}",
+                                            "domain": f"{domain}:{name}"}  # fmt: skip
+                    if socket_id:
+                        meta["within"] = socket_id
+                    c = ch(
+                        name.removeprefix("average_"),
+                        label,
+                        "power",
+                        "W",
+                        "average:driver",
+                        STATE_PERIOD_S,
+                        scope,
+                        **meta,
+                    )
+                    mfast.append(_Reader(c, _metric(lay, name, lay.power_scale, "power")))
+
+        # Temperatures: hwmon by label, with their critical limits.
+        temp_labels: set[str] = set()
+        if hw is not None:
+            for f in sorted(hw.glob("temp*_input"), key=lambda p: _num(p.name)):
+                n = _num(f.name)
+                if not _readable(f):
+                    continue
+                label = _label(hw / f"temp{n}_label") or f"temp{n}"
+                temp_labels.add(label)
+                meta = {"file": f"hwmon temp{n}_input"}
+                crit = _limit(hw / f"temp{n}_crit")
+                if crit is not None:
+                    meta["critical_c"] = crit
+                emerg = _limit(hw / f"temp{n}_emergency")
+                if emerg is not None:
+                    meta["emergency_c"] = emerg
+                c = ch(
+                    f"temp_{_slug(label)}",
+                    f"{label} temperature",
+                    "temperature",
+                    "°C",
+                    "instant",
+                    STATE_PERIOD_S,
+                    **meta,
+                )
+                state.append(_Reader(c, _attr(f, 1e-3, "temperature")))
+        if blob is not None and lay is not None:
+            for name, label in (
+                ("temperature_hotspot", "junction"),
+                ("temperature_mem", "mem"),
+                ("temperature_edge", "edge"),
+                ("temperature_gfx", "gfx"),
+                ("temperature_soc", "soc"),
+                ("temperature_vrgfx", "vrgfx"),
+                ("temperature_vrsoc", "vrsoc"),
+                ("temperature_vrmem", "vrmem"),
+            ):
+                if name in lay.fields and label not in temp_labels:
+                    c = ch(
+                        f"temp_{label}",
+                        f"{label} temperature (gpu_metrics)",
+                        "temperature",
+                        "°C",
+                        "instant",
+                        STATE_PERIOD_S,
+                        file=f"gpu_metrics {name}",
+                    )
+                    mfast.append(_Reader(c, _metric(lay, name, lay.temp_scale, "temperature")))
+
+        # Clocks: hwmon freqN, else the active pp_dpm level, else gpu_metrics.
+        for which, hw_label, dpm, gm in (
+            ("gfx", "sclk", "pp_dpm_sclk", ("current_gfxclk", "average_gfxclk_frequency")),
+            ("mem", "mclk", "pp_dpm_mclk", ("current_uclk", "average_uclk_frequency")),
+        ):
+            label = "graphics clock (sclk)" if which == "gfx" else "memory clock (mclk)"
+            cid = f"clock_{'gfx' if which == 'gfx' else 'mem'}"
+            src_reader = None
+            if hw is not None:
+                for f in sorted(hw.glob("freq*_input")):
+                    if _label(f.with_name(f.name.replace("_input", "_label"))) == hw_label:
+                        if _readable(f):
+                            src_reader = (_attr(f, 1.0, "frequency"), f"hwmon {f.name}")
+                        break
+            if src_reader is None and _dpm_current(card.device / dpm) is not None:
+                src_reader = (_dpm_reader(card.device / dpm), dpm)
+            if src_reader is not None:
+                c = ch(
+                    cid,
+                    label,
+                    "frequency",
+                    "Hz",
+                    "instant",
+                    STATE_PERIOD_S,
+                    file=src_reader[1],
+                    **_dpm_max(card.device / dpm),
+                )
+                state.append(_Reader(c, src_reader[0]))
+            elif blob is not None and lay is not None:
+                name = next((g for g in gm if field_value(blob, lay, g) is not None),
+                            next((g for g in gm if g in lay.fields), None))  # fmt: skip
+                if name is not None:
+                    c = ch(
+                        cid,
+                        f"{label} (gpu_metrics)",
+                        "frequency",
+                        "Hz",
+                        "instant",
+                        STATE_PERIOD_S,
+                        file=f"gpu_metrics {name}",
+                    )
+                    mfast.append(_Reader(c, _metric(lay, name, 1e6, "frequency")))
+
+        # Busy percent and VRAM.
+        for fname, suffix, label in (
+            ("gpu_busy_percent", "busy", "busy"),
+            ("mem_busy_percent", "mem_busy", "memory controller busy"),
+        ):
+            f = card.device / fname
+            if _readable(f):
+                c = ch(suffix, label, "utilization", "ratio", "instant", STATE_PERIOD_S, file=fname)
+                state.append(_Reader(c, _attr(f, 0.01, "utilization")))
+        if (
+            blob is not None
+            and lay is not None
+            and not any(r.channel.id.endswith(".busy") for r in state)
+        ):
+            c = ch(
+                "busy",
+                "busy (gpu_metrics)",
+                "utilization",
+                "ratio",
+                "average:driver",
+                STATE_PERIOD_S,
+                file="gpu_metrics average_gfx_activity",
+            )
+            mfast.append(
+                _Reader(c, _metric(lay, "average_gfx_activity", lay.activity_scale, "utilization"))
+            )
+        for fname, label in (("mem_info_vram_used", "VRAM used"),
+                             ("mem_info_vram_total", "VRAM total")):  # fmt: skip
+            f = card.device / fname
+            if _readable(f):
+                c = ch(fname.removeprefix("mem_info_"), label, "memory", "bytes", "instant",
+                       LIMIT_PERIOD_S if fname.endswith("total") else STATE_PERIOD_S,
+                       file=fname)  # fmt: skip
+                (limits if fname.endswith("total") else state).append(_Reader(c, _attr(f, 1.0)))
+
+        # Throttle reasons (gpu_metrics only).
+        if blob is not None and lay is not None:
+            tr = _throttle_reader(lay)
+            if tr is not None:
+                fn, table, what = tr
+                c = ch(
+                    "throttle",
+                    f"throttle reasons ({what})",
+                    "throttle",
+                    "flags",
+                    "instant",
+                    STATE_PERIOD_S,
+                    **throttle_meta(table),
+                    file=f"gpu_metrics {what}",
+                )
+                mfast.append(_Reader(c, fn))
+
+        # Power caps (limits, never summed).
+        if hw is not None:
+            for fname, suffix, label in (
+                ("power1_cap", "power_cap", "power cap"),
+                ("power1_cap_min", "power_cap_min", "power cap min"),
+                ("power1_cap_max", "power_cap_max", "power cap max"),
+                ("power1_cap_default", "power_cap_default", "power cap default"),
+            ):
+                f = hw / fname
+                if _readable(f):
+                    c = ch(
+                        suffix,
+                        label,
+                        "power",
+                        "W",
+                        "instant",
+                        LIMIT_PERIOD_S,
+                        power_scope,
+                        is_limit=True,
+                        file=f"hwmon {fname}",
+                    )
+                    limits.append(_Reader(c, _attr(f, 1e-6, "power")))
+
+        for readers, period, cost in ((fast, POWER_PERIOD_S, 1e-5), (state, STATE_PERIOD_S, 4e-5),
+                                      (limits, LIMIT_PERIOD_S, 2e-5)):  # fmt: skip
+            if readers:
+                self.groups.append(self._group(readers, period, cost, None))
+        if mfast and self.metrics is not None:
+            notes_list: list[tuple[str, dict[str, Any]]] = []
+            self.groups.append(self._group(mfast, STATE_PERIOD_S, 1e-4, self.metrics, notes_list))
+        kind = "APU" if self.apu else "discrete GPU"
+        mver = f", gpu_metrics v{lay.version[0]}.{lay.version[1]}" if lay else ""
+        self.available = bool(self.groups)
+        self.reason = f"{kind} {card.slot}{mver}" + (f"; {'; '.join(notes)}" if notes else "")
+        if not self.groups:
+            self.reason += "; no readable hwmon or gpu_metrics attribute"
+        if not have_power:
+            self.missing.append(
+                f"{card.name} power not measured: no power1_average, "
+                "power1_input or gpu_metrics socket power"
+            )
+
+    def _group(
+        self,
+        readers: list[_Reader],
+        period: float,
+        cost: float,
+        metrics: MetricsFile | None,
+        notes: list[tuple[str, dict[str, Any]]] | None = None,
+    ) -> ReadGroup:
+        notes = notes if notes is not None else []
+
+        def read(t_ns: int) -> list[Value]:
+            blob: bytes | None = None
+            if metrics is not None:
+                blob = metrics.read()
+            out: list[Value] = []
+            ctx = {"t": t_ns, "blob": blob, "notes": notes}
+            for r in readers:
+                try:
+                    out.append(r.fn(ctx))
+                except (struct.error, ValueError):
+                    out.append(None)
+            return out
+
+        return ReadGroup([r.channel for r in readers], read, period, cost_s=cost, notes=notes)
+
+    def close(self) -> None:
+        if self.metrics is not None:
+            self.metrics.close()
+
+
+# -- readers (each a function of a context: t, gpu_metrics blob, notes) --------------------------
+
+
+def _attr(path: Path, scale: float, kind: str = "") -> Any:
+    p = str(path)
+
+    def fn(ctx: dict[str, Any]) -> Value:
+        v = read_int(p)
+        if v is None:
+            return None
+        if kind == "temperature" and v in PLACEHOLDER_MILLIDEG:
+            return None
+        x = v * scale
+        if kind and not _sane(kind, x):
+            return None
+        return x if scale != 1.0 else v
+
+    return fn
+
+
+def _metric(lay: Layout, name: str, scale: float, kind: str) -> Any:
+    def fn(ctx: dict[str, Any]) -> Value:
+        blob = ctx["blob"]
+        if blob is None or len(blob) < lay.size or header(blob)[1:] != lay.version:
+            return None
+        return _scaled(blob, lay, name, scale, kind)
+
+    return fn
+
+
+def _energy(lay: Layout, counter: EnergyCounter) -> Any:
+    def fn(ctx: dict[str, Any]) -> Value:
+        blob = ctx["blob"]
+        ctx["power"] = None
+        if blob is None or len(blob) < lay.size or header(blob)[1:] != lay.version:
+            return None
+        raw = field_value(blob, lay, "energy_accumulator")
+        if raw is None:
+            return None
+        if lay.version < (1, 4):
+            raw %= ENERGY_WRAP_COUNTS  # a u32 accumulator in a u64 field
+        dt = (ctx["t"] - counter.last_t) / 1e9
+        e, p = counter.update(raw * ENERGY_UNIT_J, ctx["t"], ctx["notes"])
+        ctx["power"] = p if dt >= 0.05 else None
+        return e
+
+    return fn
+
+
+def _energy_power(counter: EnergyCounter) -> Any:
+    def fn(ctx: dict[str, Any]) -> Value:
+        return ctx.get("power")
+
+    return fn
+
+
+def _throttle_reader(lay: Layout) -> tuple[Any, dict[int, tuple[str, str]], str] | None:
+    """(reader, bit table, source field) for this revision; None if it has no throttle data."""
+    if "indep_throttle_status" in lay.fields:
+
+        def indep(ctx: dict[str, Any]) -> Value:
+            blob = ctx["blob"]
+            if blob is None or len(blob) < lay.size:
+                return None
+            return field_value(blob, lay, "indep_throttle_status")
+
+        return indep, SMU_THROTTLER, "indep_throttle_status"
+    if "throttle_residency_spl" in lay.fields:
+        last: dict[str, int] = {}
+
+        def residency(ctx: dict[str, Any]) -> Value:
+            blob = ctx["blob"]
+            if blob is None or len(blob) < lay.size:
+                return None
+            mask = 0
+            seen = False
+            for bit, name in enumerate(V3_RESIDENCY):
+                v = field_value(blob, lay, f"throttle_residency_{name}")
+                if v is None:
+                    continue
+                prev = last.get(name)
+                last[name] = v
+                if prev is not None:
+                    seen = True
+                    if v > prev:
+                        mask |= 1 << bit
+            return mask if seen else None
+
+        return residency, V3_THROTTLER, "throttle_residency_*"
+    if "throttle_status" in lay.fields:
+        table = APU_THROTTLER if lay.apu else {}
+
+        def dep(ctx: dict[str, Any]) -> Value:
+            blob = ctx["blob"]
+            if blob is None or len(blob) < lay.size:
+                return None
+            return field_value(blob, lay, "throttle_status")
+
+        return dep, table, "throttle_status"
+    return None
+
+
+_DPM_RE = re.compile(r"^\s*\d+:\s*(\d+)\s*[Mm][Hh]z\s*(\*)?\s*$")
+
+
+def _dpm_levels(path: Path) -> list[tuple[int, bool]]:
+    try:
+        text = read_text(path)
+    except PermissionError:
+        return []
+    out = []
+    for line in (text or "").splitlines():
+        m = _DPM_RE.match(line)
+        if m:
+            out.append((int(m.group(1)), bool(m.group(2))))
+    return out
+
+
+def _dpm_current(path: Path) -> float | None:
+    """The level marked ``*`` in ``pp_dpm_sclk``/``pp_dpm_mclk`` ("1: 2412Mhz *"), in Hz."""
+    cur = [mhz for mhz, star in _dpm_levels(path) if star]
+    return cur[0] * 1e6 if cur else None
+
+
+def _dpm_max(path: Path) -> dict[str, float]:
+    levels = _dpm_levels(path)
+    return {"max_hz": max(m for m, _ in levels) * 1e6} if levels else {}
+
+
+def _dpm_reader(path: Path) -> Any:
+    def fn(ctx: dict[str, Any]) -> Value:
+        v = _dpm_current(path)
+        return v if v is not None and _sane("frequency", v) else None
+
+    return fn
+
+
+def _readable(p: Path) -> bool:
+    try:
+        return read_int(p) is not None
+    except PermissionError:
+        return False
+
+
+def _label(p: Path) -> str | None:
+    try:
+        return read_text(p)
+    except PermissionError:
+        return None
+
+
+def _limit(p: Path) -> float | None:
+    """A temperature limit in °C from a m°C attribute; None if absent or a placeholder."""
+    try:
+        v = read_int(p)
+    except PermissionError:
+        return None
+    if v is None or v in PLACEHOLDER_MILLIDEG or not 0 < v / 1000 <= 200:
+        return None
+    return v / 1000
+
+
+def _num(name: str) -> int:
+    m = re.search(r"(\d+)", name)
+    return int(m.group(1)) if m else 0
+
+
+def _slug(label: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_") or "temp"
+
+
+def _hwmon_says_apu(hw: Path | None) -> bool:
+    """Without gpu_metrics: an APU's hwmon has a fast-PPT meter (``power2_*`` labelled fastPPT)."""
+    if hw is None:
+        return False
+    label = _label(hw / "power2_label") or ""
+    return "fast" in label.lower()
