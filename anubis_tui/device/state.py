@@ -224,8 +224,16 @@ class Journal:
             if self.refusal:
                 raise JournalError(f"{self.path} is not trusted: {self.refusal}")
             changes = data["changes"]
-            if key not in changes:  # the first original is the one to restore
+            entry = changes.get(key)
+            if not isinstance(entry, dict) or "original" not in entry:
                 changes[key] = {"knob": knob, "original": original, "since": time.time()}
+            elif isinstance(entry["original"], dict) and isinstance(original, dict):
+                # The first original is the one to restore; parts a partial restore put back
+                # (and so left the entry) come back in from now.
+                merged = {**original, **entry["original"]}
+                if merged == entry["original"] and data.get("pid") == os.getpid():
+                    return
+                entry["original"] = merged
             elif data.get("pid") == os.getpid():
                 return
             data.update(version=VERSION, pid=os.getpid(), started=_started())
