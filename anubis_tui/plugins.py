@@ -9,6 +9,9 @@ and skipped: it never stops the monitor.
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
+import importlib.util
+import os
 import sys
 import tomllib
 from abc import ABC, abstractmethod
@@ -19,8 +22,8 @@ from typing import Any
 
 from anubis_tui.records import Header, Record
 
-# Entry points of plugin folders named by --plugins: group → name → "module:attr".
-_DIR_ENTRY_POINTS: dict[str, dict[str, str]] = {}
+# Entry points of plugin folders named by --plugins: group → name → (folder, "module:attr").
+_DIR_ENTRY_POINTS: dict[str, dict[str, tuple[Path, str]]] = {}
 
 
 class PluginError(Exception):
@@ -32,8 +35,10 @@ def add_plugin_dirs(dirs: list[str]) -> None:
 
     A folder is a plugin distribution (its ``pyproject.toml`` names ``anubis.*``
     entry points, its package beside it) or holds such distributions one level
-    down. Their package folders go on sys.path; their entry points join the
-    installed ones.
+    down. Their entry points join the installed ones. Nothing goes on
+    ``sys.path``: an entry point's module is imported from its distribution's
+    folder by `_import_from` when it is loaded, and no other file there ever runs
+    (a ``platform.py`` beside it cannot shadow the standard library).
     """
     for d in dirs:
         root = Path(d).expanduser()
@@ -50,17 +55,53 @@ def add_plugin_dirs(dirs: list[str]) -> None:
                 meta = tomllib.loads((dist / "pyproject.toml").read_text())
             except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
                 raise PluginError(f"--plugins {dist}: unreadable pyproject.toml ({e})") from None
-            eps = meta.get("project", {}).get("entry-points", {})
+            project = meta.get("project", {})
+            eps = project.get("entry-points", {}) if isinstance(project, dict) else {}
             for group, targets in eps.items() if isinstance(eps, dict) else []:
                 if group.startswith("anubis.") and isinstance(targets, dict):
                     for name, target in targets.items():
                         if isinstance(name, str) and isinstance(target, str):
-                            _DIR_ENTRY_POINTS.setdefault(group, {})[name] = target
+                            _DIR_ENTRY_POINTS.setdefault(group, {})[name] = (dist.resolve(), target)
                             n += 1
-            if str(dist) not in sys.path:
-                sys.path.insert(0, str(dist))
         if not n:
             raise PluginError(f"--plugins {d}: no anubis.* entry points in a pyproject.toml")
+
+
+def _import_from(folder: Path, module: str) -> Any:
+    """Import `module` (``pkg`` or ``pkg.sub``) from `folder` alone, sys.path untouched.
+
+    The top-level name is looked up in `folder` and in ``folder/src`` only
+    (importlib's PathFinder with an explicit path); a name that is already
+    imported or importable from sys.path (``platform``, ``numpy``) is refused
+    rather than shadowed. Submodules then import through the package's own
+    ``__path__``. Raises ImportError.
+    """
+    top, _, rest = module.partition(".")
+    if not top.isidentifier():
+        raise ImportError(f"{module!r} is not a module name")
+    loaded = sys.modules.get(top)
+    origin = str(getattr(loaded, "__file__", "") or "")
+    if loaded is not None and not origin.startswith(str(folder) + os.sep):
+        raise ImportError(f"{top!r} is already a module here: a plugin may not shadow it")
+    if loaded is None:
+        if top in sys.stdlib_module_names:
+            raise ImportError(f"{top!r} is already a module here: a plugin may not shadow it")
+        there = importlib.util.find_spec(top)
+        if there is not None:
+            if str(there.origin or "").startswith(str(folder) + os.sep):
+                return importlib.import_module(module)  # installed from this very folder
+            raise ImportError(f"{top!r} is already a module here: a plugin may not shadow it")
+        spec = importlib.machinery.PathFinder.find_spec(top, [str(folder), str(folder / "src")])
+        if spec is None or spec.loader is None:
+            raise ImportError(f"no module {top!r} in {folder}")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[top] = mod
+        try:
+            spec.loader.exec_module(mod)
+        except BaseException:
+            sys.modules.pop(top, None)
+            raise
+    return importlib.import_module(module) if rest else sys.modules[top]
 
 
 class ExportSink(ABC):
@@ -98,18 +139,19 @@ def load_plugins(
     """
     warn = warn or stderr_warn
     kind = group.rsplit(".", 1)[-1].rstrip("s")
-    targets = dict(builtins)
+    targets: dict[str, tuple[Path | None, str]] = {n: (None, t) for n, t in builtins.items()}
     try:
         for ep in entry_points(group=group):
-            targets[ep.name] = ep.value
+            targets[ep.name] = (None, ep.value)
     except Exception as e:  # a broken distribution's metadata must not stop us
         warn(f"anubis: cannot read {kind} plugins: {e}")
     targets.update(_DIR_ENTRY_POINTS.get(group, {}))
     out: dict[str, Any] = {}
-    for name, target in targets.items():
+    for name, (folder, target) in targets.items():
         mod, _, attr = target.partition(":")
         try:
-            cls = getattr(importlib.import_module(mod), attr)
+            module = importlib.import_module(mod) if folder is None else _import_from(folder, mod)
+            cls = getattr(module, attr)
         except Exception as e:
             warn(f"anubis: {kind} plugin {name!r} skipped: {type(e).__name__}: {e}")
             continue
@@ -120,12 +162,47 @@ def load_plugins(
     return out
 
 
-def export_sinks(specs: list[str], header: Header) -> list[ExportSink]:
-    """The ``--export NAME[:OPTIONS]`` sinks, made; PluginError for an unknown or failing one."""
+class QueuedExport:
+    """An `ExportSink` behind a `QueuedSink`: its own thread and a bounded queue.
+
+    The bus calls this (never blocks); a slow or stuck plugin is dropped and
+    `on_drop` gets one line. `close` stops the queue, then closes the plugin.
+    """
+
+    def __init__(self, sink: ExportSink, name: str, on_drop: Callable[[str], None]) -> None:
+        from anubis_tui.session.bus import QueuedSink
+
+        self.sink = sink
+        self.name = name
+        self.queued = QueuedSink(sink, name, on_drop)
+
+    def __call__(self, rec: Record) -> None:
+        self.queued(rec)
+
+    @property
+    def dropped(self) -> str | None:
+        return self.queued.dropped
+
+    def close(self) -> None:
+        self.queued.close()
+        try:
+            self.sink.close()
+        except Exception as e:  # a plugin's close must not end the session's own
+            stderr_warn(f"anubis: sink {self.name}: close failed: {type(e).__name__}: {e}")
+
+
+def export_sinks(
+    specs: list[str], header: Header, on_drop: Callable[[str], None] | None = None
+) -> list[QueuedExport]:
+    """The ``--export NAME[:OPTIONS]`` sinks, made and queued (`QueuedExport`).
+
+    `on_drop` (default: stderr) hears of a sink dropped for being slow or stuck.
+    PluginError (one line) for an unknown or failing one.
+    """
     if not specs:
         return []
     found: dict[str, type[ExportSink]] = load_plugins("anubis.sinks", {}, ExportSink)
-    sinks: list[ExportSink] = []
+    sinks: list[QueuedExport] = []
     for spec in specs:
         name, _, options = spec.partition(":")
         cls = found.get(name)
@@ -133,9 +210,10 @@ def export_sinks(specs: list[str], header: Header) -> list[ExportSink]:
             known = ", ".join(sorted(found)) or "none installed (pip install anubis-prometheus)"
             raise PluginError(f"--export {name}: no such sink plugin; sinks: {known}")
         try:
-            sinks.append(cls(options, header))
-        except (OSError, ValueError) as e:
+            sinks.append(QueuedExport(cls(options, header), name, on_drop or stderr_warn))
+        except Exception as e:  # a plugin's constructor: anything, one line
             for made in sinks:
                 made.close()
-            raise PluginError(f"--export {spec}: {e}") from None
+            why = str(e) if isinstance(e, OSError | ValueError) else f"{type(e).__name__}: {e}"
+            raise PluginError(f"--export {spec}: {why}") from None
     return sinks

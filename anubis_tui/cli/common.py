@@ -151,11 +151,20 @@ def open_recording(path: str, force: bool) -> tuple[Any, Path]:
 
 
 def attach_exports(session: Any, specs: list[str]) -> list[Any]:
-    """The --export sinks, made and added to `session`; CliError (one line) if one fails."""
+    """The --export sinks, made and added to `session`; CliError (one line) if one fails.
+
+    Each runs on its own thread behind a bounded queue (`plugins.QueuedExport`): a
+    slow or stuck one is dropped, with a ``sink_dropped`` Event and a line on
+    stderr, and the recording keeps every record.
+    """
     from anubis_tui.plugins import PluginError, export_sinks
 
+    def dropped(msg: str) -> None:
+        print(f"anubis: {msg}", file=sys.stderr)
+        session.emit_event("sink_dropped", reason=msg)
+
     try:
-        sinks = export_sinks(specs, session.header)
+        sinks = export_sinks(specs, session.header, on_drop=dropped)
     except PluginError as e:
         raise CliError(str(e)) from None
     for sink in sinks:

@@ -1,12 +1,16 @@
 """The recording writer: a thread with a bounded queue, never blocking its callers.
 
 `submit` never waits: when the queue is full the record is dropped and
-counted (`dropped`, in the Footer; it should stay 0). The thread flushes at
-least every `flush_s` (so a process killed with SIGKILL loses at most that
-much) and fsyncs every `fsync_s`. A write error (disk full, the directory
-gone) ends the recording, not the session: `on_error` gets one line.
-Files are created new, never through a symlink, and never overwrite an
-existing file unless `force`.
+counted (`dropped`, in the Footer; it should stay 0). A record the packer
+cannot frame (an integer over 2^64, a value nested deeper than msgpack's
+limit) is left out and counted (`unpackable`): it never reaches the file,
+and the records after it still do. The thread flushes at least every
+`flush_s` (so a process killed with SIGKILL loses at most that much), at
+once after `flush_soon`, and fsyncs every `fsync_s`. A write error (disk
+full, the directory gone, a pipe whose reader left) ends the recording, not
+the session: `on_error` gets one line. `close` is bounded in time even when
+the reader of a pipe stops reading (see `PipeOut`). Files are created new,
+never through a symlink, and never overwrite an existing file unless `force`.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import select
 import stat
 import sys
 import threading
@@ -26,6 +31,8 @@ from anubis_tui.records import Footer, Header, Record, Sample
 
 QUEUE_MAX = 50_000
 FLUSH_S = 0.5
+PIPE_BUFFER_MAX = 1 << 20  # bytes PipeOut holds before a write waits for the reader
+_FLUSH = object()  # a queue item: flush now (an acknowledgement must not wait FLUSH_S)
 
 
 class RecordingError(Exception):
@@ -51,6 +58,55 @@ def open_output(path: str, force: bool = False) -> IO[bytes]:
     return os.fdopen(fd, "wb", buffering=1 << 16)
 
 
+class PipeOut:
+    """A non-blocking pipe (or socket) for a writer thread that must stay stoppable.
+
+    Writes go into a buffer of at most `PIPE_BUFFER_MAX` bytes drained with
+    non-blocking ``write(2)``; when it is full, or on `flush`, the writer thread
+    waits (``select(2)``, 0.1 s at a time) for the reader to take more.
+    `abandon` (from any thread) makes the waiting write raise ``BrokenPipeError``
+    at once, so a reader that stopped reading can never keep the writer, and
+    hence the process, from ending. Takes ownership of `fd`.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        os.set_blocking(fd, False)
+        self._buf = bytearray()
+        self._abandoned = threading.Event()
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def write(self, data: bytes) -> int:
+        self._buf += data
+        self._drain(block=len(self._buf) > PIPE_BUFFER_MAX)
+        return len(data)
+
+    def flush(self) -> None:
+        self._drain(block=True)
+
+    def abandon(self) -> None:
+        self._abandoned.set()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+    def _drain(self, block: bool) -> None:
+        while self._buf:
+            if self._abandoned.is_set():
+                raise BrokenPipeError(32, "the reader stopped reading")
+            try:
+                n = os.write(self.fd, self._buf)
+            except BlockingIOError:
+                if not block:
+                    return
+                select.select([], [self.fd], [], 0.1)
+                continue
+            del self._buf[:n]
+
+
 class RecordingWriter:
     """Writes records to `out` from its own thread."""
 
@@ -70,6 +126,7 @@ class RecordingWriter:
         self.on_error = on_error or (lambda msg: None)
         self.queue: queue.Queue[Record | None] = queue.Queue(QUEUE_MAX)
         self.dropped = 0
+        self.unpackable = 0  # records the packer refused: left out, the rest still written
         self.written = 0  # records handed to the file
         self.samples_written = 0
         self.samples_flushed = 0  # samples in the file for sure: written and flushed without error
@@ -90,22 +147,61 @@ class RecordingWriter:
         except queue.Full:
             self.dropped += 1
 
+    def flush_soon(self) -> None:
+        """Have the thread write what is queued and flush it now, not within `flush_s`."""
+        if self.error is None:
+            with contextlib.suppress(queue.Full):
+                self.queue.put_nowait(_FLUSH)  # type: ignore[arg-type]
+
     def close(self, footer: Footer | None = None, timeout: float = 10.0) -> None:
-        """Write `footer` after everything queued, then flush, fsync and close."""
+        """Write `footer` after everything queued, then flush, fsync and close.
+
+        Returns within about `timeout` s whatever the output does: a pipe whose
+        reader stopped reading is given up (`error` says so), a file still closes.
+        """
+        end = time.monotonic() + timeout
         if footer is not None and self.error is None:
-            totals = {**footer.totals, "writer_dropped": self.dropped}
-            # Waits for room: the footer is the one record that must not be dropped.
-            self.queue.put(Footer(footer.t, totals), timeout=timeout)
-        self.queue.put(None, timeout=timeout)
-        self._thread.join(timeout)
+            totals = {
+                **footer.totals,
+                "writer_dropped": self.dropped,
+                "writer_unpackable": self.unpackable,
+            }
+            try:
+                # Waits for room: the footer is the one record that must not be dropped.
+                self.queue.put(Footer(footer.t, totals), timeout=max(0.0, end - time.monotonic()))
+            except queue.Full:
+                self._give_up()
+        try:
+            self.queue.put(None, timeout=max(0.1, end - time.monotonic()))
+        except queue.Full:
+            self._give_up()
+            with contextlib.suppress(queue.Full):
+                self.queue.put(None, timeout=2.0)  # a failed writer drains its queue at once
+        self._thread.join(max(0.1, end - time.monotonic()))
+        if self._thread.is_alive():
+            self._give_up()
+            self._thread.join(2.0)
         if self.error is None:
             self._flush(sync=True)
         if not self._stdout:
             with contextlib.suppress(OSError):
                 self.out.close()
 
+    def _give_up(self) -> None:
+        """The output takes nothing within the close timeout: stop waiting for it."""
+        self._fail(TimeoutError("the output stopped taking data"))
+        abandon = getattr(self.out, "abandon", None)
+        if callable(abandon):
+            abandon()
+
     def _write(self, rec: Record) -> None:
-        data = self._packer.pack(rec.to_plain())
+        try:
+            data = self._packer.pack(rec.to_plain())
+        except (TypeError, ValueError, OverflowError, RecursionError):
+            # msgpack raises these for what it cannot frame; nothing reached the file.
+            self._packer.reset()
+            self.unpackable += 1
+            return
         self.out.write(data)
         self.written += 1
         if isinstance(rec, Sample):
@@ -148,10 +244,11 @@ class RecordingWriter:
             if self.error is not None:
                 continue
             try:
-                if not idle and rec is not None:
+                now_asked = rec is _FLUSH
+                if not idle and rec is not None and not now_asked:
                     self._write(rec)
                 now = time.monotonic()
-                if now - last_flush >= self.flush_s:
+                if now_asked or now - last_flush >= self.flush_s:
                     sync = now - last_sync >= self.fsync_s
                     self._flush(sync)
                     last_flush = now

@@ -4,87 +4,294 @@ Records go out in exactly the recording format (a Header, then records, a
 Footer at the end). Commands come in as msgpack maps ``{"id": N, "cmd":
 NAME, ...arguments}``; each is answered by an ``ack`` Event ``{id, cmd, ok,
 message}`` in the same stream, after the Events the command itself caused.
-The commands are the session's methods and nothing else:
+`COMMANDS` is the whole protocol: each command's arguments, their types and
+whether they are required; a key no command takes is refused. The full
+description, with limits and examples, is docs/agent-protocol.md.
 
-=================  =============================================
-``pause``          ``resume``, ``toggle_pause``
-``rate``           ``hz``: the sampling rate
-``rate_step``      ``direction``: ±1 on the ladder of rates
-``marker``         ``label``
-``profiler``       ``name``: py-spy or scalene on/off
-``profiler_rate``  ``step``: ±1
-``profiler_plain`` profilers off, the worker plain
-``knob``           ``name``, ``value``
-``knob_step``      ``name``, ``direction``
-``record``         ``path``: start recording a local copy
-``record_stop``
-``stop``           end the session (a Footer closes the stream)
-=================  =============================================
+`run_command` never raises: a command that fails in any way (a wrong type,
+an OverflowError deep in a knob, a RecursionError) is a failed ack and the
+agent goes on with the next one.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
+
+import msgpack
 
 from anubis_tui.session.core import Outcome, Session
 
-MAX_COMMAND_BYTES = 1 << 16
+MAX_COMMAND_BYTES = 1 << 16  # one command, packed
+MAX_DEPTH = 8  # nesting of maps and lists in one command
+MAX_MAP_LEN = 64  # keys of one map (msgpack Unpacker limit)
+MAX_ARRAY_LEN = 1024  # items of one list (msgpack Unpacker limit)
+MAX_TEXT = 4096  # characters of a label, a path, a name
+BASE_KEYS = frozenset({"id", "cmd"})
 
 
-def _num(msg: dict[str, Any], key: str) -> float:
-    v = msg.get(key)
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        raise ValueError(f"{key} must be a number")
-    return float(v)
+def unpacker() -> msgpack.Unpacker:
+    """The agent's one input decoder, with its limits: used for the whole session.
+
+    Sizes are msgpack's own (``max_*`` of `msgpack.Unpacker`); nesting deeper
+    than msgpack's stack raises `msgpack.StackError`, and `check_shape` bounds
+    it further.
+    """
+    return msgpack.Unpacker(
+        max_buffer_size=4 * MAX_COMMAND_BYTES,
+        max_str_len=MAX_COMMAND_BYTES,
+        max_bin_len=MAX_COMMAND_BYTES,
+        max_array_len=MAX_ARRAY_LEN,
+        max_map_len=MAX_MAP_LEN,
+        max_ext_len=0,
+        strict_map_key=False,
+    )
 
 
-def _int(msg: dict[str, Any], key: str) -> int:
-    v = msg.get(key)
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise ValueError(f"{key} must be an integer")
+class Intake:
+    """Bytes from stdin in, command maps and complaints out; the limits hold throughout.
+
+    `feed` takes one read (any size) and returns the maps decoded from it and at
+    most one line about everything else in it: values that are not maps are
+    counted, not answered one by one, and bytes that break the limits or are
+    not msgpack drop what is buffered and start decoding afresh with the same
+    limits (`unpacker`).
+    """
+
+    def __init__(self) -> None:
+        self._u = unpacker()
+
+    def feed(self, chunk: bytes) -> tuple[list[dict[Any, Any]], list[str]]:
+        maps: list[dict[Any, Any]] = []
+        not_maps = 0
+        bad: str | None = None
+        try:
+            self._u.feed(chunk)
+            for msg in self._u:
+                if isinstance(msg, dict):
+                    maps.append(msg)
+                else:
+                    not_maps += 1
+        except msgpack.BufferFull:
+            bad = f"input over {4 * MAX_COMMAND_BYTES} bytes without a whole command; dropped"
+            self._u = unpacker()
+        except Exception as e:  # a limit, malformed bytes, too deep: resynchronise
+            bad = f"bad command: {type(e).__name__}: {str(e)[:120]}; input dropped"
+            self._u = unpacker()
+        said = []
+        if not_maps:
+            said.append(f"{not_maps} inputs that are not command maps")
+        if bad:
+            said.append(bad)
+        return maps, ["; ".join(said)] if said else []
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One argument of a command: its kind (``number``, ``int``, ``step``, ``text``,
+    ``scalar``) and whether it must be there."""
+
+    kind: str
+    required: bool = True
+    doc: str = ""
+
+
+def _arg(msg: dict[str, Any], key: str, a: Arg) -> Any:
+    if key not in msg:
+        if a.required:
+            raise ValueError(f"{key} is required")
+        return None
+    v = msg[key]
+    if a.kind == "number":
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise ValueError(f"{key} must be a number")
+        f = float(v)  # an int over 2^1024 raises OverflowError: a failed ack as well
+        if not math.isfinite(f):
+            raise ValueError(f"{key} must be finite")
+        return f
+    if a.kind in ("int", "step"):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ValueError(f"{key} must be an integer")
+        if a.kind == "step" and v not in (-1, 1):
+            raise ValueError(f"{key} must be 1 or -1")
+        return v
+    if a.kind == "text":
+        if not isinstance(v, str):
+            raise ValueError(f"{key} must be a string")
+        if len(v) > MAX_TEXT:
+            raise ValueError(f"{key} is longer than {MAX_TEXT} characters")
+        return v
+    # scalar: a knob's value, checked by the knob itself
+    if not (v is None or isinstance(v, bool | int | float | str)):
+        raise ValueError(f"{key} must be a number, a string, true/false or nil")
+    if isinstance(v, float) and not math.isfinite(v):
+        raise ValueError(f"{key} must be finite")
+    if isinstance(v, str) and len(v) > MAX_TEXT:
+        raise ValueError(f"{key} is longer than {MAX_TEXT} characters")
     return v
 
 
-def _str(msg: dict[str, Any], key: str, default: str | None = None) -> str:
-    v = msg.get(key, default)
-    if not isinstance(v, str):
-        raise ValueError(f"{key} must be a string")
-    return v
+@dataclass(frozen=True)
+class Command:
+    """A command: its arguments and the session method it calls with them."""
+
+    args: dict[str, Arg]
+    call: Callable[[Session, dict[str, Any]], Outcome]
+    doc: str
 
 
-COMMANDS: dict[str, Callable[[Session, dict[str, Any]], Outcome]] = {
-    "pause": lambda s, m: s.pause(),
-    "resume": lambda s, m: s.resume(),
-    "toggle_pause": lambda s, m: s.toggle_pause(),
-    "rate": lambda s, m: s.set_rate(_num(m, "hz")),
-    "rate_step": lambda s, m: s.step_rate(_int(m, "direction")),
-    "marker": lambda s, m: s.marker(_str(m, "label", "")),
-    "profiler": lambda s, m: s.profiler_toggle(_str(m, "name")),
-    "profiler_rate": lambda s, m: s.profiler_step_rate(_int(m, "step")),
-    "profiler_plain": lambda s, m: s.profiler_plain(),
-    "knob": lambda s, m: s.set_knob(_str(m, "name"), m.get("value")),
-    "knob_step": lambda s, m: s.knob_step(_str(m, "name"), _int(m, "direction")),
-    "record": lambda s, m: s.start_recording(_str(m, "path")),
-    "record_stop": lambda s, m: s.stop_recording(),
+def _record(s: Session, a: dict[str, Any]) -> Outcome:
+    path = a["path"]
+    if path in ("", "-"):
+        return Outcome(False, "record: a file path on the agent's machine (stdout is the stream)")
+    return s.start_recording(path)
+
+
+COMMANDS: dict[str, Command] = {
+    "pause": Command({}, lambda s, a: s.pause(), "pause inference"),
+    "resume": Command({}, lambda s, a: s.resume(), "resume inference"),
+    "toggle_pause": Command({}, lambda s, a: s.toggle_pause(), "pause or resume inference"),
+    "rate": Command(
+        {"hz": Arg("number", doc="sampling rate, Hz")},
+        lambda s, a: s.set_rate(a["hz"]),
+        "set the sampling rate",
+    ),
+    "rate_step": Command(
+        {"direction": Arg("step", doc="1 or -1")},
+        lambda s, a: s.step_rate(a["direction"]),
+        "one step up or down the ladder of sampling rates",
+    ),
+    "marker": Command(
+        {"label": Arg("text", required=False, doc="the marker's text (default empty)")},
+        lambda s, a: s.marker(a["label"] or ""),
+        "a marker Event",
+    ),
+    "profiler": Command(
+        {"name": Arg("text", doc="py-spy, py-spy-native or scalene")},
+        lambda s, a: s.profiler_toggle(a["name"]),
+        "turn a profiler on or off",
+    ),
+    "profiler_rate": Command(
+        {"step": Arg("step", doc="1 or -1")},
+        lambda s, a: s.profiler_step_rate(a["step"]),
+        "the running profiler's rate one step up or down",
+    ),
+    "profiler_plain": Command(
+        {}, lambda s, a: s.profiler_plain(), "profilers off, the worker plain"
+    ),
+    "knob": Command(
+        {
+            "name": Arg("text", doc="a knob name"),
+            "value": Arg("scalar", doc="its new value"),
+        },
+        lambda s, a: s.set_knob(a["name"], a["value"]),
+        "set a knob",
+    ),
+    "knob_step": Command(
+        {"name": Arg("text", doc="a knob name"), "direction": Arg("step", doc="1 or -1")},
+        lambda s, a: s.knob_step(a["name"], a["direction"]),
+        "a knob one step up or down",
+    ),
+    "record": Command(
+        {"path": Arg("text", doc="a new file on the agent's machine")},
+        _record,
+        "also record to a file on the agent's machine (the stream is untouched)",
+    ),
+    "record_stop": Command(
+        {}, lambda s, a: s.stop_recording(), "close the file `record` opened (not the stream)"
+    ),
 }
+# ``stop`` ends the agent; it is handled by the agent's loop, not by the session.
+STOP = Command({}, lambda s, a: Outcome(True, "stopping"), "end the session: Footer, exit")
+
+
+def depth(v: Any, limit: int = MAX_DEPTH + 1) -> int:
+    """How deeply `v` nests maps and lists, counted up to `limit` (iterative: no recursion)."""
+    most = 0
+    todo: list[tuple[Any, int]] = [(v, 0)]
+    while todo:
+        x, d = todo.pop()
+        most = max(most, d)
+        if most >= limit:
+            return most
+        if isinstance(x, dict):
+            todo += [(k, d + 1) for k in x] + [(y, d + 1) for y in x.values()]
+        elif isinstance(x, list | tuple):
+            todo += [(y, d + 1) for y in x]
+    return most
+
+
+def check_shape(msg: Any) -> str | None:
+    """Why `msg` cannot be a command (too deep, or not something the recording can hold)."""
+    if depth(msg) > MAX_DEPTH:
+        return f"a command nests at most {MAX_DEPTH} deep"
+    try:
+        # The writer's packer: what it cannot frame must never reach the recording.
+        n = len(msgpack.packb(msg, use_bin_type=True))
+    except (TypeError, ValueError, OverflowError, RecursionError) as e:
+        return f"a command the recording cannot hold ({type(e).__name__})"
+    if n > MAX_COMMAND_BYTES:
+        return f"a command is at most {MAX_COMMAND_BYTES} bytes"
+    return None
+
+
+def command_id(msg: Any) -> int | str | None:
+    """The id to acknowledge: an int or a short string; anything else is acknowledged as nil."""
+    cid = msg.get("id") if isinstance(msg, dict) else None
+    if isinstance(cid, bool) or not isinstance(cid, int | str):
+        return None
+    if isinstance(cid, str) and len(cid) > 200:
+        return None
+    if isinstance(cid, int) and not -(2**63) <= cid < 2**64:
+        return None
+    return cid
+
+
+def parse(msg: Any) -> tuple[Any, str, Command | None, dict[str, Any] | str]:
+    """(id, name, command, its arguments) or (id, name, None, why it is refused)."""
+    if not isinstance(msg, dict):
+        return None, "?", None, "a command is a map with id and cmd"
+    cid = command_id(msg)
+    cmd = msg.get("cmd")
+    if not isinstance(cmd, str):
+        return cid, "?", None, "cmd must be a string"
+    why = check_shape(msg)
+    if why:
+        return cid, cmd[:40], None, why
+    c = STOP if cmd == "stop" else COMMANDS.get(cmd)
+    if c is None:
+        names = ", ".join(sorted([*COMMANDS, "stop"]))
+        return cid, cmd[:40], None, f"unknown command {cmd[:40]!r}; commands: {names}"
+    extra = sorted(str(k)[:40] for k in msg if k not in BASE_KEYS and k not in c.args)
+    if extra:
+        takes = ", ".join(c.args) or "no arguments"
+        return cid, cmd, None, f"{cmd}: unknown key {', '.join(extra)} ({cmd} takes {takes})"
+    try:
+        args = {k: _arg(msg, k, a) for k, a in c.args.items()}
+    except (ValueError, TypeError, OverflowError) as e:
+        return cid, cmd, None, f"{cmd}: {e}"
+    return cid, cmd, c, args
 
 
 def run_command(session: Session, msg: Any) -> tuple[Any, str, Outcome]:
-    """Run one command map on `session`: (its id, its name, the outcome); never raises."""
-    if not isinstance(msg, dict):
-        return None, "?", Outcome(False, "a command is a map with id and cmd")
-    cid = msg.get("id")
-    if not (cid is None or (isinstance(cid, int | str) and not isinstance(cid, bool))):
-        cid = None
-    cmd = msg.get("cmd")
-    if not isinstance(cmd, str):
-        return cid, "?", Outcome(False, "cmd must be a string")
-    call = COMMANDS.get(cmd)
-    if call is None:
-        names = ", ".join(sorted([*COMMANDS, "stop"]))
-        return cid, cmd[:40], Outcome(False, f"unknown command {cmd[:40]!r}; commands: {names}")
+    """Run one command map on `session`: (its id, its name, the outcome); never raises.
+
+    ``stop`` is only checked here (the agent's loop ends the session).
+    """
     try:
-        return cid, cmd, call(session, msg)
+        cid, cmd, c, args = parse(msg)
+        if c is None or isinstance(args, str):
+            return cid, cmd, Outcome(False, str(args))
+    except Exception as e:  # a hostile value must not end the agent's loop
+        return None, "?", Outcome(False, f"bad command: {type(e).__name__}")
+    try:
+        out = c.call(session, args)
+        if not isinstance(out, Outcome):
+            return cid, cmd, Outcome(False, f"{cmd}: no outcome")
+        return cid, cmd, out
     except (ValueError, TypeError) as e:
         return cid, cmd, Outcome(False, f"{cmd}: {e}")
+    except Exception as e:  # OverflowError, RecursionError, anything: the loop goes on
+        return cid, cmd, Outcome(False, f"{cmd} failed: {type(e).__name__}: {str(e)[:200]}")

@@ -9,6 +9,15 @@ a dropped connection closes that recording with a Footer (it stays valid)
 and is shown; `reconnect` starts a new connection and a new local file.
 Each acknowledgement's latency (key to ack) is a local ``remote_ack``
 Event, shown in the monitor panel.
+
+The reader thread survives what the link brings: a record it cannot use
+(an ack whose id is a list, a payload of the wrong type) is a local
+``remote_error`` Event and the reading goes on; only bytes that are not
+msgpack end the connection. ssh's stderr is read as it comes (its last lines
+are the reason shown when the link drops). The agent writes at least a
+``heartbeat`` each second: `stalled_s` says how long the link has been
+silent once that passes `STALL_S`. The host never reaches ssh as an option:
+it may not start with ``-`` and goes after ``--``.
 """
 
 from __future__ import annotations
@@ -19,19 +28,37 @@ import shlex
 import subprocess
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import msgpack
 
-from anubis_tui.recording.reader import RecordStream
+from anubis_tui.recording.reader import new_unpacker
 from anubis_tui.recording.writer import RecordingError, RecordingWriter, open_output
-from anubis_tui.records import Event, Footer, Header, Record
+from anubis_tui.records import Event, Footer, Header, Record, record_from_plain
 from anubis_tui.session.core import Outcome
 
 ACK_TIMEOUT_S = 120.0  # a knob may reload a model; a dead connection ends the wait sooner
 DEFAULT_REMOTE_CMD = "anubis agent"
+STALL_S = 2.0  # silence (no record, no heartbeat) after which the link is shown stalled
+STDERR_LINES = 20  # the last lines of ssh's stderr kept for the reason of a drop
+
+
+def host_problem(host: str) -> str | None:
+    """Why `host` cannot be given to ssh as a host, or None.
+
+    A leading ``-`` would make it an option (``-oProxyCommand=…`` runs a local
+    command); whitespace and control characters are no part of a host name.
+    """
+    if not host:
+        return "an empty host"
+    if host.startswith("-"):
+        return "a host may not start with '-'"
+    if any(c.isspace() or not c.isprintable() for c in host):
+        return "a host has no spaces or control characters"
+    return None
 
 
 class RemoteSession:
@@ -45,6 +72,9 @@ class RemoteSession:
         sinks: list[Callable[[Record], None]] | None = None,
         record_path: str | None = None,
     ) -> None:
+        why = host_problem(host)
+        if why:
+            raise ValueError(f"remote host {host!r}: {why}")
         self.host = host
         self.remote_cmd = remote_cmd
         self.ssh = shlex.split(ssh)
@@ -65,13 +95,18 @@ class RemoteSession:
         self.models_dirs: list[Path] = []
         self._last_t = 0
         self._stopping = False
+        self._heard = time.monotonic()  # when the link last brought anything
+        self._stderr: deque[str] = deque(maxlen=STDERR_LINES)
+        self.bad_records = 0
 
     # -- connection --------------------------------------------------------------------
 
     def start(self) -> None:
         """Connect: ssh HOST REMOTE_CMD, records in on its stdout, commands out on its stdin."""
         self._connection += 1
-        cmd = [*self.ssh, self.host, self.remote_cmd]
+        # "--" ends ssh's options: the host is a host whatever it looks like.
+        cmd = [*self.ssh, "--", self.host, self.remote_cmd]
+        self._stderr = deque(maxlen=STDERR_LINES)
         self._proc = subprocess.Popen(
             cmd,
             stdin=subprocess.PIPE,
@@ -81,7 +116,29 @@ class RemoteSession:
         )
         self.connected = True
         self.lost = None
-        threading.Thread(target=self._read, args=(self._proc,), daemon=True).start()
+        self._heard = time.monotonic()
+        errs = threading.Thread(target=self._read_stderr, args=(self._proc, self._stderr))
+        errs.daemon = True
+        errs.start()
+        threading.Thread(target=self._read, args=(self._proc, errs), daemon=True).start()
+
+    @property
+    def stalled_s(self) -> float | None:
+        """Seconds the link has been silent, once over `STALL_S`; None while it talks."""
+        if not self.connected:
+            return None
+        quiet = time.monotonic() - self._heard
+        return quiet if quiet >= STALL_S else None
+
+    @staticmethod
+    def _read_stderr(proc: subprocess.Popen[bytes], lines: deque[str]) -> None:
+        """ssh's stderr as it comes (a full pipe would block ssh); the last lines kept."""
+        if proc.stderr is None:
+            return
+        for raw in iter(proc.stderr.readline, b""):
+            text = raw.decode(errors="replace").strip()
+            if text:
+                lines.append(text[:300])
 
     def reconnect(self) -> Outcome:
         if self.connected:
@@ -97,25 +154,53 @@ class RemoteSession:
         stem, ext = os.path.splitext(self.record_base)
         return f"{stem}-{self._connection}{ext or '.msgpack'}"
 
-    def _read(self, proc: subprocess.Popen[bytes]) -> None:
-        stream = RecordStream()
+    def _read(self, proc: subprocess.Popen[bytes], errs: threading.Thread) -> None:
         assert proc.stdout is not None
         fd = proc.stdout.fileno()
-        while True:
+        u = new_unpacker()
+        header_seen = False
+        broken: str | None = None
+        while broken is None:
             try:
                 data = os.read(fd, 65536)
             except (OSError, ValueError):
                 data = b""
             if not data:
                 break
-            for rec in stream.feed(data):
-                self._deliver(rec)
-            if stream.failed:
-                break
-        proc.wait()
-        err = (proc.stderr.read().decode(errors="replace") if proc.stderr else "").strip()
-        why = err.splitlines()[-1][:200] if err else f"ssh exited ({proc.returncode})"
-        self._lost(why if proc.returncode else "the agent ended")
+            self._heard = time.monotonic()
+            bad: list[str] = []
+            try:
+                u.feed(data)
+                for obj in u:
+                    try:
+                        rec = record_from_plain(obj)
+                        if not header_seen and not isinstance(rec, Header):
+                            raise ValueError("the stream does not start with a Header")
+                        header_seen = header_seen or isinstance(rec, Header)
+                        self._deliver(rec)
+                    except Exception as e:  # one bad record: an Event, and the next one
+                        self.bad_records += 1
+                        bad.append(f"{type(e).__name__}: {str(e)[:160]}")
+            except Exception as e:  # bytes that are not msgpack: no way to find the next record
+                broken = f"the agent's stream is corrupt ({type(e).__name__}: {str(e)[:120]})"
+            if bad:
+                more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+                self._emit_local("remote_error", reason=f"record skipped: {bad[0]}{more}")
+        if broken is not None and proc.poll() is None:
+            proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        errs.join(2)
+        last = self._stderr[-1] if self._stderr else ""
+        if broken is not None:
+            self._lost(broken)
+        elif proc.returncode:
+            self._lost(last[:200] or f"ssh exited ({proc.returncode})")
+        else:
+            self._lost("the agent ended")
 
     def _deliver(self, rec: Record) -> None:
         if isinstance(rec, Header):
@@ -127,12 +212,15 @@ class RemoteSession:
                     self.record_path = path
                 except (RecordingError, OSError) as e:
                     self._emit_local("recording_error", reason=str(e))
+        elif isinstance(rec, Event) and rec.kind == "heartbeat":
+            return  # the link is alive; nothing to show or keep
         elif isinstance(rec, Event) and rec.kind == "ack":
             cid = rec.payload.get("id")
-            with self._cond:
-                if cid in self._acks:
-                    self._acks[cid] = rec
-                    self._cond.notify_all()
+            if isinstance(cid, int) and not isinstance(cid, bool):  # ours are ints
+                with self._cond:
+                    if cid in self._acks:
+                        self._acks[cid] = rec
+                        self._cond.notify_all()
         elif isinstance(rec, Event) and rec.kind == "rate":
             hz = rec.payload.get("sampler_hz")
             if isinstance(hz, int | float):
@@ -147,7 +235,11 @@ class RemoteSession:
         if w is not None and not isinstance(rec, Header | Footer):
             w.submit(rec)
         for s in self.sinks:
-            s(rec)
+            try:
+                s(rec)
+            except Exception as e:  # the live view's trouble is not the link's
+                if not (isinstance(rec, Event) and rec.kind == "remote_error"):
+                    self._emit_local("remote_error", reason=f"sink: {type(e).__name__}: {e}")
 
     def _emit_local(self, kind: str, **payload: Any) -> None:
         self._to_sinks(Event(self._last_t, kind, payload))

@@ -11,18 +11,26 @@
 * ``anubis_profiler_active{profiler}``, ``anubis_profiler_rate_hz``;
 * ``anubis_knob{name}`` for numeric knobs, ``anubis_knob_info{name, value}`` for the rest.
 
-A scrape reads the latest values under a lock: the exporter never slows the bus.
+A scrape reads the latest values under a lock: the exporter never slows the bus
+(anubis runs it behind a bounded queue on its own thread besides). The HTTP
+server is bounded: at most `MAX_CONNECTIONS` connections are served at once
+(one thread each; more are closed at once) and a connection idle for
+`IDLE_S` seconds is closed, so a flood of idle connections costs a fixed
+number of threads.
 """
 
 from __future__ import annotations
 
 import math
+import socket
 import threading
 from collections import deque
 from collections.abc import Iterator
+from socketserver import ThreadingMixIn
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -46,6 +54,62 @@ GAUGES = {
     "frequency": ("anubis_frequency_hertz", "Clock by channel, Hz"),
 }
 LABELS = ["host", "source", "scope", "label", "method"]
+MAX_CONNECTIONS = 8  # served at once; more are closed on accept
+IDLE_S = 5.0  # a connection that sends nothing for this long is closed
+
+
+class _Handler(WSGIRequestHandler):
+    timeout = IDLE_S  # socketserver sets it on the connection: idle ones end
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: a scrape is not worth a line on the terminal."""
+
+
+class _BoundedServer(ThreadingMixIn, WSGIServer):
+    """A thread per connection, at most `MAX_CONNECTIONS` of them."""
+
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.refused = 0
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):
+            self.refused += 1
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except Exception:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """An idle or broken connection is closed, not a traceback on stderr."""
+
+
+def serve(addr: str, port: int, registry: CollectorRegistry) -> tuple[WSGIServer, threading.Thread]:
+    """/metrics of `registry` on addr:port (IPv4 or IPv6) from a bounded server; started."""
+    family = socket.getaddrinfo(addr, port, type=socket.SOCK_STREAM)[0][0]
+
+    class Server(_BoundedServer):
+        address_family = family
+
+    httpd = make_server(
+        addr, port, make_wsgi_app(registry), server_class=Server, handler_class=_Handler
+    )
+    t = threading.Thread(target=httpd.serve_forever, name="prometheus-http", daemon=True)
+    t.start()
+    return httpd, t
 
 
 def parse_address(options: str) -> tuple[str, int]:
@@ -82,9 +146,7 @@ class PrometheusSink(ExportSink):
         self._add(header.channels)
         self.registry = CollectorRegistry()
         self.registry.register(_Collector(self))
-        self.server, self.thread = start_http_server(
-            self.port, addr=self.addr, registry=self.registry
-        )
+        self.server, self.thread = serve(self.addr, self.port, self.registry)
 
     def _add(self, chans: list[Channel]) -> None:
         self.channels += chans
