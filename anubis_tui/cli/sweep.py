@@ -57,13 +57,27 @@ def add_parser(sub: Any) -> None:
         "--cooldown-s", type=float, default=10.0,
         help="longest wait before a segment for the temperature to come back (0: none)",
     )  # fmt: skip
-    s.add_argument("--seed", type=int, default=1, help="the order's random seed")
+    s.add_argument("--seed", type=seed, default=1, help=f"the order's random seed, 0 to {SEED_MAX}")
     s.add_argument("--rate", type=rate_hz, help="sampling rate in Hz")
     s.add_argument("-o", "--output", help="the recording (default: recordings/)")
     s.add_argument("--force", action="store_true", help="overwrite an existing recording")
     s.add_argument("--budget", type=lambda v: positive_float(v, 100.0), default=2.0, metavar="PCT")
     add_model_args(s)
     s.set_defaults(handler=cmd_sweep)
+
+
+SEED_MAX = 2**63 - 1  # what the recording (msgpack) holds as an integer
+
+
+def seed(text: str) -> int:
+    """A seed in 0..2^63-1: refused before anything starts (a larger one cannot be recorded)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 0 <= v <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"must be between 0 and {SEED_MAX}, got {text}")
+    return v
 
 
 def parse_rates(text: str) -> list[float]:
@@ -104,7 +118,7 @@ def cmd_sweep(args: argparse.Namespace, config: Config) -> int:
     from anubis_tui.recording.reader import ReaderError, load
     from anubis_tui.session import Session
     from anubis_tui.session.sampler import clamp_rate
-    from anubis_tui.session.sweep import Sweep, SweepOptions, treatments
+    from anubis_tui.session.sweep import PROFILERS, Sweep, SweepOptions, treatments
 
     t0 = time.monotonic_ns()
     knobs = parse_knobs(args.knob)
@@ -115,6 +129,9 @@ def cmd_sweep(args: argparse.Namespace, config: Config) -> int:
         [] if prof_text == "none" else [p.strip() for p in prof_text.split(",") if p.strip()]
     )
     rates = parse_rates(args.rates) if profilers else []
+    bad = [p for p in profilers if p not in PROFILERS]
+    if bad:  # before the model loads
+        raise CliError(f"--profilers: unknown profiler {bad[0]!r}; one of {', '.join(PROFILERS)}")
     if args.cooldown_s < 0:
         raise CliError("--cooldown-s must be 0 or more")
     if args.rate is not None:
@@ -162,19 +179,39 @@ def cmd_sweep(args: argparse.Namespace, config: Config) -> int:
             f"{len(items)} treatments × {opts.repeats} repeats: "
             f"{n_seg} segments of {opts.segment_s:g} s"
         )
-        runner = threading.Thread(target=lambda: ended.__setitem__(0, sweep.run(stop)), daemon=True)
+
+        def run_sweep() -> None:
+            try:
+                ended[0] = sweep.run(stop)
+            except Exception as e:  # an error, not a traceback and an exit 0
+                ended[0] = f"{type(e).__name__}: {e}"
+
+        runner = threading.Thread(target=run_sweep, daemon=True)
         runner.start()
+        failed: str | None = None
         while runner.is_alive():
             runner.join(0.2)
+            w = session.writer
+            if w is not None and w.error:
+                failed = w.error  # a full disk: the sweep is worth nothing without its file
+                stop.set()
             if stop.is_set():
                 break
         runner.join(30)
+        if failed:
+            ended[0] = failed
     finally:
         session.stop("sweep" if ended[0] is None else "signal" if stop.is_set() else "error")
         for s, h in old.items():
             signal.signal(s, h)
+    w = session.writer
+    if w is not None and w.error and ended[0] is None:
+        ended[0] = w.error  # the recording failed at the very end (the Footer)
     if ended[0] is not None:
         say(f"ended early: {ended[0]}")
+    if w is not None and w.error:
+        # What really reached the file, not what was sent; no report of a broken file.
+        raise CliError(f"sweep: {w.error}; {w.samples_flushed} samples in {path}")
     if path != "-":
         try:
             print(render(report(load(path), budget_pct=args.budget)))
