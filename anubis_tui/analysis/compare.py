@@ -1,46 +1,63 @@
-"""`anubis compare`: two recordings' baselines on decode tok/s, J/token and power, with noise.
+"""`anubis compare`: is B worse than A (decode tok/s, J/token) beyond a threshold and the noise?
 
-Each recording's baseline time (no profiler, the knobs it started with; in a
+A recording's *baseline time* (no profiler, the knobs it started with; in a
 sweep, its baseline segments) is cut into chunks of `CHUNK_S` seconds, each
-folded with the one segment arithmetic. A chunk is one measurement: the
-mean over chunks is the figure, their spread its noise (standard error).
-B regresses when it is worse than A by more than the threshold *and* by
-more than the noise (twice the combined standard error, about 95 %). The
-gate is on tok/s and J/token; power is shown, not gated (a faster setting
-may rightly draw more).
+folded with the one segment arithmetic (`analysis.segments`).
+
+The unit of measurement:
+
+* **runs**, when a side has two or more recordings: a run's figure is the
+  mean of its chunks; the change B − A gets a Welch t interval on the run
+  figures (a side with one run borrows the other side's run-to-run
+  variance). Drift between runs (temperature, clocks, another tenant) is in
+  this interval, which is why several runs a side are the honest gate.
+* **chunks**, when each side is one recording: chunks of one run are not
+  independent (temperature and clocks drift), so each side's standard error
+  uses an effective sample size ``n·(1−r₁)/(1+r₁)`` from the lag-1
+  autocorrelation r₁ of its chunk series (the AR(1) variance inflation, see
+  Wilks, *Statistical Methods in the Atmospheric Sciences*, §5.2.3), with
+  ``n_eff − 1`` degrees of freedom. Drift *between* the two runs is not in
+  it; `bench/gate_calibration.py` measures what that costs on a machine.
+
+The interval is two-sided 90 % (scipy.stats.t), i.e. two one-sided 95 %
+bounds, on the relative change ``(B − A)/A`` in % (A's mean taken as exact,
+the first-order delta method). With "worse" meaning lower tok/s or higher
+J/token, each gated metric is one of:
+
+* ``REGRESSION``: the better end of the interval is worse than the threshold;
+* ``no regression``: the worse end is within the threshold;
+* ``inconclusive``: the interval straddles the threshold; the row says how
+  many runs (or seconds of baseline per side) would make it narrow enough,
+  from the 1/√n shrinking of its half-width.
+
+Power is shown, never gated (a faster setting may rightly draw more). J/token
+is not gated when the system power is entirely estimated (tier
+``estimate``): an estimate from CPU load says nothing the tok/s row does not.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from scipy import stats as sps
 
 from anubis_tui.analysis.segments import Figures, SegmentFold
 from anubis_tui.records import Event, Record
 
 CHUNK_S = 5.0
+CONFIDENCE = 0.90  # two-sided: each bound is one-sided 95 %
 METRICS = (  # key, label, higher is better, gated
     ("decode_tps", "decode tok/s", True, True),
     ("j_per_token", "J/token", False, True),
     ("power_w", "power W", False, False),
 )
-
-
-@dataclass
-class Stat:
-    mean: float | None
-    sd: float | None
-    n: int
-
-    @property
-    def se(self) -> float | None:
-        return self.sd / math.sqrt(self.n) if self.sd is not None and self.n else None
-
-    def plain(self) -> dict[str, Any]:
-        return {"mean": self.mean, "sd": self.sd, "n": self.n, "se": self.se}
+REGRESSION, NO_REGRESSION, INCONCLUSIVE = "REGRESSION", "no regression", "inconclusive"
+EXIT = {NO_REGRESSION: 0, REGRESSION: 1, INCONCLUSIVE: 3}
+"""Exit status per outcome; 2 is a refusal (different recordings, no baseline, bad input)."""
 
 
 def baseline_chunks(records: Iterable[Record], chunk_s: float = CHUNK_S) -> list[Figures]:
@@ -71,60 +88,220 @@ def baseline_chunks(records: Iterable[Record], chunk_s: float = CHUNK_S) -> list
     ]
 
 
-def stat(figs: list[Figures], key: str) -> Stat:
-    xs = [getattr(f, key) for f in figs if getattr(f, key) is not None]
+def lag1(xs: Sequence[float]) -> float:
+    """Lag-1 autocorrelation of a series (0 for fewer than 3 values or no variance)."""
+    n = len(xs)
+    if n < 3:
+        return 0.0
+    m = statistics.fmean(xs)
+    den = sum((x - m) ** 2 for x in xs)
+    if den <= 0:
+        return 0.0
+    return sum((xs[i] - m) * (xs[i + 1] - m) for i in range(n - 1)) / den
+
+
+def effective_n(xs: Sequence[float]) -> float:
+    """n·(1−r₁)/(1+r₁) with r₁ ≥ 0 (negative correlation is not credited), at most n."""
+    r = max(0.0, min(lag1(xs), 0.99))
+    return len(xs) * (1 - r) / (1 + r)
+
+
+@dataclass
+class Side:
+    """One side's figure: the mean, its standard error and degrees of freedom."""
+
+    mean: float | None
+    se: float | None
+    df: float | None
+    n: int  # runs or chunks
+    n_eff: float | None = None
+    sd: float | None = None
+    seconds: float = 0.0
+
+    def plain(self) -> dict[str, Any]:
+        return {
+            "mean": self.mean,
+            "se": self.se,
+            "df": self.df,
+            "n": self.n,
+            "n_eff": self.n_eff,
+            "sd": self.sd,
+            "seconds": self.seconds,
+        }
+
+
+def _values(figs: list[Figures], key: str) -> list[float]:
+    return [float(v) for f in figs if (v := getattr(f, key)) is not None and math.isfinite(v)]
+
+
+def chunk_side(figs: list[Figures], key: str) -> Side:
+    """A single run's figure from its chunks, autocorrelation-aware."""
+    xs = _values(figs, key)
+    secs = sum(f.active_s for f in figs)
     if not xs:
-        return Stat(None, None, 0)
-    return Stat(statistics.fmean(xs), statistics.stdev(xs) if len(xs) >= 2 else None, len(xs))
+        return Side(None, None, None, 0, seconds=secs)
+    m = statistics.fmean(xs)
+    if len(xs) < 2:
+        return Side(m, None, None, 1, seconds=secs)
+    sd = statistics.stdev(xs)
+    ne = effective_n(xs)
+    return Side(m, sd / math.sqrt(ne), max(ne - 1, 1.0), len(xs), ne, sd, secs)
+
+
+def run_side(runs: list[list[Figures]], key: str) -> Side:
+    """Several runs' figure: the mean of run means; their spread is the noise."""
+    means = [statistics.fmean(v) for r in runs if (v := _values(r, key))]
+    secs = sum(f.active_s for r in runs for f in r)
+    if not means:
+        return Side(None, None, None, 0, seconds=secs)
+    m = statistics.fmean(means)
+    if len(means) < 2:
+        return Side(m, None, None, 1, seconds=secs)
+    sd = statistics.stdev(means)
+    return Side(m, sd / math.sqrt(len(means)), len(means) - 1.0, len(means), sd=sd, seconds=secs)
+
+
+def interval(a: Side, b: Side, unit: str) -> tuple[float, float, float] | None:
+    """(change %, low %, high %) of (B − A)/A at `CONFIDENCE`, or None without noise.
+
+    Runs: Welch–Satterthwaite degrees of freedom; a side of one run borrows
+    the other side's run-to-run sd. Chunks: each side's autocorrelation-aware
+    standard error.
+    """
+    if a.mean is None or b.mean is None or a.mean == 0:
+        return None
+    change = 100 * (b.mean - a.mean) / abs(a.mean)
+    sa, sb = a, b
+    if unit == "runs" and (a.se is None) != (b.se is None):
+        known = a if a.se is not None else b
+        assert known.sd is not None and known.df is not None
+        borrow = Side(None, known.sd, known.df, 1)  # one run: se = sd
+        sa, sb = (borrow, b) if a.se is None else (a, borrow)
+    if sa.se is None or sb.se is None or sa.df is None or sb.df is None:
+        return None
+    var = sa.se**2 + sb.se**2
+    if var == 0:
+        return change, change, change
+    den = (sa.se**4 / sa.df if sa.se else 0) + (sb.se**4 / sb.df if sb.se else 0)
+    df = var**2 / den if den > 0 else min(sa.df, sb.df)
+    q = float(sps.t.ppf(0.5 + CONFIDENCE / 2, df))
+    half = 100 * q * math.sqrt(var) / abs(a.mean)
+    return change, change - half, change + half
+
+
+def verdict(worse: float, lo: float, hi: float, threshold: float) -> str:
+    """From the worse-is-positive change and its interval [lo, hi] (both in %)."""
+    if lo > threshold:
+        return REGRESSION
+    if hi <= threshold:
+        return NO_REGRESSION
+    return INCONCLUSIVE
+
+
+def needed(worse: float, lo: float, hi: float, threshold: float, n: float) -> float | None:
+    """How many times `n` would narrow the interval enough to decide (1/√n scaling)."""
+    half = (hi - lo) / 2
+    gap = abs(worse - threshold)
+    if gap < 1e-9 or half <= 0:
+        return None
+    return n * (half / gap) ** 2
 
 
 def compare(
-    a: Iterable[Record], b: Iterable[Record], max_regression_pct: float, chunk_s: float = CHUNK_S
+    a_runs: Sequence[Iterable[Record]],
+    b_runs: Sequence[Iterable[Record]],
+    max_regression_pct: float,
+    chunk_s: float = CHUNK_S,
+    gate_energy: bool = True,
 ) -> dict[str, Any]:
-    ca, cb = baseline_chunks(a, chunk_s), baseline_chunks(b, chunk_s)
-    rows = []
-    failed = []
-    for key, label, higher, gated in METRICS:
-        sa, sb = stat(ca, key), stat(cb, key)
-        row: dict[str, Any] = {"metric": key, "label": label, "a": sa.plain(), "b": sb.plain()}
-        row["gated"] = gated
-        if sa.mean and sb.mean is not None:
-            change = 100 * (sb.mean - sa.mean) / sa.mean
-            worse = -change if higher else change
-            ses = [s for s in (sa.se, sb.se) if s is not None]
-            noise = 200 * math.sqrt(sum(s * s for s in ses)) / abs(sa.mean) if ses else None
-            row.update(change_pct=change, worse_pct=worse, noise_pct=noise)
-            beyond_noise = noise is None or worse > noise
-            row["regression"] = bool(worse > max_regression_pct and beyond_noise)
-            row["verdict"] = (
-                "REGRESSION"
-                if row["regression"]
-                else "within noise"
-                if worse > max_regression_pct
-                else "ok"
-            )
-            if row["regression"] and gated:
-                failed.append(label)
-        else:
-            row.update(change_pct=None, worse_pct=None, noise_pct=None, regression=False)
-            row["verdict"] = "no data"
-        rows.append(row)
-    return {
+    """Side A (reference runs) against side B; ``outcome`` is one of the three verdicts.
+
+    `gate_energy` False shows J/token without gating it (an estimated system
+    power). Raises nothing: a side without baseline time gives ``outcome``
+    "no baseline" and the files in ``no_baseline``.
+    """
+    ca = [baseline_chunks(r, chunk_s) for r in a_runs]
+    cb = [baseline_chunks(r, chunk_s) for r in b_runs]
+    empty = {
+        "a": [i for i, c in enumerate(ca) if not c],
+        "b": [i for i, c in enumerate(cb) if not c],
+    }
+    unit = "runs" if max(len(ca), len(cb)) >= 2 else "chunks"
+    out: dict[str, Any] = {
         "max_regression_pct": max_regression_pct,
         "chunk_s": chunk_s,
-        "chunks": {"a": len(ca), "b": len(cb)},
-        "rows": rows,
-        "failed": failed,
-        "ok": not failed and bool(ca) and bool(cb),
+        "confidence": CONFIDENCE,
+        "unit": unit,
+        "runs": {"a": len(ca), "b": len(cb)},
+        "chunks": {"a": sum(map(len, ca)), "b": sum(map(len, cb))},
+        "no_baseline": empty,
+        "rows": [],
     }
+    if empty["a"] or empty["b"]:
+        out["outcome"] = "no baseline"
+        return out
+    rows = []
+    for key, label, higher, gated in METRICS:
+        gated = gated and (gate_energy or key != "j_per_token")
+        if unit == "runs":
+            sa, sb = run_side(ca, key), run_side(cb, key)
+        else:
+            sa, sb = chunk_side(ca[0], key), chunk_side(cb[0], key)
+        row: dict[str, Any] = {
+            "metric": key,
+            "label": label,
+            "gated": gated,
+            "a": sa.plain(),
+            "b": sb.plain(),
+        }
+        ci = interval(sa, sb, unit)
+        if ci is None:
+            row.update(change_pct=None, low_pct=None, high_pct=None)
+            if sa.mean is None or sb.mean is None:
+                row["verdict"] = "no data"
+            else:
+                row["change_pct"] = 100 * (sb.mean - sa.mean) / abs(sa.mean) if sa.mean else None
+                row["verdict"] = INCONCLUSIVE
+                row["need"] = "at least 2 runs a side" if unit == "runs" else "longer runs"
+        else:
+            change, lo, hi = ci
+            # worse is positive: lower tok/s, higher J/token
+            w, wlo, whi = (-change, -hi, -lo) if higher else (change, lo, hi)
+            row.update(change_pct=change, low_pct=lo, high_pct=hi, worse_pct=w)
+            row["verdict"] = verdict(w, wlo, whi, max_regression_pct)
+            if row["verdict"] == INCONCLUSIVE:
+                n = max(sa.n, sb.n) if unit == "runs" else max(sa.seconds, sb.seconds)
+                k = needed(w, wlo, whi, max_regression_pct, n)
+                if k is None:
+                    row["need"] = "the change sits on the threshold: no length decides it"
+                elif unit == "runs":
+                    row["need"] = f"about {math.ceil(k)} runs a side"
+                else:
+                    row["need"] = (
+                        f"about {math.ceil(k)} s of baseline a side, or several runs a side"
+                    )
+        rows.append(row)
+    out["rows"] = rows
+    verdicts = [r["verdict"] for r in rows if r["gated"]]
+    if REGRESSION in verdicts:
+        out["outcome"] = REGRESSION
+    elif all(v == NO_REGRESSION for v in verdicts):
+        out["outcome"] = NO_REGRESSION
+    else:
+        out["outcome"] = INCONCLUSIVE
+    out["failed"] = [r["label"] for r in rows if r["gated"] and r["verdict"] == REGRESSION]
+    return out
 
 
-def render_compare(r: dict[str, Any], name_a: str, name_b: str) -> str:
+def render_compare(r: dict[str, Any], names_a: list[str], names_b: list[str]) -> str:
+    """The comparison as text: one row per metric, the outcome last."""
+    what = "runs" if r["unit"] == "runs" else f"chunks of {r['chunk_s']:g} s (one run a side)"
     lines = [
-        f"A {name_a}: {r['chunks']['a']} baseline chunks of {r['chunk_s']:g} s",
-        f"B {name_b}: {r['chunks']['b']} baseline chunks",
-        f"{'metric':<13} {'A':>16} {'B':>16} {'change':>8} {'noise':>7}  verdict "
-        f"(max regression {r['max_regression_pct']:g} %)",
+        f"A: {', '.join(names_a)}: {r['chunks']['a']} baseline chunks",
+        f"B: {', '.join(names_b)}: {r['chunks']['b']} baseline chunks",
+        f"unit: {what}; interval {100 * r['confidence']:.0f} % (each end one-sided "
+        f"{50 + 50 * r['confidence']:.0f} %); max regression {r['max_regression_pct']:g} %",
+        f"{'metric':<13} {'A':>16} {'B':>16} {'change':>8} {'interval':>17}  verdict",
     ]
 
     def show(s: dict[str, Any]) -> str:
@@ -135,16 +312,17 @@ def render_compare(r: dict[str, Any], name_a: str, name_b: str) -> str:
 
     for row in r["rows"]:
         ch = row["change_pct"]
-        nz = row["noise_pct"]
-        verdict = row["verdict"] + ("" if row["gated"] else " (not gated)")
+        iv = "—" if row["low_pct"] is None else f"[{row['low_pct']:+.1f}, {row['high_pct']:+.1f}]%"
+        verdict_s = row["verdict"] + ("" if row["gated"] else " (not gated)")
+        if row.get("need"):
+            verdict_s += f": needs {row['need']}"
         lines.append(
             f"{row['label']:<13} {show(row['a']):>16} {show(row['b']):>16} "
-            f"{'—' if ch is None else f'{ch:+.1f}%':>8} {'—' if nz is None else f'±{nz:.1f}%':>7}  "
-            f"{verdict}"
+            f"{'—' if ch is None else f'{ch:+.1f}%':>8} {iv:>17}  {verdict_s}"
         )
-    if not r["chunks"]["a"] or not r["chunks"]["b"]:
-        lines.append("no baseline time with enough data in one of them: nothing to compare")
     lines.append(
-        "FAIL: " + ", ".join(r["failed"]) if r["failed"] else ("PASS" if r["ok"] else "FAIL")
+        r["outcome"].upper()
+        if r["outcome"] != REGRESSION
+        else "REGRESSION: " + ", ".join(r["failed"])
     )
     return "\n".join(lines)

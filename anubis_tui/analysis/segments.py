@@ -75,6 +75,8 @@ DEFINITIONS = {
     "power_w": "mean system power over samples in active time",
     "j_per_token": "Δ system energy between the first and last reading in active time "
     "÷ decode tokens between them",
+    "j_per_decode_token": "mean system power ÷ decode tok/s: J/token over the same decode "
+    "time as tok/s (the live panel's ΔJ/tok)",
     "temp_max_c": "max of every temperature channel in active time",
     "delta": "a profiler segment against the nearest fair baseline (no profiler, same knobs, "
     "enough data, each throttle flag's share within 10 points); a segment a knob change "
@@ -548,7 +550,9 @@ class SegmentFold:
         was_active = self.active
         self._close_piece(seg)
         seg.end_ns = e.t
-        if e.kind == "sweep_step":  # every change since the last step was this step's making
+        if e.kind == "sweep_step" and not e.payload.get("chunk"):
+            # every change since the last step was this step's making (compare's chunk cuts
+            # are no step: the segment before one is whole)
             for s in reversed(self.segments):
                 if s.cause not in ("knob", "profiler"):
                     break
@@ -755,12 +759,21 @@ def diff(x: float | None, y: float | None) -> float | None:
     return None if x is None or y is None else x - y
 
 
+def _decode_jpt(f: Figures) -> float | None:
+    """Joules per decode token over decode time: mean system W ÷ decode tok/s."""
+    return f.power_w / f.decode_tps if f.power_w is not None and f.decode_tps else None
+
+
 def deltas(f: Figures, b: Figures) -> dict[str, Any]:
     """Δ of `f` against baseline `b`: tok/s and J/token in %, W and °C absolute."""
     return {
         "decode_tps_pct": pct(f.decode_tps, b.decode_tps),
         "power_w": diff(f.power_w, b.power_w),
         "j_per_token_pct": pct(f.j_per_token, b.j_per_token),
+        # J/token over the decode time tok/s counts (mean W ÷ decode tok/s): with Δtok/s
+        # and ΔW it cannot disagree, as the energy-counter J/token (prefill and gaps
+        # between requests included) can.
+        "j_per_decode_token_pct": pct(_decode_jpt(f), _decode_jpt(b)),
         "temp_max_c": diff(f.temp_max_c, b.temp_max_c),
         "tps_spread_pct": (
             100.0 * f.tps_spread / b.decode_tps

@@ -1,18 +1,13 @@
-"""Sweeps: order and interleaving, steady state, recommendations; compare as a CI gate."""
+"""Sweeps: order and interleaving, steady state, recommendations (compare: test_compare.py)."""
 
 from __future__ import annotations
 
 import math
-import subprocess
 
 import pytest
 
-from anubis_tui.analysis.compare import compare
 from anubis_tui.analysis.sweep import recommend, within_budget
-from anubis_tui.recording.reader import load
 from anubis_tui.session.sweep import Treatment, schedule, steady_state, treatments
-from tests import synthetic
-from tests.conftest import ANUBIS, cli_env
 
 
 def test_treatments_are_profilers_by_rates_then_knob_settings_other_than_the_start():
@@ -92,50 +87,3 @@ def test_recommendation_on_synthetic_overhead_curves():
     # cheap-looking 1000 Hz beyond an expensive 100 Hz is noise: the recommendation stops at 10
     bumpy = [_row(10, -0.2, 0.1), _row(100, -6.6, 6.7), hidden]
     assert recommend(bumpy, 2.0)["py-spy"]["rate_hz"] == 10
-
-
-def _rec(tmp_path, name, watts, jitter=0.0, seed=0):
-    path = tmp_path / f"{name}.msgpack"
-    synthetic.write(path, [(40, watts, 200.0, None, None)], jitter=jitter, seed=seed)
-    return load(str(path))
-
-
-def test_compare_fails_a_10_percent_regression_and_passes_1_percent_and_noise(tmp_path):
-    a = _rec(tmp_path, "a", 100.0, jitter=0.02, seed=1)
-    worse = _rec(tmp_path, "worse", 110.0, jitter=0.02, seed=2)  # +10 % J/token
-    slight = _rec(tmp_path, "slight", 101.0, jitter=0.02, seed=3)  # +1 %
-    noise = _rec(tmp_path, "noise", 100.0, jitter=0.02, seed=4)  # the same, other noise
-    r = compare(a.records, worse.records, 5.0)
-    assert not r["ok"] and r["failed"] == ["J/token"]
-    jpt = next(x for x in r["rows"] if x["metric"] == "j_per_token")
-    assert jpt["change_pct"] == pytest.approx(10.0, abs=1.0) and jpt["verdict"] == "REGRESSION"
-    assert compare(a.records, slight.records, 5.0)["ok"]
-    assert compare(a.records, noise.records, 5.0)["ok"]
-    # a threshold below the noise: the noise still decides
-    tight = compare(a.records, noise.records, 0.01)
-    assert tight["ok"], tight["rows"]
-
-
-def test_compare_cli_exit_codes_and_json(tmp_path):
-    _rec(tmp_path, "a", 100.0, jitter=0.02, seed=1)
-    _rec(tmp_path, "b", 112.0, jitter=0.02, seed=2)
-    env = cli_env()
-    bad = subprocess.run(
-        [*ANUBIS, "compare", str(tmp_path / "a.msgpack"), str(tmp_path / "b.msgpack")],
-        env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert bad.returncode == 1 and "FAIL: J/token" in bad.stdout and "REGRESSION" in bad.stdout
-    ok = subprocess.run(
-        [*ANUBIS, "compare", str(tmp_path / "a.msgpack"), str(tmp_path / "b.msgpack"),
-         "--max-regression", "15", "--json"],
-        env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert ok.returncode == 0, ok.stdout
-    import json
-
-    assert json.loads(ok.stdout)["ok"] is True
-    missing = subprocess.run(
-        [*ANUBIS, "compare", str(tmp_path / "a.msgpack"), str(tmp_path / "nope.msgpack")],
-        env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert missing.returncode == 2 and "Traceback" not in missing.stderr
