@@ -25,7 +25,10 @@ def add_parser(sub: Any) -> None:
         help="a sweep's overhead budget: tok/s and J/token, in %% (default 2)",
     )
     p.add_argument("--plot", metavar="OUT.png", help="a sweep's overhead and settings figure")
-    p.add_argument("--force", action="store_true", help="overwrite the --plot file")
+    p.add_argument("--force", action="store_true", help="overwrite the --plot or --rows file")
+    p.add_argument(
+        "--rows", metavar="OUT.jsonl", help="result rows, one per setting (- for stdout: no report)"
+    )
     p.set_defaults(handler=cmd_report)
 
 
@@ -34,7 +37,10 @@ def cmd_report(args: argparse.Namespace, config: Config) -> int:
 
     if args.plot and os.path.splitext(args.plot)[1].lower() not in PLOT_FORMATS:
         raise CliError(f"--plot {args.plot}: the name must end in {', '.join(PLOT_FORMATS)}")
-    r = report(load_recording(args.path), budget_pct=args.budget)
+    if args.rows and args.path == "-":
+        raise CliError("--rows needs a recording file (its sha256 names the rows), not -")
+    rec = load_recording(args.path)
+    r = report(rec, budget_pct=args.budget)
     if args.plot:
         from anubis_tui.analysis.export import ExportError, plot_sweep
         from anubis_tui.cli.export import write_new
@@ -45,5 +51,11 @@ def cmd_report(args: argparse.Namespace, config: Config) -> int:
         except ExportError as e:
             raise CliError(str(e)) from None
         write_new(args.plot, img.getvalue(), args.force)
+    if args.rows:
+        from anubis_tui.cli.db import write_rows
+
+        write_rows(rec, args.path, r, args.rows, args.force)
+        if args.rows == "-":
+            return 0
     print(json.dumps(jsonable(r), indent=1, allow_nan=False) if args.json else render(r))
     return 0

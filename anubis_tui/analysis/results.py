@@ -1,0 +1,528 @@
+"""Result rows: every setting of a recording as one comparable row (schema ``anubis-result/1``).
+
+A row is a plain dict (JSON-ready) with five parts:
+
+* ``identity``: hardware, runtime, model, workload and measurement, from
+  `anubis_tui.analysis.identity.identity` (the recording's Header), and the
+  row's ``setting`` (every knob, the profiler and its rate);
+* ``class_id``: the comparability class: a hash of the hardware, the power
+  limit or nvpmodel of the setting, the runtime, the model's sha256, the
+  workload and the energy scope and method. Rows rank only inside a class;
+* ``figures``: decode and prompt tok/s, TTFT, J/token, active J/token,
+  J/request and power, each ``{value, unit, n, sd, ci95}``; idle power, the
+  maximum temperature, the throttle share by flag, the steady-state verdict
+  and the profiler's cost;
+* ``flags``: why a row must not rank first (no steady state, throttling,
+  too little data, an estimated energy method);
+* ``provenance``: the recording's sha256 and path, the anubis version and
+  the time the row was made.
+
+Every figure's value is the one `anubis report` prints for that setting: the
+merged segments of `SegmentFold.settings` (`anubis_tui.analysis.segments`).
+Its spread and interval come from the same arithmetic over 5 s chunks of the
+setting's active time; neighbouring chunks are correlated (temperature and
+clocks drift), so the interval is a Student t interval over the *effective*
+number of chunks, n·(1−ρ₁)/(1+ρ₁) with ρ₁ the lag-1 autocorrelation of the
+chunk values (the AR(1) variance inflation, e.g. Wilks, *Statistical Methods
+in the Atmospheric Sciences*, §5.2.4), from `scipy.stats.t`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import math
+import statistics
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from anubis_tui import __version__
+from anubis_tui.analysis.identity import UNKNOWN, identity
+from anubis_tui.analysis.report import report
+from anubis_tui.analysis.segments import Figures, SegmentFold
+from anubis_tui.analysis.sweep import sweep_of
+from anubis_tui.recording.reader import Recording
+from anubis_tui.records import Event, Record
+
+SCHEMA = "anubis-result/1"
+CHUNK_S = 5.0
+CONFIDENCE = 0.95
+# Knob names as llama-bench writes them (its JSON/CSV columns); others keep anubis's name.
+LLAMA_BENCH_KNOBS = {
+    "threads": "n_threads",
+    "gpu_layers": "n_gpu_layers",
+    "n_batch": "n_batch",
+    "flash_attn": "flash_attn",
+    "kv_type": "type_k",
+    "model": "model_filename",
+}
+# The parts of a setting that change the machine rather than the program: they are class fields.
+CLASS_KNOBS = ("power_limit_w", "nvpmodel")
+
+
+class ResultError(Exception):
+    """A row or a file of rows that cannot be read; one line for the user."""
+
+
+def _finite(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return None
+    f = float(v)
+    return f if math.isfinite(f) else None
+
+
+def interval(xs: Sequence[float], confidence: float = CONFIDENCE) -> dict[str, Any]:
+    """n, standard deviation and the half-width of the `confidence` t interval of the mean of
+    serially correlated values (chunks in time order), over their effective sample size.
+
+    Returns ``{"n", "n_eff", "sd", "half"}``; fewer than 2 values (or an effective size under
+    2) give no half-width (None). The interval is put around the row's own value (`figure`).
+    """
+    v = [x for x in xs if x is not None and math.isfinite(x)]
+    n = len(v)
+    if n < 2:
+        return {"n": n, "n_eff": float(n), "sd": None, "half": None}
+    a = np.asarray(v, dtype=float)
+    sd = float(a.std(ddof=1))
+    rho = 0.0
+    if n >= 3 and sd > 0:
+        d = a - a.mean()
+        rho = float(np.dot(d[:-1], d[1:]) / np.dot(d, d))
+    rho = min(max(rho, 0.0), 0.99)  # negative ρ would claim more data than there is
+    n_eff = n * (1 - rho) / (1 + rho)
+    if n_eff < 2:
+        return {"n": n, "n_eff": n_eff, "sd": sd, "half": None}
+    half = float(stats.t.ppf(0.5 + confidence / 2, n_eff - 1)) * sd / math.sqrt(n_eff)
+    return {"n": n, "n_eff": n_eff, "sd": sd, "half": half}
+
+
+def _bootstrap(
+    data: Sequence[Sequence[float]], statistic: Any, confidence: float = CONFIDENCE
+) -> list[float] | None:
+    """A percentile bootstrap interval of `statistic` over paired per-request values
+    (`scipy.stats.bootstrap`, fixed seed: the same recording gives the same row)."""
+    if len(data[0]) < 3:
+        return None
+    res = stats.bootstrap(
+        tuple(np.asarray(d, dtype=float) for d in data),
+        statistic,
+        paired=True,
+        vectorized=False,
+        confidence_level=confidence,
+        n_resamples=999,
+        method="percentile",
+        random_state=np.random.default_rng(0),
+    )
+    lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    return [lo, hi] if math.isfinite(lo) and math.isfinite(hi) else None
+
+
+def figure(value: float | None, unit: str, spread: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One figure of a row: its value in `unit` and its n, sd and 95 % interval (``ci95``: the
+    spread's own interval, or value ± its half-width)."""
+    s = spread or {}
+    v = _finite(value)
+    ci95 = s.get("ci95")
+    half = s.get("half")
+    if ci95 is None and half is not None and v is not None:
+        ci95 = [v - half, v + half]
+    return {"value": v, "unit": unit, "n": s.get("n", 0), "sd": s.get("sd"), "ci95": ci95}
+
+
+def setting_chunks(records: Iterable[Record], chunk_s: float = CHUNK_S) -> dict[str, list[Figures]]:
+    """Each setting's `chunk_s`-second chunks, in time order, by setting name; only chunks with
+    enough data. A chunk boundary is a ``sweep_step`` that repeats the step's tags, so the fold
+    starts a new segment there and nothing else changes (as `anubis compare` chunks)."""
+    fold = SegmentFold()
+    step = int(chunk_s * 1e9)
+    cut = step
+    tags: dict[str, Any] = {}
+    for r in records:
+        t = getattr(r, "t", None)
+        while isinstance(t, int) and t >= cut:
+            fold.consume(Event(cut, "sweep_step", {**tags, "chunk": True}))
+            cut += step
+        if isinstance(r, Event) and r.kind == "sweep_step":
+            tags = {k: v for k, v in r.payload.items() if k in ("role", "repeat", "treatment")}
+        fold.consume(r)
+    out: dict[str, list[Figures]] = {}
+    for f in fold.figures():
+        if f.enough_data:
+            out.setdefault(f.name, []).append(f)
+    return out
+
+
+def _segment_of(fold: SegmentFold, t: int) -> str | None:
+    """The setting name of the segment a time falls in (None in a sliver)."""
+    for s in reversed(fold.segments):
+        if s.start_ns <= t:
+            return None if s.sliver else s.name
+    return None
+
+
+def _requests(rec: Recording, fold: SegmentFold) -> dict[str, list[dict[str, Any]]]:
+    """Each setting's finished requests (their ``request_end`` payloads)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for e in rec.events:
+        if e.kind == "request_end" and isinstance(e.payload, dict):
+            name = _segment_of(fold, e.t)
+            if name is not None:
+                out.setdefault(name, []).append(e.payload)
+    return out
+
+
+def request_figures(ends: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """TTFT (median, s), prompt tok/s (Σ prompt tokens ÷ Σ TTFT, as `anubis report`) and tokens
+    generated per request (mean), from ``request_end`` payloads, with bootstrap intervals."""
+    pairs = [
+        (e["ttft_ns"] / 1e9, float(e.get("prompt_tokens") or 0))
+        for e in ends
+        if _finite(e.get("ttft_ns")) and e["ttft_ns"] > 0
+    ]
+    gen = [float(g) for e in ends if (g := _finite(e.get("generated"))) is not None]
+    ttft = [p[0] for p in pairs]
+    ptok = [p[1] for p in pairs]
+    out: dict[str, dict[str, Any]] = {}
+    out["ttft_s"] = figure(
+        statistics.median(ttft) if ttft else None,
+        "s",
+        {
+            "n": len(ttft),
+            "sd": statistics.stdev(ttft) if len(ttft) >= 2 else None,
+            "ci95": _bootstrap([ttft], np.median) if ttft else None,
+        },
+    )
+    per = [p / t for t, p in pairs]
+    out["prompt_tokens_per_s"] = figure(
+        sum(ptok) / sum(ttft) if ttft and sum(ttft) > 0 else None,
+        "token/s",
+        {
+            "n": len(per),
+            "sd": statistics.stdev(per) if len(per) >= 2 else None,
+            "ci95": _bootstrap([ptok, ttft], lambda p, t: p.sum() / t.sum()) if per else None,
+        },
+    )
+    out["output_tokens_per_request"] = figure(
+        statistics.fmean(gen) if gen else None,
+        "token",
+        {"n": len(gen), "sd": statistics.stdev(gen) if len(gen) >= 2 else None},
+    )
+    return out
+
+
+def _scaled(spread: dict[str, Any], k: float | None) -> dict[str, Any] | None:
+    """A spread of x as the spread of k·x."""
+    if k is None:
+        return None
+    sd, half = spread.get("sd"), spread.get("half")
+    return {
+        "n": spread.get("n", 0),
+        "sd": sd * k if sd is not None else None,
+        "half": half * k if half is not None else None,
+    }
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def canonical(o: Any) -> str:
+    """`o` as canonical JSON (sorted keys, no spaces): the input of every hash of a row."""
+    return json.dumps(o, sort_keys=True, separators=(",", ":"), default=str, allow_nan=False)
+
+
+CLASS_GROUPS = ("hardware", "runtime", "model", "workload", "measurement")
+
+
+def _canon(v: Any) -> Any:
+    """200.0 and 200 are one value in a class (canonical JSON would tell them apart); no value
+    (None: not on this machine, e.g. nvpmodel off a Jetson) and "unknown" (not recorded) are one
+    class value, since old recordings cannot tell them apart."""
+    if v is None:
+        return UNKNOWN
+    return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
+def class_of(ident: dict[str, Any], knobs: dict[str, Any]) -> dict[str, Any]:
+    """The comparability class's fields: the identity's hardware, runtime, model, workload and
+    measurement, with the power limit and nvpmodel the setting ran at (a knob change moves a
+    setting to another class: a capped GPU is another machine)."""
+    fields = {g: {k: _canon(v) for k, v in (ident.get(g) or {}).items()} for g in CLASS_GROUPS}
+    hw = fields["hardware"]
+    for k in CLASS_KNOBS:
+        if knobs.get(k) is not None:
+            hw[k] = _canon(knobs[k])
+    return fields
+
+
+def unknown_fields(fields: dict[str, Any]) -> list[str]:
+    """``group.field`` names of a class whose value was not recorded ("unknown")."""
+    return [f"{g}.{k}" for g, d in fields.items() for k, v in d.items() if v == UNKNOWN]
+
+
+def class_id(fields: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical(fields).encode()).hexdigest()[:16]
+
+
+def _setting(f: Figures, start: dict[str, Any]) -> dict[str, Any]:
+    """The row's setting: the profiler and every knob, named as llama-bench names them. A
+    recording without knob Events has its knobs from the start of the run (`start`, the
+    identity's setting)."""
+    src = f.knobs or {k: (None if v == UNKNOWN else v) for k, v in start.items()}
+    knobs = {LLAMA_BENCH_KNOBS.get(k, k): v for k, v in src.items()}
+    return {
+        "name": f.name,
+        "profiler": f.profiler,
+        "profiler_rate_hz": f.rate_hz,
+        **knobs,
+    }
+
+
+DRIFT_PCT = (
+    2.0  # a drift over the setting's time larger than this (and significant) is no steady state
+)
+MIN_CHUNKS = 3
+
+
+def steady_verdict(chunks: Sequence[Figures]) -> dict[str, Any]:
+    """Whether a setting's figures held still: for decode tok/s and J/token, a least-squares
+    line through its chunks against time (`scipy.stats.linregress`); the drift is the line's
+    change from the first chunk to the last, in % of the mean. Not steady when a drift is both
+    significant (p < 0.05) and larger than `DRIFT_PCT`; unknown with fewer than `MIN_CHUNKS`
+    chunks. Returns ``{"steady": True | False | None, "reason", "drift_pct": {figure: %}}``."""
+    drift: dict[str, float | None] = {}
+    bad = []
+    if len(chunks) < MIN_CHUNKS:
+        return {
+            "steady": None,
+            "reason": f"{len(chunks)} chunks of {CHUNK_S:g} s: too few to tell",
+            "drift_pct": drift,
+        }
+    for key in ("decode_tps", "j_per_token"):
+        pts = [((c.start_s + c.end_s) / 2, v) for c in chunks if (v := getattr(c, key)) is not None]
+        if len(pts) < MIN_CHUNKS or len({t for t, _ in pts}) < 2:
+            drift[key] = None
+            continue
+        t = np.array([p[0] for p in pts])
+        v = np.array([p[1] for p in pts])
+        fit = stats.linregress(t, v)
+        m = float(v.mean())
+        d = 100 * float(fit.slope) * float(t.max() - t.min()) / m if m else None
+        drift[key] = d
+        if d is not None and abs(d) > DRIFT_PCT and float(fit.pvalue) < 0.05:
+            bad.append(f"{key} drifting {d:+.1f} %")
+    if all(v is None for v in drift.values()):
+        return {"steady": None, "reason": "no figure in enough chunks", "drift_pct": drift}
+    return {
+        "steady": not bad,
+        "reason": "; ".join(bad) or f"no drift beyond {DRIFT_PCT:g} % over {len(chunks)} chunks",
+        "drift_pct": drift,
+    }
+
+
+def _warmup(rec: Recording) -> dict[str, Any] | None:
+    """A sweep's warm-up verdict (temperature and power settling before the first step)."""
+    w = (sweep_of(rec.events) or {}).get("warmup") or {}
+    if not w:
+        return None
+    return {
+        "reached": bool(w.get("reached")),
+        "reason": w.get("reason"),
+        "seconds": _finite(w.get("seconds")),
+    }
+
+
+def _profiler_cost(
+    f: Figures, r: dict[str, Any], seg_figs: Sequence[dict[str, Any]]
+) -> dict[str, Any] | None:
+    """A profiler setting's cost against its baselines: a sweep's treatment row (mean ± sd over
+    repeats), or the mean of its segments' deltas against their fair baselines."""
+    if f.profiler is None:
+        return None
+    cost: dict[str, Any] = {"profiler_cpu_ratio": f.profiler_cpu, "samples": f.samples}
+    sweep = r.get("sweep")
+    row = None
+    if sweep:
+        row = next((x for x in sweep["rows"] if _treatment_is(x, f)), None)
+    if row is not None:
+        for k in ("decode_tps_pct", "j_per_token_pct", "power_w"):
+            cost[f"delta_{k}"] = {"value": row.get(k), "sd": row.get(f"{k}_sd")}
+        cost["repeats"] = row.get("repeats")
+        cost["source"] = "sweep: treatment against the baseline beside it"
+        return cost
+    deltas = [g["delta"] for g in seg_figs if g["name"] == f.name and g.get("delta")]
+    for k in ("decode_tps_pct", "j_per_token_pct", "power_w"):
+        xs = [d[k] for d in deltas if d.get(k) is not None]
+        cost[f"delta_{k}"] = {
+            "value": statistics.fmean(xs) if xs else None,
+            "sd": statistics.stdev(xs) if len(xs) >= 2 else None,
+        }
+    cost["repeats"] = len(deltas)
+    cost["source"] = "segments against their nearest fair baseline"
+    return cost
+
+
+def _treatment_is(row: dict[str, Any], f: Figures) -> bool:
+    return row.get("profiler") == f.profiler and row.get("rate_hz") == f.rate_hz
+
+
+THROTTLE_NOT = frozenset({"idle", "app_clocks", "sync_boost"})  # clock reasons, not a slowdown
+
+
+def rows_of(
+    rec: Recording,
+    path: str | Path,
+    now: dt.datetime | None = None,
+    summary: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """One row per setting of recording `rec` read from `path` (see the module docstring).
+
+    `summary` is `report(rec)` when the caller has it already. Raises `ResultError` if the
+    file cannot be hashed.
+    """
+    try:
+        digest = sha256_file(path)
+    except OSError as e:
+        raise ResultError(f"cannot read {path}: {e.strerror}") from None
+    ident = identity(rec.header, rec.records)
+    r = summary if summary is not None else report(rec)
+    fold = SegmentFold().consume_all(rec.records)
+    settings = fold.settings()
+    chunks = setting_chunks(rec.records)
+    requests = _requests(rec, fold)
+    warmup = _warmup(rec)
+    idle = r.get("idle_power_w")
+    idle_w = _finite(idle.get("value") if isinstance(idle, dict) else idle)
+    created = (now or dt.datetime.now(dt.UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    rows = []
+    for f in settings:
+        ch = chunks.get(f.name, [])
+        tps_s = interval([c.decode_tps for c in ch if c.decode_tps is not None])
+        jpt_s = interval([c.j_per_token for c in ch if c.j_per_token is not None])
+        pw_s = interval([c.power_w for c in ch if c.power_w is not None])
+        req = request_figures(requests.get(f.name, []))
+        per_req = req["output_tokens_per_request"]["value"]
+        active = (
+            f.j_per_token - idle_w / f.decode_tps
+            if f.j_per_token is not None and idle_w is not None and f.decode_tps
+            else None
+        )
+        throttle = {k: v for k, v in f.throttle_share.items() if k not in THROTTLE_NOT}
+        throttled = sorted(k for k, v in throttle.items() if v > 0)
+        steady = {**steady_verdict(ch), "warmup": warmup}
+        flags = []
+        if steady["steady"] is not True:
+            flags.append("no steady state" if steady["steady"] is False else "steady state unknown")
+        if throttled:
+            flags.append("throttled: " + ",".join(throttled))
+        if not f.enough_data:
+            flags.append("too little data")
+        cfields = class_of(ident, f.knobs)
+        cid = class_id(cfields)
+        setting = _setting(f, ident.get("setting") or {})
+        row = {
+            "schema": SCHEMA,
+            "row_id": hashlib.sha256(f"{digest}:{f.name}".encode()).hexdigest()[:16],
+            "class_id": cid,
+            "class": cfields,
+            "class_unknown": unknown_fields(cfields),
+            "identity": {**{k: v for k, v in ident.items() if k != "setting"}, "setting": setting},
+            "setting": setting,
+            "figures": {
+                "decode_tokens_per_s": figure(f.decode_tps, "token/s", tps_s),
+                "prompt_tokens_per_s": req["prompt_tokens_per_s"],
+                "ttft_s": req["ttft_s"],
+                "energy_per_output_token_j": figure(f.j_per_token, "J/token", jpt_s),
+                "active_energy_per_output_token_j": figure(
+                    active, "J/token", _scaled(jpt_s, 1.0) if active is not None else None
+                ),
+                "energy_per_request_j": figure(
+                    f.j_per_token * per_req if f.j_per_token is not None and per_req else None,
+                    "J/request",
+                    _scaled(jpt_s, per_req),
+                ),
+                "power_w": figure(f.power_w, "W", pw_s),
+                "output_tokens_per_request": req["output_tokens_per_request"],
+            },
+            "active_s": f.active_s,
+            "output_tokens": f.decode_tokens,
+            "segments": f.segments,
+            "enough_data": f.enough_data,
+            "pareto": f.pareto,
+            "idle_power_w": idle_w,
+            "temperature_max_c": f.temp_max_c,
+            "throttle_share": f.throttle_share,
+            "throttled": throttled,
+            "steady_state": steady,
+            "profiler_cost": _profiler_cost(f, r, r["segments"]),
+            "flags": flags,
+            "provenance": {
+                "recording_sha256": digest,
+                "recording_path": str(Path(path).resolve()),
+                "host": rec.header.host.get("hostname"),
+                "anubis_version": __version__,
+                "recording_anubis_version": rec.header.app_version,
+                "recording_created_utc": rec.header.created_utc,
+                "created_utc": created,
+                "truncated": rec.recovery.truncated,
+            },
+        }
+        rows.append(row)
+    return rows
+
+
+REQUIRED = ("schema", "row_id", "class_id", "identity", "setting", "figures", "provenance")
+
+
+def check_row(row: Any, where: str = "row") -> dict[str, Any]:
+    """`row` if it is a row of a schema this version reads; `ResultError` (one line) if not."""
+    if not isinstance(row, dict):
+        raise ResultError(f"{where}: not a JSON object")
+    schema = row.get("schema")
+    if not isinstance(schema, str) or not schema.startswith("anubis-result/"):
+        raise ResultError(f"{where}: not an anubis result row (no schema anubis-result/N)")
+    if schema != SCHEMA:
+        raise ResultError(
+            f"{where}: unknown schema version {schema!r} (this anubis reads {SCHEMA})"
+        )
+    missing = [k for k in REQUIRED if k not in row]
+    if missing:
+        raise ResultError(f"{where}: missing {', '.join(missing)}")
+    for k in ("row_id", "class_id"):
+        if not isinstance(row[k], str) or not row[k]:
+            raise ResultError(f"{where}: {k} is not a string")
+    prov = row["provenance"]
+    if not isinstance(prov, dict) or not isinstance(prov.get("recording_sha256"), str):
+        raise ResultError(f"{where}: provenance has no recording_sha256")
+    if not isinstance(row["figures"], dict):
+        raise ResultError(f"{where}: figures is not an object")
+    return row
+
+
+def read_rows(text: str, where: str) -> list[dict[str, Any]]:
+    """Rows from JSON Lines text (blank lines skipped), each checked; `ResultError` names the
+    first bad line."""
+    out = []
+    for i, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError as e:
+            raise ResultError(f"{where}:{i}: not JSON ({e.msg})") from None
+        out.append(check_row(obj, f"{where}:{i}"))
+    return out
+
+
+def dumps_rows(rows: Iterable[dict[str, Any]]) -> str:
+    """JSON Lines: one row a line, strict JSON (no NaN)."""
+    return "".join(json.dumps(r, allow_nan=False, default=str) + "\n" for r in rows)
