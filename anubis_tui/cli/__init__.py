@@ -16,6 +16,7 @@ from anubis_tui.cli import (
     agent,
     bench,
     compare,
+    db,
     export,
     record,
     replay,
@@ -29,7 +30,9 @@ from anubis_tui.cli.common import CliError, Parser
 from anubis_tui.config import ConfigError, load_config
 from anubis_tui.plugins import PluginError, add_plugin_dirs
 
-COMMANDS = (run, replay, record, report, export, sensors, bench, restore, sweep, compare, agent)
+COMMANDS = (
+    run, replay, record, report, export, sensors, bench, restore, sweep, compare, agent, db
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
