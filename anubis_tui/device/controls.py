@@ -373,6 +373,10 @@ def discover_nvpmodel(root: SysfsRoot | None = None) -> Control:
 def discover_controls(root: SysfsRoot | None = None) -> list[Control]:
     """Every device control anubis knows, writable or with the reason it is not."""
     gpu = discover_power_limit()
+    if gpu is None:  # no NVML: an AMD or Intel GPU's hwmon cap serves the same knob
+        from anubis_tui.device.gpu_sysfs import discover_gpu_power_cap
+
+        gpu = discover_gpu_power_cap(root)
     ctls = [
         gpu or Control(knob="power_limit_w", target="gpu", unit="W", reason="no GPU"),
         discover_cpu_max(root),
