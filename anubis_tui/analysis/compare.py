@@ -45,7 +45,7 @@ from typing import Any
 
 from scipy import stats as sps
 
-from anubis_tui.analysis.segments import Figures, SegmentFold
+from anubis_tui.analysis.segments import Figures, SegmentFold, effective_n
 from anubis_tui.records import Event, Record
 
 CHUNK_S = 5.0
@@ -86,24 +86,6 @@ def baseline_chunks(records: Iterable[Record], chunk_s: float = CHUNK_S) -> list
         and all(f.knobs.get(k) == v for k, v in init.items())
         and (f.tags.get("role") == "baseline" if swept else True)
     ]
-
-
-def lag1(xs: Sequence[float]) -> float:
-    """Lag-1 autocorrelation of a series (0 for fewer than 3 values or no variance)."""
-    n = len(xs)
-    if n < 3:
-        return 0.0
-    m = statistics.fmean(xs)
-    den = sum((x - m) ** 2 for x in xs)
-    if den <= 0:
-        return 0.0
-    return sum((xs[i] - m) * (xs[i + 1] - m) for i in range(n - 1)) / den
-
-
-def effective_n(xs: Sequence[float]) -> float:
-    """n·(1−r₁)/(1+r₁) with r₁ ≥ 0 (negative correlation is not credited), at most n."""
-    r = max(0.0, min(lag1(xs), 0.99))
-    return len(xs) * (1 - r) / (1 + r)
 
 
 @dataclass
@@ -222,6 +204,17 @@ def compare(
     """
     ca = [baseline_chunks(r, chunk_s) for r in a_runs]
     cb = [baseline_chunks(r, chunk_s) for r in b_runs]
+    return compare_chunks(ca, cb, max_regression_pct, chunk_s, gate_energy)
+
+
+def compare_chunks(
+    ca: list[list[Figures]],
+    cb: list[list[Figures]],
+    max_regression_pct: float,
+    chunk_s: float = CHUNK_S,
+    gate_energy: bool = True,
+) -> dict[str, Any]:
+    """`compare` on each run's `baseline_chunks`, already cut (a bench reuses them)."""
     empty = {
         "a": [i for i, c in enumerate(ca) if not c],
         "b": [i for i, c in enumerate(cb) if not c],

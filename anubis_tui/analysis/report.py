@@ -12,6 +12,7 @@ from anubis_tui.analysis.segments import (
     SPEED_BUDGET,
     SegmentFold,
     energy_optimal,
+    energy_optimal_ties,
     show_knob,
 )
 from anubis_tui.analysis.sweep import BUDGET_PCT, render_sweep, sweep_of, sweep_report
@@ -76,6 +77,7 @@ def report(rec: Recording, budget_pct: float = BUDGET_PCT) -> dict[str, Any]:
     sweep = sweep_of(rec.events)
     settings = sf.settings()
     fastest, best = energy_optimal(settings)
+    fast_tied, lean_tied = energy_optimal_ties(settings)
     return {
         "duration_s": rec.duration_s,
         "host": rec.header.host.get("hostname"),
@@ -111,6 +113,9 @@ def report(rec: Recording, budget_pct: float = BUDGET_PCT) -> dict[str, Any]:
         "settings": [f.plain() for f in settings],
         "fastest": fastest.name if fastest else None,
         "energy_optimal": best.name if best else None,
+        # every setting tied with those within the noise (90 % intervals, `segments.tied`)
+        "fastest_tied": [f.name for f in fast_tied],
+        "energy_optimal_tied": [f.name for f in lean_tied],
         "speed_budget": SPEED_BUDGET,
         "initial_knobs": sf.initial_knobs or {},
         "segment_definitions": DEFINITIONS,
@@ -188,23 +193,35 @@ def render_settings(r: dict[str, Any]) -> list[str]:
     start = " ".join(f"{k}={show_knob(k, v)}" for k, v in init.items() if v is not None)
     lines = [
         f"settings   (at the start: {start or 'knobs unknown'})",
-        f"  {'setting':<34} {'segs':>4} {'active':>7} {'tok/s':>7} {'±':>5} {'W':>7} "
-        f"{'J/tok':>8} {'max°C':>6} {'load s':>6}  pareto",
+        f"  {'setting':<34} {'segs':>4} {'active':>7} {'tok/s':>7} {'±90%':>5} {'W':>7} "
+        f"{'J/tok':>8} {'±90%':>7} {'max°C':>6} {'load s':>6}  pareto",
     ]
     for g in sets:
         lines.append(
             f"  {g['name']:<34.34} {g['segments']:>4} {g['active_s']:>6.1f}s "
-            f"{_f(g['decode_tps']):>7} {_f(g['tps_spread']):>5} {_f(g['power_w']):>7} "
-            f"{_f(g['j_per_token'], '.4f'):>8} {_f(g['temp_max_c']):>6} {_f(g['load_s']):>6}  "
+            f"{_f(g['decode_tps']):>7} {_f(g.get('tps_ci')):>5} {_f(g['power_w']):>7} "
+            f"{_f(g['j_per_token'], '.4f'):>8} {_f(g.get('jpt_ci'), '.4f'):>7} "
+            f"{_f(g['temp_max_c']):>6} {_f(g['load_s']):>6}  "
             + ("*" if g["pareto"] else "" if g["enough_data"] else "(too little data)")
         )
     budget = 100 * (r.get("speed_budget") or 0.05)
     if r.get("energy_optimal"):
+        fast = r.get("fastest_tied") or [r["fastest"]]
+        lean = r.get("energy_optimal_tied") or [r["energy_optimal"]]
+
+        def named(names: list[str]) -> str:
+            return names[0] if len(names) == 1 else f"a tie within noise: {', '.join(names)}"
+
         lines.append(
-            f"  fastest: {r['fastest']}; lowest J/token within {budget:.0f} % of its tok/s: "
-            f"{r['energy_optimal']}"
+            f"  fastest: {named(fast)}; lowest J/token within {budget:.0f} % of its tok/s: "
+            f"{named(lean)}"
         )
     lines.append("  * Pareto front: " + DEFINITIONS["pareto"])
+    lines.append(
+        "  ±90%: half-width of a 90 % interval: per-request tok/s with an effective sample "
+        "size, widened by the drift between repeated segments of one setting; settings "
+        "closer than their combined half-widths are a tie"
+    )
     return lines
 
 

@@ -82,7 +82,8 @@ DEFINITIONS = {
     "enough data, each throttle flag's share within 10 points); a segment a knob change "
     "started against the segment before it with enough data",
     "setting": "one full setting: every knob and the profiler; its figures merge its segments",
-    "pareto": "no other setting has both higher tok/s and lower J/token",
+    "pareto": "no other setting is as good on tok/s and J/token and better beyond the noise "
+    "(its ±90% interval) on one",
     "enough_data": f"≥ {MIN_SECONDS:g} s active and ≥ {MIN_TOKENS} decode tokens, no worker death",
 }
 
@@ -271,6 +272,9 @@ class Figures:
     load_s: float | None = None
     segments: int = 1  # how many segments a setting's figures merge
     pareto: bool = False
+    # 90 % half-widths of a setting's tok/s and J/token (`SegmentFold.settings` only)
+    tps_ci: float | None = None
+    jpt_ci: float | None = None
     tags: dict[str, Any] = field(default_factory=dict)
     artifact: str | None = None
 
@@ -311,6 +315,8 @@ class Figures:
             "load_s": self.load_s,
             "segments": self.segments,
             "pareto": self.pareto,
+            "tps_ci": self.tps_ci,
+            "jpt_ci": self.jpt_ci,
             "tags": self.tags,
             "artifact": self.artifact,
         }
@@ -594,6 +600,7 @@ class SegmentFold:
             if s.tokens and not s.sliver:
                 groups.setdefault(s.key, []).append(s)
         out = []
+        parts: list[tuple[list[Figures], list[float]]] = []
         for i, segs in enumerate(groups.values()):
             acc = _Acc()
             for s in segs:
@@ -616,6 +623,8 @@ class SegmentFold:
             f.segments = len(segs)
             f.load_s = max((s.load_s for s in segs if s.load_s is not None), default=None)
             out.append(f)
+            parts.append(([_figures(s) for s in segs], list(acc.piece_tps)))
+        _intervals(out, parts)
         for f in pareto_front(out):
             f.pareto = True
         return out
@@ -659,26 +668,84 @@ def _merge(into: _Acc, a: _Acc) -> None:
     into.cpu_n += a.cpu_n
 
 
+def lag1(xs: Sequence[float]) -> float:
+    """Lag-1 autocorrelation of a series (0 for fewer than 3 values or no variance)."""
+    n = len(xs)
+    if n < 3:
+        return 0.0
+    m = sum(xs) / n
+    den = sum((x - m) ** 2 for x in xs)
+    if den <= 0:
+        return 0.0
+    return sum((xs[i] - m) * (xs[i + 1] - m) for i in range(n - 1)) / den
+
+
+def effective_n(xs: Sequence[float]) -> float:
+    """n·(1−r₁)/(1+r₁): the independent samples an AR(1) series of n is worth (Wilks,
+    *Statistical Methods in the Atmospheric Sciences*, §5.2.3); r₁ < 0 is not credited."""
+    r = max(0.0, min(lag1(xs), 0.99))
+    return len(xs) * (1 - r) / (1 + r)
+
+
+def _intervals(out: list[Figures], parts: list[tuple[list[Figures], list[float]]]) -> None:
+    """Each setting's 90 % half-widths of tok/s and J/token (`tps_ci`, `jpt_ci`).
+
+    tok/s: Student t over the per-request tok/s with an effective sample size
+    (requests in a row are correlated); J/token carries the same relative
+    noise (its energy is one counter difference, its tokens those tok/s
+    counts). Both widen, in quadrature, by the drift between repeated
+    segments of one setting (the start setting seen again at the end): the
+    largest relative range over any setting with two or more segments.
+    """
+    from scipy import stats as sps  # only here: the live fold never needs it
+
+    drift = {"decode_tps": 0.0, "j_per_token": 0.0}
+    for segs, _ in parts:
+        for key in drift:
+            xs = [v for f in segs if f.enough_data and (v := getattr(f, key)) is not None]
+            if len(xs) >= 2 and min(xs) > 0:
+                drift[key] = max(drift[key], (max(xs) - min(xs)) / (sum(xs) / len(xs)))
+    for f, (_, pieces) in zip(out, parts, strict=True):
+        rel = 0.0
+        tps = f.decode_tps
+        if tps and len(pieces) >= 2:
+            m = sum(pieces) / len(pieces)
+            sd = math.sqrt(sum((x - m) ** 2 for x in pieces) / (len(pieces) - 1))
+            ne = max(effective_n(pieces), 2.0)
+            rel = float(sps.t.ppf(0.95, ne - 1)) * sd / math.sqrt(ne) / tps
+        if tps:
+            f.tps_ci = tps * math.hypot(rel, drift["decode_tps"])
+        if f.j_per_token is not None:
+            f.jpt_ci = f.j_per_token * math.hypot(rel, drift["j_per_token"])
+
+
+def tied(a: Figures, b: Figures, key: str) -> bool:
+    """Whether `a` and `b` differ on `key` ("decode_tps" or "j_per_token") by no more than
+    their combined 90 % half-widths (none known: only equal values tie)."""
+    va, vb = getattr(a, key), getattr(b, key)
+    if va is None or vb is None:
+        return False
+    ci = "tps_ci" if key == "decode_tps" else "jpt_ci"
+    return abs(va - vb) <= math.hypot(getattr(a, ci) or 0.0, getattr(b, ci) or 0.0)
+
+
 def pareto_front(figs: Sequence[Figures]) -> list[Figures]:
-    """Settings with enough data that no other beats on both tok/s (higher) and J/token (lower)."""
+    """Settings with enough data that no other beats on tok/s (higher) and J/token (lower):
+    a setting is dominated by one at least as good on both, beyond the noise on one
+    (a difference inside the combined intervals is a tie, see `tied`)."""
     cand = [
         f for f in figs if f.enough_data and f.decode_tps is not None and f.j_per_token is not None
     ]
-    front = []
-    for f in cand:
+
+    def dominates(g: Figures, f: Figures) -> bool:
+        assert g.decode_tps is not None and g.j_per_token is not None
         assert f.decode_tps is not None and f.j_per_token is not None
-        dominated = any(
-            g is not f
-            and g.decode_tps is not None
-            and g.j_per_token is not None
-            and g.decode_tps >= f.decode_tps
-            and g.j_per_token <= f.j_per_token
-            and (g.decode_tps > f.decode_tps or g.j_per_token < f.j_per_token)
-            for g in cand
-        )
-        if not dominated:
-            front.append(f)
-    return front
+        tps_tie, jpt_tie = tied(g, f, "decode_tps"), tied(g, f, "j_per_token")
+        faster = g.decode_tps > f.decode_tps and not tps_tie
+        leaner = g.j_per_token < f.j_per_token and not jpt_tie
+        return (faster or tps_tie) and (leaner or jpt_tie) and (faster or leaner)
+
+    return [f for f in cand if not any(g is not f and dominates(g, f) for g in cand)]
 
 
 SPEED_BUDGET = 0.05  # the energy-optimal setting may be this much slower than the fastest
@@ -702,6 +769,28 @@ def energy_optimal(
     ]
     best = min(near, key=lambda f: f.j_per_token or 0.0, default=None)
     return fastest, best
+
+
+def energy_optimal_ties(
+    figs: Sequence[Figures], within: float = SPEED_BUDGET
+) -> tuple[list[Figures], list[Figures]]:
+    """`energy_optimal` with ties: every setting whose tok/s ties the fastest's, and every
+    setting within `within` of the fastest's tok/s whose J/token ties the lowest's."""
+    fastest, best = energy_optimal(figs, within)
+    if fastest is None:
+        return [], []
+    assert fastest.decode_tps is not None
+    ok = [f for f in figs if f.enough_data and f.decode_tps is not None]
+    fast = [f for f in ok if f is fastest or tied(f, fastest, "decode_tps")]
+    near = [
+        f
+        for f in ok
+        if f.j_per_token is not None
+        and f.decode_tps is not None
+        and f.decode_tps >= (1 - within) * fastest.decode_tps
+    ]
+    lean = [f for f in near if best is not None and (f is best or tied(f, best, "j_per_token"))]
+    return fast, lean
 
 
 def _figures(s: Segment, acc: _Acc | None = None) -> Figures:

@@ -13,9 +13,8 @@ from anubis_tui.analysis.compare import (
     NO_REGRESSION,
     REGRESSION,
     compare,
-    effective_n,
-    lag1,
 )
+from anubis_tui.analysis.segments import effective_n, lag1
 from anubis_tui.recording.reader import load
 from tests import synthetic
 from tests.conftest import ANUBIS, cli_env

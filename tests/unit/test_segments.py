@@ -184,3 +184,38 @@ def test_the_fold_is_incremental_and_equal_to_the_whole():
     assert [f.plain() for f in inc.figures()] == [f.plain() for f in fold(recs)]
     rec = from_records(recs)
     assert [f.plain() for f in fold(rec.records)] == [f.plain() for f in inc.figures()]
+
+
+def test_the_knobs_report_names_a_tie_and_puts_both_on_the_front():
+    from anubis_tui.analysis.report import render_settings
+
+    path = next(p for p in RECORDINGS if p.name == "h200-cuda-gemma270m-knobs.msgpack")
+    r = report(load(path))
+    # limit=200W is +0.3 % tok/s over the baseline, inside both settings' 90 % intervals
+    assert r["fastest_tied"] == ["baseline", "limit=200W"]
+    assert r["energy_optimal_tied"] == ["baseline", "limit=200W"]
+    assert [s["name"] for s in r["settings"] if s["pareto"]] == ["baseline", "limit=200W"]
+    half_layers = next(s for s in r["settings"] if s["name"] == "ngl=9")
+    assert not half_layers["pareto"] and half_layers["tps_ci"] > 0
+    text = "\n".join(render_settings(r))
+    assert "fastest: a tie within noise: baseline, limit=200W" in text
+
+
+def test_a_difference_beyond_both_intervals_is_no_tie():
+    from anubis_tui.analysis.segments import Figures, pareto_front, tied
+
+    def fig(name, tps, tci, jpt, jci):
+        return Figures(
+            index=0, name=name, profiler=None, rate_hz=None, knobs={}, start_s=0, end_s=1,
+            active_s=10, decode_tokens=100, decode_tps=tps, tps_spread=None, power_w=None,
+            power_std_w=None, energy_j=None, j_per_token=jpt, temp_max_c=None,
+            throttle_share={}, profiler_cpu=None, samples=None, hot_frames=[], died=False,
+            enough_data=True, tps_ci=tci, jpt_ci=jci,
+        )  # fmt: skip
+
+    a, b = fig("a", 100.0, 3.0, 0.50, 0.01), fig("b", 104.0, 3.0, 0.49, 0.01)
+    assert tied(a, b, "decode_tps") and tied(a, b, "j_per_token")
+    assert pareto_front([a, b]) == [a, b]
+    c = fig("c", 110.0, 3.0, 0.45, 0.01)
+    assert not tied(a, c, "decode_tps") and not tied(a, c, "j_per_token")
+    assert pareto_front([a, b, c]) == [c]
