@@ -128,11 +128,24 @@ print(read_gguf(Path('$M')).layers // 2)")
       nvidia-smi --query-gpu=power.limit --format=csv,noheader
       du -sh "$OUT/gpu-sweep.profiles"
       ;;
+    gate)  # issue 19: compare's false positives (A/A) and detection of a 10 % slowdown
+      python3 bench/gate_calibration.py --gpu-layers -1 --runs 6 --seconds 30 --dir /tmp/gate \
+        --lengths 10,20,30 2>&1 | tee "$OUT/gate.txt"
+      python3 bench/gate_calibration.py --reuse /tmp/gate --lengths 10,20,30 --json > "$OUT/gate.json"
+      ;;
+    sweeps2)  # issue 19: two identical sweeps back to back must recommend the same rates
+      for i in 1 2; do
+        python3 -m anubis_tui sweep --gpu-layers -1 --segment-s 8 --repeats 2 --warmup-s 20 \
+          --profilers py-spy,scalene --rates 100,1000 -o "$OUT/sweep2-$i.msgpack" \
+          > "$OUT/sweep2-$i.txt" 2> "$OUT/sweep2-$i.err"
+        echo "sweep $i rc=$?"; grep -E "recommended|inconclusive|warm-up" "$OUT/sweep2-$i.txt" | head -12
+      done
+      ;;
     agent)  # issue 14: anubis agent driven by a consumer process on this machine
       python3 bench/gpu/agent_check.py --gpu-layers -1 2>&1 | tee "$OUT/agent_check.txt"
       ;;
     esac
   done
   ;;
-*) echo "usage: run.sh setup|chunk N|checks [ratio probe plan knobs sweep agent]"; exit 2 ;;
+*) echo "usage: run.sh setup|chunk N|checks [ratio probe plan knobs sweep gate sweeps2 agent]"; exit 2 ;;
 esac
