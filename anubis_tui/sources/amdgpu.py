@@ -420,7 +420,7 @@ class AmdgpuSource(Source):
                 mf.close()
                 blob = None
         hw = card.hwmon
-        self.apu = bool(lay and lay.apu) or _hwmon_says_apu(hw)
+        self.apu = lay.apu if lay is not None else _looks_like_apu(card, hw)
         pfx = f"amdgpu.{card.name}"
         domain = f"apu:{card.slot}" if self.apu else f"gpu:{card.slot}"
         base_meta: dict[str, Any] = {"chip": "amdgpu", "domain": domain, "pci": card.slot}
@@ -497,10 +497,10 @@ class AmdgpuSource(Source):
                 if wraps
                 else "unit 2^-16 J (gpu_metrics v1.4+)"
             )
-            e = ch("energy", "energy (gpu_metrics accumulator)", "energy", "J", "counter",
-                   STATE_PERIOD_S, power_scope, note=note,
-                   file="gpu_metrics energy_accumulator")  # fmt: skip
-            mfast.append(_Reader(e, _energy(lay, counter)))
+            energy_ch = ch("energy", "energy (gpu_metrics accumulator)", "energy", "J", "counter",
+                           STATE_PERIOD_S, power_scope, note=note, unit_assumed=wraps,
+                           file="gpu_metrics energy_accumulator")  # fmt: skip
+            mfast.append(_Reader(energy_ch, _energy(lay, counter)))
             if not wraps:
                 # Documented unit: the counter's power is the preferred reading of the socket.
                 p = ch(
@@ -511,12 +511,10 @@ class AmdgpuSource(Source):
                     "derived",
                     STATE_PERIOD_S,
                     power_scope,
-                    energy_channel=e.id,
+                    energy_channel=energy_ch.id,
                     note=power_note,
                 )
                 mfast.append(_Reader(p, _energy_power(counter)))
-            else:
-                e.meta["unit_assumed"] = True
 
         # APU rails inside the package meter (gpu_metrics v2.x/v3.0).
         if blob is not None and lay is not None and lay.apu:
@@ -621,9 +619,11 @@ class AmdgpuSource(Source):
                 )
                 state.append(_Reader(c, src_reader[0]))
             elif blob is not None and lay is not None:
-                name = next((g for g in gm if field_value(blob, lay, g) is not None),
-                            next((g for g in gm if g in lay.fields), None))  # fmt: skip
-                if name is not None:
+                gname: str | None = next(
+                    (g for g in gm if field_value(blob, lay, g) is not None),
+                    next((g for g in gm if g in lay.fields), None),
+                )
+                if gname is not None:
                     c = ch(
                         cid,
                         f"{label} (gpu_metrics)",
@@ -631,9 +631,9 @@ class AmdgpuSource(Source):
                         "Hz",
                         "instant",
                         STATE_PERIOD_S,
-                        file=f"gpu_metrics {name}",
+                        file=f"gpu_metrics {gname}",
                     )
-                    mfast.append(_Reader(c, _metric(lay, name, 1e6, "frequency")))
+                    mfast.append(_Reader(c, _metric(lay, gname, 1e6, "frequency")))
 
         # Busy percent and VRAM.
         for fname, suffix, label in (
@@ -883,7 +883,7 @@ def _dpm_current(path: Path) -> float | None:
     return cur[0] * 1e6 if cur else None
 
 
-def _dpm_max(path: Path) -> dict[str, float]:
+def _dpm_max(path: Path) -> dict[str, Any]:
     levels = _dpm_levels(path)
     return {"max_hz": max(m for m, _ in levels) * 1e6} if levels else {}
 
@@ -930,9 +930,20 @@ def _slug(label: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_") or "temp"
 
 
-def _hwmon_says_apu(hw: Path | None) -> bool:
-    """Without gpu_metrics: an APU's hwmon has a fast-PPT meter (``power2_*`` labelled fastPPT)."""
-    if hw is None:
+def _looks_like_apu(card: DrmCard, hw: Path | None) -> bool:
+    """Whether a card without a decodable gpu_metrics is an APU's integrated GPU.
+
+    Documented facts only: ``temp2``/``temp3`` (junction, mem) and ``freq2``
+    (mclk) are "supported on SOC15 dGPUs only" (amdgpu_pm.c hwmon DOC), so a
+    chip that has any of them is discrete; an APU's GPU sits behind the
+    SoC's internal bridge 00:08.1 (Raven, Renoir, Van Gogh, Phoenix, Strix),
+    and its hwmon may carry a fast-PPT meter (``power2_label`` "fastPPT").
+    """
+    if hw is not None and any(
+        (hw / f).exists() for f in ("temp2_input", "temp3_input", "freq2_input")
+    ):
         return False
-    label = _label(hw / "power2_label") or ""
+    if "/0000:00:08.1/" in os.path.realpath(card.device) + "/":
+        return True
+    label = (_label(hw / "power2_label") or "") if hw is not None else ""
     return "fast" in label.lower()

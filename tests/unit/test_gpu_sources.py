@@ -256,3 +256,24 @@ def test_sensors_json_on_the_rdna3_tree(tmp_path):
     thr = next(c for c in src["channels"] if c["id"] == "amdgpu.card1.throttle")
     assert thr["flags_active"] == ["power_cap"]
     assert doc["system_power"]["value"] == pytest.approx(299 + 0, abs=400)
+
+
+def test_apu_without_gpu_metrics_is_still_a_package_meter(tmp_path):
+    root = make(tmp_path, "gpu_phoenix")
+    next(root.glob("sys/devices/**/gpu_metrics")).unlink()
+    m = Machine(root)
+    ppt = m.channels["amdgpu.card0.power_avg"]
+    assert ppt.scope == "apu-package"  # behind 00:08.1, no junction/mem/mclk: not a dGPU
+    assert not any(c.startswith("rapl.") for c in m.system())
+
+
+def test_van_gogh_v2_2_uses_the_asic_independent_bits(tmp_path):
+    root = make(tmp_path, "gpu_phoenix")
+    metrics = next(root.glob("sys/devices/**/gpu_metrics"))
+    body = gpu.v2_1(gfx_t=7000, socket=15000, throttle=0xFFFF)[4:]  # dependent bits: ignored
+    indep = (1 << 33) | (1 << 46)  # TEMP_CORE, PROCHOT_CPU
+    metrics.write_bytes(struct.pack("<HBB", 128, 2, 2) + body + struct.pack("<Q", indep))
+    m = Machine(root)
+    assert "gpu_metrics v2.2" in m.source("amdgpu:card0").reason
+    assert sorted(m.flags("amdgpu.card0.throttle")) == ["hw_slowdown", "thermal"]
+    assert m.values["amdgpu.card0.temp_gfx"] == pytest.approx(70.0)
