@@ -456,15 +456,16 @@ class AmdgpuSource(Source):
             else "GPU socket (chip) power, not total board power"
         )
         if hw is not None:
-            for item in ("average", "input"):
-                f = hw / f"power1_{item}"
+            # power2 is an APU's second PPT window (fastPPT beside slowPPT): the same package.
+            for n, item in ((1, "average"), (1, "input"), (2, "average"), (2, "input")):
+                f = hw / f"power{n}_{item}"
                 if _readable(f):
-                    label = _label(hw / "power1_label") or "PPT"
-                    method = "average:driver" if item == "average" else "instant"
-                    c = ch(f"power{'_avg' if item == 'average' else ''}",
-                           f"{label} power ({'average' if item == 'average' else 'input'})",
-                           "power", "W", method, POWER_PERIOD_S, power_scope,
-                           note=power_note, file=f"hwmon power1_{item}")  # fmt: skip
+                    label = _label(hw / f"power{n}_label") or ("PPT" if n == 1 else f"power{n}")
+                    avg = item == "average"
+                    c = ch(f"power{'' if n == 1 else n}{'_avg' if avg else ''}",
+                           f"{label} power ({'average' if avg else 'input'})", "power", "W",
+                           "average:driver" if avg else "instant", POWER_PERIOD_S, power_scope,
+                           note=power_note, file=f"hwmon power{n}_{item}")  # fmt: skip
                     fast.append(_Reader(c, _attr(f, 1e-6, "power")))
                     have_power = True
         if blob is not None and lay is not None and not have_power:
@@ -689,25 +690,15 @@ class AmdgpuSource(Source):
 
         # Power caps (limits, never summed).
         if hw is not None:
-            for fname, suffix, label in (
-                ("power1_cap", "power_cap", "power cap"),
-                ("power1_cap_min", "power_cap_min", "power cap min"),
-                ("power1_cap_max", "power_cap_max", "power cap max"),
-                ("power1_cap_default", "power_cap_default", "power cap default"),
-            ):
-                f = hw / fname
+            for n, what in ((1, ""), (1, "_min"), (1, "_max"), (1, "_default"), (2, ""),
+                            (2, "_min"), (2, "_max"), (2, "_default")):  # fmt: skip
+                f = hw / f"power{n}_cap{what}"
                 if _readable(f):
-                    c = ch(
-                        suffix,
-                        label,
-                        "power",
-                        "W",
-                        "instant",
-                        LIMIT_PERIOD_S,
-                        power_scope,
-                        is_limit=True,
-                        file=f"hwmon {fname}",
-                    )
+                    pl = _label(hw / f"power{n}_label") if n > 1 else None
+                    c = ch(f"power{'' if n == 1 else n}_cap{what}",
+                           f"{pl + ' ' if pl else ''}power cap{what.replace('_', ' ')}",
+                           "power", "W", "instant", LIMIT_PERIOD_S, power_scope, is_limit=True,
+                           file=f"hwmon {f.name}")  # fmt: skip
                     limits.append(_Reader(c, _attr(f, 1e-6, "power")))
 
         for readers, period, cost in ((fast, POWER_PERIOD_S, 1e-5), (state, STATE_PERIOD_S, 4e-5),
