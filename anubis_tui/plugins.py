@@ -13,6 +13,7 @@ import importlib.machinery
 import importlib.util
 import os
 import sys
+import threading
 import tomllib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from anubis_tui.records import Header, Record
+
+CLOSE_S = 5.0  # the longest wait for a sink plugin's close
 
 # Entry points of plugin folders named by --plugins: group → name → (folder, "module:attr").
 _DIR_ENTRY_POINTS: dict[str, dict[str, tuple[Path, str]]] = {}
@@ -183,12 +186,24 @@ class QueuedExport:
     def dropped(self) -> str | None:
         return self.queued.dropped
 
-    def close(self) -> None:
+    def close(self, timeout: float = CLOSE_S) -> None:
+        """Stop feeding the plugin, then close it, waiting at most `timeout` s for it."""
         self.queued.close()
-        try:
-            self.sink.close()
-        except Exception as e:  # a plugin's close must not end the session's own
-            stderr_warn(f"anubis: sink {self.name}: close failed: {type(e).__name__}: {e}")
+        said: list[str] = []
+
+        def close() -> None:
+            try:
+                self.sink.close()
+            except Exception as e:  # a plugin's close must not end the session's own
+                said.append(f"close failed: {type(e).__name__}: {e}")
+
+        t = threading.Thread(target=close, name=f"close-{self.name}", daemon=True)
+        t.start()
+        t.join(timeout)
+        if t.is_alive():
+            said.append(f"close took over {timeout:g} s; left behind")
+        for msg in said:
+            stderr_warn(f"anubis: sink {self.name}: {msg}")
 
 
 def export_sinks(
