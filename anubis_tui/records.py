@@ -62,6 +62,40 @@ UNITS = {
     "count": "events",
 }
 
+PLAUSIBLE: dict[str, tuple[float, float]] = {
+    "temperature": (-55.0, 200.0),
+    "power": (-1.0, 10_000.0),
+    "frequency": (0.0, 50e9),
+    "voltage": (-1.0, 100.0),
+    "current": (-1000.0, 1000.0),
+}
+"""Readings outside these ranges (SI units) are no reading.
+
+Temperature: −55..+150 °C is the range of digital sensors (LM75/TMP-class,
+the kernel's hwmon docs), junctions throttle and shut down below 130 °C, so
+nothing real reads past 200 °C; −273.15 °C (an emulated NVMe) and
+3,892,313 °C (a nct6793 channel, netdata#23673) are not readings. Power:
+no single meter here draws past 10 kW, and a rail may read a little below
+zero from shunt offset. Frequency: memory clocks reported as effective data
+rates stay below 50 GHz. Voltage and current: board inputs are at most 60 V
+(USB PD EPR 48 V, 54 V server rails); batteries may report a negative current.
+"""
+
+
+def plausible(kind: str, value: float | None) -> bool:
+    """Whether `value` (SI units) can be a reading of a channel of `kind`.
+
+    Kinds without a range (energy, utilization, flags …) are always plausible
+    here; NaN and infinities never are.
+    """
+    if value is None:
+        return True
+    if value != value or value in (float("inf"), float("-inf")):
+        return False
+    bounds = PLAUSIBLE.get(kind)
+    return bounds is None or bounds[0] <= value <= bounds[1]
+
+
 METHODS = ("counter", "instant", "derived", "estimated")
 """Plus ``average:<window>`` (e.g. ``average:1s``) for sensor-side averaging."""
 

@@ -18,14 +18,25 @@ from anubis_tui.analysis.segments import (
 from anubis_tui.analysis.sweep import BUDGET_PCT, render_sweep, sweep_of, sweep_report
 from anubis_tui.analysis.windows import energy_j, window
 from anubis_tui.recording.reader import Recording
+from anubis_tui.records import PLAUSIBLE
 
 
 def _col_stats(rec: Recording, cid: str) -> tuple[float | None, float | None]:
+    """(mean, max) of a channel's readings; implausible ones (recorded by an older anubis,
+    before the sampler dropped them) never count (records.PLAUSIBLE)."""
     col = rec.column(cid)
     if col is None:
         return None, None
     v = col[~np.isnan(col)]
+    kind = next((c.kind for c in rec.channels if c.id == cid), "")
+    if kind in PLAUSIBLE:
+        lo, hi = PLAUSIBLE[kind]
+        v = v[(v >= lo) & (v <= hi)]
     return (float(v.mean()), float(v.max())) if len(v) else (None, None)
+
+
+def _strings(v: object) -> list[str]:
+    return [str(x) for x in v] if isinstance(v, list) else []
 
 
 def report(rec: Recording, budget_pct: float = BUDGET_PCT) -> dict[str, Any]:
@@ -98,6 +109,7 @@ def report(rec: Recording, budget_pct: float = BUDGET_PCT) -> dict[str, Any]:
             "scope": energy_ch.scope if energy_ch else None,
             "integration": energy_ch.meta.get("integration") if energy_ch else None,
             "system_power": power_ch.meta.get("reason") if power_ch else None,
+            "uncovered": _strings(power_ch.meta.get("uncovered")) if power_ch else [],
             "counters": counters,
         },
         "power_w": {"mean": p_mean, "max": p_max, "channels": by_scope},
@@ -145,6 +157,7 @@ def render(r: dict[str, Any]) -> str:
         f"[{e['method']}{', ' + e['integration'] if e['integration'] else ''}]"
         f"{'  (ESTIMATED)' if e['method'] == 'estimated' else ''}",
         f"           system power: {e['system_power'] or '—'}",
+        *(f"           not covered: {part}" for part in e.get("uncovered") or []),
         *(
             f"           {cid}: {d['joules']:.2f} J, {_f(d['j_per_token'], '.4f', ' J/token')} "
             f"[measured counter, {d['scope']}]"

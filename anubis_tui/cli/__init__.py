@@ -17,6 +17,7 @@ from anubis_tui.cli import (
     bench,
     compare,
     db,
+    encoding,
     export,
     record,
     replay,
@@ -72,3 +73,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    encoding.install()  # a non-UTF-8 locale gets ASCII stand-ins, never UnicodeEncodeError

@@ -7,6 +7,7 @@ import os
 import sys
 from typing import Any
 
+from anubis_tui.cli import encoding
 from anubis_tui.cli.common import CliError
 from anubis_tui.config import Config
 
@@ -21,6 +22,9 @@ def cmd_replay(args: argparse.Namespace, config: Config) -> int:
     from anubis_tui.analysis.replay import Replay
     from anubis_tui.recording.reader import ReaderError
     from anubis_tui.ui.app import make_app  # textual is imported here only
+
+    if why := encoding.terminal_problem():
+        raise CliError(why)
 
     try:
         if args.path == "-":

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from anubis_tui.cli import encoding
 from anubis_tui.cli.common import CliError, add_export_args, add_model_args, rate_hz, spec_from
 from anubis_tui.config import Config
 
@@ -64,6 +65,14 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
         config = config.replace(rate_hz=clamp_rate(args.rate))
     dirs = [Path(d).expanduser() for d in args.models_dir]
     for d in dirs:
+    if why := encoding.terminal_problem():
+        raise CliError(why)
+
+    if args.remote:
+        from anubis_tui.session.remote import host_problem
+
+        if why := host_problem(args.remote):
+            raise CliError(f"--remote {args.remote!r}: {why}")
         if not d.is_dir():
             raise CliError(f"--models-dir {d}: not a directory")
     spec = facts = None

@@ -61,7 +61,13 @@ def sensors_snapshot(config: Config) -> dict[str, Any]:
         )
     sp = sampler.system
     if sp is None:
-        out["system_power"] = {"channel": None, "reason": "no power source at all"}
+        missing = [m for src in sources for m in src.missing]
+        out["system_power"] = {
+            "channel": None,
+            "reason": "no power source at all",
+            "uncovered": ["the whole machine", *missing],
+            "meters": [],
+        }
     else:
         out["system_power"] = {
             "channel": " + ".join(sp.channels),
@@ -70,6 +76,8 @@ def sensors_snapshot(config: Config) -> dict[str, Any]:
             "method": sp.method,
             "reason": sp.reason,
             "value": latest.get("system.power"),
+            "uncovered": list(sp.uncovered),
+            "meters": [m.to_plain() for m in sp.meters],
         }
     return out
 
@@ -104,7 +112,35 @@ def _print_sensors(snap: dict[str, Any]) -> None:
                 f"[{c['method']}, {c['scope']}]{est}{extra}"
             )
     sp = snap["system_power"]
+    meters = sp.get("meters") or []
+    if meters:
+        print("power meters (outermost measured meter of each branch is chosen):")
+        ids = {m["channel"] for m in meters}
+        tops = [m for m in meters if m["parent"] not in ids]
+        for m in sorted(tops, key=lambda m: m["role"] != "chosen"):
+            _print_meter(m, meters, "  ")
     print(f"system power: {sp['channel'] or '—'} — {sp['reason']}")
+    for part in sp.get("uncovered") or []:
+        print(f"  not covered: {part}")
+
+
+MARKS = {
+    "chosen": "●",
+    "inside": "└",
+    "same-domain": "=",
+    "alternative": "~",
+    "not-placed": "?",
+    "unused": "○",
+}
+
+
+def _print_meter(m: dict[str, Any], meters: list[dict[str, Any]], indent: str) -> None:
+    print(
+        f"{indent}{MARKS.get(m['role'], '-')} {m['channel']} [{m['scope']}, {m['method']}]: {m['why']}"
+    )
+    for child in meters:
+        if child["parent"] == m["channel"]:
+            _print_meter(child, meters, indent + "  ")
 
 
 def cmd_sensors(args: argparse.Namespace, config: Config) -> int:

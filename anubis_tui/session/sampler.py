@@ -13,13 +13,14 @@ channels of its own, once a second.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from anubis_tui.records import Channel, Event, Record, Sample, Value
+from anubis_tui.records import PLAUSIBLE, Channel, Event, Record, Sample, Value
 from anubis_tui.sources.base import ReadGroup, Source
 from anubis_tui.sources.registry import SystemPower, choose_system_power
 
@@ -97,7 +98,20 @@ class Sampler:
                 self._groups.append(_GroupState(g, len(self.channels)))
                 self.channels.extend(g.channels)
         self._index = {c.id: i for i, c in enumerate(self.channels)}
-        self.system: SystemPower | None = choose_system_power(self.channels)
+        self.system: SystemPower | None = choose_system_power(
+            self.channels, [m for s in sources for m in s.missing]
+        )
+        # Per group, the (index in the group, kind, lo, hi) of readings with a plausible range.
+        self._bounds: dict[int, list[tuple[int, float, float]]] = {}
+        for gs in self._groups:
+            checks = [
+                (k, *PLAUSIBLE[c.kind])
+                for k, c in enumerate(gs.group.channels)
+                if c.kind in PLAUSIBLE
+            ]
+            if checks:
+                self._bounds[id(gs)] = checks
+        self._implausible_seen: set[str] = set()
         self._sys_power_i = self._sys_energy_i = -1
         if self.system is not None:
             tier, method = self.system.tier, self.system.method
@@ -112,7 +126,11 @@ class Sampler:
                     scope=tier,
                     method="estimated" if method == "estimated" else "derived",
                     update_period_s=0.0,
-                    meta={"parts": list(self.system.channels), "reason": self.system.reason},
+                    meta={
+                        "parts": list(self.system.channels),
+                        "reason": self.system.reason,
+                        "uncovered": list(self.system.uncovered),
+                    },
                 )
             )
             self._sys_energy_i = len(self.channels)
@@ -313,6 +331,9 @@ class Sampler:
                 )
             gs.failures = 0
             gs.lost = False
+        checks = self._bounds.get(id(gs))
+        if checks:
+            self._drop_implausible(gs, got, checks, now)
         for i, v in enumerate(got):
             values[gs.offset + i] = v
             if v is not None:
@@ -321,6 +342,39 @@ class Sampler:
             for kind, payload in g.notes:
                 self.emit(Event(now - self.t0_ns, kind, payload))
             g.notes.clear()
+
+    def _drop_implausible(
+        self,
+        gs: _GroupState,
+        got: list[Value],
+        checks: list[tuple[int, float, float]],
+        now: int,
+    ) -> None:
+        """Turn readings outside their kind's plausible range into no reading.
+
+        The first such reading of a channel is recorded as an
+        ``implausible_reading`` Event with the raw value (sources.base.PLAUSIBLE
+        says why each range is what it is); max and mean then never see it.
+        """
+        for k, lo, hi in checks:
+            v = got[k]
+            if v is None or lo <= v <= hi:
+                continue
+            got[k] = None
+            cid = gs.group.channels[k].id
+            if cid not in self._implausible_seen:
+                self._implausible_seen.add(cid)
+                self.emit(
+                    Event(
+                        now - self.t0_ns,
+                        "implausible_reading",
+                        {
+                            "channel": cid,
+                            "value": float(v) if math.isfinite(v) else str(v),
+                            "range": [lo, hi],
+                        },
+                    )
+                )
 
     def _derive_system(self, now: int, values: list[Value]) -> None:
         sp = self.system

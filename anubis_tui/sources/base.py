@@ -9,8 +9,11 @@ lower cadence.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
+import shutil
+import tempfile
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -19,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from anubis_tui.config import open_regular
-from anubis_tui.records import Channel, Value
+from anubis_tui.records import PLAUSIBLE, Channel, Value
 
 
 class SysfsRoot:
@@ -29,6 +32,8 @@ class SysfsRoot:
         if root is None:
             root = os.environ.get("ANUBIS_SYSFS_ROOT", "/")
         self.root = Path(root)
+        if os.path.realpath(self.root) != "/":
+            self.root = linked_view(self.root)
 
     def path(self, absolute: str) -> Path:
         return self.root / absolute.lstrip("/")
@@ -59,6 +64,80 @@ class SysfsRoot:
 
     def __repr__(self) -> str:
         return f"SysfsRoot({str(self.root)!r})"
+
+
+MAX_VIEW_ENTRIES = 200_000
+_VIEWS: dict[str, Path] = {}
+_VIEWS_LOCK = threading.Lock()
+
+
+def link_text(p: Path) -> str | None:
+    """The target of a symlink stored as a plain file, or None.
+
+    A fake tree checked out without symlink support (git's ``core.symlinks``
+    false, or a copy that flattens links) holds each link as a small file whose
+    only line is the link's target (``../../devices/…/hwmon3``). Real sysfs and
+    procfs attributes never read so: this is only for fake roots.
+    """
+    try:
+        if p.is_symlink() or not p.is_file() or p.stat().st_size > 1024:
+            return None
+        text = p.read_text(errors="replace").strip()
+    except OSError:
+        return None
+    if "\n" in text or not text.startswith(("../", "./")):
+        return None
+    return text if os.path.lexists(p.parent / text) else None
+
+
+def linked_view(root: Path) -> Path:
+    """`root`, or a view of it with its flattened links made real again (see `link_text`).
+
+    The view is a private temporary tree of real directories; each file is a
+    symlink to the original (reads and writes reach it, counters advanced in
+    place are seen) and each flattened link is a real relative symlink. Built
+    once per root and process, removed at exit; `root` itself is never changed.
+    """
+    key = os.path.realpath(root)
+    with _VIEWS_LOCK:
+        if key in _VIEWS:
+            return _VIEWS[key]
+        links: list[tuple[str, str]] = []
+        entries = 0
+        for dirpath, _dirs, files in os.walk(key):
+            for name in files:
+                entries += 1
+                if entries > MAX_VIEW_ENTRIES:
+                    _VIEWS[key] = root
+                    return root
+                p = Path(dirpath, name)
+                target = link_text(p) if not p.is_symlink() else None
+                if target is not None:
+                    links.append((os.path.relpath(p, key), target))
+        if not links:
+            _VIEWS[key] = root
+            return root
+        view = Path(tempfile.mkdtemp(prefix="anubis-sysfs-"))
+        atexit.register(shutil.rmtree, view, True)
+        flat = {rel for rel, _ in links}
+        for dirpath, dirs, files in os.walk(key):
+            rel_dir = os.path.relpath(dirpath, key)
+            out_dir = view / rel_dir
+            out_dir.mkdir(parents=True, exist_ok=True)
+            for name in files + [d for d in dirs if os.path.islink(os.path.join(dirpath, d))]:
+                rel = os.path.normpath(os.path.join(rel_dir, name))
+                src = os.path.join(dirpath, name)
+                dst = out_dir / name
+                if rel in flat:
+                    continue
+                if os.path.islink(src):
+                    os.symlink(os.readlink(src), dst)
+                else:
+                    os.symlink(src, dst)
+        for rel, target in links:
+            os.symlink(target, view / rel)
+        _VIEWS[key] = view
+        return view
 
 
 def read_int(p: Path | str) -> int | None:
@@ -191,6 +270,23 @@ class ReadGroup:
 MAX_PLAUSIBLE_W = 5000.0
 """No single energy counter here draws more (a whole 8-GPU board is about 6 kW)."""
 
+PLACEHOLDER_MILLIDEG = frozenset({-273150, 65261850})
+"""Values drivers write for "unset" in m°C: absolute zero (cros_ec on a Framework 16,
+psutil#2959) and 65261.85 °C (NVMe ``temp*_max``, lm-sensors#574)."""
+
+
+def temperature_limit_c(millideg: int | None) -> float | None:
+    """A temperature limit in °C from a m°C attribute, or None for an unset placeholder.
+
+    Limits (``temp*_crit``, ``temp*_max``, trip points, NVML thresholds) are
+    real only above 0 °C and within the plausible range: -273150 and
+    65261850 are what drivers write when no limit is set.
+    """
+    if millideg is None or millideg in PLACEHOLDER_MILLIDEG:
+        return None
+    c = millideg / 1000
+    return c if 0 < c <= PLAUSIBLE["temperature"][1] else None
+
 
 @dataclass
 class EnergyCounter:
@@ -255,13 +351,18 @@ class Source(ABC):
     """A family of sensors, discovered once.
 
     Subclasses set `available`/`reason` and build `groups` in `discover`.
-    An unavailable source still appears in `anubis sensors` with its reason.
+    An unavailable source still appears in `anubis sensors` with its reason,
+    and a meter it found but cannot read goes into `missing` (what, why, and
+    the fix where there is one), available or not.
     """
 
     name: str
     available: bool = False
     reason: str = ""
     groups: list[ReadGroup] = field(default_factory=list)
+    # Meters this source knows exist but cannot read, each "what: why (fix)", e.g.
+    # "GPU0 power not measured: NVML Not Supported": system power names them as not covered.
+    missing: list[str] = field(default_factory=list)
 
     @classmethod
     @abstractmethod

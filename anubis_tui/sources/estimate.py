@@ -56,6 +56,10 @@ def cpu_model(text: str | None) -> str:
     return ""
 
 
+CPU_METERS = ("cpu-package", "apu-package", "platform", "board-input", "soc")
+"""Scopes of a measured meter that contains the CPU: with one, nothing is estimated."""
+
+
 @dataclass
 class CpuEstimateSource(Source):
     order: ClassVar[int] = 90
@@ -69,12 +73,10 @@ class CpuEstimateSource(Source):
             for s in ctx.found
             if s.available
             for c in s.channels
-            if (
-                c.kind == "power"
-                and c.scope in ("cpu-package", "platform", "board-input")
-                and c.method != "estimated"
-            )
-            or c.id == "rpi.pmic.total"
+            if c.kind == "power"
+            and c.method != "estimated"
+            and not c.meta.get("is_limit")
+            and (c.scope in CPU_METERS or c.meta.get("module_rail"))
         ]
         if measured:
             return [cls(name="estimate", reason=f"not needed: {measured[0].id} measures the CPU")]

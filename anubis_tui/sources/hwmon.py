@@ -25,6 +25,7 @@ from anubis_tui.sources.base import (
     Source,
     read_int,
     read_text,
+    temperature_limit_c,
     unique_dirs,
 )
 
@@ -44,9 +45,29 @@ KIND = {
 }
 CPU_PACKAGE_LABELS = re.compile(r"^(Package id \d+|Tctl|Tdie|Esocket\d+)$")
 CPU_CORE_LABELS = re.compile(r"^(Core \d+|Tccd\d+|Ecore\d+)$")
+SOCKET_ENERGY = re.compile(r"^Esocket(\d+)$")
+# Power monitors on a board's supply (Documentation/hwmon/ina2xx.rst, ina238.rst, ina3221.rst,
+# lm25066.rst, ltc4282.rst …): what they measure is named only by a label, from the device tree.
+POWER_MONITORS = re.compile(
+    r"^(ina2\d\d|ina2\d\d\w*|ina3221|ina7\d\d|ina23\d|ina260|lm25056|lm25066|ltc294\d"
+    r"|ltc428\d|adm1275|adm1293|max5970|tps25990)$"
+)
+INPUT_LABELS = re.compile(
+    r"^(VIN|V_IN|VDD_IN|VIN_TOTAL|SYS_VIN|BOARD_IN|POWER_IN|DC_IN|12V_IN|INPUT|TOTAL_INPUT|"
+    r"VBUS_IN|POM_5V_IN|PSU_IN)$",
+    re.I,
+)
 
 
 def chip_scope(chip: str, label: str) -> str:
+    if POWER_MONITORS.match(chip):
+        # A monitor on the board's input is the machine's input (Jetson AGX Thor's INA238 "VIN",
+        # jetson_stats#900); any other rail it measures has no known place in the tree.
+        return "board-input" if INPUT_LABELS.match(label) else "board-rail"
+    if chip == "power_meter":
+        return "board-input"  # ACPI 4.0 power meter: the server's input (acpi_power_meter.rst)
+    if chip == "fam15h_power":
+        return "cpu-package"  # AMD family 15h/16h processor power (fam15h_power.rst)
     if CPU_PACKAGE_LABELS.match(label):
         return "cpu-package"
     if CPU_CORE_LABELS.match(label):
@@ -118,24 +139,37 @@ class HwmonSource(Source):
                         files[f.name] = f
             except OSError:
                 continue
+        chip_label = _label(d / "label") or _label(d / "device" / "label")
         interval = read_int(d / "update_interval")
         groups: dict[float, tuple[list[Channel], list[_Attr]]] = {}
+        labels: dict[str, str] = {}
+        for fname in files:
+            m = ATTR_RE.match(fname)
+            assert m is not None
+            typ, num, _ = m.groups()
+            labels[fname] = (
+                _label(files[fname].with_name(f"{typ}{num}_label"))
+                or (chip_label if chip_label and typ in ("power", "energy", "in", "curr") else "")
+                or f"{typ}{num}"
+            )
         names = sorted(files, key=_natural)
         if len(names) > MAX_ATTRS_PER_CHIP:
-            # A chip with thousands of attributes would cost the sampler a syscall each.
+            # A chip with thousands of attributes would cost the sampler a syscall each. What
+            # the cap drops are per-core readings, never a socket's energy or a power meter
+            # (a 64-core EPYC's amd_energy lists Esocket0 after 64 Ecore counters).
+            names.sort(key=lambda f: _priority(f, labels[f], self.chip))
+            kept = sorted(names[:MAX_ATTRS_PER_CHIP], key=_natural)
             self.reason = (
-                self.reason + f" {len(names)} attributes, the first {MAX_ATTRS_PER_CHIP} read;"
+                self.reason
+                + f" {len(names)} attributes, {MAX_ATTRS_PER_CHIP} read (per-core ones dropped);"
             ).strip()
-            names = names[:MAX_ATTRS_PER_CHIP]
+            names = kept
         for fname in names:
             m = ATTR_RE.match(fname)
             assert m is not None
             typ, num, item = m.groups()
             f = files[fname]
-            try:
-                label = read_text(f.with_name(f"{typ}{num}_label")) or f"{typ}{num}"
-            except PermissionError:
-                label = f"{typ}{num}"
+            label = labels[fname]
             kind, unit = KIND[typ]
             if typ == "energy":
                 method = "counter"
@@ -149,16 +183,21 @@ class HwmonSource(Source):
             if typ == "temp":
                 for key, suffix in (("critical_c", "crit"), ("max_c", "max")):
                     try:
-                        v = read_int(f.with_name(f"temp{num}_{suffix}"))
+                        limit = temperature_limit_c(read_int(f.with_name(f"temp{num}_{suffix}")))
                     except PermissionError:
-                        v = None
-                    if v is not None:
-                        meta[key] = v / 1000
+                        limit = None
+                    if limit is not None:  # -273150 and 65261850 mean "no limit set"
+                        meta[key] = limit
             if self.chip == "amdgpu" and typ == "power":
                 meta["note"] = "SoC power; on APUs it includes the CPU"
             suffix = "" if item == "input" else "_avg"
             cid = f"hwmon.{ident}.{typ}{num}{suffix}"
             scope = chip_scope(self.chip, label)
+            if typ in ("power", "energy"):
+                sock = SOCKET_ENERGY.match(label)
+                # amd_energy's Esocket N and RAPL's package-N read the same MSR
+                # (amd/amd_energy README): one domain, counted once.
+                meta["domain"] = f"cpu-package:{sock.group(1)}" if sock else f"{ident}:{typ}{num}"
             ch = Channel(
                 id=cid,
                 label=f"{ident} {label}",
@@ -228,6 +267,20 @@ class HwmonSource(Source):
             return out
 
         return read
+
+
+def _label(p: Path) -> str:
+    try:
+        return read_text(p) or ""
+    except PermissionError:
+        return ""
+
+
+def _priority(fname: str, label: str, chip: str) -> tuple[int, list[object]]:
+    """Sort key for the attribute cap: meters first, package-level before per-core."""
+    core = chip_scope(chip, label) == "cpu-core"
+    meter = fname.startswith(("power", "energy"))
+    return (int(core) * 2 + int(not meter), _natural(fname))
 
 
 def _natural(s: str) -> list[object]:

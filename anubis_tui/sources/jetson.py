@@ -28,6 +28,10 @@ from anubis_tui.sources.base import (
 RAIL_PERIOD_S = 0.1
 GPU_PERIOD_S = 0.25
 BOARD_INPUT = {"VDD_IN", "POM_5V_IN"}
+# Rails fed by another rail of the same module, so never added to it. AGX Orin devkits have no
+# VDD_IN (jetson_stats#344): the module's power is VDD_GPU_SOC + VDD_CPU_CV + VIN_SYS_5V0, and
+# the memory rail VDDQ_VDD2_1V8AO is drawn from the 5 V system rail.
+SUB_RAILS = {"VDDQ_VDD2_1V8AO": "VIN_SYS_5V0"}
 JETSON_GPUS = {"gv11b", "gp10b", "ga10b", "gb10b", "gpu"}
 
 
@@ -89,15 +93,34 @@ class JetsonRailSource(Source):
                 src.gpu_dir = dev
                 break
         if not src.rails and src.gpu_dir is None:
+            model = (_safe_text(ctx.root.path("/proc/device-tree/model")) or "").strip("\x00 ")
+            if "jetson" in model.lower():
+                # AGX Thor measures its input with an INA238 on the carrier (jetson_stats#900):
+                # that chip is read by the hwmon source, as board input.
+                return [
+                    cls(
+                        name="jetson",
+                        reason=f"{model}: no INA3221 rails; a carrier-board power monitor "
+                        "(INA238/INA2xx), if present, is read by hwmon as board input",
+                    )
+                ]
             return [cls(name="jetson", reason="no INA3221 power monitor (not a Jetson)")]
         src.available = True
         chans: list[Channel] = []
+        labels = {r.label for r in src.rails}
+        module_input = next((b for b in sorted(BOARD_INPUT) if b in labels), None)
         for r in src.rails:
             board = r.label in BOARD_INPUT
             scope = "board-input" if board else "soc-rail"
-            meta: dict[str, object] = {"rail": r.label}
+            meta: dict[str, object] = {"rail": r.label, "domain": f"jetson:{r.label}"}
             if board:
                 meta["note"] = "module input; excludes the carrier board"
+            elif module_input is not None:
+                meta["within"] = f"jetson.{module_input}.power"
+            elif SUB_RAILS.get(r.label) in labels:
+                meta["within"] = f"jetson.{SUB_RAILS[r.label]}.power"
+            else:
+                meta["module_rail"] = True  # no VDD_IN: the module's power is the sum of these
             method = "instant" if r.power_mw else "derived"
             chans.append(
                 Channel(

@@ -19,7 +19,13 @@ from types import ModuleType
 from typing import Any, ClassVar
 
 from anubis_tui.records import Channel, Value
-from anubis_tui.sources.base import DiscoveryContext, EnergyCounter, ReadGroup, Source
+from anubis_tui.sources.base import (
+    PLAUSIBLE,
+    DiscoveryContext,
+    EnergyCounter,
+    ReadGroup,
+    Source,
+)
 
 FI_POWER_AVERAGE = 185
 FI_POWER_INSTANT = 186
@@ -146,12 +152,13 @@ class NvmlAdapter:
             ("trip_c", "NVML_TEMPERATURE_THRESHOLD_SLOWDOWN"),
         ):
             try:
-                out[key] = float(
-                    self.m.nvmlDeviceGetTemperatureThreshold(h, getattr(self.m, const))
-                )
+                c = float(self.m.nvmlDeviceGetTemperatureThreshold(h, getattr(self.m, const)))
             except Exception as e:
                 if not self._is_nvml_error(e):
                     raise
+                continue
+            if 0 < c <= PLAUSIBLE["temperature"][1]:
+                out[key] = c
         return out
 
     def clock_hz(self, h: Any, which: str) -> float:
@@ -367,6 +374,13 @@ class NvmlSource(Source):
             return
         self.available = True
         self.reason = f"{gpu}, driver {a.driver()}"
+        if not (probe.power_avg or probe.power_instant or probe.energy):
+            # Older boards and drivers answer NOT_SUPPORTED for power while temperature
+            # and clocks work (nvidia-smi shows "N/A"): say so, or the GPU silently
+            # drops out of system power and J/token.
+            why = probe.errors.get("power_avg") or probe.errors.get("energy") or "not supported"
+            self.reason += f"; power not measured: NVML {why} for power and energy"
+            self.missing.append(f"GPU{i} ({gpu}) power not measured: NVML {why}")
         pfx = f"gpu{i}"
         note = {"device": gpu}
         rows = [r for r in NVML_CHANNELS if getattr(probe, r.probe)]

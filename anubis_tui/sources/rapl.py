@@ -36,6 +36,17 @@ PERMISSION_FIX = (
 )
 
 
+def rapl_domain(qualified: str) -> str:
+    """The metered domain of a zone: ``package-0`` → ``cpu-package:0``, the id that amd_energy's
+    ``Esocket0`` shares (one MSR read two ways), ``package-0/core`` → ``cpu-core:package-0``."""
+    m = re.fullmatch(r"package-(\d+)", qualified)
+    if m:
+        return f"cpu-package:{int(m.group(1))}"
+    if qualified == "psys":
+        return "platform"
+    return "rapl:" + qualified
+
+
 def zone_scope(name: str) -> str:
     if name.startswith("package"):
         return "cpu-package"
@@ -44,18 +55,41 @@ def zone_scope(name: str) -> str:
     )
 
 
+# The counter behind energy_uj is the 32-bit MSR_PKG_ENERGY_STATUS in energy status units
+# (ESU) of MSR_RAPL_POWER_UNIT: Intel's usual ESU is 2^-14 J (61 µJ), AMD's 2^-16 J
+# (15.3 µJ), so the counter wraps at 2^32 ESU. These are the max_energy_range_uj values the
+# kernel reports on such machines (262143328850 and 65532610987), used only when that file
+# cannot be read; the EnergyCounter still refuses a wrap that would imply an impossible power.
+ASSUMED_RANGE_UJ = {"GenuineIntel": 262_143_328_850, "AuthenticAMD": 65_532_610_987}
+
+
+def vendor_range_uj(ctx: DiscoveryContext) -> int | None:
+    """The usual RAPL wrap range of this CPU vendor (``/proc/cpuinfo`` vendor_id), or None."""
+    try:
+        text = read_text(ctx.root.path("/proc/cpuinfo")) or ""
+    except OSError:
+        return None
+    m = re.search(r"^vendor_id\s*:\s*(\S+)", text, re.M)
+    return ASSUMED_RANGE_UJ.get(m.group(1)) if m else None
+
+
 @dataclass
 class Zone:
     path: Path
     name: str  # qualified: package-0, package-0/core, psys
     mmio: bool
-    max_range_uj: int | None
+    max_range_uj: int | None  # None: max_energy_range_uj absent or not readable
+    assumed_range_uj: int | None = None  # the vendor's usual range, used when the above is None
     energy_file: str = ""  # str(path / "energy_uj"), built once: this is read every tick
     counter: EnergyCounter | None = None
 
+    @property
+    def range_uj(self) -> int | None:
+        return self.max_range_uj or self.assumed_range_uj
+
     def __post_init__(self) -> None:
         self.energy_file = str(self.path / "energy_uj")
-        rng = self.max_range_uj / 1e6 if self.max_range_uj else None
+        rng = self.range_uj / 1e6 if self.range_uj else None
         self.counter = EnergyCounter(f"rapl.{self.name}", rng)
 
 
@@ -78,6 +112,7 @@ class RaplSource(Source):
                 )
         found: dict[str, Zone] = {}
         denied: list[str] = []
+        range_denied: list[str] = []
         for p in unique_dirs(candidates):
             name = _read_name(p)
             if name is None:
@@ -96,7 +131,14 @@ class RaplSource(Source):
                 continue
             if first is None:
                 continue
-            zone = Zone(p, name, mmio, read_int(p / "max_energy_range_uj"))
+            try:
+                max_range = read_int(p / "max_energy_range_uj")
+            except PermissionError:
+                # Only energy_uj was made readable (the usual sysfs.conf workaround after
+                # CVE-2020-8694): this costs the wrap range, not the zone.
+                max_range = None
+                range_denied.append(name)
+            zone = Zone(p, name, mmio, max_range or None, vendor_range_uj(ctx))
             prev = found.get(name)
             if prev is None or (mmio and not prev.mmio):
                 found[name] = zone
@@ -110,6 +152,18 @@ class RaplSource(Source):
         src.reason = "powercap " + ", ".join(z.name for z in src.zones)
         if denied:
             src.reason += f" (not readable: {', '.join(sorted(set(denied)))})"
+            src.missing += [f"RAPL {d} energy not readable: {PERMISSION_FIX}" for d in denied]
+        assumed = [z for z in src.zones if z.name in range_denied]
+        if assumed:
+            rng = assumed[0].range_uj
+            src.reason += (
+                f"; max_energy_range_uj not readable ({', '.join(z.name for z in assumed)}): "
+                + (
+                    f"wraps assumed at {rng / 1e6:,.0f} J (2^32 energy units of this vendor)"
+                    if rng
+                    else "a drop in the counter counts as a reset"
+                )
+            )
         src._build()
         return [src]
 
@@ -118,7 +172,13 @@ class RaplSource(Source):
         for z in self.zones:
             leaf = z.name.split("/")[-1]
             cid = "rapl." + z.name.replace("/", ".")
-            meta = {"path": str(z.path.name), "provider": "mmio" if z.mmio else "msr"}
+            meta: dict[str, object] = {
+                "path": str(z.path.name),
+                "provider": "mmio" if z.mmio else "msr",
+                "domain": rapl_domain(z.name),
+            }
+            if z.max_range_uj is None:
+                meta["wrap_range"] = "assumed" if z.assumed_range_uj else "unknown"
             if leaf == "psys":
                 meta["note"] = "platform power; contains the packages, never summed with them"
             chans.append(

@@ -61,95 +61,241 @@ def discover(
 
 
 @dataclass(frozen=True)
+class Meter:
+    """One power meter of the machine and what system power made of it (for `anubis sensors`)."""
+
+    channel: str
+    label: str
+    scope: str
+    method: str
+    role: str  # chosen | inside | same-domain | alternative | not-placed | unused
+    parent: str | None  # the channel it is inside or duplicates
+    why: str
+
+    def to_plain(self) -> dict[str, object]:
+        return {
+            "channel": self.channel,
+            "label": self.label,
+            "scope": self.scope,
+            "method": self.method,
+            "role": self.role,
+            "parent": self.parent,
+            "why": self.why,
+        }
+
+
+@dataclass(frozen=True)
 class SystemPower:
-    """The one "system power" figure of a machine: which channels add up to it, and why."""
+    """The one "system power" figure of a machine: which channels add up to it, and why.
+
+    `meters` is every power meter with the role it plays (the tree `anubis
+    sensors` prints); `uncovered` names each part of the machine the figure
+    leaves out or only estimates, with the reason and fix where there is one.
+    """
 
     channels: tuple[str, ...]
     energy_channels: tuple[str, ...]  # counters covering the same scope, when all exist
     tier: str
     method: str
     reason: str
+    meters: tuple[Meter, ...] = ()
+    uncovered: tuple[str, ...] = ()
 
 
-def choose_system_power(channels: list[Channel]) -> SystemPower | None:
-    """Board input > platform (psys) > GPU + CPU package + DRAM > battery > estimate.
+# scope → the scopes of meters that contain it. The tree (ARCHITECTURE.md, "Meters form a
+# tree"): board input ⊇ platform (RAPL psys) ⊇ APU package (PPT/socket) ⊇ CPU package ⊇
+# cores, uncore and an integrated GPU; DRAM sits under the platform; a discrete GPU is its
+# own branch, with its memory rail inside it.
+_OUTER = ("board-input",)
+CONTAINED_BY: dict[str, frozenset[str]] = {
+    "board-input": frozenset(),
+    "platform": frozenset(_OUTER),
+    "apu-package": frozenset({*_OUTER, "platform"}),
+    "cpu-package": frozenset({*_OUTER, "platform", "apu-package"}),
+    "cpu-core": frozenset({*_OUTER, "platform", "apu-package", "cpu-package"}),
+    "uncore": frozenset({*_OUTER, "platform", "apu-package", "cpu-package"}),
+    "gpu-integrated": frozenset({*_OUTER, "platform", "apu-package", "cpu-package"}),
+    "dram": frozenset({*_OUTER, "platform"}),
+    "gpu": frozenset({*_OUTER, "platform"}),
+    "gpu-memory": frozenset({*_OUTER, "platform", "gpu"}),
+    "soc": frozenset(_OUTER),
+    "soc-rail": frozenset({*_OUTER, "soc"}),
+    "board-rail": frozenset(_OUTER),
+    "battery": frozenset(),
+}
+SAME_SOURCE = {"gpu-memory", "soc-rail"}  # inside a meter of their own device only
+BRANCHES = ("apu-package", "cpu-package", "dram", "gpu", "soc")
+"""Scopes whose outermost meters add up to system power when no input meter exists."""
+CPU_BRANCHES = ("apu-package", "cpu-package", "soc")
+_RANK = {"derived": 0, "average": 1, "instant": 2, "estimated": 3}
 
-    Nested domains are never summed: psys contains the packages, a package
-    contains its cores and uncore, and board input contains everything.
-    Among channels of one quantity the counter-derived one is preferred
-    (exact energy), then an averaged one, then an instant one.
+
+def _quantity(c: Channel) -> tuple[str, ...]:
+    domain = c.meta.get("domain")
+    return ("domain", domain) if isinstance(domain, str) else ("source", c.source, c.scope)
+
+
+def _pick_order(c: Channel) -> tuple[bool, int]:
+    # Counter-derived first (exact energy), then averaged, then instant.
+    return (not c.meta.get("energy_channel"), _RANK.get(c.method.split(":")[0], 1))
+
+
+def choose_system_power(
+    channels: list[Channel], missing: list[str] | tuple[str, ...] = ()
+) -> SystemPower | None:
+    """The outermost measured meter of each branch of the meter tree, and what it leaves out.
+
+    Board input > platform (psys) > GPU + APU or CPU package + DRAM > module
+    rails (a Jetson without VDD_IN) > battery discharge > estimate. A meter
+    inside another measured meter is never added to it (psys contains the
+    packages, an APU's PPT contains its CPU and GPU, VDD_IN contains the
+    module's rails), and two meters of one domain (amd_energy's Esocket0 and
+    RAPL package-0) count once. Among meters of one quantity the
+    counter-derived one is preferred (exact energy), then an averaged one,
+    then an instant one. `missing` lists meters the sources found but cannot
+    read ("GPU0 power not measured: NVML Not Supported"); they, and every part
+    that is estimated, go into `uncovered`.
     """
-    power = [c for c in channels if c.kind == "power"]
+    power = [c for c in channels if c.kind == "power" and not c.meta.get("is_limit")]
     energy = {c.id: c for c in channels if c.kind == "energy" and c.method == "counter"}
+    meters: dict[str, Meter] = {}
 
-    def best(cands: list[Channel]) -> list[Channel]:
-        # One channel per physical quantity (source, scope); counter-derived first.
-        rank = {"derived": 0, "average": 1, "instant": 2, "estimated": 3}
-        groups: dict[tuple[str, str], list[Channel]] = {}
-        for c in cands:
-            if c.meta.get("is_limit"):
-                continue
-            groups.setdefault((c.source, c.scope), []).append(c)
-        out = []
-        for cs in groups.values():
-            cs.sort(
-                key=lambda c: (
-                    not c.meta.get("energy_channel"),
-                    rank.get(c.method.split(":")[0], 1),
+    def note(c: Channel, role: str, parent: str | None, why: str) -> None:
+        meters[c.id] = Meter(c.id, c.label, c.scope, c.method, role, parent, why)
+
+    # One channel per quantity: the same meter read several ways, or two drivers of one domain.
+    reps: list[Channel] = []
+    by_q: dict[tuple[str, ...], list[Channel]] = {}
+    for c in power:
+        if c.method != "estimated":
+            by_q.setdefault(_quantity(c), []).append(c)
+    for cs in by_q.values():
+        cs.sort(key=_pick_order)
+        reps.append(cs[0])
+        for other in cs[1:]:
+            if other.source == cs[0].source:
+                note(
+                    other,
+                    "alternative",
+                    cs[0].id,
+                    f"the same meter as {cs[0].id}, read another way",
                 )
-            )
-            out.append(cs[0])
-        return out
+            else:
+                note(other, "same-domain", cs[0].id, f"measures the same domain as {cs[0].id}")
+    ids = {c.id for c in reps}
+
+    def container(c: Channel) -> Channel | None:
+        within = c.meta.get("within")
+        if isinstance(within, str) and within in ids:
+            return next(p for p in reps if p.id == within)
+        outer = CONTAINED_BY.get(c.scope)
+        if outer is None:
+            return None
+        cands = [
+            p
+            for p in reps
+            if p is not c
+            and p.scope in outer
+            and (c.scope not in SAME_SOURCE or p.source == c.source)
+        ]
+        cands.sort(key=lambda p: (p.source != c.source, p.scope != "board-input"))
+        return cands[0] if cands else None
+
+    roots: list[Channel] = []
+    for c in reps:
+        parent = container(c)
+        if parent is not None:
+            note(c, "inside", parent.id, f"inside {parent.id}: never added to it")
+        elif c.scope in CONTAINED_BY or c.meta.get("module_rail"):
+            roots.append(c)
+        else:
+            note(c, "not-placed", None, f"scope {c.scope!r}: its place in the machine is unknown")
 
     def counters_for(chosen: list[Channel]) -> tuple[str, ...]:
-        ids = [c.meta.get("energy_channel") for c in chosen]
-        if all(isinstance(i, str) and i in energy for i in ids):
-            return tuple(str(i) for i in ids)
+        cids = [c.meta.get("energy_channel") for c in chosen]
+        if all(isinstance(i, str) and i in energy for i in cids):
+            return tuple(str(i) for i in cids)
         return ()
 
+    uncovered = list(missing)
+
     def make(tier: str, chosen: list[Channel], why: str) -> SystemPower:
+        for c in chosen:
+            note(c, "chosen", None, f"counted in system power ({tier})")
+        for c in roots:
+            if c.id not in meters:
+                note(c, "unused", None, f"not needed: system power is {tier}")
+        for c in power:
+            if c.id not in meters:
+                note(c, "unused", None, "estimate not needed: measured meters cover this")
         methods = {c.method for c in chosen}
         method = (
             "estimated"
             if "estimated" in methods
             else ("counter" if counters_for(chosen) else "derived")
         )
-        return SystemPower(tuple(c.id for c in chosen), counters_for(chosen), tier, method, why)
+        order = {c.id: k for k, c in enumerate(power)}
+        if missing:  # a meter that exists but cannot be read is named in the reason itself
+            why = why + "; " + "; ".join(dict.fromkeys(missing))
+        return SystemPower(
+            channels=tuple(c.id for c in chosen),
+            energy_channels=counters_for(chosen),
+            tier=tier,
+            method=method,
+            reason=why,
+            meters=tuple(sorted(meters.values(), key=lambda m: order.get(m.channel, 0))),
+            uncovered=tuple(dict.fromkeys(uncovered)),
+        )
 
-    board = [c for c in power if c.scope == "board-input"]
+    board = [c for c in roots if c.scope == "board-input"]
     if board:
-        b = best(board)[:1]
-        return make("board-input", b, f"{b[0].label}: power into the board, the widest scope")
-    psys = [c for c in power if c.scope == "platform"]
+        b = board[0]
+        note_ = b.meta.get("note")
+        if isinstance(note_, str) and "excludes" in note_:
+            uncovered.append(f"{b.label}: {note_}")
+        return make("board-input", [b], f"{b.label}: power into the board, the widest scope")
+    psys = [c for c in roots if c.scope == "platform"]
     if psys:
-        p = best(psys)[:1]
-        return make("platform", p, "RAPL psys: platform power (contains the CPU packages)")
-    gpus = best([c for c in power if c.scope == "gpu" and c.method != "estimated"])
-    pkgs = best([c for c in power if c.scope == "cpu-package" and c.method != "estimated"])
-    drams = best([c for c in power if c.scope == "dram" and c.method != "estimated"])
-    socs = best([c for c in power if c.id == "rpi.pmic.total"])
-    if gpus or pkgs or socs:
-        parts = gpus + pkgs + drams + socs
+        return make("platform", psys[:1], "RAPL psys: platform power (contains the CPU packages)")
+    rails = [c for c in roots if c.meta.get("module_rail")]
+    branch = [c for c in roots if c.scope in BRANCHES]
+    if rails:
+        names = " + ".join(str(c.meta.get("rail", c.label)) for c in rails)
+        uncovered.append("the carrier board: no VDD_IN rail on this module")
+        return make(
+            "module-rails",
+            rails + [c for c in branch if c.scope == "gpu"],
+            f"sum of the module's rails {names} (measured; no VDD_IN on this module)",
+        )
+    if branch:
+        parts = sorted(branch, key=lambda c: BRANCHES.index(c.scope))
         names = []
+        gpus = [c for c in parts if c.scope == "gpu"]
         if gpus:
             names.append(f"{len(gpus)} GPU")
-        if pkgs:
-            names.append("CPU package")
-        if drams:
-            names.append("DRAM")
-        if socs:
-            names.append("PMIC rails (internal only)")
+        for scope, name in (
+            ("apu-package", "APU package"),
+            ("cpu-package", "CPU package"),
+            ("dram", "DRAM"),
+            ("soc", "PMIC rails (internal only)"),
+        ):
+            if any(c.scope == scope for c in parts):
+                names.append(name)
         why = " + ".join(names) + " (measured)"
-        if not pkgs and not socs:
+        if not any(c.scope in CPU_BRANCHES for c in parts):
             est = [c for c in power if c.method == "estimated" and c.scope == "cpu-package"]
             if est:
                 parts += est[:1]
                 why += " + CPU package (estimated: no RAPL here)"
+                uncovered.append("the CPU: estimated from CPU load, not measured (no RAPL here)")
+        uncovered.append("the rest of the board (fans, disks, PSU losses): no input meter")
         return make("components", parts, why)
-    batt = [c for c in power if c.scope == "battery"]
+    batt = [c for c in power if c.scope == "battery" and c.method != "estimated"]
     if batt:
-        return make("battery", best(batt)[:1], "battery discharge (only while on battery)")
+        uncovered.append("everything while on AC power: battery discharge is the only meter")
+        return make("battery", batt[:1], "battery discharge (only while on battery)")
     est = [c for c in power if c.method == "estimated"]
     if est:
+        uncovered.append("the whole machine: no power meter, estimated from CPU load")
         return make("estimate", est[:1], "no power sensor: estimated from CPU load")
     return None

@@ -65,6 +65,7 @@ class RaspberryPiSource(Source):
     order: ClassVar[int] = 26
     throttled_path: Path | None = None
     vcgencmd: str | None = None
+    flags_tool: bool = False  # the throttle flags come from `vcgencmd get_throttled`
     volt_alarm: Path | None = None
     pmic_rails: list[str] = field(default_factory=list)
 
@@ -82,8 +83,13 @@ class RaspberryPiSource(Source):
             if read_text(hw / "name") == "rpi_volt" and (hw / "in0_lcrit_alarm").exists():
                 src.volt_alarm = hw / "in0_lcrit_alarm"
                 break
+        if src.throttled_path is None and src.vcgencmd:
+            out, err = run_tool(src.vcgencmd, "get_throttled")
+            src.flags_tool = out is not None
+            if out is None:
+                src.missing.append(f"firmware throttle flags not read: {vcgencmd_fix(err)}")
         chans: list[Channel] = []
-        if src.throttled_path is not None or src.vcgencmd:
+        if src.throttled_path is not None or src.flags_tool:
             chans.append(
                 Channel(
                     id="rpi.throttled",
@@ -118,7 +124,10 @@ class RaspberryPiSource(Source):
         if chans:
             src.groups.append(ReadGroup(chans, src._read_flags, FIRMWARE_PERIOD_S))
         if src.vcgencmd:
-            rails = parse_pmic(_run(src.vcgencmd, "pmic_read_adc") or "")
+            out, err = run_tool(src.vcgencmd, "pmic_read_adc")
+            rails = parse_pmic(out or "")
+            if out is None and "Raspberry Pi 5" in model:
+                src.missing.append(f"Pi 5 PMIC power not measured: {vcgencmd_fix(err)}")
             if rails:
                 src.pmic_rails = list(rails)
                 pchans = [
@@ -149,16 +158,26 @@ class RaspberryPiSource(Source):
                     for r in src.pmic_rails
                 ]
                 src.groups.append(ReadGroup(pchans, src._read_pmic, PMIC_PERIOD_S, cost_s=5e-3))
+        if "Raspberry Pi 5" in model and not vc:
+            src.missing.append(
+                "Pi 5 PMIC power not measured: vcgencmd not found (it comes with the "
+                "raspi-utils package on Raspberry Pi OS)"
+            )
         if not src.groups:
-            return [cls(name="rpi", reason="no Raspberry Pi firmware interface")]
+            reason = "no Raspberry Pi firmware interface"
+            if src.missing:
+                reason += "; " + "; ".join(src.missing)
+            return [cls(name="rpi", reason=reason, missing=src.missing)]
         src.available = True
         via = [g.channels[0].id for g in src.groups]
         src.reason = (model.strip("\x00 ") or "Raspberry Pi") + " (" + ", ".join(via) + ")"
+        if src.missing:
+            src.reason += "; " + "; ".join(src.missing)
         return [src]
 
     def _read_flags(self, t_ns: int) -> list[Value]:
         out: list[Value] = []
-        if self.throttled_path is not None or self.vcgencmd:
+        if self.throttled_path is not None or self.flags_tool:
             text = None
             if self.throttled_path is not None:
                 text = read_text(self.throttled_path)
@@ -178,8 +197,24 @@ class RaspberryPiSource(Source):
 
 
 def _run(cmd: str, arg: str) -> str | None:
+    return run_tool(cmd, arg)[0]
+
+
+def run_tool(cmd: str, arg: str) -> tuple[str | None, str]:
+    """(stdout, "") when `cmd arg` succeeds; (None, why) when it cannot run or fails."""
     try:
         p = subprocess.run([cmd, arg], capture_output=True, text=True, timeout=2, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return p.stdout if p.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError) as e:
+        return None, f"{type(e).__name__}: {e}"
+    if p.returncode == 0:
+        return p.stdout, ""
+    lines = (p.stderr or p.stdout or "").strip().splitlines()
+    return None, (lines[-1] if lines else f"exit status {p.returncode}")[:200]
+
+
+def vcgencmd_fix(err: str) -> str:
+    """vcgencmd's failure with its fix: the firmware device (/dev/vcio) belongs to group video."""
+    why = f"vcgencmd failed ({err})" if err else "vcgencmd failed"
+    if "VCHI" in err or "ermission" in err or "/dev/vcio" in err:
+        return why + ": add the user to group video (`sudo usermod -aG video $USER`, then log in)"
+    return why

@@ -18,6 +18,7 @@ from anubis_tui.sources.base import (
     Source,
     read_int,
     read_text,
+    temperature_limit_c,
     unique_dirs,
 )
 
@@ -63,13 +64,15 @@ class ThermalZoneSource(Source):
             meta: dict[str, object] = {"zone": z.name}
             for trip in sorted(z.glob("trip_point_*_type")):
                 kind = read_text(trip)
-                temp = read_int(trip.with_name(trip.name.replace("_type", "_temp")))
-                if temp is None or temp <= 0:
+                limit = temperature_limit_c(
+                    read_int(trip.with_name(trip.name.replace("_type", "_temp")))
+                )
+                if limit is None:
                     continue
                 if kind == "critical":
-                    meta["critical_c"] = temp / 1000
+                    meta["critical_c"] = limit
                 elif kind in ("passive", "hot") and "trip_c" not in meta:
-                    meta["trip_c"] = temp / 1000
+                    meta["trip_c"] = limit
             if read_text(z / "temp") is None:
                 meta["note"] = "zone reads empty (disabled)"
             chans.append(
