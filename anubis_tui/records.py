@@ -211,6 +211,8 @@ def _meta_from_plain(meta: dict[str, Any]) -> dict[str, Any]:
                     raise RecordError(f"channel meta {k}: bad bit {bit!r} or name")
                 flags[b] = name
             out[k] = flags
+        elif k in CHANNEL_META and (v is None or not _TYPES[CHANNEL_META[k]](v)):
+            continue  # a known key of the wrong type: as if the channel had none
         else:
             out[k] = v
     return out
@@ -356,7 +358,8 @@ def record_from_plain(obj: Any) -> Record:
             _, t, kind, payload = obj
             if not isinstance(kind, str) or not isinstance(payload, dict):
                 raise RecordError("event needs a kind string and a payload map")
-            return Event(_int(t), kind, clean_payload(payload))
+            kind, payload = check_event(kind, clean_payload(payload))
+            return Event(_int(t), kind, payload)
         if code == RecordType.HEADER:
             _, d = obj
             if not isinstance(d, dict):
@@ -438,6 +441,194 @@ _PAYLOAD_NUMBERS: dict[str, tuple[float, float]] = {  # field → (lowest, highe
     "returncode": (-255, 255),
 }
 _PAYLOAD_TEXT = ("profiler", "mode", "ready", "reason", "name", "label", "signal", "stop")
+
+
+# Field types of the payload schemas below, each a check of one value.
+_SCALARS = (type(None), bool, int, float, str)
+
+
+def _is_scalar(v: Any) -> bool:
+    return isinstance(v, _SCALARS) and not (isinstance(v, float) and not math.isfinite(v))
+
+
+_TYPES: dict[str, Any] = {
+    "ns": lambda v: _num(v, 0, 2**63 - 1) and isinstance(v, int),
+    "count": lambda v: _num(v, 0, 2**31 - 1) and isinstance(v, int),
+    "int": lambda v: _num(v, -(2**63), 2**63 - 1) and isinstance(v, int),
+    "num": lambda v: _num(v, -1e18, 1e18),
+    "str": lambda v: isinstance(v, str),
+    "bool": lambda v: isinstance(v, bool),
+    "scalar": _is_scalar,
+    "map": lambda v: isinstance(v, dict),
+    "scalar_map": lambda v: isinstance(v, dict) and all(map(_is_scalar, v.values())),
+    "str_list": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+    "list": lambda v: isinstance(v, list),
+}
+
+EVENT_SCHEMA: dict[str, dict[str, str]] = {
+    # kind → field → type; a type ending in "!" is required. What the writer makes (the
+    # worker, the session, the profiler controller, the sweep) and analysis reads.
+    "request_start": {"request": "ns!"},
+    "request_end": {
+        "request": "ns!",
+        "generated": "count!",
+        "prompt_tokens": "count",
+        "ttft_ns": "ns",
+        "decode_ns": "ns",
+        "stop": "str",
+        "llama": "scalar_map",
+    },
+    "model_loaded": {
+        "load_s": "num",
+        "threads": "count",
+        "threads_batch": "count",
+        "gpu_layers": "int",
+        "gpu_offload": "bool",
+        "n_batch": "count",
+        "kv_type": "str",
+        "flash_attn": "bool",
+        "model": "str",
+        "system_info": "str",
+        "pid": "count",
+        "under_scalene": "bool",
+    },
+    "worker_started": {"pid": "count"},
+    "worker_died": {"returncode": "int", "signal": "str", "log_tail": "str_list"},
+    "error": {"stage": "str", "reason": "str"},
+    "profiler_on": {
+        "profiler": "str!",
+        "rate_hz": "num",
+        "interval_s": "num",
+        "mode": "str",
+        "artifact": "str",
+        "pid": "count",
+    },
+    "profiler_off": {
+        "profiler": "str",
+        "samples": "ns",
+        "artifact": "str",
+        "ready": "str",
+        "reason": "str",
+    },
+    "profiler_rate": {
+        "profiler": "str!",
+        "rate_hz": "num",
+        "interval_s": "num",
+        "mode": "str",
+        "artifact": "str",
+        "previous_samples": "ns",
+        "previous_artifact": "str",
+    },
+    "profiler_ready": {"profiler": "str", "rate_hz": "num"},
+    "profiler_frames": {
+        "profiler": "str",
+        "frames": "list",
+        "samples": "ns",
+        "final": "bool",
+        "source": "str",
+    },
+    "profiler_error": {"reason": "str"},
+    "knob": {
+        "name": "str!",
+        "value": "scalar",
+        "previous": "scalar",
+        "reload": "bool",
+        "reverted": "bool",
+        "reason": "str",
+        "threads_batch": "count",
+    },
+    "knobs": {"values": "scalar_map!", "state": "scalar_map"},
+    "command": {"cmd": "str!", "ok": "bool!", "message": "str"},
+    "ack": {"cmd": "str", "ok": "bool", "message": "str"},
+    "marker": {"label": "str"},
+    "rate": {"sampler_hz": "num"},
+    "sweep": {
+        "treatments": "str_list",
+        "repeats": "count",
+        "seed": "int",
+        "segment_s": "num",
+        "warmup_s": "num",
+        "cooldown_s": "num",
+        "order": "list",
+    },
+    "sweep_step": {
+        "index": "count",
+        "repeat": "count",
+        "role": "str",
+        "treatment": "str",
+        "chunk": "scalar",
+    },
+    "warmup": {
+        "seconds": "num",
+        "reached": "bool",
+        "reason": "str",
+        "temp_c": "num",
+        "temp_slope_c_per_min": "num",
+        "temp_sd_c": "num",
+        "power_cv": "num",
+    },
+    "cooldown": {"waited_s": "num", "reached": "bool", "temp_c": "num", "target_c": "num"},
+    "device_restored": {"lines": "str_list", "after": "str"},
+    "threads": {"n": "count", "threads_batch": "count"},
+    "remote_ack": {"latency_ms": "num"},
+}
+"""The payload schema of every Event kind the writer makes: field → type ("!": required).
+
+A field of the wrong type is dropped (the Event stays); an Event that lacks a
+required field, or has it of the wrong type, becomes an ``invalid_event``
+Event naming its kind and why, which no analysis reads. Kinds not listed
+(plugins', later versions') keep the generic checks of `clean_payload`.
+"""
+
+INVALID_EVENT = "invalid_event"
+
+CHANNEL_META: dict[str, str] = {
+    # What the sources write into Channel.meta, and the type each must have
+    # ("flags"/"sticky" are checked apart: maps of bit → name).
+    "note": "str",
+    "integration": "str",
+    "within": "str",
+    "domain": "str",
+    "energy_channel": "str",
+    "chip": "str",
+    "wrap_range": "str",
+    "role": "str",
+    "rail": "str",
+    "model": "str",
+    "basis": "str",
+    "critical_c": "num",
+    "trip_c": "num",
+    "max_c": "num",
+    "max_hz": "num",
+    "read_every_s": "num",
+    "tdp_w": "num",
+    "cpus": "num",
+    "total": "num",
+    "module_rail": "bool",
+    "is_limit": "bool",
+    "parts": "str_list",
+}
+"""Channel meta keys and their types: one of the wrong type is dropped from the channel."""
+
+
+def check_event(kind: str, payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """An Event's kind and payload checked against `EVENT_SCHEMA` (see there for the rules)."""
+    schema = EVENT_SCHEMA.get(kind)
+    if schema is None:
+        return kind, payload
+    for name, typ in schema.items():
+        required = typ.endswith("!")
+        ok = _TYPES[typ.rstrip("!")]
+        if name not in payload or payload[name] is None:
+            if required:
+                return INVALID_EVENT, {"kind": kind, "reason": f"no {name}"}
+            continue
+        if not ok(payload[name]):
+            if required:
+                why = f"{name} is a {type(payload[name]).__name__}, not {typ.rstrip('!')}"
+                return INVALID_EVENT, {"kind": kind, "reason": why}
+            payload = {k: v for k, v in payload.items() if k != name}
+    return kind, payload
 
 
 def clean_payload(payload: dict[str, Any]) -> dict[str, Any]:

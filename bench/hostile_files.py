@@ -1,7 +1,9 @@
 """A campaign of hostile recordings through the real CLI: count tracebacks and hangs.
 
 Builds N recordings with the fuzz test's structure-aware strategy (valid
-record shapes, hostile values) plus cut and random files, and runs
+record shapes, hostile values), cut and random files, and a real recording
+with hostile payloads of every Event kind and channel meta key the writer
+makes (`payload_files`), and runs
 `anubis report`, `report --json`, `export --csv` and `export --plot` on each
 in a subprocess. Prints, per command, runs, clean exits, one-line errors,
 tracebacks and timeouts. Test input, not measurements.
@@ -23,6 +25,55 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
+HOSTILE = [None, [1, 2], {"a": 1}, "x", float("nan"), float("inf"), -1, 2**64 - 1, True]
+
+
+def payload_files(real: bytes, n: int, seed: int) -> list[bytes]:
+    """A real recording with Events of every kind the writer makes, each with one field
+    missing or of a hostile type, and channels whose known meta keys are hostile.
+
+    The kinds and fields come from the writer's side: `EVENT_SCHEMA` (what each
+    kind carries) and `CHANNEL_META`; the values are what a writer never writes.
+    """
+    import random
+
+    import msgpack
+
+    from anubis_tui.records import CHANNEL_META, EVENT_SCHEMA
+
+    rnd = random.Random(seed)
+    objs = list(msgpack.Unpacker(__import__("io").BytesIO(real), raw=False, strict_map_key=False))
+    header, body = objs[0], objs[1:]
+    end = max((o[1] for o in body if isinstance(o[1], int)), default=10**9)
+    cases = [(k, f) for k, fields in EVENT_SCHEMA.items() for f in fields]
+    out = []
+    for _ in range(n):
+        h = [header[0], dict(header[1])]
+        chans = [dict(c) for c in h[1]["channels"]]
+        for c in rnd.sample(chans, k=min(3, len(chans))):
+            c["meta"] = {
+                **(c.get("meta") or {}),
+                rnd.choice(list(CHANNEL_META)): rnd.choice(HOSTILE),
+            }
+        # the report's energy line reads system.energy's integration: make it hostile often
+        for c in chans:
+            if c.get("id") == "system.energy" and rnd.random() < 0.5:
+                c["meta"] = {**(c.get("meta") or {}), "integration": rnd.choice(HOSTILE)}
+        h[1]["channels"] = chans
+        extra = []
+        for kind, field in rnd.sample(cases, k=8):
+            payload = {f: 1 for f in EVENT_SCHEMA[kind]}
+            payload.update(request=rnd.randrange(5), generated=3, decode_ns=10**6, ttft_ns=10**6)
+            if rnd.random() < 0.5:
+                payload.pop(field, None)
+            else:
+                payload[field] = rnd.choice(HOSTILE)
+            extra.append([3, rnd.randrange(end), kind, payload])
+        stream = sorted([*body[:-1], *extra], key=lambda o: o[1] if isinstance(o[1], int) else 0)
+        out.append(b"".join(msgpack.packb(o) for o in [h, *stream, body[-1]]))
+    return out
+
+
 def make_files(d: Path, n: int) -> list[Path]:
     import warnings
 
@@ -33,14 +84,17 @@ def make_files(d: Path, n: int) -> list[Path]:
     warnings.simplefilter("ignore", NonInteractiveExampleWarning)
     real = (ROOT / "recordings" / "vm-2core-cpu-profiler-sweep.msgpack").read_bytes()
     out = []
+    hostile_payloads = payload_files(real, n // 5 + 1, seed=n)
     for i in range(n):
-        kind = i % 4
+        kind = i % 5
         if kind < 2:
             data = recording().example()
         elif kind == 2:
             data = real[: len(real) * (i + 1) // (n + 1)]  # a cut real recording
-        else:
+        elif kind == 3:
             data = real[:2000] + os.urandom(200) + real[2200:4000]  # corruption inside
+        else:
+            data = hostile_payloads[i // 5]  # payload kinds the writer makes, hostile
         p = d / f"h{i:04d}.msgpack"
         p.write_bytes(data)
         out.append(p)

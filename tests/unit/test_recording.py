@@ -284,3 +284,97 @@ def test_the_reader_takes_every_channel_table_the_writer_makes(tmp_path):
     assert not rec.recovery.truncated
     with pytest.raises(FormatError):
         make_header(chans(MAX_CHANNELS + 1), 0)
+
+
+# -- payload schemas: analysis never sees a wrong type ------------------------------------------
+
+
+def _typed_value(typ: str):
+    return {
+        "ns": 5,
+        "count": 3,
+        "int": -1,
+        "num": 1.5,
+        "str": "s",
+        "bool": True,
+        "scalar": "v",
+        "map": {"a": 1},
+        "scalar_map": {"a": 1},
+        "str_list": ["a"],
+        "list": [],
+    }[typ.rstrip("!")]
+
+
+def test_every_event_kind_the_writer_makes_keeps_a_well_typed_payload():
+    from anubis_tui.records import EVENT_SCHEMA, record_from_plain
+
+    for kind, fields in EVENT_SCHEMA.items():
+        payload = {f: _typed_value(t) for f, t in fields.items()}
+        e = record_from_plain(Event(7, kind, payload).to_plain())
+        assert (e.kind, e.payload) == (kind, payload), kind
+
+
+def test_a_required_field_missing_nil_or_mistyped_makes_an_invalid_event():
+    from anubis_tui.records import _TYPES, EVENT_SCHEMA, INVALID_EVENT, record_from_plain
+
+    for kind, fields in EVENT_SCHEMA.items():
+        good = {f: _typed_value(t) for f, t in fields.items()}
+        for f, t in fields.items():
+            if f == "frames":  # clean_payload makes any frames a list of valid frames
+                continue
+            mistyped = {"str": 5, "scalar": {"a": 1}}.get(t.rstrip("!"), "x")
+            for bad in ("missing", None, [1, 2], mistyped):
+                if bad not in ("missing", None) and _TYPES[t.rstrip("!")](bad):
+                    continue  # a value of the right type after all ([1, 2] is a list)
+                payload = {k: v for k, v in good.items() if k != f}
+                if bad != "missing":
+                    payload[f] = bad
+                e = record_from_plain(Event(7, kind, payload).to_plain())
+                if t.endswith("!"):
+                    assert e.kind == INVALID_EVENT and e.payload["kind"] == kind, (kind, f, bad)
+                elif bad is None:  # nil is "not known" (the writer writes ttft_ns=None)
+                    assert e.kind == kind and e.payload.get(f) is None, (kind, f)
+                else:  # an optional field of the wrong type is dropped; the Event stays
+                    assert e.kind == kind and f not in e.payload, (kind, f, bad)
+
+
+def test_the_kept_back_payloads_report_without_a_traceback(tmp_path):
+    """The issue's examples: a channel whose `integration` is a list; a request_end Event
+    without `generated`, or with it nil. The report reads the rest of the file."""
+    from anubis_tui.analysis.report import render
+    from anubis_tui.records import INVALID_EVENT, Channel
+
+    power = Channel(
+        id="system.power",
+        label="p",
+        source="s",
+        kind="power",
+        unit="W",
+        scope="board-input",
+        method="instant",
+        update_period_s=0.1,
+    )
+    energy = Channel(id="system.energy", label="e", source="anubis", kind="energy", unit="J",
+                     scope="board-input", method="derived", update_period_s=0.0,
+                     meta={"integration": ["trapezoidal"], "parts": "system.power",
+                           "critical_c": "hot", "is_limit": "yes"})  # fmt: skip
+    parts = [pack(make_header([power, energy], 0))]
+    for i in range(50):
+        parts.append(pack(Sample(i * 100_000_000, [100.0, i * 10.0])))
+    parts.append(pack(Event(1_000, "request_start", {"request": 0})))
+    parts.append(pack(Event(2_000_000_000, "request_end", {"request": 0, "decode_ns": 10**9})))
+    parts.append(pack(Event(2_100_000_000, "request_start", {"request": 1})))
+    parts.append(
+        pack(Event(3_000_000_000, "request_end", {"request": 1, "generated": None, "decode_ns": 5}))
+    )
+    parts.append(pack(Event(4_000_000_000, "knob", {"name": "threads", "value": [1, 2]})))
+    parts.append(pack(Footer(5_000_000_000, {"clean": True})))
+    path = tmp_path / "kept-back.msgpack"
+    path.write_bytes(b"".join(parts))
+    rec = load(path)
+    assert rec.channels[1].meta == {}  # every known key of the wrong type dropped
+    kinds = [e.kind for e in rec.events]
+    assert kinds.count(INVALID_EVENT) == 2 and "request_end" not in kinds
+    assert "value" not in next(e for e in rec.events if e.kind == "knob").payload
+    text = render(report(rec))
+    assert "W" in text
