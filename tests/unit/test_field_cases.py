@@ -25,7 +25,7 @@ FAKES = Path(__file__).resolve().parents[1] / "fakes"
 
 
 def sample(root: Path, ticks: int = 2, config: dict | None = None, between=None):
-    """Discover `root`, tick `ticks` times 0.5 s apart: (latest values, sampler, events, sources)."""
+    """Discover `root`, tick `ticks` times 0.5 s apart: (values, sampler, events, sources)."""
     sources = discover(
         SysfsRoot(root), config=config or {"nvml_module": "absent-module"}, warn=lambda m: None
     )
@@ -370,3 +370,50 @@ def test_ascii_stand_ins_replace_what_the_encoding_lacks():
     assert s.encode("latin-1", errors=encoding.HANDLER) == "ok 45 °C d -2 % >= 1 µJ".encode(
         "latin-1"
     )
+
+
+def ina3221(root: Path, bus_addr: str, rails: list[tuple[str, int, int]]) -> None:
+    """An INA3221 as the mainline driver shows it (Documentation/hwmon/ina3221.rst): per channel
+    in<k>_input (mV), curr<k>_input (mA) and in<k>_label; the device under i2c's ina3221 driver."""
+    dev = f"sys/devices/platform/3160000.i2c/i2c-1/{bus_addr}"
+    hw = f"{dev}/hwmon/hwmon{bus_addr[-1]}"
+    write(root, f"{dev}/name", "ina3221")
+    write(root, f"{hw}/name", "ina3221")
+    for k, (label, mv, ma) in enumerate(rails, start=1):
+        write(root, f"{hw}/in{k}_label", label)
+        write(root, f"{hw}/in{k}_input", mv)
+        write(root, f"{hw}/curr{k}_input", ma)
+    drv = root / "sys/bus/i2c/drivers/ina3221"
+    drv.mkdir(parents=True, exist_ok=True)
+    os.symlink(f"../../../../{dev[4:]}", drv / bus_addr)
+
+
+def test_agx_xavier_sums_its_six_rails(tmp_path):
+    """AGX Xavier (JetPack 5): GPU, CPU, SOC at 0x40 and CV, VDDRQ, SYS5V at 0x41, no VDD_IN;
+    jtop's total is their sum (jetson_stats docs), so anubis's is too, labelled as such."""
+    root = tmp_path / "xavier"
+    write(root, "proc/device-tree/model", "Jetson-AGX")
+    ina3221(root, "1-0040", [("GPU", 19104, 160), ("CPU", 19104, 320), ("SOC", 19104, 480)])
+    ina3221(root, "1-0041", [("CV", 19104, 0), ("VDDRQ", 19104, 80), ("SYS5V", 4984, 1000)])
+    vals, s, _, _ = sample(root)
+    assert s.system is not None and s.system.tier == "module-rails"
+    expected = 19.104 * (0.160 + 0.320 + 0.480 + 0.0 + 0.080) + 4.984 * 1.0
+    assert vals["system.power"] == pytest.approx(expected, abs=1e-3)
+
+
+def test_orin_nx_vdd_in_is_the_input_and_its_rails_sit_inside(tmp_path):
+    """Orin NX/Nano (JetPack 6): VDD_IN, VDD_CPU_GPU_CV, VDD_SOC: only VDD_IN counts."""
+    root = tmp_path / "orin-nx"
+    write(
+        root, "proc/device-tree/model", "NVIDIA Jetson Orin NX Engineering Reference Developer Kit"
+    )
+    ina3221(
+        root,
+        "1-0040",
+        [("VDD_IN", 5000, 1600), ("VDD_CPU_GPU_CV", 5000, 400), ("VDD_SOC", 5000, 300)],
+    )
+    vals, s, _, _ = sample(root)
+    assert s.system is not None and s.system.tier == "board-input"
+    assert vals["system.power"] == pytest.approx(8.0)
+    r = roles(s.system)
+    assert r["jetson.VDD_SOC.power"] == ("inside", "jetson.VDD_IN.power")
