@@ -361,7 +361,9 @@ def setting_texts(rows: Sequence[dict[str, Any]]) -> dict[str, str]:
             if k not in _NOT_KNOBS:
                 if k not in seen:
                     keys.append(k)
-                seen.setdefault(k, set()).add(canonical(v))
+                    seen[k] = set()
+                if v is not None:  # not recorded is no difference (as in identity)
+                    seen[k].add(canonical(v))
     varying = [k for k in keys if len(seen[k]) > 1]
     out = {}
     for r in rows:
@@ -581,17 +583,30 @@ def svg_scatter(
     if not pts:
         return ""
     xs = [x for _, x, _ in pts] + [c for r, _, _ in pts for c in (ci(r, xk) or ())]
-    ys = [y for _, _, y in pts] + [c for r, _, _ in pts for c in (ci(r, yk) or ())]
-    x0, x1 = min(0.0, min(xs)), max(xs) * 1.08 or 1.0
-    y0, y1 = min(0.0, min(ys)), max(ys) * 1.08 or 1.0
+    yv = [y for _, _, y in pts if y > 0]
+    # J/token spans decades when a profiler costs much: a log axis keeps the rest readable.
+    logy = bool(yv) and max(yv) / min(yv) > 10
+    x0, x1 = 0.0, max(xs) * 1.08 or 1.0
+    if logy:
+        y0, y1 = math.log10(min(yv) / 1.5), math.log10(max(yv) * 1.5)
+    else:
+        ys = [y for _, _, y in pts] + [c for r, _, _ in pts for c in (ci(r, yk) or ())]
+        y0, y1 = 0.0, max(ys) * 1.08 or 1.0
     ml, mr, mt, mb = 64, 16, 16, 44
     pw, ph = width - ml - mr, height - mt - mb
 
     def sx(v: float) -> float:
-        return ml + pw * (v - x0) / ((x1 - x0) or 1)
+        return ml + pw * (max(v, x0) - x0) / ((x1 - x0) or 1)
 
     def sy(v: float) -> float:
+        if logy:
+            v = math.log10(v) if v > 0 else y0
+        v = min(max(v, y0), y1)  # an interval reaching below zero is drawn to the axis
         return mt + ph * (1 - (v - y0) / ((y1 - y0) or 1))
+
+    def ylabel(i: int) -> float:
+        t = y0 + (y1 - y0) * i / 4
+        return 10**t if logy else t
 
     out = [
         f'<svg class="fig" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
@@ -600,14 +615,14 @@ def svg_scatter(
     ]
     for i in range(5):
         xv = x0 + (x1 - x0) * i / 4
-        yv = y0 + (y1 - y0) * i / 4
+        yl = ylabel(i)
         out.append(
             f'<text x="{sx(xv):.1f}" y="{mt + ph + 16}" font-size="11" text-anchor="middle">'
             f"{xv:.4g}</text>"
         )
         out.append(
-            f'<text x="{ml - 6}" y="{sy(yv) + 4:.1f}" font-size="11" text-anchor="end">'
-            f"{yv:.3g}</text>"
+            f'<text x="{ml - 6}" y="{sy(yl) + 4:.1f}" font-size="11" text-anchor="end">'
+            f"{yl:.3g}</text>"
         )
     out.append(
         f'<text x="{ml + pw / 2}" y="{height - 6}" font-size="12" text-anchor="middle">'
@@ -615,7 +630,8 @@ def svg_scatter(
     )
     out.append(
         f'<text x="14" y="{mt + ph / 2}" font-size="12" text-anchor="middle" '
-        f'transform="rotate(-90 14 {mt + ph / 2})">J/token (lower is better)</text>'
+        f'transform="rotate(-90 14 {mt + ph / 2})">J/token{" (log)" if logy else ""} '
+        "(lower is better)</text>"
     )
     for r, x, y in pts:
         cx, cy = ci(r, xk), ci(r, yk)

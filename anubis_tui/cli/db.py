@@ -91,7 +91,11 @@ def rows_from(path: str) -> list[dict[str, Any]]:
             except UnicodeDecodeError:
                 raise CliError(f"{path}: not UTF-8 text (a row file is JSON Lines)") from None
             return read_rows(text, path)
-        return rows_of(load_recording(path), path)
+        try:
+            rec = load_recording(path)
+        except CliError as e:  # several files at once: say which one
+            raise CliError(f"{path}: {e}") from None
+        return rows_of(rec, path)
     except ResultError as e:
         raise CliError(str(e)) from None
     except OSError as e:
