@@ -180,6 +180,9 @@ class _Acc:
     energy_j: float = 0.0  # Σ ΔE over closed energy windows
     energy_tokens: int = 0
     energy_windows: int = 0
+    meas_j: float = 0.0  # the same over the measured meters only (`measured_counters`)
+    meas_tokens: int = 0
+    meas_windows: int = 0
     power_sum: float = 0.0
     power_sq: float = 0.0
     power_n: int = 0
@@ -220,6 +223,8 @@ class Segment:
     # and the latest mark taken at a token batch.
     _e0: tuple[float, int] | None = None
     _e1: tuple[float, int] | None = None
+    _m0: tuple[float, int] | None = None  # the same for the measured meters' energy
+    _m1: tuple[float, int] | None = None
 
     @property
     def baseline(self) -> bool:
@@ -272,6 +277,8 @@ class Figures:
     load_s: float | None = None
     segments: int = 1  # how many segments a setting's figures merge
     pareto: bool = False
+    # J/token over the measured meters only (None: no measured meter; see measured_counters)
+    j_per_token_measured: float | None = None
     # 90 % half-widths of a setting's tok/s and J/token (`SegmentFold.settings` only)
     tps_ci: float | None = None
     jpt_ci: float | None = None
@@ -315,6 +322,7 @@ class Figures:
             "load_s": self.load_s,
             "segments": self.segments,
             "pareto": self.pareto,
+            "j_per_token_measured": self.j_per_token_measured,
             "tps_ci": self.tps_ci,
             "jpt_ci": self.jpt_ci,
             "tags": self.tags,
@@ -340,6 +348,9 @@ class SegmentFold:
         self.tokens_cum = 0  # decode tokens since the start: marks energy windows
         self._tokens_at_energy = 0
         self._energy_latest: float | None = None
+        self._meas_i: list[int] = []  # the measured meters' energy counters
+        self._tokens_at_meas = 0
+        self._meas_latest: float | None = None
         self.ended = False
 
     # -- feeding --------------------------------------------------------------------------
@@ -347,6 +358,8 @@ class SegmentFold:
     def consume(self, rec: Record) -> None:
         if isinstance(rec, Header):
             self._add_channels(rec.channels)
+            ids = {c.id: i for i, c in enumerate(self.channels)}
+            self._meas_i = [ids[c] for c in measured_counters(rec) if c in ids]
             return
         if isinstance(rec, ChannelsAdded):
             self._add_channels(rec.channels)
@@ -410,6 +423,14 @@ class SegmentFold:
             self._tokens_at_energy = self.tokens_cum
             if self.active and seg._e0 is None:
                 seg._e0 = (e, self.tokens_cum)
+        if self._meas_i:
+            ms = [self._at(vals, i) for i in self._meas_i]
+            if all(m is not None for m in ms):
+                m = sum(x for x in ms if x is not None)
+                self._meas_latest = m
+                self._tokens_at_meas = self.tokens_cum
+                if self.active and seg._m0 is None:
+                    seg._m0 = (m, self.tokens_cum)
         if not self.active:
             return
         a = seg.acc
@@ -456,6 +477,8 @@ class SegmentFold:
         if seg._e0 is not None and self._energy_latest is not None:
             # The latest reading precedes this batch: tokens up to that reading.
             seg._e1 = (self._energy_latest, self._tokens_at_energy)
+        if seg._m0 is not None and self._meas_latest is not None:
+            seg._m1 = (self._meas_latest, self._tokens_at_meas)
 
     def _frames_target(self, e: Event, seg: Segment) -> Segment:
         """The segment a profiler's findings belong to.
@@ -488,7 +511,13 @@ class SegmentFold:
                 seg.acc.energy_j += de
                 seg.acc.energy_tokens += dn
                 seg.acc.energy_windows += 1
-        seg._e0 = seg._e1 = None
+        if seg._m0 is not None and seg._m1 is not None:
+            de, dn = seg._m1[0] - seg._m0[0], seg._m1[1] - seg._m0[1]
+            if dn > 0:
+                seg.acc.meas_j += de
+                seg.acc.meas_tokens += dn
+                seg.acc.meas_windows += 1
+        seg._e0 = seg._e1 = seg._m0 = seg._m1 = None
 
     def _close_piece(self, seg: Segment) -> None:
         self._close_request(seg)
@@ -645,6 +674,10 @@ def _effective(s: Segment) -> _Acc:
         e.energy_j += s._e1[0] - s._e0[0]
         e.energy_tokens += s._e1[1] - s._e0[1]
         e.energy_windows += 1
+    if s._m0 is not None and s._m1 is not None and s._m1[1] > s._m0[1]:
+        e.meas_j += s._m1[0] - s._m0[0]
+        e.meas_tokens += s._m1[1] - s._m0[1]
+        e.meas_windows += 1
     return e
 
 
@@ -655,6 +688,9 @@ def _merge(into: _Acc, a: _Acc) -> None:
     into.energy_j += a.energy_j
     into.energy_tokens += a.energy_tokens
     into.energy_windows += a.energy_windows
+    into.meas_j += a.meas_j
+    into.meas_tokens += a.meas_tokens
+    into.meas_windows += a.meas_windows
     into.power_sum += a.power_sum
     into.power_sq += a.power_sq
     into.power_n += a.power_n
@@ -666,6 +702,33 @@ def _merge(into: _Acc, a: _Acc) -> None:
         into.flag_n[k] = into.flag_n.get(k, 0) + v
     into.cpu_sum += a.cpu_sum
     into.cpu_n += a.cpu_n
+
+
+def measured_counters(header: Header) -> list[str]:
+    """Energy counters of the system power's measured parts (empty: nothing measured).
+
+    The Header's ``config.system_power.channels`` are the chosen power channels;
+    estimated ones are left out; a counter's derived power names its counter in
+    ``meta["energy_channel"]``. A measured part without a counter (an
+    instantaneous reading) cannot be integrated the same way: then the list is
+    empty and no measured J/token exists.
+    """
+    sp = header.config.get("system_power") if isinstance(header.config, dict) else None
+    if not isinstance(sp, dict):
+        return []
+    by_id = {c.id: c for c in header.channels}
+    out: list[str] = []
+    for cid in sp.get("channels") or []:
+        c = by_id.get(cid) if isinstance(cid, str) else None
+        if c is None or c.method == "estimated":
+            continue
+        if c.kind == "energy" and c.method == "counter":
+            out.append(c.id)
+        elif c.meta.get("energy_channel") in by_id:
+            out.append(str(c.meta["energy_channel"]))
+        else:
+            return []
+    return out
 
 
 def lag1(xs: Sequence[float]) -> float:
@@ -826,6 +889,7 @@ def _figures(s: Segment, acc: _Acc | None = None) -> Figures:
         power_std_w=spread_w,
         energy_j=energy if windows else None,
         j_per_token=energy / etok if windows and etok else None,
+        j_per_token_measured=a.meas_j / a.meas_tokens if a.meas_windows and a.meas_tokens else None,
         temp_max_c=a.temp_max,
         throttle_share=share,
         profiler_cpu=a.cpu_sum / a.cpu_n if a.cpu_n else None,
@@ -859,6 +923,7 @@ def deltas(f: Figures, b: Figures) -> dict[str, Any]:
         "decode_tps_pct": pct(f.decode_tps, b.decode_tps),
         "power_w": diff(f.power_w, b.power_w),
         "j_per_token_pct": pct(f.j_per_token, b.j_per_token),
+        "j_per_token_measured_pct": pct(f.j_per_token_measured, b.j_per_token_measured),
         # J/token over the decode time tok/s counts (mean W ÷ decode tok/s): with Δtok/s
         # and ΔW it cannot disagree, as the energy-counter J/token (prefill and gaps
         # between requests included) can.

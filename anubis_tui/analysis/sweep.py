@@ -3,19 +3,37 @@
 For every profiler at every rate: Δ decode tok/s, Δ system power (W and %),
 Δ J/token, Δ max °C, throttle share, the profiler's CPU, and what it found
 (samples, distinct stacks, samples per joule of overhead), each with its
-spread over repeats. A difference smaller than the baselines' own spread
-between repeats is "no measurable overhead", not a number. The recommended
-rate of a profiler is its highest rate whose overhead stays within the
-budget (default 2 % tok/s and 2 % J/token) on the evidence shown.
+spread over repeats.
+
+Recommendations come from bounds, not from point estimates. A treatment's
+overhead is, per repeat, its Δ against the baseline beside it: the tok/s
+cost (−Δtok/s %) and the J/token cost (Δ J/token % on the *measured*
+meters only: the system power's channels that are not estimated, through
+their energy counters; an estimated part, such as a CPU estimated from load,
+rises with the profiler's own CPU and is shown apart, never deciding). Over
+the repeats, each cost gets a one-sided 95 % upper and lower bound (Student
+t, scipy.stats). A rate is
+
+* **within budget** when both upper bounds are within the budget;
+* **over budget** when a lower bound is beyond it;
+* **inconclusive** otherwise, or with one repeat (no interval): the row says
+  about how many repeats would decide it (the 1/√n shrinking of the bound).
+
+The recommended rate of a profiler is its highest rate that is within budget
+with every lower rate; a warm-up that did not reach steady state is named in
+each recommendation.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from scipy import stats as sps
 
 from anubis_tui.analysis.segments import Figures
 from anubis_tui.config import read_regular
@@ -23,6 +41,7 @@ from anubis_tui.config import read_regular
 BUDGET_PCT = 2.0
 MAX_ARTIFACT = 256 << 20
 NO_OVERHEAD = "no measurable overhead"
+MAX_REPEATS_SHOWN = 50  # beyond this, "more repeats" is no practical advice
 
 
 def distinct_stacks(path: str | None) -> int | None:
@@ -85,11 +104,60 @@ def _rate_of(name: str) -> tuple[str, float | None]:
     return prof + (" --native" if native else ""), hz
 
 
+def bounds(xs: Sequence[float]) -> tuple[float | None, float | None, float | None]:
+    """(mean, one-sided 95 % lower bound, upper bound) over repeats; bounds None below two."""
+    if not xs:
+        return None, None, None
+    m = statistics.fmean(xs)
+    if len(xs) < 2:
+        return m, None, None
+    half = float(sps.t.ppf(0.95, len(xs) - 1)) * statistics.stdev(xs) / math.sqrt(len(xs))
+    return m, m - half, m + half
+
+
+def decide(costs: dict[str, list[float]], budget_pct: float) -> dict[str, Any]:
+    """Within / over budget / inconclusive from the costs' bounds (see the module doc)."""
+    out: dict[str, Any] = {"decision": "inconclusive", "more_repeats": None, "why": ""}
+    n = min((len(v) for v in costs.values()), default=0)
+    if n < 2:
+        out["why"] = "one repeat: no interval" if n == 1 else "no repeat with data"
+        out["more_repeats"] = 1 if n == 1 else None
+        return out
+    ubs, over, need = {}, [], []
+    for key, xs in costs.items():
+        m, lo, hi = bounds(xs)
+        assert m is not None and lo is not None and hi is not None
+        ubs[key] = hi
+        if lo > budget_pct:
+            over.append(key)
+        elif hi > budget_pct:  # straddles: repeats for the bound to reach the budget
+            half, gap = hi - m, abs(budget_pct - m)
+            need.append(math.ceil(n * (half / gap) ** 2) - n if gap > 1e-9 else None)
+    out["upper"] = ubs
+    if over:
+        out["decision"] = "over"
+        out["why"] = " and ".join(over) + " cost beyond the budget at 95 %"
+    elif not need:
+        out["decision"] = "within"
+    elif None in need:
+        out["why"] = "the cost sits on the budget: no number of repeats decides it"
+    else:
+        k = max(1, *[k for k in need if k is not None])
+        out["more_repeats"] = k
+        out["why"] = (
+            f"about {k} more repeats would decide it"
+            if k <= MAX_REPEATS_SHOWN
+            else f"over {MAX_REPEATS_SHOWN} more repeats: the cost is about the budget"
+        )
+    return out
+
+
 def sweep_report(
     figs: Sequence[Figures], sweep: dict[str, Any], budget_pct: float = BUDGET_PCT
 ) -> dict[str, Any]:
-    """Per treatment, the mean and spread of its deltas over repeats, and per profiler the
-    recommended rate."""
+    """Per treatment, the mean and spread of its deltas over repeats with its decision, and per
+    profiler the recommended rate. J/token decides only where the segments have a measured
+    J/token (`Figures.j_per_token_measured`)."""
     by_index = {f.index: f for f in figs}
     # A step's segment is the one its sweep_step started; the slivers of a change (a profiler
     # stopping, a reload) before it carry the step before's tags and are no part of either.
@@ -97,6 +165,10 @@ def sweep_report(
     base = [f for f in steps if f.tags.get("role") == "baseline" and f.enough_data]
     noise_tps = _spread_pct([f.decode_tps for f in base if f.decode_tps is not None])
     noise_jpt = _spread_pct([f.j_per_token for f in base if f.j_per_token is not None])
+    noise_meas = _spread_pct(
+        [f.j_per_token_measured for f in base if f.j_per_token_measured is not None]
+    )
+    measured = any(f.j_per_token_measured is not None for f in steps)
     rows = []
     for name in sweep.get("treatments", []):
         segs = [
@@ -109,10 +181,11 @@ def sweep_report(
         def vals(key: str, pairs: list[tuple[Figures, dict[str, Any]]] = done) -> list[float]:
             return [d[key] for _, d in pairs if d.get(key) is not None]
 
-        d_tps, d_w, d_jpt, d_c = (
+        d_tps, d_w, d_jpt, d_meas, d_c = (
             vals("decode_tps_pct"),
             vals("power_w"),
             vals("j_per_token_pct"),
+            vals("j_per_token_measured_pct"),
             vals("temp_max_c"),
         )
         d_w_pct = []
@@ -148,6 +221,7 @@ def sweep_report(
             ("power_w", d_w),
             ("power_pct", d_w_pct),
             ("j_per_token_pct", d_jpt),
+            ("j_per_token_measured_pct", d_meas),
             ("temp_max_c", d_c),
             ("throttle_share", throttle),
             ("profiler_cpu", cpu),
@@ -162,16 +236,23 @@ def sweep_report(
         row["jpt_measurable"] = _measurable(row["j_per_token_pct"], noise_jpt)
         if row["jpt_measurable"] is False:  # no measurable extra energy: no samples per joule
             row["samples_per_joule"] = row["samples_per_joule_sd"] = None
+        costs = {"tok/s": [-x for x in d_tps]}
+        if measured:
+            costs["measured J/token"] = d_meas
+        row.update(decide(costs, budget_pct))
         rows.append(row)
+    warm = sweep.get("warmup") or {}
     return {
         "noise": {
             "decode_tps_pct": noise_tps,
             "j_per_token_pct": noise_jpt,
+            "j_per_token_measured_pct": noise_meas,
             "baselines": len(base),
         },
         "budget_pct": budget_pct,
+        "energy_decides": measured,
         "rows": rows,
-        "recommended": recommend(rows, budget_pct),
+        "recommended": recommend(rows, budget_pct, warm),
         "warmup": sweep.get("warmup"),
         "cooldowns": sweep.get("cooldowns"),
         "order": sweep.get("order"),
@@ -180,75 +261,87 @@ def sweep_report(
 
 
 def _measurable(mean: float | None, noise: float | None) -> bool | None:
-    """Whether |mean| is beyond the baselines' spread (None: not known)."""
+    """Whether |mean| is beyond the baselines' spread (None: not known). Shown, not deciding."""
     if mean is None:
         return None
     if noise is None:
-        return True  # one baseline: no spread to hide behind; the number stands
+        return True
     return abs(mean) > noise
 
 
-def within_budget(row: dict[str, Any], budget_pct: float) -> bool | None:
-    """Overhead within budget: tok/s no more than `budget_pct` slower and J/token no more than
-    `budget_pct` higher, where measurable (an unmeasurable difference is within it)."""
-    tps, jpt = row.get("decode_tps_pct"), row.get("j_per_token_pct")
-    if tps is None and jpt is None:
-        return None
-    ok_tps = tps is None or not row.get("tps_measurable") or tps >= -budget_pct
-    ok_jpt = jpt is None or not row.get("jpt_measurable") or jpt <= budget_pct
-    return ok_tps and ok_jpt
-
-
-def recommend(rows: Sequence[dict[str, Any]], budget_pct: float) -> dict[str, dict[str, Any]]:
-    """Per profiler: the highest rate that, with every lower rate, stays within budget, with the
-    evidence (or why there is none)."""
+def recommend(
+    rows: Sequence[dict[str, Any]], budget_pct: float, warmup: dict[str, Any] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Per profiler: the highest rate decided within budget with every lower rate, or None;
+    the evidence, the first undecided or over-budget rate above it, and the warm-up's state."""
     out: dict[str, dict[str, Any]] = {}
     profs = sorted({r["profiler"] for r in rows if r.get("profiler")})
+    cold = (
+        f"; warm-up not steady ({warmup.get('reason')}): read with care"
+        if warmup and not warmup.get("reached")
+        else ""
+    )
     for p in profs:
         mine = sorted((r for r in rows if r["profiler"] == p), key=lambda r: r["rate_hz"] or 0)
-        # Rates from the lowest up, to the first over budget: a higher rate that happens to
-        # look cheap beyond an expensive one is noise, not a recommendation.
-        ok = []
+        # From the lowest rate up, to the first that is not decided within budget: a higher
+        # rate that looks cheap beyond an expensive or undecided one is not evidence.
+        ok: list[dict[str, Any]] = []
+        stop = None
         for r in mine:
-            if not within_budget(r, budget_pct):
+            if r.get("decision") != "within":
+                stop = r
                 break
             ok.append(r)
+        why = ""
+        if stop is not None:
+            what = {"over": "over budget", "inconclusive": "inconclusive"}.get(
+                stop.get("decision", ""), "inconclusive"
+            )
+            why = f"{stop['rate_hz']:g} Hz {what}"
+            if stop.get("why"):
+                why += f" ({stop['why']})"
+            why += f": {_show(stop, 'decode_tps_pct', raw=True)} tok/s, {_jpt(stop)} J/token"
         if not ok:
-            worst = mine[0] if mine else None
             out[p] = {
                 "rate_hz": None,
-                "evidence": (
-                    f"even {worst['rate_hz']:g} Hz costs {_show(worst, 'decode_tps_pct')} tok/s, "
-                    f"{_show(worst, 'j_per_token_pct')} J/token (budget {budget_pct:g} %)"
-                    if worst
-                    else "no data"
-                ),
+                "decision": stop.get("decision") if stop else "inconclusive",
+                "more_repeats": stop.get("more_repeats") if stop else None,
+                "evidence": (why or "no data") + f" (budget {budget_pct:g} %)" + cold,
             }
             continue
-        best = max(ok, key=lambda r: r["rate_hz"] or 0)
-        higher = [r for r in mine if (r["rate_hz"] or 0) > (best["rate_hz"] or 0)]
-        beyond = (
-            f"; {higher[0]['rate_hz']:g} Hz costs {_show(higher[0], 'decode_tps_pct')} tok/s, "
-            f"{_show(higher[0], 'j_per_token_pct')} J/token"
-            if higher
-            else " (the highest rate tried)"
-        )
+        best = ok[-1]
+        ub = best.get("upper") or {}
+        bound = ", ".join(f"{k} ≤ {v:+.1f} %" for k, v in ub.items())
         out[p] = {
             "rate_hz": best["rate_hz"],
+            "decision": "within",
+            "more_repeats": stop.get("more_repeats") if stop else None,
             "evidence": (
-                f"{best['rate_hz']:g} Hz: {_show(best, 'decode_tps_pct')} tok/s, "
-                f"{_show(best, 'j_per_token_pct')} J/token over {best['repeats']} repeats{beyond}"
+                f"{best['rate_hz']:g} Hz costs {bound} at 95 % over {best['repeats']} repeats"
+                + (f"; {why}" if why else " (the highest rate tried)")
+                + cold
             ),
         }
     return out
 
 
-def _show(row: dict[str, Any], key: str) -> str:
+def _jpt(row: dict[str, Any]) -> str:
+    """The J/token change that decides (measured), the estimate-including one beside it."""
+    if row.get("j_per_token_measured_pct") is not None:
+        return (
+            _show(row, "j_per_token_measured_pct")
+            + f" measured ({_show(row, 'j_per_token_pct', raw=True)} incl. estimate)"
+        )
+    return _show(row, "j_per_token_pct", raw=True) + " (estimated: not deciding)"
+
+
+def _show(row: dict[str, Any], key: str, raw: bool = False) -> str:
+    """mean ±sd in %; NO_OVERHEAD inside the baselines' spread unless `raw`."""
     m = row.get(key)
     if m is None:
         return "—"
     flag = {"decode_tps_pct": "tps_measurable", "j_per_token_pct": "jpt_measurable"}.get(key)
-    if flag and row.get(flag) is False:
+    if flag and row.get(flag) is False and not raw:
         return NO_OVERHEAD
     sd = row.get(f"{key}_sd")
     return f"{m:+.1f} %" + (f" ±{sd:.1f}" if sd is not None else "")
@@ -265,7 +358,8 @@ def render_sweep(r: dict[str, Any]) -> list[str]:
         + (f"±{n['j_per_token_pct']:.1f} %" if n["j_per_token_pct"] is not None else "—")
         + f" ({n['baselines']} baselines)",
         f"  {'treatment':<22} {'n':>2} {'Δtok/s':>16} {'ΔW':>12} {'ΔW%':>7} {'ΔJ/tok':>16} "
-        f"{'Δ°C':>5} {'thr':>4} {'prof CPU':>8} {'samples':>8} {'stacks':>7} {'samp/J':>8}",
+        f"{'meas.ΔJ/tok':>16} {'Δ°C':>5} {'thr':>4} {'prof CPU':>8} {'samples':>8} "
+        f"{'stacks':>7} {'samp/J':>8}  decision",
     ]
 
     def num(row: dict[str, Any], key: str, fmt: str, scale: float = 1.0, unit: str = "") -> str:
@@ -281,14 +375,22 @@ def render_sweep(r: dict[str, Any]) -> list[str]:
             f"{num(row, 'power_w', '+.1f', unit=' W'):>12} "
             f"{num(row, 'power_pct', '+.1f', unit='%'):>7} "
             f"{jpt if len(jpt) <= 16 else 'none measurable':>16} "
+            f"{_show(row, 'j_per_token_measured_pct'):>16} "
             f"{num(row, 'temp_max_c', '+.0f'):>5} {num(row, 'throttle_share', '.0%'):>4} "
             f"{num(row, 'profiler_cpu', '.1f', 100, '%'):>8} {num(row, 'samples', '.0f'):>8} "
             f"{num(row, 'distinct_stacks', '.0f'):>7} {num(row, 'samples_per_joule', '.0f'):>8}"
+            f"  {_decision(row)}"
             + (f"  ({', '.join(row['not_comparable'])})" if row["not_comparable"] else "")
         )
     lines.append(
-        f"  'none measurable': {NO_OVERHEAD} (smaller than the baselines' spread); "
-        "samp/J: samples per joule of extra energy"
+        f"  'none measurable': {NO_OVERHEAD} (smaller than the baselines' spread: shown, never "
+        "deciding); samp/J: samples per joule of extra energy; ΔJ/tok includes estimated parts, "
+        "meas.ΔJ/tok only measured meters"
+    )
+    lines.append(
+        f"  decision: one-sided 95 % bounds of the costs over repeats against the "
+        f"{r['budget_pct']:g} % budget: tok/s"
+        + (" and measured J/token" if r.get("energy_decides") else " only (no measured meter)")
     )
     for prof, rec in r["recommended"].items():
         rate = rec["rate_hz"]
@@ -303,6 +405,15 @@ def render_sweep(r: dict[str, Any]) -> list[str]:
         missed = sum(1 for c in cds if not c.get("reached"))
         lines.append(f"  cooldown waits: {len(cds)}, {missed} did not get within 1 °C")
     return lines
+
+
+def _decision(row: dict[str, Any]) -> str:
+    d = row.get("decision")
+    if d == "within":
+        return "within budget"
+    if d == "over":
+        return "over budget"
+    return "inconclusive" + (f": {row['why']}" if row.get("why") else "")
 
 
 def sweep_of(events: Sequence[Any]) -> dict[str, Any] | None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
-from anubis_tui.analysis.sweep import recommend, within_budget
+from anubis_tui.analysis.sweep import decide, recommend
 from anubis_tui.session.sweep import Treatment, schedule, steady_state, treatments
 
 
@@ -64,26 +65,64 @@ def test_steady_state_on_synthetic_temperature_traces():
     assert not early.reached and "less than 30 s" in early.reason
 
 
-def _row(rate, tps, jpt, measurable=True):
+def _row(rate, tps_costs, jpt_costs=None, budget=2.0):
+    """A sweep row from per-repeat costs (% slower, % more measured J/token)."""
+    costs = {"tok/s": tps_costs}
+    if jpt_costs is not None:
+        costs["measured J/token"] = jpt_costs
     return {
-        "profiler": "py-spy", "rate_hz": rate, "repeats": 3, "decode_tps_pct": tps,
-        "decode_tps_pct_sd": 0.5, "j_per_token_pct": jpt, "j_per_token_pct_sd": 0.5,
-        "tps_measurable": measurable, "jpt_measurable": measurable,
+        "profiler": "py-spy", "rate_hz": rate, "repeats": len(tps_costs),
+        "decode_tps_pct": -sum(tps_costs) / len(tps_costs), "decode_tps_pct_sd": 0.5,
+        "j_per_token_pct": None, "j_per_token_measured_pct": None,
+        **decide(costs, budget),
     }  # fmt: skip
 
 
-def test_recommendation_on_synthetic_overhead_curves():
-    curve = [_row(10, -0.2, 0.1), _row(100, -1.5, 1.8), _row(1000, -12.0, 14.0)]
+def test_decisions_come_from_one_sided_bounds_not_point_estimates():
+    assert decide({"tok/s": [0.1, 0.3, 0.2]}, 2.0)["decision"] == "within"
+    assert decide({"tok/s": [9.0, 10.0, 11.0]}, 2.0)["decision"] == "over"
+    # a mean inside the budget with a wide spread: the upper bound is not
+    wide = decide({"tok/s": [-3.0, 4.0, 1.0]}, 2.0)
+    assert wide["decision"] == "inconclusive" and wide["more_repeats"] >= 1
+    assert "more repeats" in wide["why"]
+    # one repeat: no interval, whatever the number
+    one = decide({"tok/s": [0.0]}, 2.0)
+    assert one["decision"] == "inconclusive" and "one repeat" in one["why"]
+    # measured J/token decides beside tok/s
+    assert decide({"tok/s": [0.1, 0.2], "measured J/token": [8.0, 8.2]}, 2.0)["decision"] == "over"
+
+
+def test_recommendation_is_the_highest_rate_decided_within_budget_from_the_bottom():
+    curve = [_row(10, [0.1, 0.2, 0.15]), _row(100, [0.5, 0.9, 0.7]), _row(1000, [11, 13, 12])]
     rec = recommend(curve, 2.0)["py-spy"]
-    assert rec["rate_hz"] == 100
-    assert "1000 Hz costs -12.0 % ±0.5 tok/s" in rec["evidence"]
-    assert recommend(curve, 1.0)["py-spy"]["rate_hz"] == 10
-    all_bad = [_row(10, -5.0, 6.0), _row(100, -9.0, 10.0)]
-    assert recommend(all_bad, 2.0)["py-spy"]["rate_hz"] is None
-    # a difference inside the baselines' own spread is no overhead: within any budget
-    hidden = _row(1000, -3.0, 3.0, measurable=False)
-    assert within_budget(hidden, 2.0) is True
-    assert recommend([*curve[:2], hidden], 2.0)["py-spy"]["rate_hz"] == 1000
-    # cheap-looking 1000 Hz beyond an expensive 100 Hz is noise: the recommendation stops at 10
-    bumpy = [_row(10, -0.2, 0.1), _row(100, -6.6, 6.7), hidden]
-    assert recommend(bumpy, 2.0)["py-spy"]["rate_hz"] == 10
+    assert rec["rate_hz"] == 100 and rec["decision"] == "within"
+    assert "1000 Hz over budget" in rec["evidence"] and "at 95 %" in rec["evidence"]
+    # an undecided rate stops the climb: a cheap-looking rate above it is not evidence
+    bumpy = [_row(10, [0.1, 0.2, 0.15]), _row(100, [-3.0, 4.0, 1.0]), _row(1000, [0.1, 0.2, 0.1])]
+    rec = recommend(bumpy, 2.0)["py-spy"]
+    assert rec["rate_hz"] == 10 and "100 Hz inconclusive" in rec["evidence"]
+    # one-repeat sweeps recommend nothing
+    ones = [_row(10, [0.1]), _row(100, [0.2])]
+    rec = recommend(ones, 2.0)["py-spy"]
+    assert rec["rate_hz"] is None and "one repeat" in rec["evidence"]
+    # a warm-up that did not settle is named in each recommendation
+    cold = recommend(curve, 2.0, {"reached": False, "reason": "temperature moving +2.4 °C/min"})
+    assert "warm-up not steady (temperature moving +2.4 °C/min)" in cold["py-spy"]["evidence"]
+
+
+def test_sweep_reports_of_the_committed_sweeps():
+    from anubis_tui.analysis.report import report
+    from anubis_tui.recording.reader import load
+
+    root = Path(__file__).resolve().parents[2]
+    vm = report(load(root / "recordings/vm-2core-cpu-sweep.msgpack"))["sweep"]
+    # no power meter on the VM: estimated J/token is shown, tok/s alone decides
+    assert vm["energy_decides"] is False
+    assert vm["recommended"]["py-spy"]["rate_hz"] == 10
+    assert "warm-up not steady" in vm["recommended"]["py-spy"]["evidence"]
+    gpu = report(load(root / "recordings/h100-cuda-gemma270m-sweep.msgpack"))["sweep"]
+    assert gpu["energy_decides"] is True
+    rows = {r["treatment"]: r for r in gpu["rows"]}
+    assert rows["py-spy@1000n"]["decision"] == "over"
+    # two repeats of a noisy GPU: nothing at 10 Hz is decided, so nothing is recommended
+    assert all(v["rate_hz"] is None for v in gpu["recommended"].values())
