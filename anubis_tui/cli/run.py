@@ -65,6 +65,11 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
         config = config.replace(rate_hz=clamp_rate(args.rate))
     dirs = [Path(d).expanduser() for d in args.models_dir]
     for d in dirs:
+    if args.remote:
+        from anubis_tui.session.remote import host_problem
+
+        if why := host_problem(args.remote):
+            raise CliError(f"--remote {args.remote!r}: {why}")
     if why := encoding.terminal_problem():
         raise CliError(why)
 

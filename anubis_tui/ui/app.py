@@ -26,7 +26,7 @@ from textual.widgets import Footer, Log, Static
 from anubis_tui.analysis.live import NOTIFY_KINDS, LiveState, Snapshot
 from anubis_tui.analysis.replay import Replay
 from anubis_tui.config import Config
-from anubis_tui.plugins import ExportSink, PluginError, export_sinks
+from anubis_tui.plugins import PluginError, QueuedExport, export_sinks
 from anubis_tui.session.knobs import KNOBS
 from anubis_tui.ui.screens import HelpScreen, ModelPicker
 from anubis_tui.ui.widgets.charts import Charts
@@ -173,7 +173,7 @@ class AnubisApp(App[int]):
         self._last_frame = time.monotonic()
         self._lines: dict[str, str] = {}
         self._panels: list[Panel] = []
-        self._exports: list[ExportSink] = []
+        self._exports: list[QueuedExport] = []
         super().__init__()
         if config.keys:
             self.set_keymap(dict(config.keys))
@@ -256,7 +256,11 @@ class AnubisApp(App[int]):
             )
             self.state.consume(session.header)
             try:
-                self._exports = export_sinks(opts.exports, session.header)
+                self._exports = export_sinks(
+                    opts.exports,
+                    session.header,
+                    on_drop=lambda m: session.emit_event("sink_dropped", reason=m),
+                )
             except PluginError as e:
                 self.call_from_thread(self.notify, str(e), severity="error", timeout=10)
                 self._exports = []
@@ -328,7 +332,10 @@ class AnubisApp(App[int]):
             mode = f"REMOTE {self.live.remote}"
             r = self.session
             if r is not None and not getattr(r, "connected", True):
-                lost = "  ⚠ disconnected: r reconnects"
+                why = str(getattr(r, "lost", "") or "")
+                lost = f"  ⚠ disconnected{f' ({why[:48]})' if why else ''}: r reconnects"
+            elif (quiet := getattr(r, "stalled_s", None)) is not None:
+                lost = f"  ⚠ stalled {quiet:.0f} s"
         self._line("#title", f" anubis {mode}  {host}  {model}  t={s.t_s:.0f}s{rec}{paused}{lost}")
         for panel in self._panels:
             panel.refresh_from(s)

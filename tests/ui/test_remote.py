@@ -105,7 +105,7 @@ def test_run_remote_over_a_real_sshd(tmp_path: Path, sshd: Path):
         assert agents
         for p in agents:
             p.send_signal(signal.SIGKILL)
-        wait_screen(name, lambda s: "disconnected: r reconnects" in s, 30)
+        wait_screen(name, lambda s: "disconnected" in s and "r reconnects" in s, 30)
         first, rec1 = read_all(local)
         assert not rec1.truncated, rec1.reason  # closed with a Footer: still a valid recording
         assert isinstance(first[-1], Footer)
