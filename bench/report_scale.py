@@ -8,6 +8,13 @@ in a real session), decode tokens in 50 ms batches. Then loads it and
 builds the report in a fresh process, and prints seconds and peak RSS.
 
     python bench/report_scale.py [--channels 2000] [--segments 1000] [--check]
+
+``--hours H`` is the long-session case instead: an H-hour, 10 Hz, 30-channel
+recording made by `bench/reader_load.py`'s generator (channels at 10, 2 and
+1 Hz, a decode batch every 50 ms); the goal for 24 h is a report in at most
+200 MB of peak RSS and 30 s (``--check`` fails above them).
+
+    python bench/report_scale.py --hours 24 [--check]
 """
 
 from __future__ import annotations
@@ -124,16 +131,25 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=10.0)
     ap.add_argument("--check", action="store_true")
     ap.add_argument("--max-s", type=float, default=15.0, help="bound for --check (goal: 5 s)")
+    ap.add_argument("--hours", type=float, help="the long-session case: hours at 10 Hz")
+    ap.add_argument("--max-mb", type=float, default=200.0, help="peak RSS bound (--hours)")
     a = ap.parse_args()
+    if a.hours is not None:
+        a.max_s = 30.0 if a.max_s == 15.0 else a.max_s
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "scale.msgpack"
         t = time.perf_counter()
-        samples = write(path, a.channels, a.segments, a.segment_s, a.rate)
+        if a.hours is not None:
+            sys.path.insert(0, str(ROOT / "bench"))
+            from reader_load import make
+
+            make(str(path), seconds=int(a.hours * 3600))
+            what = f"{a.hours:g} h at 10 Hz × 30 channels"
+        else:
+            samples = write(path, a.channels, a.segments, a.segment_s, a.rate)
+            what = f"{samples} samples × {a.channels} channels, {a.segments} segments"
         size = path.stat().st_size
-        print(
-            f"wrote {samples} samples × {a.channels} channels, {a.segments} segments: "
-            f"{size / 2**20:.1f} MiB in {time.perf_counter() - t:.1f} s"
-        )
+        print(f"wrote {what}: {size / 2**20:.1f} MiB in {time.perf_counter() - t:.1f} s")
         p = subprocess.run(
             [sys.executable, "-c", CHILD, str(path)], capture_output=True, text=True, check=False
         )
@@ -147,6 +163,9 @@ def main() -> int:
     )
     if a.check and r["total_s"] > a.max_s:
         print(f"FAIL: report took {r['total_s']:.1f} s > {a.max_s} s", file=sys.stderr)
+        return 1
+    if a.check and a.hours is not None and r["peak_rss_mb"] > a.max_mb:
+        print(f"FAIL: report peaked at {r['peak_rss_mb']:.0f} MB > {a.max_mb} MB", file=sys.stderr)
         return 1
     return 0
 
