@@ -336,6 +336,8 @@ def _sane(kind: str, x: float) -> bool:
         return 0.0 <= x <= 1500.0
     if kind == "utilization":
         return 0.0 <= x <= 1.0
+    if kind == "voltage":
+        return 0.0 <= x <= 5.0
     return True
 
 
@@ -591,6 +593,16 @@ class AmdgpuSource(Source):
                     )
                     mfast.append(_Reader(c, _metric(lay, name, lay.temp_scale, "temperature")))
 
+        # Voltages: in0 vddgfx, in1 vddnb (APUs), mV.
+        if hw is not None:
+            for f in sorted(hw.glob("in*_input"), key=lambda p: _num(p.name)):
+                n = _num(f.name)
+                if _readable(f):
+                    label = _label(hw / f"in{n}_label") or f"in{n}"
+                    c = ch(f"voltage_{_slug(label)}", f"{label} voltage", "voltage", "V",
+                           "instant", STATE_PERIOD_S, file=f"hwmon in{n}_input")  # fmt: skip
+                    state.append(_Reader(c, _attr(f, 1e-3, "voltage")))
+
         # Clocks: hwmon freqN, else the active pp_dpm level, else gpu_metrics.
         for which, hw_label, dpm, gm in (
             ("gfx", "sclk", "pp_dpm_sclk", ("current_gfxclk", "average_gfxclk_frequency")),
@@ -601,7 +613,12 @@ class AmdgpuSource(Source):
             src_reader = None
             if hw is not None:
                 for f in sorted(hw.glob("freq*_input")):
-                    if _label(f.with_name(f.name.replace("_input", "_label"))) == hw_label:
+                    # freq1 is sclk, freq2 mclk (amdgpu_pm.c hwmon DOC); the label says so too.
+                    flabel = _label(f.with_name(f.name.replace("_input", "_label")))
+                    if flabel == hw_label or (
+                        flabel is None
+                        and f.name == ("freq1_input" if which == "gfx" else "freq2_input")
+                    ):
                         if _readable(f):
                             src_reader = (_attr(f, 1.0, "frequency"), f"hwmon {f.name}")
                         break

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from anubis_tui.sources.base import SysfsRoot, read_text
+from anubis_tui.sources.base import SysfsRoot, read_text, unique_dirs
 
 CARD_RE = re.compile(r"^card(\d+)$")
 MAX_CARDS = 16
@@ -90,6 +90,31 @@ def drm_cards(root: SysfsRoot, drivers: tuple[str, ...], chips: tuple[str, ...])
                 driver=drv,
                 slot=os.path.basename(real),
                 hwmon=hwmon_dir(device, chips),
+            )
+        )
+    # A GPU's hwmon chip whose device no DRM card led to (a tree or container that shows
+    # /sys/class/hwmon but not /sys/class/drm): the chip names the driver.
+    for h in unique_dirs(root.glob("/sys/class/hwmon", "hwmon*")):
+        try:
+            chip = read_text(h / "name")
+        except PermissionError:
+            continue
+        if chip not in chips or chip not in drivers or len(out) >= MAX_CARDS:
+            continue
+        real_h = Path(os.path.realpath(h))
+        device = h / "device" if (h / "device").exists() else real_h.parent.parent
+        real = os.path.realpath(device)
+        if real in seen or (real_h.parent.name != "hwmon" and not (h / "device").exists()):
+            continue
+        seen.add(real)
+        drm = sorted(n.name for n in (Path(real) / "drm").glob("card*") if CARD_RE.match(n.name))
+        out.append(
+            DrmCard(
+                name=drm[0] if drm else h.name,
+                device=device,
+                driver=chip,
+                slot=os.path.basename(real),
+                hwmon=h,
             )
         )
     return out

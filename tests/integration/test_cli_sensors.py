@@ -48,7 +48,7 @@ def test_intel_laptop_json_shape_and_converted_values():
 def test_amd_desktop():
     d = sensors("amd_desktop")
     assert channel(d, "hwmon.k10temp.temp1")["value"] == 61.375
-    assert channel(d, "hwmon.amdgpu.power1_avg")["value"] == 35.0
+    assert channel(d, "amdgpu.hwmon1.power_avg")["value"] == 35.0  # its own source (issue 25)
 
 
 def test_jetson_orin():

@@ -127,11 +127,12 @@ def test_amd_desktop_k10temp_gap_nvme_amdgpu():
     assert vals["hwmon.k10temp.temp3"] == 45.5
     assert "hwmon.k10temp.temp2" not in vals
     assert vals["hwmon.nvme.temp1"] == 46.85
-    assert vals["hwmon.amdgpu.power1_avg"] == 35.0
-    assert vals["hwmon.amdgpu.in0"] == 0.8
+    # amdgpu is read by its own source (issue 25), found here by its hwmon chip alone.
+    assert vals["amdgpu.hwmon1.power_avg"] == 35.0
+    assert vals["amdgpu.hwmon1.voltage_vddgfx"] == 0.8
     assert vals["rapl.package-0-die-0.energy"] == pytest.approx(7123.456789)
     assert s.system is not None
-    assert set(s.system.channels) == {"hwmon.amdgpu.power1_avg", "rapl.package-0-die-0.power"}
+    assert set(s.system.channels) == {"amdgpu.hwmon1.power_avg", "rapl.package-0-die-0.power"}
     assert not any(src.startswith("hwmon:asus") for src in {c.source for c in s.channels})
 
 
