@@ -61,10 +61,6 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
     from anubis_tui.session.sampler import clamp_rate
     from anubis_tui.ui.app import LiveOptions, make_app  # textual is imported here only
 
-    if args.rate is not None:
-        config = config.replace(rate_hz=clamp_rate(args.rate))
-    dirs = [Path(d).expanduser() for d in args.models_dir]
-    for d in dirs:
     if args.remote:
         from anubis_tui.session.remote import host_problem
 
@@ -73,11 +69,10 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
     if why := encoding.terminal_problem():
         raise CliError(why)
 
-    if args.remote:
-        from anubis_tui.session.remote import host_problem
-
-        if why := host_problem(args.remote):
-            raise CliError(f"--remote {args.remote!r}: {why}")
+    if args.rate is not None:
+        config = config.replace(rate_hz=clamp_rate(args.rate))
+    dirs = [Path(d).expanduser() for d in args.models_dir]
+    for d in dirs:
         if not d.is_dir():
             raise CliError(f"--models-dir {d}: not a directory")
     spec = facts = None
