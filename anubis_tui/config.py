@@ -123,12 +123,20 @@ def _check(cfg: Config, where: str) -> Config:
                 and (1 <= v <= 1000 if f.name == "rate_hz" else 0 < v <= 1e6)
             )
             hint = "between 1 and 1000 (Hz)" if f.name == "rate_hz" else "a positive number"
-        elif f.name in ("threads", "n_ctx", "max_tokens"):
+        elif f.name in ("threads", "gpu_layers"):  # knobs: the knob's own check
+            from anubis_tui.session.knobs import check_knob_value
+
+            try:
+                ok = isinstance(v, int) and check_knob_value(f.name, v) == v
+            except ValueError as e:
+                raise ConfigError(f"{where}: {e}") from None
+            hint = "a whole number"
+        elif f.name in ("n_ctx", "max_tokens"):
             ok = isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 1 << 20
             hint = "a positive integer"
-        elif f.name in ("gpu_layers", "seed"):
+        elif f.name == "seed":
             ok = isinstance(v, int) and not isinstance(v, bool) and -1 <= v <= 1 << 31
-            hint = "an integer (-1: all layers)" if f.name == "gpu_layers" else "an integer"
+            hint = "an integer"
         elif f.name == "flash_attn":
             ok = isinstance(v, bool)
             hint = "true or false"

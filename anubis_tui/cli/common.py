@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -55,10 +56,26 @@ def positive_int(s: str) -> int:
     return v
 
 
+def knob_arg(name: str) -> Callable[[str], Any]:
+    """An argparse type for a knob's flag: the knob's own check (`check_knob_value`)."""
+
+    def parse(s: str) -> Any:
+        from anubis_tui.session.knobs import parse_knob_value
+
+        try:
+            return parse_knob_value(name, s)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    return parse
+
+
 def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="a GGUF file (default: the packaged Gemma 3 270M Q4_K_M)")
-    p.add_argument("--threads", type=positive_int, help="llama.cpp threads")
-    p.add_argument("--gpu-layers", type=int, help="layers offloaded to the GPU (-1: all)")
+    p.add_argument("--threads", type=knob_arg("threads"), help="llama.cpp threads")
+    p.add_argument(
+        "--gpu-layers", type=knob_arg("gpu_layers"), help="layers offloaded to the GPU (-1: all)"
+    )
     p.add_argument("--ctx", type=positive_int, dest="n_ctx", help="context size")
     p.add_argument("--max-tokens", type=positive_int, help="tokens per request")
     p.add_argument("--prompt-file", help="one prompt a line, or JSONL with a prompt key")

@@ -154,3 +154,48 @@ def test_sweep_knob_refuses_in_one_line(item, tmp_path):
     err = errors(r.stderr).strip()
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr and len(err.splitlines()) == 1 and "--knob" in err
+
+
+@pytest.mark.parametrize(
+    ("env", "why"),
+    [
+        ({"ANUBIS_THREADS": "5000"}, "up to 4096"),
+        ({"ANUBIS_THREADS": "0"}, "positive"),
+        ({"ANUBIS_GPU_LAYERS": "-2"}, "within -1 to 100000"),
+    ],
+)
+def test_config_and_env_knobs_go_through_the_knob_check(env, why):
+    from pathlib import Path
+
+    from anubis_tui.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=why):
+        load_config(Path("/nonexistent/anubis.toml"), env)
+    assert load_config(Path("/nonexistent/anubis.toml"), {"ANUBIS_THREADS": "4"}).threads == 4
+
+
+@pytest.mark.parametrize(
+    "flag", [["--threads", "1e308"], ["--threads", "True"], ["--gpu-layers", "inf"]]
+)
+def test_flags_go_through_the_knob_check(flag, tmp_path):
+    r = subprocess.run(
+        [
+            *ANUBIS,
+            "record",
+            "--no-model",
+            "--duration",
+            "1",
+            *flag,
+            "-o",
+            str(tmp_path / "r.msgpack"),
+        ],
+        env=cli_env(),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    err = errors(r.stderr).strip()
+    assert r.returncode == 2 and len(err.splitlines()) == 1 and flag[0] in err, r.stderr
+    assert not (tmp_path / "r.msgpack").exists()
