@@ -18,14 +18,15 @@ from anubis_tui.analysis import db
 
 # Column key, title, the value a row sorts on.
 COLUMNS: tuple[tuple[str, str], ...] = (
-    ("class", "class"),
     ("setting", "setting"),
     ("tps", "tok/s"),
     ("jpt", "J/tok"),
     ("w", "W"),
     ("c", "°C"),
     ("flags", "flags"),
+    ("class", "class"),
 )
+SETTING_WIDTH = 26
 _FIG = {"tps": "decode_tokens_per_s", "jpt": "energy_per_output_token_j", "w": "power_w"}
 
 
@@ -87,7 +88,7 @@ class DbApp(App[str]):
             self.texts.update(db.setting_texts(rs))
         self.labels = {r["row_id"]: db.class_label(r.get("class") or {}) for r in rows}
         self.selected_row_id = selected
-        self.sort_col = 3  # J/token
+        self.sort_col = 2  # J/token
         self.sort_reverse = False
 
     def compose(self) -> ComposeResult:
@@ -134,16 +135,23 @@ class DbApp(App[str]):
         t = self.query_one(DataTable)
         keep = self.selected_row_id
         t.clear()
+        last = None
         for rid in self.order():
             r = self.rows[rid]
+            # the class once, on its first row: the rows under it are its members
+            first = r["class_id"] != last
+            last = r["class_id"]
+            setting = self.texts[rid]
+            if len(setting) > SETTING_WIDTH:
+                setting = setting[: SETTING_WIDTH - 1] + "…"
             t.add_row(
-                self.labels[rid],
-                self.texts[rid],
+                setting,
                 _num(db.value(r, _FIG["tps"])),
                 _num(db.value(r, _FIG["jpt"])),
                 _num(db.value(r, _FIG["w"])),
                 _num(r.get("temperature_max_c"), 3),
                 "; ".join(r.get("flags") or []) or "ok",
+                self.labels[rid] if first else "",
                 key=rid,
             )
         if keep in self.rows:
