@@ -214,8 +214,13 @@ def cmd_sweep(args: argparse.Namespace, config: Config) -> int:
         raise CliError(f"sweep: {w.error}; {w.samples_flushed} samples in {path}")
     if path != "-":
         try:
-            print(render(report(load(path), budget_pct=args.budget)))
+            rec = load(path)
+            summary = report(rec, budget_pct=args.budget)
+            print(render(summary))
         except ReaderError as e:
             raise CliError(str(e)) from None
+        from anubis_tui.cli.db import write_rows  # the results database's rows (issue 24)
+
+        write_rows(rec, path, summary, str(Path(path).with_suffix(".rows.jsonl")), force=True)
         say(f"recorded to {path}; profiles in {Path(path).with_suffix('.profiles')}")
     return 0 if ended[0] is None else 1
