@@ -8,7 +8,9 @@
   no minimum (``sysfs-driver-intel-i915-hwmon``: "the value is clamped to
   the PKG_POWER_SKU min/max" internally), so the ladder starts at half the
   rated TDP. xe's package limit (``power2_max``) is left alone: the card
-  limit is the one the card meter answers to.
+  limit is the one the card meter answers to. A ``power1_max`` of 0 means
+  the limit is disabled ("A read value of 0 means that the PL1 power limit is
+  disabled"): it is journalled and put back as 0.
 
 The knob is ``power_limit_w``, the same one NVML serves: every such GPU gets
 the same cap, journalled before the first change (``original`` maps each
@@ -45,6 +47,7 @@ class CapFile:
     path: Path
     lo_uw: int
     hi_uw: int
+    zero_ok: bool = False  # i915/xe: 0 is "PL1 disabled", a value to put back as it was
 
 
 def cap_files(root: SysfsRoot | None = None) -> list[CapFile]:
@@ -65,7 +68,7 @@ def cap_files(root: SysfsRoot | None = None) -> list[CapFile]:
             continue
         # amdgpu reports power1_cap_min 0 on some boards: a cap of 0 W is no cap to offer.
         lo = max(lo, 1_000_000)
-        out.append(CapFile(card.slot, path, lo, hi))
+        out.append(CapFile(card.slot, path, lo, hi, zero_ok=card.driver != "amdgpu"))
     return out
 
 
@@ -126,7 +129,7 @@ class GpuPowerCap(Control):
                 if (
                     not isinstance(uw, int)
                     or isinstance(uw, bool)
-                    or not (f.lo_uw <= uw <= f.hi_uw)
+                    or not (f.lo_uw <= uw <= f.hi_uw or (uw == 0 and f.zero_ok))
                 ):
                     raise ControlError(f"{str(uw)[:20]} is not a cap within {f.lo_uw}-{f.hi_uw} µW")
                 write_attr(f.path, f"{uw}\n")

@@ -37,6 +37,7 @@ the kernel's ``Documentation/gpu/amdgpu/thermal.rst``, which renders the
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import struct
@@ -774,7 +775,10 @@ def _attr(path: Path, scale: float, kind: str = "") -> Any:
     p = str(path)
 
     def fn(ctx: dict[str, Any]) -> Value:
-        v = read_int(p)
+        try:
+            v = read_int(p)
+        except PermissionError:  # EPERM: the GPU is runtime-suspended; no reading now
+            return None
         if v is None:
             return None
         if kind == "temperature" and v in PLACEHOLDER_MILLIDEG:
@@ -905,10 +909,12 @@ def _dpm_reader(path: Path) -> Any:
 
 
 def _readable(p: Path) -> bool:
+    """The attribute exists and reads, or answers EPERM: amdgpu's answer while the GPU is
+    runtime-suspended (``amdgpu_pm_get_access_if_active``); it reads once the GPU wakes."""
     try:
         return read_int(p) is not None
-    except PermissionError:
-        return False
+    except PermissionError as e:
+        return e.errno == errno.EPERM
 
 
 def _label(p: Path) -> str | None:

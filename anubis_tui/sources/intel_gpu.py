@@ -23,6 +23,7 @@ files, each 0 or 1); xe's ``xe_gt_freq.c`` (``tileT/gtG/freq0/act_freq``,
 
 from __future__ import annotations
 
+import errno
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -363,7 +364,10 @@ def _attr(path: Path, scale: float, kind: str) -> Any:
     lo, hi = RANGES[kind]
 
     def fn() -> Value:
-        v = read_int(p)
+        try:
+            v = read_int(p)
+        except PermissionError:
+            return None
         if v is None or (kind == "temperature" and v in (-273150, 65261850)):
             return None
         x = v * scale
@@ -407,10 +411,12 @@ def _read(p: Path | None) -> int | None:
 
 
 def _readable(p: Path) -> bool:
+    """The attribute exists and reads, or answers EPERM: amdgpu's answer while the GPU is
+    runtime-suspended (``amdgpu_pm_get_access_if_active``); it reads once the GPU wakes."""
     try:
         return read_int(p) is not None
-    except PermissionError:
-        return False
+    except PermissionError as e:
+        return e.errno == errno.EPERM
 
 
 def _label(p: Path) -> str | None:

@@ -103,3 +103,17 @@ def test_discover_controls_offers_the_sysfs_cap_without_nvml(tmp_path, monkeypat
 def test_no_cap_on_an_integrated_gpu(tmp_path):
     sysfs, _ = _tree(tmp_path, "gpu_lunar_lake")
     assert discover_gpu_power_cap(sysfs) is None
+
+
+def test_intel_pl1_disabled_is_put_back_as_zero(tmp_path):
+    sysfs, root = _tree(tmp_path, "gpu_arc_a770")
+    pl1 = next(root.glob("sys/devices/**/hwmon3/power1_max"))
+    pl1.write_text("0\n")  # "A read value of 0 means that the PL1 power limit is disabled"
+    ctl = discover_gpu_power_cap(sysfs)
+    assert ctl is not None
+    settings = DeviceSettings([ctl])
+    settings.set("power_limit_w", 200)
+    assert pl1.read_text() == "200000000\n"
+    assert settings.restore_all() == ["power_limit_w:gpu-sysfs: restored to {'0000:03:00.0': 0}"]
+    # sysfs takes the write whole; a plain file keeps the longer value's tail after it
+    assert pl1.read_text().splitlines()[0] == "0"
