@@ -260,16 +260,16 @@ def choose_system_power(
     rails = [c for c in roots if c.meta.get("module_rail")]
     branch = [c for c in roots if c.scope in BRANCHES]
     if rails:
-        names = " + ".join(str(c.meta.get("rail", c.label)) for c in rails)
+        rail_names = " + ".join(str(c.meta.get("rail", c.label)) for c in rails)
         uncovered.append("the carrier board: no VDD_IN rail on this module")
         return make(
             "module-rails",
             rails + [c for c in branch if c.scope == "gpu"],
-            f"sum of the module's rails {names} (measured; no VDD_IN on this module)",
+            f"sum of the module's rails {rail_names} (measured; no VDD_IN on this module)",
         )
     if branch:
         parts = sorted(branch, key=lambda c: BRANCHES.index(c.scope))
-        names = []
+        names: list[str] = []
         gpus = [c for c in parts if c.scope == "gpu"]
         if gpus:
             names.append(f"{len(gpus)} GPU")
