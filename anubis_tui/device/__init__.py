@@ -26,7 +26,11 @@ class DeviceSettings:
 
     def blocked_by(self) -> str | None:
         owner = self.journal.owner()
-        return f"another anubis (pid {owner}) holds device changes" if owner else None
+        if owner:
+            return f"another anubis (pid {owner}) holds device changes"
+        if self.journal.refusal:  # read by owner(): a file others could have written
+            return f"journal not trusted ({self.journal.refusal})"
+        return None
 
     def set(self, knob: str, value: Any) -> Any:
         """Set `knob` to `value`; returns the previous value. ControlError/JournalError if not."""

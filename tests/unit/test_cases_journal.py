@@ -219,6 +219,7 @@ def test_an_untrusted_journal_is_refused_like_ssh_strictmodes(machine, how, tmp_
     # a session neither restores it nor writes over it
     ctl = discover_cpu_max(SysfsRoot(root))
     settings = DeviceSettings([ctl], Journal(journal))
+    assert (settings.blocked_by() or "").startswith("journal not trusted")  # the knob says why
     with pytest.raises(JournalError, match="not trusted"):
         settings.set("cpu_max_mhz", 1200)
     assert freqs(root) == before
