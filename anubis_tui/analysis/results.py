@@ -400,8 +400,10 @@ def rows_of(
     chunks = setting_chunks(rec.records)
     requests = _requests(rec, fold)
     warmup = _warmup(rec)
-    idle = r.get("idle_power_w")
-    idle_w = _finite(idle.get("value") if isinstance(idle, dict) else idle)
+    # Idle power as `anubis report` measures it (its pauses); active J/token subtracts it the
+    # same way: idle W ÷ decode tok/s per token (Kepler's and ML.ENERGY's "active" energy).
+    idle = (r.get("headline") or {}).get("idle") or {}
+    idle_w = _finite(idle.get("system_w")) if isinstance(idle, dict) else None
     created = (now or dt.datetime.now(dt.UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
     rows = []
     for f in settings:
@@ -459,6 +461,7 @@ def rows_of(
             "enough_data": f.enough_data,
             "pareto": f.pareto,
             "idle_power_w": idle_w,
+            "idle": idle or None,
             "temperature_max_c": f.temp_max_c,
             "throttle_share": f.throttle_share,
             "throttled": throttled,
