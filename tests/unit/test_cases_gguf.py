@@ -194,3 +194,27 @@ def test_the_app_stops_its_session_on_every_exit_path(monkeypatch):
     with pytest.raises(RuntimeError):
         app.run()
     assert stopped == ["quit"]
+
+
+def test_after_c_lowered_the_cpu_a_bad_model_is_refused_and_stop_puts_the_cpu_back(tmp_path, tree):
+    """The issue's path: `c` lowers the CPU max, `o` picks a hostile GGUF; the session
+    goes on, and its end puts scaling_max_freq back."""
+    from anubis_tui.device import DeviceSettings
+    from anubis_tui.device.controls import discover_cpu_max
+    from anubis_tui.sources.base import SysfsRoot
+
+    root = tree("intel_laptop")
+    files = sorted(root.glob("sys/devices/system/cpu/cpufreq/policy*/scaling_max_freq"))
+    good = gguf(tmp_path / "a.gguf", [ARCH])
+    (tmp_path / "align-str.gguf").write_bytes((CASES / "align-str.gguf").read_bytes())
+    session = Session(
+        Config(), spec=Spec(model=str(good), t0_ns=0), sources=[], models_dirs=[tmp_path]
+    )
+    session.device = DeviceSettings([discover_cpu_max(SysfsRoot(root))])
+    assert session.knob_step("cpu_max_mhz", -1).ok
+    assert all(f.read_text().strip() == "4100000" for f in files)
+    out = session.set_knob("model", str(tmp_path / "align-str.gguf"))
+    assert not out.ok and "general.alignment" in out.message
+    assert session.marker("still running").ok
+    session.stop()
+    assert all(f.read_text().strip() == "4600000" for f in files)
