@@ -582,7 +582,10 @@ class AmdgpuSource(Source):
                 ("temperature_vrsoc", "vrsoc"),
                 ("temperature_vrmem", "vrmem"),
             ):
-                if name in lay.fields and label not in temp_labels:
+                # On APUs hwmon's edge is GfxTemperature (METRICS_TEMPERATURE_EDGE in
+                # smu_v13_0_4_ppt.c): the same reading, shown once.
+                same = "edge" if label == "gfx" else label
+                if name in lay.fields and label not in temp_labels and same not in temp_labels:
                     c = ch(
                         f"temp_{label}",
                         f"{label} temperature (gpu_metrics)",

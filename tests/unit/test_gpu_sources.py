@@ -140,6 +140,7 @@ def test_phoenix_apu_package_is_not_added_to_rapl(tmp_path):
     assert v[gfx.id] == pytest.approx(12.5)  # 12500 mW
     assert v["amdgpu.card0.cpu_power"] == pytest.approx(9.0)
     assert v["amdgpu.card0.temp_edge"] == 61.5  # hwmon
+    assert "amdgpu.card0.temp_gfx" not in ch  # the same GfxTemperature, shown once
     assert v["amdgpu.card0.temp_soc"] == pytest.approx(58.0)  # 5800 centi-°C
     assert v["amdgpu.card0.clock_gfx"] == pytest.approx(2700e6)  # gpu_metrics, no hwmon freq
     assert m.flags("amdgpu.card0.throttle") == ["power_cap"]  # THROTTLER_STATUS_BIT_SPL
@@ -163,7 +164,8 @@ def test_strix_v3_residency_counters_and_socket_power(tmp_path):
     v, ch = m.values, m.channels
     sock = ch["amdgpu.card1.power_socket"]
     assert sock.scope == "apu-package" and v[sock.id] == pytest.approx(33.0)
-    assert v["amdgpu.card1.temp_gfx"] == pytest.approx(55.0)
+    assert v["amdgpu.card1.temp_edge"] == pytest.approx(55.0)  # hwmon; = temperature_gfx
+    assert v["amdgpu.card1.temp_soc"] == pytest.approx(52.0)  # 5200 centi-°C
     assert v["amdgpu.card1.busy"] == pytest.approx(0.64)
     assert v["amdgpu.card1.clock_gfx"] == pytest.approx(2600e6)
     assert m.flags("amdgpu.card1.throttle") == ["power_cap"]
@@ -276,4 +278,4 @@ def test_van_gogh_v2_2_uses_the_asic_independent_bits(tmp_path):
     m = Machine(root)
     assert "gpu_metrics v2.2" in m.source("amdgpu:card0").reason
     assert sorted(m.flags("amdgpu.card0.throttle")) == ["hw_slowdown", "thermal"]
-    assert m.values["amdgpu.card0.temp_gfx"] == pytest.approx(70.0)
+    assert m.values["amdgpu.card0.temp_soc"] is None  # 0xFFFF
