@@ -13,10 +13,12 @@ from anubis_tui.analysis.segments import (
     SegmentFold,
     energy_optimal,
     energy_optimal_ties,
+    measured_counters,
     show_knob,
+    total,
 )
 from anubis_tui.analysis.sweep import BUDGET_PCT, render_sweep, sweep_of, sweep_report
-from anubis_tui.analysis.windows import energy_j, window
+from anubis_tui.analysis.windows import energy_j, idle_power, window
 from anubis_tui.recording.reader import Recording
 from anubis_tui.records import PLAUSIBLE
 
@@ -89,11 +91,13 @@ def report(rec: Recording, budget_pct: float = BUDGET_PCT) -> dict[str, Any]:
     settings = sf.settings()
     fastest, best = energy_optimal(settings)
     fast_tied, lean_tied = energy_optimal_ties(settings)
+    headline = _headline(sf, rec, energy_ch.method if energy_ch else None)
     return {
         "duration_s": rec.duration_s,
         "host": rec.header.host.get("hostname"),
         "created_utc": rec.header.created_utc,
         "model": rec.header.model.get("name"),
+        "headline": headline,
         "tokens": {
             "generated": int(rec.tok_count[rec.tok_decode].sum()),
             "prompt": int(rec.tok_count[~rec.tok_decode].sum()),
@@ -141,6 +145,89 @@ def report(rec: Recording, budget_pct: float = BUDGET_PCT) -> dict[str, Any]:
     }
 
 
+def _headline(sf: SegmentFold, rec: Recording, method: str | None) -> dict[str, Any]:
+    """The recording's figures by the segment arithmetic (active decode time; loads, pauses
+    and gaps outside), measured J/token first, and idle power from the pauses."""
+    t = total(sf)
+    idle = idle_power(rec)
+    meas = measured_counters(rec.header)
+
+    def active(jpt: float | None, idle_w: float | None) -> float | None:
+        # idle W × decode time per token, subtracted (Kepler's and ML.ENERGY's "active")
+        if jpt is None or idle_w is None or not t.decode_tps:
+            return None
+        return jpt - idle_w / t.decode_tps
+
+    return {
+        "basis": "active decode time, every segment (model loads, pauses and gaps excluded)",
+        "segments": t.segments,
+        "active_s": t.active_s,
+        "decode_tokens": t.decode_tokens,
+        "decode_tps": t.decode_tps,
+        "j_per_token_measured": t.j_per_token_measured,
+        "measured_meters": meas,
+        "j_per_token": t.j_per_token,
+        "method": method,
+        "idle": idle,
+        "active_j_per_token_measured": active(
+            t.j_per_token_measured, idle and idle.get("measured_w")
+        ),
+        "active_j_per_token": active(t.j_per_token, idle and idle.get("system_w")),
+    }
+
+
+def render_headline(r: dict[str, Any]) -> list[str]:
+    """The headline: measured J/token first, the estimate-including figure labelled after it,
+    idle power and the idle-subtracted (active) J/token beside them."""
+    h = r.get("headline") or {}
+    if not h:
+        return []
+    lines = [
+        f"headline   {_f(h['decode_tps'])} tok/s over {_f(h['active_s'])} s of active decode "
+        f"time ({h['segments']} segment{'s' if h['segments'] != 1 else ''}; loads, pauses and gaps "
+        "excluded)"
+    ]
+    idle = h.get("idle") or {}
+    est = h.get("method") == "estimated"
+    if h.get("j_per_token_measured") is not None:
+        act = h.get("active_j_per_token_measured")
+        lines.append(
+            f"           {h['j_per_token_measured']:.4f} J/token MEASURED "
+            f"({', '.join(h['measured_meters'])})"
+            + (
+                f"; active {act:.4f} J/token (idle {idle['measured_w']:.1f} W subtracted)"
+                if act is not None
+                else ""
+            )
+        )
+    if h.get("j_per_token") is not None:
+        act = h.get("active_j_per_token")
+        label = (
+            "ESTIMATED (system power with estimated parts)" if est else f"system ({h['method']})"
+        )
+        lines.append(
+            f"           {h['j_per_token']:.4f} J/token {label}"
+            + (
+                f"; active {act:.4f} J/token (idle {idle['system_w']:.1f} W subtracted)"
+                if act is not None
+                else ""
+            )
+        )
+    if idle:
+        lines.append(
+            f"           idle power measured in {idle['pauses']} pause(s), "
+            f"{idle['seconds']:.1f} s: "
+            f"{_f(idle.get('measured_w'), '.1f', ' W')} measured, "
+            f"{_f(idle.get('system_w'), '.1f', ' W')} system"
+        )
+    else:
+        lines.append(
+            "           idle power: not measured (no pause in this recording; pause with p, "
+            "or a plan step, for an idle-subtracted J/token)"
+        )
+    return lines
+
+
 def _f(v: float | None, fmt: str = ".1f", unit: str = "") -> str:
     return "—" if v is None else f"{v:{fmt}}{unit}"
 
@@ -153,7 +240,9 @@ def render(r: dict[str, Any]) -> str:
         f"tokens     {t['generated']} generated in {t['requests']} requests; decode "
         f"{_f(t['decode_tps'])} tok/s, prompt {_f(t['prompt_tps'])} tok/s, TTFT "
         f"{_f(t['ttft_s'] and t['ttft_s'] * 1e3)} ms",
-        f"energy     {_f(e['joules'], '.2f', ' J')}, {_f(e['j_per_token'], '.4f', ' J/token')} "
+        *render_headline(r),
+        f"whole      {_f(e['joules'], '.2f', ' J')} over the whole recording (loads, pauses and "
+        f"idle included), {_f(e['j_per_token'], '.4f', ' J/token')} "
         f"[{e['method']}{', ' + e['integration'] if e['integration'] else ''}]"
         f"{'  (ESTIMATED)' if e['method'] == 'estimated' else ''}",
         f"           system power: {e['system_power'] or '—'}",

@@ -22,6 +22,10 @@ Definitions (each figure has exactly one):
   reading inside a piece and at its last reading before the piece's last
   token batch; J/token = that ΔE ÷ the decode tokens stamped between those
   two readings. Counters are used wherever the machine has them.
+* **Measured J/token**: the same windows over the sum of the energy counters
+  of the system power's measured meters (`measured_counters`: estimated
+  parts, such as a CPU estimated from its load, are left out). It leads
+  wherever it exists; the system figure, estimate included, follows labelled.
 * **Power, °C, throttle, profiler CPU**: system power mean (and spread),
   the maximum temperature, each throttle flag's share of readings and the
   profiler process's mean CPU, over the samples inside active pieces.
@@ -657,6 +661,28 @@ class SegmentFold:
         for f in pareto_front(out):
             f.pareto = True
         return out
+
+
+def total(fold: SegmentFold) -> Figures:
+    """Every segment's active time merged (slivers left out): the recording's figures by
+    the segment arithmetic — decode tok/s over decode time, J/token over the energy
+    windows of active pieces (model loads, pauses and gaps are outside them)."""
+    acc = _Acc()
+    segs = [s for s in fold.segments if s.tokens and not s.sliver]
+    for s in segs:
+        _merge(acc, _effective(s))
+    whole = Segment(
+        0,
+        None,
+        None,
+        segs[0].start_ns if segs else 0,
+        end_ns=segs[-1].end_ns if segs else 0,
+        tokens=sum(s.tokens for s in segs),
+        acc=acc,
+    )
+    f = _figures(whole, acc)
+    f.segments = len(segs)
+    return f
 
 
 def _effective(s: Segment) -> _Acc:

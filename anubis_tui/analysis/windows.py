@@ -86,14 +86,48 @@ def value_at(rec: Recording, cid: str, t: int) -> float | None:
     return float(np.interp(t, tt, vv))
 
 
+def counter_at(rec: Recording, cid: str, t: int) -> float | None:
+    """An energy counter's value at `t` (J): linear between its readings, and before the
+    first or after the last reading extended by the nearest interval's rate (the power
+    then), at most `EXTEND_PERIODS` reading intervals out; beyond that, clamped.
+
+    A counter read once a second (NVML's total energy) would otherwise lose up to a
+    second at each end of a recording.
+    """
+    col = rec.column(cid)
+    if col is None:
+        return None
+    ok = ~np.isnan(col)
+    if ok.sum() < 2:
+        return value_at(rec, cid, t)
+    tt, vv = rec.t[ok], col[ok]
+    if tt[0] <= t <= tt[-1]:
+        return float(np.interp(t, tt, vv))
+    step = float(np.median(np.diff(tt)))
+    if t < tt[0]:
+        i, edge = 0, tt[0]
+    else:
+        i, edge = len(tt) - 2, tt[-1]
+    dt = float(tt[i + 1] - tt[i])
+    rate = float(vv[i + 1] - vv[i]) / dt if dt > 0 else 0.0
+    out = float(t) - float(edge)
+    out = max(-EXTEND_PERIODS * step, min(EXTEND_PERIODS * step, out))
+    return float(vv[0] if t < tt[0] else vv[-1]) + rate * out
+
+
+EXTEND_PERIODS = 2.0
+
+
 def energy_j(rec: Recording, a: int, b: int, cid: str = "system.energy") -> float | None:
+    """Energy (J) of counter `cid` over [a, b), its values taken at the exact edges
+    (`counter_at`); None with fewer than two readings inside."""
     col = rec.column(cid)
     if col is None:
         return None
     ok = ~np.isnan(col) & _mask(rec.t, a, b)
     if ok.sum() < 2:
         return None
-    ea, eb = value_at(rec, cid, a), value_at(rec, cid, b)
+    ea, eb = counter_at(rec, cid, a), counter_at(rec, cid, b)
     if ea is None or eb is None:
         return None
     return eb - ea
@@ -171,3 +205,54 @@ def _max(rec: Recording, cid: str, a: int, b: int) -> float | None:
     v = col[_mask(rec.t, a, b)]
     v = v[~np.isnan(v)]
     return float(v.max()) if len(v) else None
+
+
+IDLE_SETTLE_S = 1.0  # power falls for about a second after inference stops
+
+
+def idle_power(rec: Recording) -> dict[str, float | int | None] | None:
+    """Idle power measured in the recording's pauses (``paused`` to ``resumed``, the first
+    `IDLE_SETTLE_S` left out): ``seconds``, ``pauses``, ``system_w`` (system power, estimate
+    included) and ``measured_w`` (the system power's measured channels only; None when
+    none is measured). None when the pauses hold under a second of readings.
+    """
+    spans = []
+    start = None
+    for e in rec.events:
+        if e.kind == "paused":
+            start = e.t
+        elif e.kind in ("resumed", "worker_stopped") and start is not None:
+            a = start + int(IDLE_SETTLE_S * 1e9)
+            if e.t - a >= 5e8:
+                spans.append((a, e.t))
+            start = None
+    if not spans:
+        return None
+    sp = rec.header.config.get("system_power") or {}
+    by_id = {c.id: c for c in rec.channels}
+    meas = [
+        cid
+        for cid in sp.get("channels") or []
+        if cid in by_id and by_id[cid].kind == "power" and by_id[cid].method != "estimated"
+    ]
+
+    def mean(cid: str) -> float | None:
+        col = rec.column(cid)
+        if col is None:
+            return None
+        m = np.zeros(len(rec.t), dtype=bool)
+        for a, b in spans:
+            m |= _mask(rec.t, a, b)
+        v = col[m]
+        v = v[~np.isnan(v)]
+        return float(v.mean()) if len(v) else None
+
+    parts = [mean(c) for c in meas]
+    return {
+        "seconds": sum(b - a for a, b in spans) / 1e9,
+        "pauses": len(spans),
+        "system_w": mean("system.power"),
+        "measured_w": sum(p for p in parts if p is not None)
+        if meas and all(p is not None for p in parts)
+        else None,
+    }

@@ -219,3 +219,74 @@ def test_a_difference_beyond_both_intervals_is_no_tie():
     c = fig("c", 110.0, 3.0, 0.45, 0.01)
     assert not tied(a, c, "decode_tps") and not tied(a, c, "j_per_token")
     assert pareto_front([a, b, c]) == [c]
+
+
+def _paused_recording(tmp_path):
+    """20 s of decode at 100 W and 200 tok/s with a 6 s pause at 40 W in the middle, its
+    GPU energy counter read once a second (as NVML's) from 0.4 s on."""
+    from tests import synthetic
+
+    header = make_header(
+        synthetic.CHANNELS,
+        0,
+        {"name": "synthetic"},
+        {"system_power": {"channels": ["gpu0.energy"], "tier": "components", "method": "counter"}},
+    )
+    recs: list = [header]
+    e = 0.0
+    req = 0
+    dt = S // 10
+    for i in range(260):
+        t = i * dt
+        paused = 100 <= i < 160
+        watts = 40.0 if paused else 100.0
+        if i == 100:
+            recs.append(Event(t, "paused", {}))
+        if i == 160:
+            recs.append(Event(t, "resumed", {}))
+        if not paused and t % S == 0:
+            req += 1
+            recs.append(Event(t, "request_start", {"request": req}))
+        gpu = e if i >= 4 and (i - 4) % 10 == 0 else None
+        recs.append(Sample(t, [gpu, 60.0, 0, watts, e]))
+        if not paused:
+            for k in range(2):
+                bt = t + k * (S // 20) + S // 40
+                recs.append(Tokens(bt, 10, "decode", req, bt - S // 40 + 1))
+            if (t + dt) % S == 0:
+                recs.append(Event(t + dt - 1, "request_end", {"request": req, "generated": 200,
+                                  "prompt_tokens": 10, "ttft_ns": 10_000_000,
+                                  "decode_ns": int(199 / 200 * S)}))  # fmt: skip
+        e += watts * dt / S
+    recs.append(Footer(260 * dt, {"clean": True}))
+    return from_records(recs), e
+
+
+def test_the_headline_is_active_time_measured_first_with_idle_power_from_the_pause(tmp_path):
+    from anubis_tui.analysis.report import render
+
+    rec, _ = _paused_recording(tmp_path)
+    r = report(rec)
+    h = r["headline"]
+    assert h["decode_tps"] == pytest.approx(200, rel=0.03)  # (n − 1) over first to last stamp
+    assert h["j_per_token_measured"] == pytest.approx(0.5, rel=0.03)  # 100 W / 200 tok/s
+    assert h["idle"]["pauses"] == 1 and h["idle"]["system_w"] == pytest.approx(40.0)
+    assert h["idle"]["measured_w"] is None  # the counter has no power channel beside it
+    assert h["active_j_per_token"] == pytest.approx(0.5 - 40 / 200, rel=0.05)
+    # whole-recording energy includes the pause: more J/token than the active figure
+    assert r["energy"]["j_per_token"] > h["j_per_token"]
+    text = render(r)
+    assert text.index("MEASURED (gpu0.energy)") < text.index("whole ")
+    assert "idle power measured in 1 pause(s)" in text
+
+
+def test_a_counter_read_once_a_second_is_extended_to_the_window_edges(tmp_path):
+    from anubis_tui.analysis.windows import energy_j
+
+    rec, _ = _paused_recording(tmp_path)
+    # gpu0.energy's first reading is at 0.4 s, its last at 25.4 s; the window is 0–26 s
+    whole = energy_j(rec, 0, 26 * S, "gpu0.energy")
+    exact = 20 * 100.0 + 6 * 40.0
+    assert whole == pytest.approx(exact, rel=0.005)
+    inner = energy_j(rec, int(0.4 * S), int(25.4 * S), "gpu0.energy")
+    assert inner < whole - 90  # a second of 100 W was missing before
