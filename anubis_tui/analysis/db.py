@@ -326,7 +326,9 @@ def _num(v: Any) -> bool:
 def value(row: dict[str, Any], key: str) -> float | None:
     f = (row.get("figures") or {}).get(key) or {}
     v = f.get("value")
-    return float(v) if _num(v) else None
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        return None
+    return float(v)
 
 
 def ci(row: dict[str, Any], key: str) -> tuple[float, float] | None:
@@ -437,6 +439,7 @@ def rank(rows: Sequence[dict[str, Any]], key: str) -> list[dict[str, Any]]:
 def top(rows: Sequence[dict[str, Any]], key: str, across: bool = False) -> list[dict[str, Any]]:
     """Per class (or, with `across`, all rows as one list, said so): its label, fields and
     ranked rows."""
+    groups: list[tuple[str | None, str, list[dict[str, Any]]]]
     if across:
         groups = [
             (
@@ -578,8 +581,11 @@ def svg_scatter(
     """An inline SVG: decode tok/s (x) against J/token (y), with each row's 95 % intervals as
     error bars; flagged rows hollow. Empty string when no row has both figures."""
     xk, yk = "decode_tokens_per_s", "energy_per_output_token_j"
-    pts = [(r, value(r, xk), value(r, yk)) for r in rows]
-    pts = [(r, x, y) for r, x, y in pts if x is not None and y is not None]
+    pts: list[tuple[dict[str, Any], float, float]] = []
+    for r in rows:
+        x, y = value(r, xk), value(r, yk)
+        if x is not None and y is not None:
+            pts.append((r, x, y))
     if not pts:
         return ""
     xs = [x for _, x, _ in pts] + [c for r, _, _ in pts for c in (ci(r, xk) or ())]

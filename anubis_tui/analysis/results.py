@@ -33,6 +33,7 @@ import datetime as dt
 import hashlib
 import json
 import math
+import re
 import statistics
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -483,6 +484,7 @@ def rows_of(
     return rows
 
 
+_HEX = re.compile(r"[0-9a-f]{8,64}")
 REQUIRED = ("schema", "row_id", "class_id", "identity", "setting", "figures", "provenance")
 
 
@@ -501,8 +503,14 @@ def check_row(row: Any, where: str = "row") -> dict[str, Any]:
     if missing:
         raise ResultError(f"{where}: missing {', '.join(missing)}")
     for k in ("row_id", "class_id"):
-        if not isinstance(row[k], str) or not row[k]:
-            raise ResultError(f"{where}: {k} is not a string")
+        if not isinstance(row[k], str) or not _HEX.fullmatch(row[k]):
+            raise ResultError(f"{where}: {k} is not 8 to 64 hex digits")
+    for k in ("identity", "setting", "class"):
+        if not isinstance(row.get(k, {}), dict):
+            raise ResultError(f"{where}: {k} is not an object")
+    flags = row.get("flags", [])
+    if not isinstance(flags, list) or not all(isinstance(f, str) for f in flags):
+        raise ResultError(f"{where}: flags is not a list of strings")
     prov = row["provenance"]
     if not isinstance(prov, dict) or not isinstance(prov.get("recording_sha256"), str):
         raise ResultError(f"{where}: provenance has no recording_sha256")
@@ -520,8 +528,10 @@ def read_rows(text: str, where: str) -> list[dict[str, Any]]:
             continue
         try:
             obj = json.loads(line)
-        except ValueError as e:
+        except json.JSONDecodeError as e:
             raise ResultError(f"{where}:{i}: not JSON ({e.msg})") from None
+        except (ValueError, RecursionError):  # nested past the parser's depth
+            raise ResultError(f"{where}:{i}: not JSON (nested too deep)") from None
         out.append(check_row(obj, f"{where}:{i}"))
     return out
 

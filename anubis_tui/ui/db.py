@@ -154,7 +154,7 @@ class DbApp(App[str]):
                 self.labels[rid] if first else "",
                 key=rid,
             )
-        if keep in self.rows:
+        if keep is not None and keep in self.rows:
             t.move_cursor(row=t.get_row_index(keep))
         self.sub_title = f"by class, then {COLUMNS[self.sort_col][1]}" + (
             " (reversed)" if self.sort_reverse else ""

@@ -143,6 +143,30 @@ def test_steady_verdict() -> None:
         ({"schema": "something"}, "not an anubis result row"),
         ([1, 2], "not a JSON object"),
         ({"schema": SCHEMA, "row_id": "x"}, "missing"),
+        (
+            {
+                "schema": SCHEMA,
+                "row_id": "<script>",
+                "class_id": "ab" * 8,
+                "identity": {},
+                "setting": {},
+                "figures": {},
+                "provenance": {"recording_sha256": "0" * 64},
+            },
+            "row_id is not 8 to 64 hex digits",
+        ),
+        (
+            {
+                "schema": SCHEMA,
+                "row_id": "ab" * 8,
+                "class_id": "ab" * 8,
+                "identity": {},
+                "setting": [],
+                "figures": {},
+                "provenance": {"recording_sha256": "0" * 64},
+            },
+            "setting is not an object",
+        ),
     ],
 )
 def test_bad_rows_are_one_line_errors(row: object, msg: str) -> None:
@@ -154,3 +178,5 @@ def test_bad_rows_are_one_line_errors(row: object, msg: str) -> None:
 def test_bad_json_line_names_its_line() -> None:
     with pytest.raises(ResultError, match=r"rows.jsonl:2: not JSON"):
         read_rows("\n{nope\n", "rows.jsonl")  # a blank line is skipped, not an error
+    with pytest.raises(ResultError, match=r"x:1: not JSON"):
+        read_rows("[" * 100_000, "x")
