@@ -279,3 +279,81 @@ def test_van_gogh_v2_2_uses_the_asic_independent_bits(tmp_path):
     assert "gpu_metrics v2.2" in m.source("amdgpu:card0").reason
     assert sorted(m.flags("amdgpu.card0.throttle")) == ["hw_slowdown", "thermal"]
     assert m.values["amdgpu.card0.temp_soc"] is None  # 0xFFFF
+
+
+FAKE_AMDSMI = """
+import enum
+class AmdSmiException(Exception):
+    pass
+class AmdSmiTemperatureType(enum.IntEnum):
+    EDGE = 0
+    HOTSPOT = 1
+    VRAM = 2
+class AmdSmiTemperatureMetric(enum.IntEnum):
+    CURRENT = 0
+class AmdSmiClkType(enum.IntEnum):
+    GFX = 0
+ENERGY = [2_000_000]
+def amdsmi_init(*a): pass
+def amdsmi_shut_down(): pass
+def amdsmi_get_processor_handles(): return ["h0"]
+def amdsmi_get_gpu_device_bdf(h): return "0000:03:00.0"
+def amdsmi_get_power_info(h):
+    return {"current_socket_power": "N/A", "average_socket_power": 299, "power_limit": 300}
+def amdsmi_get_energy_count(h):
+    ENERGY[0] += 9_773_000  # 149.5 J a read, at 15.3 µJ a count
+    return {"energy_accumulator": ENERGY[0], "counter_resolution": 15.3, "timestamp": 0}
+def amdsmi_get_temp_metric(h, t, m):
+    if t == AmdSmiTemperatureType.VRAM:
+        raise AmdSmiException("not supported")
+    return {0: 62, 1: 84}[int(t)]
+def amdsmi_get_clock_info(h, c): return {"clk": 2412, "min_clk": 500, "max_clk": 2600}
+def amdsmi_get_gpu_activity(h): return {"gfx_activity": 99, "umc_activity": "N/A"}
+"""
+
+
+def _amdsmi_plugin() -> Any:
+    sys.path.insert(0, str(ROOT / "plugins" / "anubis-amdsmi"))
+    try:
+        import anubis_amdsmi
+    finally:
+        sys.path.pop(0)
+    return anubis_amdsmi
+
+
+def test_amdsmi_plugin_absent_is_a_reason(monkeypatch):
+    plugin = _amdsmi_plugin()
+    monkeypatch.setenv("ANUBIS_AMDSMI_MODULE", "anubis_no_such_amdsmi")
+    from anubis_tui.sources.base import DiscoveryContext
+
+    (src,) = plugin.AmdSmiSource.discover(DiscoveryContext(root=SysfsRoot("/nonexistent")))
+    assert not src.available and src.reason.startswith("amdsmi is not usable here")
+
+
+def test_amdsmi_plugin_reads_the_gpu_and_system_power_counts_it_once(tmp_path, monkeypatch):
+    plugin = _amdsmi_plugin()
+    fake = tmp_path / "fake_amdsmi.py"
+    fake.write_text(FAKE_AMDSMI)
+    monkeypatch.setenv("ANUBIS_AMDSMI_MODULE", str(fake))
+    from anubis_tui.sources.base import DiscoveryContext
+
+    root = make(tmp_path, "gpu_rdna3")
+    close_attrs()
+    ctx = DiscoveryContext(root=SysfsRoot(root))
+    ctx.found = discover(SysfsRoot(root), warn=lambda m: None)
+    (src,) = plugin.AmdSmiSource.discover(ctx)
+    assert src.available and src.reason == "GPU 0000:03:00.0 through amdsmi"
+    (g,) = src.groups
+    g.read(0)
+    vals = dict(zip((c.id for c in g.channels), g.read(1_000_000_000), strict=True))
+    assert vals["amdsmi.0.power"] == 299.0  # average_socket_power; "N/A" skipped
+    assert vals["amdsmi.0.temp_edge"] == 62.0 and vals["amdsmi.0.temp_junction"] == 84.0
+    assert "amdsmi.0.temp_mem" not in vals  # not supported: no channel
+    assert vals["amdsmi.0.clock_gfx"] == pytest.approx(2412e6)
+    assert vals["amdsmi.0.busy"] == pytest.approx(0.99)
+    assert vals["amdsmi.0.power_counter"] == pytest.approx(149.5269, rel=1e-3)
+    chans = [c for s in ctx.found for c in s.channels] + g.channels
+    sp = choose_system_power(chans)
+    assert sp is not None
+    gpu_parts = [c for c in sp.channels if c.startswith(("amdsmi.", "amdgpu."))]
+    assert len(gpu_parts) == 1, sp.channels  # one domain, gpu:0000:03:00.0, counted once
