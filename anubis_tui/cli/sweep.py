@@ -62,6 +62,11 @@ def add_parser(sub: Any) -> None:
     s.add_argument("-o", "--output", help="the recording (default: recordings/)")
     s.add_argument("--force", action="store_true", help="overwrite an existing recording")
     s.add_argument("--budget", type=lambda v: positive_float(v, 100.0), default=2.0, metavar="PCT")
+    s.add_argument(
+        "--max-s", type=positive_float, metavar="S",
+        help="time limit of the whole sweep: extra repeats, up to it, for rates still "
+        "inconclusive after --repeats (default: none)",
+    )  # fmt: skip
     add_model_args(s)
     s.set_defaults(handler=cmd_sweep)
 
@@ -172,6 +177,8 @@ def cmd_sweep(args: argparse.Namespace, config: Config) -> int:
             warmup_s=args.warmup_s,
             cooldown_s=args.cooldown_s,
             seed=args.seed,
+            max_s=args.max_s,
+            budget_pct=args.budget,
         )
         sweep = Sweep(session, items, opts, say=say)
         n_seg = 2 * len(items) * opts.repeats + 1

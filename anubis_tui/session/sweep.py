@@ -8,6 +8,12 @@ the temperature is back within 1 °C of the one reached by the warm-up, or
 says it did not get there. Everything goes through the session's control
 surface; `sweep_step` Events mark each segment's role, repeat and
 treatment, so `anubis report` can put each treatment beside its baselines.
+
+With a time limit (`SweepOptions.max_s`), the planned repeats are followed
+by extra ones where they can change a recommendation: each profiler's lowest
+rate that is not yet decided within budget (`analysis.sweep.decide`) gets
+another ``B T`` pair, in a seeded order, until every such rate is decided or
+the next round would pass the limit.
 """
 
 from __future__ import annotations
@@ -203,6 +209,27 @@ class SweepOptions:
     warmup_s: float = 60.0
     cooldown_s: float = 10.0
     seed: int = 1
+    max_s: float | None = None  # the whole sweep's time limit: extra repeats up to it
+    budget_pct: float = 2.0  # what the extra repeats decide against
+
+
+class Folded:
+    """A bus sink folding the session's records into segments (`SegmentFold`), locked."""
+
+    def __init__(self, header: Any) -> None:
+        from anubis_tui.analysis.segments import SegmentFold
+
+        self.lock = threading.Lock()
+        self.fold = SegmentFold()
+        self.fold.consume(header)
+
+    def __call__(self, rec: Record) -> None:
+        with self.lock:
+            self.fold.consume(rec)
+
+    def figures(self) -> list[Any]:
+        with self.lock:
+            return self.fold.figures()
 
 
 class Sweep:
@@ -224,6 +251,10 @@ class Sweep:
         session.add_sink(self.watch)
         self.target_c: float | None = None
         self._profiling = False
+        self.folded: Folded | None = None
+        if opts.max_s:
+            self.folded = Folded(session.header)
+            session.add_sink(self.folded)
 
     def _now(self) -> float:
         return self.s.bus.now() / 1e9
@@ -267,6 +298,7 @@ class Sweep:
             base=self.base,
             order=[[r, role, t.name if t else "baseline"] for r, role, t in order],
         )
+        started = time.monotonic()
         why = self._warmup(stop)
         if why:
             return why
@@ -275,16 +307,76 @@ class Sweep:
                 return "stopped"
             name = t.name if t is not None else "baseline"
             self.say(f"[{i + 1}/{len(order)}] repeat {r + 1} {role} {name}")
-            msg = self._apply(t)
-            if msg:
-                self.say(f"  {msg}")
-            # After the change (its stop and reload belong to no step), the step's segment.
-            self.s.emit_event("sweep_step", index=i, repeat=r, role=role, treatment=name)
-            self._cooldown(stop)
-            why = self._wait(o.segment_s, stop)
+            why = self._step(i, r, role, t, stop)
+            if why:
+                return why
+        if self.folded is not None and o.max_s:
+            why = self._extra(len(order), started, stop)
             if why:
                 return why
         self._apply(None)
+        return None
+
+    def _step(
+        self, i: int, r: int, role: str, t: Treatment | None, stop: threading.Event
+    ) -> str | None:
+        name = t.name if t is not None else "baseline"
+        msg = self._apply(t)
+        if msg:
+            self.say(f"  {msg}")
+        # After the change (its stop and reload belong to no step), the step's segment.
+        self.s.emit_event("sweep_step", index=i, repeat=r, role=role, treatment=name)
+        self._cooldown(stop)
+        return self._wait(self.opts.segment_s, stop)
+
+    def undecided(self) -> list[Treatment]:
+        """Per profiler, its lowest rate not yet decided within budget, if inconclusive."""
+        from anubis_tui.analysis.sweep import sweep_report
+
+        assert self.folded is not None
+        names = {"treatments": [t.name for t in self.items]}
+        rep = sweep_report(self.folded.figures(), names, self.opts.budget_pct)
+        out = []
+        by_name = {t.name: t for t in self.items}
+        for prof in sorted({row["profiler"] for row in rep["rows"] if row.get("profiler")}):
+            rows = sorted(
+                (row for row in rep["rows"] if row["profiler"] == prof),
+                key=lambda row: row["rate_hz"] or 0,
+            )
+            first = next((row for row in rows if row.get("decision") != "within"), None)
+            if first is not None and first.get("decision") == "inconclusive":
+                out.append(by_name[first["treatment"]])
+        return out
+
+    def _extra(self, i: int, started: float, stop: threading.Event) -> str | None:
+        """Extra ``B T`` pairs for undecided rates, then a closing baseline, within max_s."""
+        o = self.opts
+        assert o.max_s is not None
+        rng = random.Random(o.seed + 1)
+        r = o.repeats
+        pair_s = 2 * (o.segment_s + 2.0)  # two segments and their changes
+        ran = False
+        while not stop.is_set():
+            todo = self.undecided()
+            if not todo:
+                self.say("every recommendation is decided")
+                break
+            if time.monotonic() - started + pair_s * len(todo) + o.segment_s > o.max_s:
+                self.say(f"time limit: {len(todo)} rate(s) still inconclusive")
+                break
+            rng.shuffle(todo)
+            self.s.emit_event("sweep_extra", repeat=r, treatments=[t.name for t in todo])
+            for t in todo:
+                self.say(f"[extra {r + 1}] baseline, then {t.name}")
+                for role, tt in (("baseline", None), ("treatment", t)):
+                    why = self._step(i, r, role, tt, stop)
+                    i += 1
+                    if why:
+                        return why
+            r += 1
+            ran = True
+        if ran:  # the last treatment gets a baseline after it, as in the plan
+            return self._step(i, r - 1, "baseline", None, stop)
         return None
 
     def _warmup(self, stop: threading.Event) -> str | None:
