@@ -22,25 +22,16 @@ ROW_SUFFIXES = (".jsonl", ".json", ".ndjson")
 
 
 def add_parser(sub: Any) -> None:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--db",
-        metavar="PATH",
-        help="the database (default $XDG_DATA_HOME/anubis/results.sqlite)",
-    )
-    p = sub.add_parser(
-        "db", parents=[common], help="the results database: add, list, top, compare, export"
-    )
+    p = sub.add_parser("db", help="the results database: add, list, top, compare, export")
+    _db_arg(p, None)
     p.set_defaults(handler=cmd_db, db_command=None)
     dsub = p.add_subparsers(dest="db_command", parser_class=type(p))
-    a = dsub.add_parser(
-        "add", parents=[common], help="add recordings (.msgpack) or result rows (.jsonl, -)"
-    )
+    a = dsub.add_parser("add", help="add recordings (.msgpack) or result rows (.jsonl, -)")
     a.add_argument("paths", nargs="+", metavar="REC|ROWS")
-    ls = dsub.add_parser("list", parents=[common], help="every row, by comparability class")
+    ls = dsub.add_parser("list", help="every row, by comparability class")
     ls.add_argument("--json", action="store_true")
     ls.add_argument("--class", dest="class_id", metavar="ID", help="only this class")
-    t = dsub.add_parser("top", parents=[common], help="the best settings within each class")
+    t = dsub.add_parser("top", help="the best settings within each class")
     t.add_argument("--by", default="energy_per_output_token_j", metavar="FIGURE",
                    help="the figure to rank on (default energy_per_output_token_j; "
                    "also decode_tokens_per_s, power_w, ttft_s …)")  # fmt: skip
@@ -48,7 +39,7 @@ def add_parser(sub: Any) -> None:
     t.add_argument("--across-classes", action="store_true",
                    help="rank every row together (not a fair comparison: said so)")  # fmt: skip
     t.add_argument("--json", action="store_true")
-    c = dsub.add_parser("compare", parents=[common], help="two rows side by side")
+    c = dsub.add_parser("compare", help="two rows side by side")
     c.add_argument("a", metavar="ROW_A")
     c.add_argument("b", metavar="ROW_B")
     c.add_argument(
@@ -57,11 +48,25 @@ def add_parser(sub: Any) -> None:
         help="compare rows of different classes (their differences are listed)",
     )
     c.add_argument("--json", action="store_true")
-    e = dsub.add_parser("export", parents=[common], help="CSV, or an HTML page with figures")
+    e = dsub.add_parser("export", help="CSV, or an HTML page with figures")
     fmt = e.add_mutually_exclusive_group(required=True)
     fmt.add_argument("--csv", metavar="OUT", help="a CSV file (- for stdout)")
     fmt.add_argument("--html", metavar="OUT", help="a self-contained HTML page (- for stdout)")
     e.add_argument("--force", action="store_true", help="overwrite OUT")
+    for cmd in (a, ls, t, c, e):
+        _db_arg(cmd, argparse.SUPPRESS)
+
+
+def _db_arg(p: argparse.ArgumentParser, default: Any) -> None:
+    """--db on `anubis db` and on each of its commands; a command's own is SUPPRESSed, so
+    `anubis db --db X list` keeps X. (One Action per parser: argparse parents share theirs,
+    and a default set on one would be every one's.)"""
+    p.add_argument(
+        "--db",
+        metavar="PATH",
+        default=default,
+        help="the database (default $XDG_DATA_HOME/anubis/results.sqlite)",
+    )
 
 
 def _store(args: argparse.Namespace, create: bool) -> Any:

@@ -352,3 +352,18 @@ def test_html_export_renders_its_figures_in_chromium(tmp_path: Path) -> None:
         timeout=120,
     )  # fmt: skip
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "where"),
+    [
+        (["db", "--db", "X", "list"], "X"),
+        (["db", "list", "--db", "Y"], "Y"),
+        (["db", "--db", "Z"], "Z"),
+        (["db", "top"], None),
+    ],
+)
+def test_db_option_before_or_after_the_command(argv: list[str], where: str | None) -> None:
+    from anubis_tui.cli import build_parser
+
+    assert build_parser().parse_args(argv).db == where
