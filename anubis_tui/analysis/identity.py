@@ -201,7 +201,8 @@ def identity(header: Header, records: Iterable[Record] | None = None) -> dict[st
     """
     host, model, config = header.host or {}, header.model or {}, header.config or {}
     start = _start_facts(records) if records is not None else {}
-    head_knobs = config.get("knobs") if isinstance(config.get("knobs"), dict) else {}
+    raw_knobs = config.get("knobs")
+    head_knobs: dict[str, Any] = raw_knobs if isinstance(raw_knobs, dict) else {}
     knobs: dict[str, Any] = {
         **head_knobs,
         **{k: v for k, v in start.get("knobs", {}).items() if v is not None},
@@ -215,7 +216,8 @@ def identity(header: Header, records: Iterable[Record] | None = None) -> dict[st
         }
     )
     sysinfo = loaded.get("system_info")
-    sp = config.get("system_power") if isinstance(config.get("system_power"), dict) else {}
+    raw_sp = config.get("system_power")
+    sp: dict[str, Any] = raw_sp if isinstance(raw_sp, dict) else {}
     file_desc = (
         f"{model.get('name')} {model.get('quantization')}, {model.get('file_size')} bytes"
         if model.get("file_size")

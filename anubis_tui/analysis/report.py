@@ -152,6 +152,10 @@ def _headline(sf: SegmentFold, rec: Recording, method: str | None) -> dict[str, 
     idle = idle_power(rec)
     meas = measured_counters(rec.header)
 
+    def idle_w(key: str) -> float | None:
+        v = idle.get(key) if idle else None
+        return float(v) if v is not None else None
+
     def active(jpt: float | None, idle_w: float | None) -> float | None:
         # idle W × decode time per token, subtracted (Kepler's and ML.ENERGY's "active")
         if jpt is None or idle_w is None or not t.decode_tps:
@@ -169,10 +173,8 @@ def _headline(sf: SegmentFold, rec: Recording, method: str | None) -> dict[str, 
         "j_per_token": t.j_per_token,
         "method": method,
         "idle": idle,
-        "active_j_per_token_measured": active(
-            t.j_per_token_measured, idle and idle.get("measured_w")
-        ),
-        "active_j_per_token": active(t.j_per_token, idle and idle.get("system_w")),
+        "active_j_per_token_measured": active(t.j_per_token_measured, idle_w("measured_w")),
+        "active_j_per_token": active(t.j_per_token, idle_w("system_w")),
     }
 
 
