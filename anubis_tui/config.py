@@ -3,6 +3,11 @@
 The config file is TOML at ``$ANUBIS_CONFIG`` or
 ``$XDG_CONFIG_HOME/anubis/config.toml``; its top-level keys are the fields
 of `Config`, plus a ``[keys]`` table that remaps bindings by id.
+
+Recordings go to ``$XDG_DATA_HOME/anubis/recordings/`` (``~/.local/share``
+when the variable is unset, per the XDG Base Directory specification) unless
+``record_dir``, ``$ANUBIS_RECORD_DIR``, ``--record`` or ``-o`` say otherwise:
+never into the directory anubis happens to be started from.
 """
 
 from __future__ import annotations
@@ -22,6 +27,18 @@ class ConfigError(ValueError):
     """A bad config value; the message is one line for the user."""
 
 
+def default_record_dir() -> str:
+    """``$XDG_DATA_HOME/anubis/recordings`` (``~/.local/share/anubis/recordings`` by default).
+
+    An unset or relative ``XDG_DATA_HOME`` is ignored, as the XDG Base Directory
+    specification says.
+    """
+    base = os.environ.get("XDG_DATA_HOME", "")
+    if not base or not os.path.isabs(base):
+        base = str(Path.home() / ".local" / "share")
+    return os.path.join(base, "anubis", "recordings")
+
+
 @dataclass(frozen=True)
 class Config:
     rate_hz: float = 10.0
@@ -34,7 +51,7 @@ class Config:
     flash_attn: bool | None = None  # None: on where layers are offloaded (measured faster)
     prompt_file: str | None = None
     cpu_tdp_w: float | None = None
-    record_dir: str = "recordings"
+    record_dir: str = field(default_factory=default_record_dir)
     fsync_interval_s: float = 5.0
     keys: dict[str, str] = field(default_factory=dict)
 

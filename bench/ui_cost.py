@@ -1,20 +1,40 @@
 """CPU of the app against a headless `anubis record` of the same length, and against btop.
 
 Each contender runs for `--seconds` on its own (side by side in one run,
-one after another, same machine): headless `anubis record --no-model`, the
-app `anubis run --no-model --no-record` in tmux at 120x40, and btop (Debian
-package, default 2 s refresh) in tmux at 120x40 when installed. The CPU
-time of the measured process (all its threads) is read with psutil between
-second 2 (after start-up) and the end, as % of one core.
+one after another, same machine): headless `anubis record`, the app
+`anubis run` in tmux at 120x40, and btop (Debian package, default 2 s
+refresh) in tmux at 120x40 when installed. The CPU time of the measured
+process (all its threads; not the inference worker, a child) is read with
+psutil between second 2 (after start-up) and the end, as % of one core.
 
     python bench/ui_cost.py [--seconds 20] [--model] [--repeats N] [--json] [--check]
+    python bench/ui_cost.py --token-rate 1000,100 [--seconds 20] [--repeats N] [--goals]
 
-With --model both run inference on the default model with every core busy
-(--threads = CPU count), and the decode tok/s of the two recordings is
-compared. --repeats alternates headless and app N times (these machines are
-noisy: a pair is measured back to back) and reports every pair and the median.
---check fails when the UI adds more than 10 % of a core (a generous CI bound;
-the goal, measured by hand, is 2 %).
+Without --model or --token-rate both run sensors only (--no-model).
+
+--model: both run inference on the default model with every core busy
+(--threads = CPU count); the decode tok/s of the two recordings is compared.
+
+--token-rate N[,N...]: no model. The session's inference worker is this
+file's synthetic worker (through ``$ANUBIS_WORKER_CMD``): it speaks the
+worker's protocol with the worker's own `Sender`, at N decode tok/s in
+requests of --max-tokens tokens (a GPU's rate on a machine without one).
+Headless and app run at each rate in turn, so the goals are measured side by
+side in one run: the UI adds at most 1.5 % of a core at 1,000 and at 100
+tok/s, and headless record stays at most 1 % at 1,000 tok/s (--goals fails
+when one is missed).
+
+Every run also reads the monitor panel's own-CPU figure (the recording's
+``proc.self.cpu``, mean over the same seconds) beside the psutil figure.
+
+A run whose own figures are implausible fails, whatever --check says: with
+--model an app/headless decode ratio outside 0.5-2 (a ratio of 13 is a broken
+measurement, not a fast UI); with --token-rate a recorded decode rate more
+than 25 % from the rate asked for.
+
+--repeats alternates headless and app N times (these machines are noisy: a
+pair is measured back to back) and reports every pair and the median.
+--check fails when the UI adds more than 10 % of a core (a generous CI bound).
 """
 
 from __future__ import annotations
@@ -105,20 +125,158 @@ def in_tmux(cmd: str, match: str, seconds: float, env: dict[str, str]) -> float:
         subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True)
 
 
+def synthetic_worker(rate: float, spec_json: str) -> int:
+    """The inference worker's protocol at `rate` decode tok/s, no model (``--synthetic-worker``).
+
+    The real worker's `Sender` (records queued, one socket write per batch_s)
+    and `Control` (stop, pause, threads from stdin); decode Tokens batched as
+    the worker batches them: one record per `batch_s` within a request, and a
+    request's last tokens in one record when it ends. A 40-token prompt takes
+    4 ms (about a GPU's prefill of a short prompt).
+    """
+    from anubis_tui.inference.worker import Control, Sender, Spec
+
+    spec = Spec(**json.loads(spec_json))
+    sender = Sender(spec.socket, spec.t0_ns, spec.batch_s)
+    sender.event("worker_started", pid=os.getpid())
+    control = Control()
+    sender.event(
+        "model_loaded", load_s=0.0, threads=spec.threads, threads_batch=spec.threads,
+        gpu_layers=spec.gpu_layers, gpu_offload=False, n_batch=spec.n_batch,
+        kv_type=spec.kv_type, flash_attn=spec.flash_attn, model="synthetic",
+        extra_bufts=False, system_info="synthetic", pid=os.getpid(), under_scalene=False,
+    )  # fmt: skip
+    sender.event("sampling", mode="synthetic", n_batch=spec.n_batch, n_ubatch=spec.n_ubatch,
+                 flash_attn=spec.flash_attn)  # fmt: skip
+    tick = 0.005  # the clock this loop wakes at; tokens due since the last wake are made
+    batch_ns = spec.batch_s * 1e9
+    per_tok = 1e9 / rate
+    request = 0
+    while not control.stop.is_set():
+        if control.paused.is_set():
+            sender.event("paused")
+            control.resume.wait()
+            sender.event("resumed")
+        request += 1
+        t_start = sender.now()
+        sender.queue_event("request_start", request=request)
+        time.sleep(0.004)
+        t_first = sender.now()
+        sender.queue([2, t_first, 40, "prompt", request, t_start])
+        made, pending, t_pend, t_last = 0, 0, t_first, t_first
+        while made < spec.max_tokens and not control.stop.is_set():
+            time.sleep(tick)
+            now = sender.now()
+            due = min(spec.max_tokens, 1 + int((now - t_first) / per_tok)) - made
+            if due <= 0:
+                continue
+            if pending == 0:
+                t_pend = now
+            made, pending, t_last = made + due, pending + due, now
+            if now - t_pend >= batch_ns or made >= spec.max_tokens:
+                sender.queue([2, now, pending, "decode", request, t_pend])
+                pending = 0
+        if pending:
+            sender.queue([2, t_last, pending, "decode", request, t_pend])
+        sender.queue_event(
+            "request_end", request=request, prompt_tokens=40, generated=made, stop="length",
+            ttft_ns=t_first - t_start, decode_ns=t_last - t_first if made > 1 else None,
+        )  # fmt: skip
+    sender.event("worker_stopped", requests=request)
+    sender.close()
+    return 0
+
+
+def self_cpu_pct(path: str, skip_s: float = 2.0) -> float | None:
+    """The monitor panel's own-CPU figure: mean of ``proc.self.cpu`` after `skip_s`, % of a core."""
+    import numpy as np
+
+    from anubis_tui.recording.reader import load
+
+    rec = load(path)
+    col = rec.column("proc.self.cpu")
+    if col is None:
+        return None
+    keep = (rec.t >= rec.t[0] + skip_s * 1e9) & ~np.isnan(col)
+    return float(100 * col[keep].mean()) if keep.any() else None
+
+
+def synthetic_pair(
+    rate: float, seconds: float, max_tokens: int, tmp: str
+) -> dict[str, float | None]:
+    """Headless, then the app, both fed by the synthetic worker at `rate` tok/s."""
+    env = {
+        **os.environ,
+        "TERM": "xterm-256color",
+        "ANUBIS_CONFIG": "/nonexistent.toml",
+        "ANUBIS_WORKER_CMD": f"{sys.executable} {Path(__file__).resolve()} "
+        f"--synthetic-worker {rate:g}",
+        "PYTHONPATH": f"{ROOT}:{os.environ.get('PYTHONPATH', '')}",
+    }
+    model = ["--threads", "1", "--max-tokens", str(max_tokens)]
+    tag = f"{rate:g}-{time.monotonic_ns()}"
+    rec_h, rec_a = f"{tmp}/headless-{tag}.msgpack", f"{tmp}/app-{tag}.msgpack"
+    r: dict[str, float | None] = {"token_rate": rate}
+    r["headless_record_pct"] = headless(seconds, env, model, rec_h)
+    run = f"{sys.executable} -m anubis_tui run {' '.join(model)} --record {rec_a}"
+    r["app_pct"] = in_tmux(run, "anubis_tui", seconds, env)
+    r["ui_adds_pct"] = r["app_pct"] - r["headless_record_pct"]
+    r["app_panel_pct"] = self_cpu_pct(rec_a)
+    r["headless_decode_tps"], r["app_decode_tps"] = decode_tps(rec_h), decode_tps(rec_a)
+    return r
+
+
+GOAL_UI_PCT = 1.5  # the UI adds at most this much of a core, at 100 and at 1,000 tok/s
+GOAL_HEADLESS_PCT = 1.0  # headless record at 1,000 tok/s
+
+
+def implausible(r: dict[str, float | None]) -> str | None:
+    """Why a run's own figures cannot be right (None when they can)."""
+    rate = r.get("token_rate")
+    if rate:
+        for k in ("headless_decode_tps", "app_decode_tps"):
+            v = r.get(k)
+            if v is None or not 0.75 * rate <= v <= 1.25 * rate:
+                return f"{k} {v} at a synthetic {rate:g} tok/s"
+        return None
+    ratio = r.get("app_tps_ratio", 1.0)
+    if "app_tps_ratio" in r and (ratio is None or not 0.5 <= ratio <= 2.0):
+        return f"app/headless decode ratio {ratio}: one of the two recordings is broken"
+    return None
+
+
 def main() -> int:
+    if len(sys.argv) == 4 and sys.argv[1] == "--synthetic-worker":
+        return synthetic_worker(float(sys.argv[2]), sys.argv[3])
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--model", action="store_true", help="with inference (threads = CPU count)")
+    ap.add_argument("--token-rate", help="synthetic decode tok/s, a comma list: 1000,100")
+    ap.add_argument("--max-tokens", type=int, default=128, help="tokens per synthetic request")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--check", action="store_true")
+    ap.add_argument("--goals", action="store_true", help="fail when a --token-rate goal is missed")
     a = ap.parse_args()
-    runs = [measure(a) for _ in range(max(1, a.repeats))]
-    res: dict[str, object] = dict(runs[0]) if len(runs) == 1 else {"runs": runs}
-    if len(runs) > 1:
-        for key in ("headless_record_pct", "app_pct", "ui_adds_pct", "app_tps_ratio"):
-            vals = [r[key] for r in runs if r.get(key) is not None]
-            res[f"median_{key}"] = statistics.median(vals) if vals else None
+    if a.token_rate:
+        rates = [float(x) for x in a.token_rate.split(",") if x.strip()]
+        tmp = tempfile.mkdtemp(prefix="anubis-uicost-")
+        runs = [
+            synthetic_pair(rate, a.seconds, a.max_tokens, tmp)
+            for _ in range(max(1, a.repeats))
+            for rate in rates
+        ]
+    else:
+        runs = [measure(a) for _ in range(max(1, a.repeats))]
+    res: dict[str, object] = {"runs": runs}
+    keys = ("headless_record_pct", "app_pct", "ui_adds_pct", "app_panel_pct", "app_tps_ratio")
+    groups = sorted({r.get("token_rate") or 0 for r in runs})
+    for g in groups:
+        mine = [r for r in runs if (r.get("token_rate") or 0) == g]
+        for key in keys:
+            vals = [v for r in mine if isinstance(v := r.get(key), float)]
+            if vals:
+                res[f"median_{key}" + (f"@{g:g}" if g else "")] = statistics.median(vals)
     if a.json:
         print(json.dumps(res, indent=1))
     else:
@@ -128,12 +286,31 @@ def main() -> int:
                 print(f"{i} {k:<22} {'—' if v is None else f'{v:8.3f}{unit}'}")
         for k, v in res.items():
             if k.startswith("median_"):
-                print(f"  {k:<28} {'—' if v is None else f'{v:8.3f}'}")
-    adds = res.get("median_ui_adds_pct", res.get("ui_adds_pct"))
-    if a.check and isinstance(adds, float) and adds > CHECK_BOUND_PCT:
+                print(f"  {k:<34} {'—' if v is None else f'{v:8.3f}'}")
+    failed = False
+    for r in runs:
+        why = implausible(r)
+        if why:
+            print(f"FAIL: implausible figures: {why}", file=sys.stderr)
+            failed = True
+    adds = [v for k, v in res.items() if k.startswith("median_ui_adds_pct")]
+    if a.check and any(isinstance(v, float) and v > CHECK_BOUND_PCT for v in adds):
         print(f"FAIL: the UI adds more than {CHECK_BOUND_PCT} % of a core", file=sys.stderr)
-        return 1
-    return 0
+        failed = True
+    if a.goals:
+        for k, v in res.items():
+            bound = (
+                GOAL_UI_PCT
+                if k.startswith("median_ui_adds_pct@")
+                else GOAL_HEADLESS_PCT
+                if k == "median_headless_record_pct@1000"
+                else None
+            )
+            if bound is not None and isinstance(v, float):
+                ok = v <= bound
+                print(f"goal {k} <= {bound}: {v:.2f} {'met' if ok else 'MISSED'}")
+                failed |= not ok
+    return 1 if failed else 0
 
 
 def measure(a: argparse.Namespace) -> dict[str, float | None]:
@@ -142,12 +319,13 @@ def measure(a: argparse.Namespace) -> dict[str, float | None]:
     tmp = tempfile.mkdtemp(prefix="anubis-uicost-")
     model = ["--threads", str(os.cpu_count() or 2)] if a.model else []
     rec_h, rec_a = f"{tmp}/headless.msgpack", f"{tmp}/app.msgpack"
-    res["headless_record_pct"] = headless(a.seconds, env, model, rec_h if a.model else os.devnull)
-    run = f"{sys.executable} -m anubis_tui run " + (
-        " ".join([*model, "--record", rec_a]) if a.model else "--no-model --no-record"
+    res["headless_record_pct"] = headless(a.seconds, env, model, rec_h)
+    run = f"{sys.executable} -m anubis_tui run " + " ".join(
+        [*(model or ["--no-model"]), "--record", rec_a]
     )
     res["app_pct"] = in_tmux(run, "anubis_tui", a.seconds, env)
     res["ui_adds_pct"] = res["app_pct"] - res["headless_record_pct"]
+    res["app_panel_pct"] = self_cpu_pct(rec_a)
     if a.model:
         h, u = decode_tps(rec_h), decode_tps(rec_a)
         res["headless_decode_tps"], res["app_decode_tps"] = h, u

@@ -93,7 +93,7 @@ def report(rec: Recording, budget_pct: float = BUDGET_PCT) -> dict[str, Any]:
     fast_tied, lean_tied = energy_optimal_ties(settings)
     headline = _headline(sf, rec, energy_ch.method if energy_ch else None)
     return {
-        "duration_s": rec.duration_s,
+        "duration_s": rec.duration_s - rec.start_s,  # what this file holds
         "host": rec.header.host.get("hostname"),
         "created_utc": rec.header.created_utc,
         "model": rec.header.model.get("name"),

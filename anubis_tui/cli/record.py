@@ -31,7 +31,11 @@ from anubis_tui.config import Config
 def add_parser(sub: Any) -> None:
     r = sub.add_parser("record", help="a headless session recorded to msgpack")
     r.add_argument("--duration", type=positive_float, help="seconds (default: until Ctrl-C)")
-    r.add_argument("-o", "--output", help="file path, or - for stdout (default: recordings/)")
+    r.add_argument(
+        "-o",
+        "--output",
+        help="a file, or - for stdout (default: a new file in $XDG_DATA_HOME/anubis/recordings)",
+    )
     r.add_argument("--rate", type=rate_hz, help="sampling rate in Hz (up to 1000)")
     r.add_argument("--force", action="store_true", help="overwrite an existing file")
     r.add_argument("--no-model", action="store_true", help="sensors only, no inference")

@@ -19,7 +19,11 @@ def add_parser(sub: Any) -> None:
     r = sub.add_parser("run", help="the live monitor (the default command)")
     r.add_argument("--rate", type=rate_hz, help="sampling rate in Hz (up to 1000)")
     rec = r.add_mutually_exclusive_group()
-    rec.add_argument("--record", metavar="PATH", help="record to PATH (default: recordings/)")
+    rec.add_argument(
+        "--record",
+        metavar="PATH",
+        help="record to PATH (default: a new file in $XDG_DATA_HOME/anubis/recordings)",
+    )
     rec.add_argument("--no-record", action="store_true", help="do not record")
     r.add_argument("--no-model", action="store_true", help="sensors only, no inference")
     r.add_argument(
@@ -109,6 +113,9 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
         ),
     )
     app.run()
-    if record:
-        print(f"anubis: session recorded to {record}", file=sys.stderr)
+    # Only files that exist: a session that never started (or a remote one whose link
+    # never came up) names nothing; recordings started with r are named too.
+    for path in dict.fromkeys(app.recorded):
+        if os.path.isfile(path):
+            print(f"anubis: recorded to {path}", file=sys.stderr)
     return app.return_code or 0

@@ -6,6 +6,11 @@ next), hands each as a record to `emit`, and controls it: pause/resume,
 threads, and stop (a clean stop command, then SIGTERM, then SIGKILL). When
 the record pipe closes without a requested stop, the worker died: an Event
 ``worker_died`` carries the exit code or signal and the last log lines.
+
+``$ANUBIS_WORKER_CMD`` (a bench and test hook) replaces the worker's command
+(``python -P -m anubis_tui.inference.worker``) with another program that
+speaks the same protocol, e.g. `bench/ui_cost.py`'s synthetic token stream:
+the spec JSON is appended to it as the last argument.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -133,6 +139,8 @@ class WorkerClient:
         # llama_cpp.py there would run inside it); cwd is our private directory.
         if self.script_prefix is not None:
             cmd = [*self.script_prefix, str(WORKER_SCRIPT), "---", json.dumps(spec)]
+        elif hook := os.environ.get("ANUBIS_WORKER_CMD"):
+            cmd = [*shlex.split(hook), json.dumps(spec)]
         else:
             cmd = [self.python, "-P", "-m", "anubis_tui.inference.worker", json.dumps(spec)]
         log = open_log(self.log_path)

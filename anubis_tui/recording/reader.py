@@ -240,6 +240,15 @@ class Recording:
         return None if j is None else self.values[:, j]
 
     @property
+    def start_s(self) -> float:
+        """Seconds from the session's start to this file's first record: about 0 for a
+        recording opened with the session, later for one started with `r` mid-session."""
+        firsts = [int(self.t[0])] if len(self.t) else []
+        firsts += [int(self.tok_t[0])] if len(self.tok_t) else []
+        firsts += [e.t for e in self.events[:1]]
+        return min(firsts) / 1e9 if firsts else 0.0
+
+    @property
     def duration_s(self) -> float:
         ends = [self.t[-1] if len(self.t) else 0, self.tok_t[-1] if len(self.tok_t) else 0]
         ends += [e.t for e in self.events[-1:]]

@@ -117,7 +117,11 @@ class Session:
             self.header.config["prompts_sha256"] = prompts_sha256(spec.prompts or BUILTIN_PROMPTS)
         self._worker: WorkerClient | None = None
         self._writer: RecordingWriter | None = None
+        self._record_totals: Totals | None = None  # the open recording's own totals
         self.record_path: str | None = None
+        self._scalene_ready = False  # --scalene-ready: the worker stays under scalene
+        self.recorded: list[str] = []  # every file a recording was opened at, in order
+        self.default_rate_hz = config.rate_hz  # `+` may always come back up to it
         self._profiles_dir = profiles_dir
         self._pyspy_native = pyspy_native
         self._profilers: ProfilerController | None = None
@@ -363,21 +367,25 @@ class Session:
         self.bus.close()
         footer = self._make_footer(reason)
         if self._writer is not None:
-            self._writer.close(footer)
+            self._writer.close(self._make_footer(reason, totals=self._record_totals))
         for s in self.sampler.sources:
             s.close()
         self._footer = footer
         return footer
 
-    def _make_footer(self, reason: str | None, **extra: Any) -> Footer:
+    def _make_footer(
+        self, reason: str | None, totals: Totals | None = None, **extra: Any
+    ) -> Footer:
+        """The Footer with `totals` (a recording's own; the session's when None)."""
         st = self.sampler.stats
-        totals: dict[str, Any] = {
+        own = totals or self.totals
+        totals_out: dict[str, Any] = {
             "clean": True,
-            "samples": self.totals.samples,
-            "tokens_decode": self.totals.tokens_decode,
-            "tokens_prompt": self.totals.tokens_prompt,
-            "requests": self.totals.requests,
-            "events": self.totals.events,
+            "samples": own.samples,
+            "tokens_decode": own.tokens_decode,
+            "tokens_prompt": own.tokens_prompt,
+            "requests": own.requests,
+            "events": own.events,
             "sampler_ticks": st.ticks,
             "sampler_skipped": st.skipped_ticks,
             "sampler_read_errors": st.read_errors,
@@ -387,10 +395,10 @@ class Session:
             **extra,
         }
         if reason:
-            totals["stopped_by"] = reason
+            totals_out["stopped_by"] = reason
         if self.worker_error:
-            totals["worker_error"] = self.worker_error
-        return Footer(self.bus.now(), totals)
+            totals_out["worker_error"] = self.worker_error
+        return Footer(self.bus.now(), totals_out)
 
     # -- the control surface -------------------------------------------------------------------
 
@@ -416,13 +424,15 @@ class Session:
         return self.resume() if self._paused else self.pause()
 
     def set_rate(self, rate_hz: float) -> Outcome:
+        """Sample at `rate_hz`; faster than the sources update is refused, except that the
+        session's starting rate (default 10 Hz) is always allowed, so `+` undoes `-`."""
         cap = self.sampler.max_useful_rate_hz
         cur = self.sampler.target_rate_hz
-        if rate_hz > cap and rate_hz > cur:
+        if rate_hz > max(cap, self.default_rate_hz) and rate_hz > cur:
             out = Outcome(
                 False,
-                f"sources here update at most {cap:g} Hz: sampling faster than "
-                f"{cur:g} Hz would only repeat values",
+                f"sampling stays at {cur:g} Hz: the sources here update at most {cap:g} Hz, "
+                f"so {rate_hz:g} Hz would only repeat their values",
             )
         else:
             new = self.sampler.set_rate(rate_hz)
@@ -450,7 +460,15 @@ class Session:
             return self._command(
                 "profiler", Outcome(False, f"{name}: no inference to profile"), name=name
             )
+        was_on = self.profilers.active == "scalene"
         msg = self.profilers.toggle(name)
+        if name == "scalene" and was_on and self._profiler_ok(msg) and not self._scalene_ready:
+            # Off means off: the worker leaves scalene's launcher too (a plain baseline, not
+            # a "scalene-off" setting for the rest of the session). --scalene-ready keeps it.
+            plain = self.profilers.go_plain()
+            ok = self._profiler_ok(plain)
+            msg = "scalene off, worker plain again" if ok else f"scalene off; {plain}"
+            return self._command("profiler", Outcome(ok, msg), name=name)
         return self._command("profiler", Outcome(self._profiler_ok(msg), msg), name=name)
 
     def profiler_step_rate(self, step: int) -> Outcome:
@@ -479,6 +497,7 @@ class Session:
 
     def profiler_ready(self) -> Outcome:
         """Run the worker under scalene (profiling off) so the scalene toggle is instant."""
+        self._scalene_ready = True
         msg = self.profilers.make_scalene_ready()
         return self._command("profiler_ready", Outcome(self._profiler_ok(msg), msg))
 
@@ -504,6 +523,11 @@ class Session:
                 return self._command("record", Outcome(False, msg))
             self.record_path = path
             self.header.config["knobs"] = self.knob_values()  # the setting this file starts in
+            if path != "-":
+                self.recorded.append(path)
+            # Its own totals: a recording started later counts only what it holds.
+            self._record_totals = Totals()
+            self.bus.add_sink(self._record_totals)
             self._writer = RecordingWriter(
                 out,
                 self.header,
@@ -526,8 +550,12 @@ class Session:
             )
             self.bus.flush()  # what was emitted before this call reaches the file
             self.bus.remove_sink(w.submit)
+            own = self._record_totals
+            if own is not None:
+                self.bus.remove_sink(own)
             self._writer = None
-            w.close(self._make_footer("user"))
+            self._record_totals = None
+            w.close(self._make_footer("user", totals=own))
             return out
 
     # -- knobs ---------------------------------------------------------------------------------
@@ -667,7 +695,7 @@ class Session:
             if w is None or w.exited.is_set() or not w.set_threads(n):
                 return Outcome(False, "threads: no inference running")
             spec.threads = n
-            self._knob_event(name, n, previous)
+            self._knob_event(name, n, previous, threads_batch=n)  # the worker sets both
             return Outcome(True, shown)
         change: dict[str, Any] = {name: value}
         if name == "kv_type" and value != "f16" and not spec.flash_attn:

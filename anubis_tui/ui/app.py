@@ -2,7 +2,12 @@
 
 The app reads a `LiveState` and acts through the session's control surface:
 a live session's bus feeds the state, a replay feeds it the same records
-from a file. Panels redraw at a steady 4 fps (text only when it changed);
+from a file. A live session's records wait in an inbox (a deque append on
+the bus thread, nothing more) and are folded into the state once per frame,
+under one lock: the app's work per frame does not grow with the token rate.
+Request start/end Events are not written to the event log (the throughput
+panel shows them), for the same reason. Panels redraw at a steady 4 fps
+(text only when it changed);
 charts hold one bin per second and redraw once a second. Session calls that
 may block (starting a session, a profiler relaunching the worker) run in
 thread workers; nothing on the event loop touches a sensor, a pipe or a
@@ -12,6 +17,7 @@ file.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +33,7 @@ from anubis_tui.analysis.live import NOTIFY_KINDS, LiveState, Snapshot
 from anubis_tui.analysis.replay import Replay
 from anubis_tui.config import Config
 from anubis_tui.plugins import PluginError, QueuedExport, export_sinks
+from anubis_tui.records import Record
 from anubis_tui.session.knobs import KNOBS
 from anubis_tui.ui.screens import HelpScreen, ModelPicker
 from anubis_tui.ui.widgets.charts import Charts
@@ -47,6 +54,8 @@ if TYPE_CHECKING:
     from anubis_tui.session.remote import RemoteSession
 
 UI_FPS = 4
+# Events the log leaves out: panels show them, and they come with every request (or 2 s).
+QUIET_KINDS = frozenset({"profiler_frames", "request_start", "request_end"})
 
 
 @dataclass
@@ -66,6 +75,12 @@ class LiveOptions:
     remote: str | None = None  # [user@]host: the session runs there, as `anubis agent`
     remote_cmd: str = "anubis agent"
     ssh: str = "ssh"
+
+
+def chart_rows(height: int) -> int:
+    """Lines per chart for a terminal `height` lines tall: 1 up to 30, then one more for
+    every 6 lines (the panels keep at least 14 lines), at most 8."""
+    return max(1, min(8, (height - 19) // 6))
 
 
 def _knob_bindings() -> list[BindingType]:
@@ -98,12 +113,12 @@ HELP_DESCRIPTIONS = {
     "help": ("app", "this help"),
     "log": ("app", "show or hide the event log"),
     "pause": ("inference", "pause or resume inference"),
-    "rate_up": ("sampling", "sample the sensors faster"),
+    "rate_up": ("sampling", "sample the sensors faster (up to 10 Hz, or as fast as they update)"),
     "rate_down": ("sampling", "sample the sensors slower"),
-    "record": ("recording", "start or stop recording to recordings/"),
+    "record": ("recording", "start or stop a recording (a new file; named when you quit)"),
     "marker": ("recording", "put a marker in the recording"),
     "pyspy": ("profilers", "py-spy on the inference worker, on or off"),
-    "scalene": ("profilers", "scalene on the inference worker, on or off"),
+    "scalene": ("profilers", "scalene on the inference worker; off runs it plain again"),
     "prof_rate_down": ("profilers", "the running profiler samples slower"),
     "prof_rate_up": ("profilers", "the running profiler samples faster"),
     "play": ("replay", "play or pause the replay"),
@@ -174,6 +189,8 @@ class AnubisApp(App[int]):
         self._lines: dict[str, str] = {}
         self._panels: list[Panel] = []
         self._exports: list[QueuedExport] = []
+        self.recorded: list[str] = []  # files this app's session recorded to (the CLI names them)
+        self._inbox: deque[Record] = deque()  # records from the bus, folded once per frame
         super().__init__()
         if config.keys:
             self.set_keymap(dict(config.keys))
@@ -215,8 +232,9 @@ class AnubisApp(App[int]):
             self.log_line("replay: " + (hdr.created_utc if hdr else "stream"))
 
     def on_resize(self) -> None:
-        # Taller charts where the terminal has the room; one line each at 80x24.
-        self.query_one(Charts).set_tall((self.size.height or 24) >= 40)
+        # Charts get taller with the terminal (one line each at 80x24, 3 at 40 lines, 6 at
+        # 60); the panels take the rest, so both grow.
+        self.query_one(Charts).set_rows(chart_rows(self.size.height or 24))
         self.call_after_refresh(self.frame)  # text fitted to the new sizes at once
 
     # -- session (live) -------------------------------------------------------------
@@ -233,7 +251,7 @@ class AnubisApp(App[int]):
                 opts.remote,
                 remote_cmd=opts.remote_cmd,
                 ssh=opts.ssh,
-                sinks=[self.state.consume],
+                sinks=[self._inbox.append],
                 record_path=opts.record_path,
             )
             try:
@@ -252,7 +270,7 @@ class AnubisApp(App[int]):
                 discovery_config=opts.discovery,
                 pyspy_native=opts.pyspy_native,
                 models_dirs=opts.models_dirs,
-                sinks=[self.state.consume],
+                sinks=[self._inbox.append],
             )
             self.state.consume(session.header)
             try:
@@ -296,6 +314,7 @@ class AnubisApp(App[int]):
     def stop_session(self) -> None:
         if self.session is not None:
             self.session.stop("quit")
+            self._note_recorded()
             self.session = None
         for sink in self._exports:
             sink.close()
@@ -307,12 +326,19 @@ class AnubisApp(App[int]):
 
     # -- frames -----------------------------------------------------------------------
 
+    def fold_inbox(self) -> None:
+        """Fold the records that came since the last frame into the state, in one go."""
+        inbox = self._inbox
+        if inbox:
+            self.state.consume_many([inbox.popleft() for _ in range(len(inbox))])
+
     def frame(self) -> None:
         now = time.monotonic()
         if self.replay is not None:
             self.replay.advance(now - self._last_frame)
             self.state = self.replay.state
         self._last_frame = now
+        self.fold_inbox()
         if len(self.screen_stack) > 1:
             return  # help or the model picker is open: nothing beneath it is redrawn
         snap = self.state.snapshot()
@@ -356,8 +382,8 @@ class AnubisApp(App[int]):
     def pump_events(self) -> None:
         events, self._events_seen = self.state.new_events(self._events_seen)
         for e in events:
-            if e.kind == "profiler_frames":
-                continue  # shown in the profiler panel, every 2 s: too chatty for the log
+            if e.kind in QUIET_KINDS:
+                continue  # shown in a panel, and as frequent as requests: not for the log
             line = f"{e.t / 1e9:8.1f}s {e.kind} " + " ".join(
                 f"{k}={v}" for k, v in e.payload.items() if k not in ("log_tail", "system_info")
             )
@@ -370,6 +396,15 @@ class AnubisApp(App[int]):
                     tail = e.payload.get("log_tail") or []
                     msg = f"inference worker died ({how})" + (f": {tail[-1]}" if tail else "")
                 self.notify(str(msg)[:300], title=e.kind.replace("_", " "), severity=sev, timeout=8)  # type: ignore[arg-type]
+
+    def _note_recorded(self) -> None:
+        s = self.session
+        paths = list(getattr(s, "recorded", None) or [])
+        if not paths and s is not None and s.record_path and s.record_path != "-":
+            paths = [s.record_path]  # a remote session records one file at a time
+        for p in paths:
+            if p not in self.recorded:
+                self.recorded.append(p)
 
     def log_line(self, line: str) -> None:
         self.query_one("#log", Log).write_line(line)

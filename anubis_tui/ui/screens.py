@@ -5,39 +5,63 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
+from rich.console import Group
 from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Vertical
+from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
 
 class HelpScreen(ModalScreen[None]):
-    """Every key of this mode with what it does, grouped; any of escape, q or ? closes it."""
+    """Every key of this mode with what it does, grouped; any of escape, q or ? closes it.
+
+    The text is built as styled `Text`, never parsed as markup: a key such as
+    ``[`` or ``]`` is shown as typed. It scrolls (arrows, page keys, home/end,
+    the mouse wheel) where the terminal is shorter than the list.
+    """
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "dismiss", "Close"),
         Binding("q", "dismiss", "Close"),
         Binding("question_mark", "dismiss", "Close"),
+        Binding("up", "scroll(-1)", "Up", show=False),
+        Binding("down", "scroll(1)", "Down", show=False),
+        Binding("pageup", "scroll(-10)", "Page up", show=False),
+        Binding("pagedown", "scroll(10)", "Page down", show=False),
+        Binding("home", "scroll(-10000)", "Top", show=False),
+        Binding("end", "scroll(10000)", "Bottom", show=False),
     ]
 
     def __init__(self, groups: list[tuple[str, list[tuple[str, str]]]]) -> None:
         super().__init__()
         self.groups = groups
 
-    def compose(self) -> ComposeResult:
-        lines = []
+    def help_text(self) -> Group:
+        """The help as a two-column grid: group titles bold, keys literal (no markup is
+        parsed), a long description wrapped under itself."""
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(no_wrap=True, min_width=11)
+        grid.add_column(ratio=1)
         for title, rows in self.groups:
             if not rows:
                 continue
-            lines.append(f"[b]{title}[/]")
-            lines += [f"  {escape(key):<9} {escape(desc)}" for key, desc in rows]
-        lines.append("")
-        lines.append("[dim]escape, q or ? closes this[/]")
-        with Vertical(id="help"):
-            yield Static("\n".join(lines), id="help-text", markup=True)
+            grid.add_row(Text(title, style="bold"), "")
+            for key, desc in rows:
+                grid.add_row(Text(f"  {key}", style="bold"), Text(desc))
+        note = Text("\nescape, q or ? closes this; arrows and page keys scroll", style="dim")
+        return Group(grid, note)
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="help"):
+            yield Static(self.help_text(), id="help-text", markup=False)
+
+    def action_scroll(self, lines: int) -> None:
+        self.query_one("#help", VerticalScroll).scroll_relative(y=lines, animate=False)
 
     async def action_dismiss(self, result: None = None) -> None:
         self.dismiss(None)
@@ -61,7 +85,8 @@ class ModelPicker(ModalScreen[str | None]):
                 size = f"{p.stat().st_size / 1e6:.0f} MB"
             except OSError:
                 size = "?"
-            opts.append(Option(f"{p.name}  {size}{mark}  [dim]{p.parent}[/]", id=str(p)))
+            shown = f"{escape(p.name)}  {size}{mark}  [dim]{escape(str(p.parent))}[/]"
+            opts.append(Option(shown, id=str(p)))
         with Vertical(id="picker"):
             yield Static("[b]model[/]: enter loads it (the worker reloads), escape cancels")
             yield OptionList(*opts, id="models")

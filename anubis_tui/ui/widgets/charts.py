@@ -74,14 +74,15 @@ class Charts(LinePanel):
         super().__init__(id="charts")
         self._bins_drawn = -1
         self._drawn_width = -1
-        self.tall = False
+        self.rows = 1  # lines per chart
 
     def invalidate(self) -> None:
         self._bins_drawn = -1
 
-    def set_tall(self, tall: bool) -> None:
-        self.tall = tall
-        self.styles.height = (3 * 3 if tall else 3) + 2
+    def set_rows(self, rows: int) -> None:
+        """`rows` lines per chart (3 charts, then the segment strip and the time axis)."""
+        self.rows = max(1, rows)
+        self.styles.height = 3 * self.rows + 2
         self.invalidate()
 
     def refresh_from(self, s: Snapshot) -> None:
@@ -94,7 +95,7 @@ class Charts(LinePanel):
 
     def text(self, s: Snapshot, width: int) -> str:
         cols = max(10, width - LABEL_W - SCALE_W)
-        h = 3 if self.tall else 1
+        h = self.rows
         has_temp = bool(s.temps)
         has_power = s.system_channel is not None
         lines: list[str] = []

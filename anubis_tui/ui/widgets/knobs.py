@@ -7,19 +7,29 @@ from anubis_tui.analysis.segments import show_knob
 from anubis_tui.session.knobs import KNOBS
 from anubis_tui.ui.widgets.panel import Panel
 
+SHORT_LABELS = {"threads": "thr", "GPU layers": "ngl", "flash attn": "FA", "KV cache": "KV",
+                "GPU power": "GPU W", "CPU max": "CPU"}  # fmt: skip
+MODEL_CHARS = 24  # a model's name is cut to this many characters (with …) in the strip
 
-def knob_cells(s: Snapshot) -> tuple[list[str], list[str]]:
+
+def knob_cells(s: Snapshot, form: int = 0) -> tuple[list[str], list[str]]:
     """(``t/T threads 2`` for each knob that can change; ``w/W GPU power: no NVIDIA GPU``,
-    greyed, for each that cannot, with its value where it has one)."""
+    greyed, for each that cannot, with its value where it has one).
+
+    `form` 0 is the full label, 1 a short one (``thr``, ``FA``), 2 the key and value only:
+    the strip picks the longest form whose knobs fit one line."""
     live, greyed = [], []
     for k in KNOBS:
         why = s.knob_state.get(k.name, "")
         value = show_knob(k.name, s.knobs.get(k.name))
+        if k.name == "model" and len(value) > MODEL_CHARS:
+            value = value[: MODEL_CHARS - 1] + "…"
         if why:
             shown = f" {value}" if value != "—" and k.name != "model" else ""
             greyed.append(f"{k.keys} {k.label}{shown}: {why}")
         else:
-            live.append(f"[b]{k.keys}[/] {k.label} {value}")
+            label = (k.label, SHORT_LABELS.get(k.label, k.label), "")[form]
+            live.append(f"[b]{k.keys}[/] {label} {value}".replace("  ", " "))
     return live, greyed
 
 
@@ -38,10 +48,15 @@ class KnobsPanel(Panel):
         if not s.knobs and not s.knob_state:
             return "[dim]no knobs (an older recording, or the session is starting)[/]"
         width = max(20, self.content_region.width or 80)
-        live, greyed = knob_cells(s)
-        lines = _flow(["knobs", *live], width)
-        if greyed:
-            lines += [f"[dim]{line}[/]" for line in _flow(["not here:", *greyed], width)]
+        # The knobs that can change: always one line (shorter labels before a wrap).
+        for form in (0, 1, 2):
+            live, greyed = knob_cells(s, form)
+            line = _flow(["knobs", *live], 10**6)[0]
+            if len(_strip_markup(line)) <= width:
+                break
+        lines = [line]
+        if greyed:  # the rest: the two lines left
+            lines += [f"[dim]{ln}[/]" for ln in _flow(["not here:", *greyed], width)[:2]]
         return "\n".join(lines)
 
 

@@ -19,6 +19,18 @@ from textual.widget import Widget
 from anubis_tui.analysis.live import Snapshot
 
 
+def first_fit(width: int, *candidates: str) -> str:
+    """The first candidate line (markup allowed) that fits `width` cells; else the last one.
+
+    Panels give a long and a short form of a line, so a narrow terminal drops
+    words the line can do without, never its unit or its method tag.
+    """
+    for c in candidates:
+        if Text.from_markup(c).cell_len <= width:
+            return c
+    return candidates[-1]
+
+
 class LinePanel(Widget):
     """Lines of markup; `show` repaints only the lines that changed."""
 
@@ -77,6 +89,11 @@ class Panel(LinePanel):
     def __init__(self, **kw: Any) -> None:
         super().__init__(**kw)
         self.border_title = self.TITLE
+
+    @property
+    def text_width(self) -> int:
+        """Cells a line has in this panel now (22, a third of 80 columns, before layout)."""
+        return self.content_region.width or 22
 
     def text(self, s: Snapshot) -> str:
         raise NotImplementedError

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from anubis_tui.analysis.live import Snapshot, fmt
 from anubis_tui.ui.widgets.labels import short_label
-from anubis_tui.ui.widgets.panel import Panel
+from anubis_tui.ui.widgets.panel import Panel, first_fit
 
-TAGS = {"instant": "inst", "estimated": "est", "counter": "ctr"}
+TAGS = {"instant": "inst", "estimated": "est.", "counter": "ctr"}
 
 
 def jfmt(v: float | None) -> str:
@@ -22,18 +22,24 @@ class PowerPanel(Panel):
     TITLE = "power & energy"
 
     def text(self, s: Snapshot) -> str:
-        width = max(16, self.content_region.width or 22)
+        width = max(16, self.text_width)
         ch = s.system_channel
         if ch is None and not s.power:
             return "no power sensor"
         est = ch is not None and ch.method == "estimated"
         how = "est." if est else "meas."
+        # The method tag ("est." or "meas.") stays at every width: words before it go first.
+        jpt = jfmt(s.jpt_recent)
         lines = [
             f"system {fmt(s.system_power, '.1f', ' W')} {how}",
-            f"J/tok  {jfmt(s.jpt_recent)} system {how}",
+            first_fit(
+                width, f"J/tok  {jpt} system {how}", f"J/tok {jpt} sys {how}", f"J/tok {jpt} {how}"
+            ),
         ]
-        for c, jpt in s.counter_jpt:
-            lines.append(f"J/tok  {jfmt(jpt)} {short_label(c, width - 17)} meas.")
+        for c, cj in s.counter_jpt:
+            head = f"J/tok {jfmt(cj)} "
+            label = short_label(c, max(1, width - len(head) - 6))
+            lines.append(first_fit(width, f"{head}{label} meas.", f"{head}meas."))
         lines.append(f"energy {fmt(s.energy_j, '.0f', ' J')} {how}")
         room = max(0, (self.content_region.height or 6) - len(lines))
         label_w = max(4, width - 13)

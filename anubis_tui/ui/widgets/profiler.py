@@ -1,7 +1,12 @@
 """The profiler panel: the running setting and its deltas, then every finished segment.
 
 Every number comes from `analysis.segments` (through the snapshot), the
-same function `anubis report` prints, so screen and report agree.
+same function `anubis report` prints, so screen and report agree. The live
+deltas are all over the same decode time: Δtok/s (decode tokens ÷ decode
+time), ΔW (mean system power) and ΔJ/tok = mean W ÷ decode tok/s
+(``j_per_decode_token_pct``), so the three cannot contradict each other;
+the panel says "over decode". A finished segment is one line where the
+panel is wide enough (≥ 44 cells), two where it is not.
 """
 
 from __future__ import annotations
@@ -10,27 +15,41 @@ from typing import Any
 
 from anubis_tui.analysis.live import Snapshot, fmt
 from anubis_tui.analysis.segments import MIN_SECONDS, MIN_TOKENS, Figures
-from anubis_tui.ui.widgets.panel import Panel
+from anubis_tui.ui.widgets.panel import Panel, first_fit
+
+WIDE = 44  # cells a finished segment needs on one line
 
 
-def delta_row(f: Figures) -> str:
-    """One finished segment: Δtok/s, ΔW, ΔJ/tok, profiler CPU, samples (as the report)."""
+def _jpt(d: dict[str, Any]) -> float | None:
+    """ΔJ/token over decode time (mean W ÷ decode tok/s), % against the baseline."""
+    v = d.get("j_per_decode_token_pct")
+    return v if isinstance(v, int | float) else None
+
+
+def delta_rows(f: Figures, width: int = 80) -> list[str]:
+    """One finished segment: Δtok/s, ΔW, ΔJ/tok (over decode), profiler CPU and samples.
+
+    One line at `width` ≥ `WIDE`, else two (name and Δs, then W, CPU and n)."""
     d = f.delta
     name = f.name if len(f.name) <= 13 else f.name[:12] + "…"
     if d is None:
-        return f"{name:<13} {f.not_comparable or '—'}"
+        return [f"{name:<13} {f.not_comparable or '—'}"]
+    tps = fmt(d["decode_tps_pct"], "+.0f", "%")
+    jpt = fmt(_jpt(d), "+.0f", "%")
+    watts = fmt(d["power_w"], "+.1f", "W")
     if d.get("against") == "previous":  # a knob's effect: no profiler columns
-        return (
-            f"{name:<13}{fmt(d['decode_tps_pct'], '+5.1f', '%')} "
-            f"{fmt(d['power_w'], '+.1f', 'W')} {fmt(d['j_per_token_pct'], '+.1f', '%')}J "
-            "vs prev"
-        )
-    return (
-        f"{name:<13}{fmt(d['decode_tps_pct'], '+5.1f', '%')} "
-        f"{fmt(d['power_w'], '+.1f', 'W')} {fmt(d['j_per_token_pct'], '+.1f', '%')}J "
-        f"{fmt(f.profiler_cpu and f.profiler_cpu * 100, '.0f', '%')}cpu "
-        f"{f.samples if f.samples is not None else '—'}"
-    )
+        tail = "vs prev"
+    else:
+        cpu = fmt(f.profiler_cpu and f.profiler_cpu * 100, ".0f", "%")
+        tail = f"{cpu}cpu n{f.samples if f.samples is not None else '—'}"
+    if width >= WIDE:
+        return [f"{name:<13}{tps:>5} {watts:>6} {jpt:>5}J {tail}"]
+    return [f"{name:<13}{tps:>5} {jpt:>4}J", f"  {watts} {tail}"]
+
+
+def delta_row(f: Figures) -> str:
+    """`delta_rows` on one line (the report's width)."""
+    return delta_rows(f)[0]
 
 
 def frames_line(frames: list[dict[str, Any]]) -> str | None:
@@ -45,6 +64,7 @@ class ProfilerPanel(Panel):
     static_line: Any = None  # a callable tok/s → the static-ceiling line, once measured
 
     def text(self, s: Snapshot) -> str:
+        width = self.text_width
         seg = s.segment
         lines = []
         if seg is None:
@@ -52,12 +72,12 @@ class ProfilerPanel(Panel):
         elif seg.profiler is None:
             lines.append(f"{seg.name}, {seg.end_s - seg.start_s:.0f}s")
             if seg.cause == "knob":
-                lines.append(self._current(seg, s.baseline))
+                lines += self._current(seg, width)
             else:
                 lines.append("[dim]profiler off[/]")
         else:
             lines.append(f"{seg.name}, {seg.end_s - seg.start_s:.0f}s")
-            lines.append(self._current(seg, s.baseline))
+            lines += self._current(seg, width)
             cpu = s.self_cost.get("profiler_cpu")
             n = seg.samples
             lines.append(
@@ -69,8 +89,13 @@ class ProfilerPanel(Panel):
                 lines.append(hot)
         done = [f for f in reversed(s.segments[:-1]) if not f.baseline or f.cause == "knob"]
         if done:
-            lines.append("[b]done[/] Δtok/s ΔW ΔJ cpu n")
-            lines += [delta_row(f) for f in done]
+            lines.append(
+                "[b]done[/] Δtok/s ΔW ΔJ/tok cpu n"
+                if width >= WIDE
+                else "[b]done[/] Δtok/s ΔJ/tok; ΔW cpu n"
+            )
+            for f in done:
+                lines += delta_rows(f, width)
             if seg is None or seg.profiler is None:
                 hot = next((frames_line(f.hot_frames) for f in done if f.hot_frames), None)
                 if hot:
@@ -80,20 +105,29 @@ class ProfilerPanel(Panel):
         return "\n".join(lines)
 
     @staticmethod
-    def _current(seg: Figures, base: Figures | None) -> str:
+    def _current(seg: Figures, width: int) -> list[str]:
+        """The running segment against its baseline: two lines, all over decode time."""
         if seg.delta is None:
             why = seg.not_comparable or "—"
             if why == "too little data":
                 why = f"needs ≥{MIN_SECONDS:g} s, ≥{MIN_TOKENS} tok"
             if seg.load_s:
                 why += f" (load {seg.load_s:.1f} s)"
-            return f"[dim]Δ {why}[/]"
+            return [f"[dim]Δ {why}[/]"]
         d = seg.delta
         spread = d.get("tps_spread_pct")
         noise = f" ±{spread:.0f}%" if spread is not None else ""
+        vs = "prev" if d.get("against") == "previous" else "base"
+        tps = fmt(d["decode_tps_pct"], "+.0f", "%")
         dw = fmt(d["power_w"], "+.1f")
-        vs = "vs prev" if d.get("against") == "previous" else "vs base"
-        return (
-            f"Δtok/s {fmt(d['decode_tps_pct'], '+.0f', '%')}{noise} ΔW {dw} {vs}\n"
-            f"ΔJ/tok {fmt(d['j_per_token_pct'], '+.0f', '%')} Δ°C {fmt(d['temp_max_c'], '+.0f')}"
-        )
+        jpt = fmt(_jpt(d), "+.0f", "%")
+        dt = fmt(d["temp_max_c"], "+.0f")
+        return [
+            first_fit(width, f"Δtok/s {tps}{noise} ΔW {dw} vs {vs}", f"Δtok/s {tps} ΔW {dw}"),
+            first_fit(
+                width,
+                f"ΔJ/tok {jpt} Δ°C {dt} (over decode)",
+                f"ΔJ/tok {jpt} (decode) Δ°C {dt}",
+                f"ΔJ/tok {jpt} (decode)",
+            ),
+        ]
