@@ -876,7 +876,8 @@ def _throttle_reader(lay: Layout) -> tuple[Any, dict[int, tuple[str, str]], str]
     return None
 
 
-_DPM_RE = re.compile(r"^\s*\d+:\s*(\d+)\s*[Mm][Hh]z\s*(\*)?\s*$")
+# "1: 2412Mhz *"; APUs add a deep-sleep level "S: 19Mhz" (amdgpu_pm.c pp_dpm_* DOC).
+_DPM_RE = re.compile(r"^\s*(?:\d+|S):\s*(\d+)\s*[Mm][Hh]z\s*(\*)?\s*$")
 
 
 def _dpm_levels(path: Path) -> list[tuple[int, bool]]:

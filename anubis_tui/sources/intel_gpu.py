@@ -185,6 +185,10 @@ class IntelGpuSource(Source):
                 n = _num(f.name)
                 if not _readable(f):
                     notes.append(f"{f.name} not readable")
+                    self.missing.append(
+                        f"{card.name} {f.name} not readable: its power is not measured "
+                        f"(fix: chmod a+r {f} as root)"
+                    )
                     continue
                 label = _label(hw / f"energy{n}_label") or DEFAULT_LABELS[drv].get(n, f"meter{n}")
                 slug = _slug(label)

@@ -357,3 +357,12 @@ def test_amdsmi_plugin_reads_the_gpu_and_system_power_counts_it_once(tmp_path, m
     assert sp is not None
     gpu_parts = [c for c in sp.channels if c.startswith(("amdsmi.", "amdgpu."))]
     assert len(gpu_parts) == 1, sp.channels  # one domain, gpu:0000:03:00.0, counted once
+
+
+def test_dpm_levels_with_a_deep_sleep_line(tmp_path):
+    p = tmp_path / "pp_dpm_sclk"
+    p.write_text("S: 19Mhz *\n0: 800Mhz\n1: 2700Mhz\n")
+    assert amdgpu._dpm_current(p) == pytest.approx(19e6)
+    assert amdgpu._dpm_max(p) == {"max_hz": pytest.approx(2700e6)}
+    p.write_text("0: 800Mhz\n1: 2700Mhz\n")  # no level marked: no reading
+    assert amdgpu._dpm_current(p) is None
