@@ -72,6 +72,14 @@ def test_hand_packed_layouts_match_the_reader():
     v13 = amdgpu.LAYOUTS[(1, 3)].fields
     assert v13["energy_accumulator"][0] == 24 and v13["system_clock_counter"][0] == 32
     assert v13["throttle_status"][0] == 68 and v13["indep_throttle_status"][0] == 112
+    # v1.0 and v2.0 are "not naturally aligned" (kgd_pp_interface.h): 4 pad bytes after the
+    # header before the u64 counter, as a C compiler lays them out.
+    assert struct.calcsize("<HBB4xQ6H3HHI7H7HIHBB4x") == amdgpu.LAYOUTS[(1, 0)].size == 80
+    assert amdgpu.LAYOUTS[(1, 0)].fields["energy_accumulator"][:2] == (36, "I")
+    assert struct.calcsize("<HBB4xQ2H8H2H2H4H8H6H6H8H2HIHH") == amdgpu.LAYOUTS[(2, 0)].size
+    # v1.4 (MI300): energy at 24, 288 bytes in all
+    assert amdgpu.LAYOUTS[(1, 4)].fields["energy_accumulator"][0] == 24
+    assert amdgpu.LAYOUTS[(1, 4)].size == 288
     v30 = amdgpu.LAYOUTS[(3, 0)].fields
     assert v30["system_clock_counter"][0] == 104 and v30["average_apu_power"][0] == 120
     assert v30["throttle_residency_prochot"][0] == 228
