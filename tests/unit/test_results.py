@@ -180,3 +180,25 @@ def test_bad_json_line_names_its_line() -> None:
         read_rows("\n{nope\n", "rows.jsonl")  # a blank line is skipped, not an error
     with pytest.raises(ResultError, match=r"x:1: not JSON"):
         read_rows("[" * 100_000, "x")
+
+
+def test_a_sweep_rows_carry_profiler_cost_and_warmup() -> None:
+    path = REC / "h100-cuda-gemma270m-sweep.msgpack"
+    rec = load(path)
+    rows = {r["setting"]["name"]: r for r in rows_of(rec, path)}
+    sweep_rows = {
+        (x["profiler"], x["rate_hz"]): x for x in report(rec)["sweep"]["rows"] if x["profiler"]
+    }
+    native = rows["py-spy --native@1000"]
+    cost = native["profiler_cost"]
+    ref = sweep_rows[("py-spy --native", 1000.0)]
+    assert cost["delta_decode_tps_pct"]["value"] == ref["decode_tps_pct"] < -50
+    assert cost["delta_j_per_token_pct"]["sd"] == ref["j_per_token_pct_sd"]
+    assert cost["source"].startswith("sweep")
+    assert rows["baseline"]["profiler_cost"] is None
+    warm = rows["baseline"]["steady_state"]["warmup"]
+    assert warm["reached"] is False and "temperature" in warm["reason"]
+    # a capped GPU is another class, and its throttling is named
+    assert rows["limit=200W"]["class_id"] != rows["baseline"]["class_id"]
+    assert rows["limit=200W"]["throttled"] == ["power_cap"]
+    assert "throttled: power_cap" in rows["limit=200W"]["flags"]
