@@ -22,6 +22,7 @@ it may not start with ``-`` and goes after ``--``.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import shlex
@@ -37,7 +38,16 @@ import msgpack
 
 from anubis_tui.recording.reader import new_unpacker
 from anubis_tui.recording.writer import RecordingError, RecordingWriter, open_output
-from anubis_tui.records import Event, Footer, Header, Record, record_from_plain
+from anubis_tui.records import (
+    ChannelsAdded,
+    Event,
+    Footer,
+    Header,
+    Record,
+    Sample,
+    Tokens,
+    record_from_plain,
+)
 from anubis_tui.session.core import Outcome
 
 ACK_TIMEOUT_S = 120.0  # a knob may reload a model; a dead connection ends the wait sooner
@@ -96,6 +106,16 @@ class RemoteSession:
         self._last_t = 0
         self._stopping = False
         self._heard = time.monotonic()  # when the link last brought anything
+        # The live view spans reconnects: each new agent starts its clock and its energy
+        # counters at 0, so its records reach the sinks shifted to continue the last ones
+        # (the local files keep each agent's own stamps: each is a recording by itself).
+        self._view_off = 0  # ns added to this connection's stamps for the sinks
+        self._view_last = 0  # the latest stamp the sinks have seen
+        self._view_header: Header | None = None
+        self._energy: list[int] = []  # indices of energy counters in the view's Samples
+        self._e_off: dict[int, float] = {}
+        self._e_last: dict[int, float] = {}
+        self._e_fresh: set[int] = set()
         self._stderr: deque[str] = deque(maxlen=STDERR_LINES)
         self.bad_records = 0
 
@@ -117,6 +137,7 @@ class RemoteSession:
         self.connected = True
         self.lost = None
         self._heard = time.monotonic()
+        self._last_t = 0  # this connection's clock (its agent's), for its local file
         errs = threading.Thread(target=self._read_stderr, args=(self._proc, self._stderr))
         errs.daemon = True
         errs.start()
@@ -205,6 +226,7 @@ class RemoteSession:
     def _deliver(self, rec: Record) -> None:
         if isinstance(rec, Header):
             self.header = rec
+            self._join_view(rec)
             path = self._local_path()
             if path is not None:
                 try:
@@ -230,10 +252,53 @@ class RemoteSession:
             self._last_t = max(self._last_t, t)
         self._to_sinks(rec)
 
+    def _join_view(self, header: Header) -> None:
+        """A new agent's Header: the first starts the view; a later one with the same
+        channels continues it (no second Header reaches the sinks, so no row twice)."""
+        prev = self._view_header
+        if prev is not None and [c.id for c in prev.channels] == [c.id for c in header.channels]:
+            self._view_off = self._view_last + 1_000_000_000  # 1 s after the last one seen
+            self._e_fresh = set(self._energy)
+            return
+        self._view_header = header
+        self._view_off = 0
+        self._energy = [j for j, c in enumerate(header.channels) if c.kind == "energy"]
+        self._e_off, self._e_last, self._e_fresh = {}, {}, set()
+
+    def _view(self, rec: Record) -> Record | None:
+        """`rec` as the sinks see it: shifted in time and energy across reconnects."""
+        if isinstance(rec, Header):
+            return rec if rec is self._view_header else None
+        off = self._view_off
+        if isinstance(rec, Sample):
+            values = list(rec.values)
+            for j in self._energy:
+                v = values[j] if j < len(values) else None
+                if not isinstance(v, int | float) or isinstance(v, bool):
+                    continue
+                if j in self._e_fresh:  # the new agent's counter continues the old one
+                    self._e_fresh.discard(j)
+                    self._e_off[j] = self._e_last.get(j, 0.0) - v
+                values[j] = v + self._e_off.get(j, 0.0)
+                self._e_last[j] = float(values[j])  # type: ignore[arg-type]
+            out: Sample | Tokens | Event | Footer | ChannelsAdded = Sample(rec.t + off, values)
+        elif isinstance(rec, Tokens):
+            out = dataclasses.replace(rec, t=rec.t + off, t_first=rec.t_first + off)
+        elif isinstance(rec, Event | Footer | ChannelsAdded):
+            out = dataclasses.replace(rec, t=rec.t + off)
+        else:
+            return rec
+        self._view_last = max(self._view_last, out.t)
+        return out
+
     def _to_sinks(self, rec: Record) -> None:
         w = self._writer
         if w is not None and not isinstance(rec, Header | Footer):
             w.submit(rec)
+        shown = self._view(rec)
+        if shown is None:
+            return
+        rec = shown
         for s in self.sinks:
             try:
                 s(rec)

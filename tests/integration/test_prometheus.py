@@ -116,3 +116,60 @@ def test_the_exporter_binds_to_loopback_unless_told():
     assert parse_address("9000") == ("127.0.0.1", 9000)
     assert parse_address("0.0.0.0:9000") == ("0.0.0.0", 9000)
     assert parse_address("[::1]:9000") == ("::1", 9000)
+
+
+def test_idle_connections_cost_a_bounded_number_of_threads_and_no_gap(tmp_path):
+    """1,000 idle connections made 1,000 threads and a 4.3 s gap in the recording."""
+    import psutil
+
+    from anubis_tui.recording.reader import load
+
+    port = free_port()
+    rec = tmp_path / "c.msgpack"
+    anubis = subprocess.Popen(
+        [*ANUBIS, "--plugins", str(PLUGINS), "record", "--no-model", "--duration", "25",
+         "-o", str(rec), "--export", f"prometheus:127.0.0.1:{port}"],
+        env=cli_env("empty_container"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    socks: list[socket.socket] = []
+    try:
+        end = time.monotonic() + 30
+        while time.monotonic() < end:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.2)
+        proc = psutil.Process(anubis.pid)
+        base = proc.num_threads()
+        for _ in range(300):
+            s = socket.socket()
+            s.settimeout(0.2)
+            socks.append(s)
+            try:
+                s.connect(("127.0.0.1", port))  # then idle
+            except OSError:
+                pass  # the accept queue is full: the kernel makes it wait
+        time.sleep(1)
+        most = proc.num_threads()
+        assert most <= base + 8 + 2, (base, most)  # MAX_CONNECTIONS, not one per connection
+        for s in socks:
+            s.close()
+        socks.clear()
+        end = time.monotonic() + 15  # idle ones are closed after IDLE_S; then scrapes work
+        body = b""
+        while time.monotonic() < end and b"anubis_power_watts" not in body:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                    body = r.read()
+            except OSError:
+                time.sleep(0.5)
+        assert b"anubis_power_watts" in body or b"anubis_tokens_total" in body
+        assert anubis.wait(60) == 0, anubis.stderr.read() if anubis.stderr else ""
+    finally:
+        for s in socks:
+            s.close()
+        if anubis.poll() is None:
+            anubis.kill()
+    t = load(rec).t
+    gaps = (t[1:] - t[:-1]) / 1e9
+    assert len(t) > 50 and gaps.max() < 1.0, gaps.max()  # 10 Hz throughout

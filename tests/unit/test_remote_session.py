@@ -8,7 +8,10 @@ real ssh and the real agent are tested together in tests/ui/test_remote.py.
 
 from __future__ import annotations
 
+import itertools
+import os
 import shlex
+import signal
 import sys
 import textwrap
 import threading
@@ -43,9 +46,12 @@ AGENT = textwrap.dedent(
     from anubis_tui.records import Event
     mode = sys.argv[1]
     out = sys.stdout.buffer
+    lock = threading.Lock()
     def send(rec):
-        out.write(pack(rec)); out.flush()
-    send(make_header([], time.monotonic_ns()))
+        with lock:
+            out.write(pack(rec)); out.flush()
+    if mode != "energy":
+        send(make_header([], time.monotonic_ns()))
     if mode == "stderr":
         sys.stderr.write("x" * 200_000 + "\\n"); sys.stderr.flush()  # ssh's banner, say
     if mode == "bad":
@@ -53,6 +59,17 @@ AGENT = textwrap.dedent(
         send(Event(2, "ack", {"id": {"a": 1}, "cmd": "marker", "ok": True}))
         out.write(msgpack.packb([99, "not a record"])); out.flush()
         send(Event(3, "rate", {"sampler_hz": "fast"}))
+    if mode == "energy":  # a counter that starts at 0 with each agent, as the sampler's do
+        from anubis_tui.records import Channel, Sample
+        chans = [Channel(id=f"x.{k}", label=k, source="x", kind=k, unit=u, scope="system",
+                         method=m, update_period_s=0.05)
+                 for k, u, m in (("energy", "J", "counter"), ("power", "W", "instant"))]
+        send(make_header(chans, time.monotonic_ns()))
+        def samples():
+            for i in range(1, 10_000):
+                send(Sample(i * 50_000_000, [i * 5.0, 40.0]))
+                time.sleep(0.05)
+        threading.Thread(target=samples, daemon=True).start()
     u = msgpack.Unpacker()
     t = 10
     while True:
@@ -162,3 +179,36 @@ def test_a_failed_connect_says_why(tmp_path: Path):
     lost = [e for e in seen if isinstance(e, Event) and e.kind == "connection_lost"]
     assert lost and lost[0].payload["reason"] == "sh: 1: anubis: not found"
     assert not r.command("marker").ok
+
+
+def test_after_a_reconnect_the_view_goes_on_clock_and_energy_and_no_row_twice(link, tmp_path):
+    """Issue 21: after r, the clock froze, J/token went negative, the CPU power row doubled."""
+    local = tmp_path / "l.msgpack"
+    r, seen = link("energy", record_path=str(local))
+    time.sleep(1.5)
+    assert r.command("marker", label="one").ok
+    os.killpg(r._proc.pid, signal.SIGKILL)  # type: ignore[union-attr]  # the link drops
+    end = time.monotonic() + 10
+    while r.connected and time.monotonic() < end:
+        time.sleep(0.05)
+    assert not r.connected
+    assert r.reconnect().ok
+    time.sleep(1.5)
+    assert r.command("marker", label="two").ok
+    r.stop("quit")
+    from anubis_tui.records import Header, Sample
+
+    assert sum(isinstance(x, Header) for x in seen) == 1  # one set of rows
+    samples = [x for x in seen if isinstance(x, Sample)]
+    ts = [x.t for x in samples]
+    assert ts == sorted(ts) and len(set(ts)) == len(ts)  # the clock goes on
+    energy = [x.values[0] for x in samples]
+    assert all(b >= a for a, b in itertools.pairwise(energy))  # never backwards
+    acks = [x.t for x in seen if isinstance(x, Event) and x.kind == "remote_ack"]
+    assert len(acks) == 2 and acks[1] > acks[0]
+    # each local file keeps its own agent's stamps and is a recording by itself
+    for path in (local, tmp_path / "l-2.msgpack"):
+        records, rec = read_all(path)
+        assert not rec.truncated and isinstance(records[-1], Footer)
+        first = next(x for x in records if isinstance(x, Sample))
+        assert first.values[0] < 50  # the agent's own counter, from 0
