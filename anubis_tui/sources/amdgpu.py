@@ -386,6 +386,7 @@ class AmdgpuSource(Source):
     card: DrmCard | None = None
     metrics: MetricsFile | None = None
     apu: bool = False
+    cpu_model: str = ""
     files: list[MetricsFile] = field(default_factory=list)
 
     @classmethod
@@ -395,7 +396,7 @@ class AmdgpuSource(Source):
             return [cls(name="amdgpu", reason="no amdgpu card under /sys/class/drm")]
         out: list[Source] = []
         for card in cards:
-            src = cls(name=f"amdgpu:{card.name}", card=card)
+            src = cls(name=f"amdgpu:{card.name}", card=card, cpu_model=_cpu_model(ctx))
             src._setup()
             out.append(src)
         return out
@@ -423,7 +424,7 @@ class AmdgpuSource(Source):
                 mf.close()
                 blob = None
         hw = card.hwmon
-        self.apu = lay.apu if lay is not None else _looks_like_apu(card, hw)
+        self.apu = lay.apu if lay is not None else _looks_like_apu(card, hw, self.cpu_model)
         pfx = f"amdgpu.{card.name}"
         domain = f"apu:{card.slot}" if self.apu else f"gpu:{card.slot}"
         base_meta: dict[str, Any] = {"chip": "amdgpu", "domain": domain, "pci": card.slot}
@@ -948,14 +949,16 @@ def _slug(label: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_") or "temp"
 
 
-def _looks_like_apu(card: DrmCard, hw: Path | None) -> bool:
+def _looks_like_apu(card: DrmCard, hw: Path | None, cpu_model: str = "") -> bool:
     """Whether a card without a decodable gpu_metrics is an APU's integrated GPU.
 
     Documented facts only: ``temp2``/``temp3`` (junction, mem) and ``freq2``
     (mclk) are "supported on SOC15 dGPUs only" (amdgpu_pm.c hwmon DOC), so a
     chip that has any of them is discrete; an APU's GPU sits behind the
     SoC's internal bridge 00:08.1 (Raven, Renoir, Van Gogh, Phoenix, Strix),
-    and its hwmon may carry a fast-PPT meter (``power2_label`` "fastPPT").
+    and its hwmon may carry a fast-PPT meter (``power2_label`` "fastPPT"); an
+    APU's model name says it has Radeon graphics ("AMD Ryzen 7 7840U w/ Radeon
+    780M Graphics", "… with Radeon Graphics").
     """
     if hw is not None and any(
         (hw / f).exists() for f in ("temp2_input", "temp3_input", "freq2_input")
@@ -964,4 +967,17 @@ def _looks_like_apu(card: DrmCard, hw: Path | None) -> bool:
     if "/0000:00:08.1/" in os.path.realpath(card.device) + "/":
         return True
     label = (_label(hw / "power2_label") or "") if hw is not None else ""
-    return "fast" in label.lower()
+    return "fast" in label.lower() or "radeon" in cpu_model.lower()
+
+
+def _cpu_model(ctx: DiscoveryContext) -> str:
+    """The first ``model name`` of /proc/cpuinfo ("" if there is none)."""
+    try:
+        text = ctx.root.read("/proc/cpuinfo") or ""
+    except PermissionError:
+        return ""
+    for line in text.splitlines()[:64]:
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+            return value.strip()
+    return ""

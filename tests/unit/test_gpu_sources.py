@@ -374,3 +374,16 @@ def test_dpm_levels_with_a_deep_sleep_line(tmp_path):
     assert amdgpu._dpm_max(p) == {"max_hz": pytest.approx(2700e6)}
     p.write_text("0: 800Mhz\n1: 2700Mhz\n")  # no level marked: no reading
     assert amdgpu._dpm_current(p) is None
+
+
+def test_apu_known_by_its_cpu_model_without_gpu_metrics_or_bridge(tmp_path):
+    root = make(tmp_path, "gpu_unknown_metrics")  # a card behind 00:01.1, no junction/mem
+    (root / "proc").mkdir()
+    (root / "proc/cpuinfo").write_text(
+        "processor\t: 0\nvendor_id\t: AuthenticAMD\n"
+        "model name\t: AMD Ryzen 7 7840U w/ Radeon 780M Graphics\n"
+    )
+    m = Machine(root)
+    assert m.channels["amdgpu.card0.power_avg"].scope == "apu-package"
+    (root / "proc/cpuinfo").write_text("model name\t: AMD Ryzen 9 5950X 16-Core Processor\n")
+    assert Machine(root).channels["amdgpu.card0.power_avg"].scope == "gpu"
