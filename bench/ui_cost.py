@@ -157,6 +157,9 @@ def synthetic_worker(rate: float, spec_json: str) -> int:
             sender.event("paused")
             control.resume.wait()
             sender.event("resumed")
+        if control.threads is not None:  # as the worker: both thread counts, at once
+            n, control.threads = control.threads, None
+            sender.event("threads", n=n, threads_batch=n)
         request += 1
         t_start = sender.now()
         sender.queue_event("request_start", request=request)
@@ -219,7 +222,7 @@ def synthetic_pair(
     r: dict[str, float | None] = {"token_rate": rate}
     r["headless_record_pct"] = headless(seconds, env, model, rec_h)
     run = f"{sys.executable} -m anubis_tui run {' '.join(model)} --record {rec_a}"
-    r["app_pct"] = in_tmux(run, "anubis_tui", seconds, env)
+    r["app_pct"] = app_pct(run, seconds, env)
     r["ui_adds_pct"] = r["app_pct"] - r["headless_record_pct"]
     r["app_panel_pct"] = self_cpu_pct(rec_a)
     r["headless_decode_tps"], r["app_decode_tps"] = decode_tps(rec_h), decode_tps(rec_a)
@@ -243,6 +246,57 @@ def implausible(r: dict[str, float | None]) -> str | None:
     if "app_tps_ratio" in r and (ratio is None or not 0.5 <= ratio <= 2.0):
         return f"app/headless decode ratio {ratio}: one of the two recordings is broken"
     return None
+
+
+def in_pty(cmd: list[str], seconds: float, env: dict[str, str], cols: int = 120,
+           rows: int = 40) -> float:  # fmt: skip
+    """CPU of `cmd` run on a pseudo-terminal of `cols`×`rows` whose output is read and
+    dropped (a terminal that draws nothing: no tmux needed, e.g. on a bare GPU machine);
+    it is quit with q at the end, so its recording closes with a Footer."""
+    import fcntl
+    import pty
+    import select
+    import signal
+    import struct
+    import termios
+    import threading
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the terminal's size, then the app
+        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        os.execvpe(cmd[0], cmd, env)
+    stop = threading.Event()
+
+    def drain() -> None:
+        while not stop.is_set():
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if ready:
+                try:
+                    if not os.read(fd, 1 << 16):
+                        return
+                except OSError:
+                    return
+
+    threading.Thread(target=drain, daemon=True).start()
+    try:
+        return cpu_pct(psutil.Process(pid), seconds)
+    finally:
+        os.write(fd, b"q")
+        end = time.monotonic() + 30
+        while time.monotonic() < end and os.waitpid(pid, os.WNOHANG) == (0, 0):
+            time.sleep(0.2)
+        if os.waitpid(pid, os.WNOHANG) == (0, 0):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        stop.set()
+        os.close(fd)
+
+
+def app_pct(run: str, seconds: float, env: dict[str, str]) -> float:
+    """The app's CPU: in tmux at 120x40 where tmux is installed, else on a bare pty."""
+    if shutil.which("tmux"):
+        return in_tmux(run, "anubis_tui", seconds, env)
+    return in_pty(run.split(), seconds, env)
 
 
 def main() -> int:
@@ -323,7 +377,7 @@ def measure(a: argparse.Namespace) -> dict[str, float | None]:
     run = f"{sys.executable} -m anubis_tui run " + " ".join(
         [*(model or ["--no-model"]), "--record", rec_a]
     )
-    res["app_pct"] = in_tmux(run, "anubis_tui", a.seconds, env)
+    res["app_pct"] = app_pct(run, a.seconds, env)
     res["ui_adds_pct"] = res["app_pct"] - res["headless_record_pct"]
     res["app_panel_pct"] = self_cpu_pct(rec_a)
     if a.model:
