@@ -387,3 +387,25 @@ def test_apu_known_by_its_cpu_model_without_gpu_metrics_or_bridge(tmp_path):
     assert m.channels["amdgpu.card0.power_avg"].scope == "apu-package"
     (root / "proc/cpuinfo").write_text("model name\t: AMD Ryzen 9 5950X 16-Core Processor\n")
     assert Machine(root).channels["amdgpu.card0.power_avg"].scope == "gpu"
+
+
+@pytest.mark.parametrize("name", sorted(gpu.MACHINES))
+def test_committed_trees_are_what_the_builder_makes(tmp_path, name):
+    """tests/fixtures/<name> is committed for ANUBIS_SYSFS_ROOT use; it must not drift."""
+
+    def listing(root: Path) -> dict[str, tuple[str, bytes]]:
+        out = {}
+        for dirpath, dirs, files in os.walk(root):
+            for n in dirs + files:
+                p = Path(dirpath) / n
+                rel = str(p.relative_to(root))
+                if p.is_symlink():
+                    out[rel] = ("link", os.readlink(p).encode())
+                elif p.is_file():
+                    out[rel] = ("file", p.read_bytes())
+        return out
+
+    committed = ROOT / "tests" / "fixtures" / name
+    assert listing(committed) == listing(make(tmp_path, name)), (
+        f"rebuild with: python -m tests.fixtures.gpu_trees.build ({name})"
+    )
