@@ -35,6 +35,7 @@ import json
 import math
 import re
 import statistics
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -109,7 +110,15 @@ def _bootstrap(
     (`scipy.stats.bootstrap`, fixed seed: the same recording gives the same row)."""
     if len(data[0]) < 3:
         return None
-    res = stats.bootstrap(
+    with warnings.catch_warnings():  # all-equal data: a degenerate interval, returned as None
+        warnings.simplefilter("ignore")
+        res = _bootstrap_run(data, statistic, confidence)
+    lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    return [lo, hi] if math.isfinite(lo) and math.isfinite(hi) else None
+
+
+def _bootstrap_run(data: Sequence[Sequence[float]], statistic: Any, confidence: float) -> Any:
+    return stats.bootstrap(
         tuple(np.asarray(d, dtype=float) for d in data),
         statistic,
         paired=True,
@@ -119,8 +128,6 @@ def _bootstrap(
         method="percentile",
         random_state=np.random.default_rng(0),
     )
-    lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
-    return [lo, hi] if math.isfinite(lo) and math.isfinite(hi) else None
 
 
 def figure(value: float | None, unit: str, spread: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -181,9 +188,9 @@ def request_figures(ends: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]
     """TTFT (median, s), prompt tok/s (Σ prompt tokens ÷ Σ TTFT, as `anubis report`) and tokens
     generated per request (mean), from ``request_end`` payloads, with bootstrap intervals."""
     pairs = [
-        (e["ttft_ns"] / 1e9, float(e.get("prompt_tokens") or 0))
+        (ttft_ns / 1e9, _finite(e.get("prompt_tokens")) or 0.0)
         for e in ends
-        if _finite(e.get("ttft_ns")) and e["ttft_ns"] > 0
+        if (ttft_ns := _finite(e.get("ttft_ns"))) is not None and ttft_ns > 0
     ]
     gen = [float(g) for e in ends if (g := _finite(e.get("generated"))) is not None]
     ttft = [p[0] for p in pairs]
@@ -288,9 +295,8 @@ def _setting(f: Figures, start: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-DRIFT_PCT = (
-    2.0  # a drift over the setting's time larger than this (and significant) is no steady state
-)
+# A drift over the setting's time larger than this (and significant) is no steady state.
+DRIFT_PCT = 2.0
 MIN_CHUNKS = 3
 
 
