@@ -165,6 +165,10 @@ def test_snapshot_live_160x48(snap_compare):
     assert snap_compare(live_app(), terminal_size=(160, 48))
 
 
+def test_snapshot_live_200x60(snap_compare):
+    assert snap_compare(live_app(), terminal_size=(200, 60))
+
+
 def test_snapshot_replay_80x24(snap_compare):
     assert snap_compare(replay_app(), terminal_size=(80, 24))
 
