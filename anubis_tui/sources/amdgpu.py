@@ -41,7 +41,7 @@ import errno
 import os
 import re
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -387,13 +387,12 @@ class AmdgpuSource(Source):
     metrics: MetricsFile | None = None
     apu: bool = False
     cpu_model: str = ""
-    files: list[MetricsFile] = field(default_factory=list)
 
     @classmethod
     def discover(cls, ctx: DiscoveryContext) -> list[Source]:
         cards = drm_cards(ctx.root, ("amdgpu",), ("amdgpu",))
         if not cards:
-            return [cls(name="amdgpu", reason="no amdgpu card under /sys/class/drm")]
+            return [cls(name="amdgpu", reason="no amdgpu GPU under /sys/class/drm or hwmon")]
         out: list[Source] = []
         for card in cards:
             src = cls(name=f"amdgpu:{card.name}", card=card, cpu_model=_cpu_model(ctx))

@@ -143,7 +143,7 @@ class IntelGpuSource(Source):
     def discover(cls, ctx: DiscoveryContext) -> list[Source]:
         cards = drm_cards(ctx.root, ("i915", "xe"), ("i915", "xe"))
         if not cards:
-            return [cls(name="intel-gpu", reason="no i915 or xe card under /sys/class/drm")]
+            return [cls(name="intel-gpu", reason="no i915 or xe GPU under /sys/class/drm or hwmon")]
         out: list[Source] = []
         for card in cards:
             src = cls(name=f"{card.driver}:{card.name}", card=card)
