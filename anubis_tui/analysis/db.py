@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from anubis_tui.analysis.identity import UNKNOWN
-from anubis_tui.analysis.results import SCHEMA, canonical, check_row
+from anubis_tui.analysis.results import SCHEMA, ResultError, canonical, check_row
 
 STORE_VERSION = 1
 BUSY_TIMEOUT_S = 5.0
@@ -229,14 +229,21 @@ class Store:
                         json.dumps(row, allow_nan=False, default=str),
                     ),
                 )
-                c.execute("UPDATE recordings SET n_rows = n_rows + 1 WHERE sha256=?", (sha,))
                 res.rows += 1
+            for sha in seen:  # counted, not incremented: one recording may come twice
+                c.execute(
+                    "UPDATE recordings SET n_rows = "
+                    "(SELECT COUNT(*) FROM rows WHERE recording_sha256=?) WHERE sha256=?",
+                    (sha, sha),
+                )
             return res
 
         try:
             out: AddResult = self._write(work)
             return out
-        except sqlite3.DatabaseError as e:
+        except ResultError as e:
+            raise DbError(str(e)) from None
+        except (sqlite3.DatabaseError, TypeError, ValueError) as e:
             raise DbError(f"{self.path}: {_why(e)}") from None
 
     # -- reading ---------------------------------------------------------------------------

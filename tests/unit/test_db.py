@@ -367,3 +367,17 @@ def test_db_option_before_or_after_the_command(argv: list[str], where: str | Non
     from anubis_tui.cli import build_parser
 
     assert build_parser().parse_args(argv).db == where
+
+
+def test_one_recording_twice_in_one_add_and_bad_rows_through_the_api(
+    tmp_path: Path, vm_rows: list[dict]
+) -> None:
+    dbp = tmp_path / "r.sqlite"
+    copy = tmp_path / "copy.msgpack"
+    shutil.copy(VM, copy)
+    assert anubis("db", "add", str(VM), str(copy), db_path=dbp).returncode == 0
+    with Store(dbp) as s:
+        assert s.conn.execute("SELECT n_rows FROM recordings").fetchall() == [(1,)]
+        with pytest.raises(DbError, match="unknown schema version"):
+            s.add([vm_rows[0], dict(vm_rows[1], schema="anubis-result/9")], NOW)
+        assert len(s.rows()) == 1  # the good row before the bad one was rolled back too
