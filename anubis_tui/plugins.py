@@ -8,12 +8,15 @@ and skipped: it never stops the monitor.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.machinery
 import importlib.util
 import os
+import queue
 import sys
 import threading
+import time
 import tomllib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -24,6 +27,8 @@ from typing import Any
 from anubis_tui.records import Header, Record
 
 CLOSE_S = 5.0  # the longest wait for a sink plugin's close
+SINK_QUEUE = 10_000  # records a queued sink may fall behind before it is dropped
+SINK_LAG_S = 5.0  # seconds a queued sink may take, on one record or behind, before it is dropped
 
 # Entry points of plugin folders named by --plugins: group → name → (folder, "module:attr").
 _DIR_ENTRY_POINTS: dict[str, dict[str, tuple[Path, str]]] = {}
@@ -165,6 +170,85 @@ def load_plugins(
     return out
 
 
+class QueuedSink:
+    """Runs `sink` on its own thread behind a bounded queue; drops it when it falls behind.
+
+    `__call__` never blocks (the bus thread calls it). The sink is dropped, for
+    good, when its queue holds `max_queue` records, or when it has been on one
+    record, or holds one unhandled, for more than `max_lag_s` seconds (a stuck
+    or slow sink); `on_drop` then gets one line, once. `close` stops the thread
+    (waiting at most `timeout` s for what is queued) and closes nothing else.
+    """
+
+    def __init__(
+        self,
+        sink: Callable[[Record], None],
+        name: str,
+        on_drop: Callable[[str], None],
+        max_queue: int = SINK_QUEUE,
+        max_lag_s: float = SINK_LAG_S,
+    ) -> None:
+        self.sink = sink
+        self.name = name
+        self.on_drop = on_drop
+        self.max_lag_s = max_lag_s
+        self.queue: queue.Queue[tuple[float, Record] | None] = queue.Queue(max_queue)
+        self.dropped: str | None = None
+        self.errors = 0
+        self._busy_since: float | None = None
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name=f"sink-{name}", daemon=True)
+        self._thread.start()
+
+    def __call__(self, rec: Record) -> None:
+        if self.dropped is not None:
+            return
+        now = time.monotonic()
+        busy = self._busy_since
+        if busy is not None and now - busy > self.max_lag_s:
+            self._drop(f"stuck for over {self.max_lag_s:g} s on one record")
+            return
+        try:
+            self.queue.put_nowait((now, rec))
+        except queue.Full:
+            self._drop(f"fell {self.queue.maxsize} records behind")
+
+    def _drop(self, why: str) -> None:
+        with self._lock:
+            if self.dropped is not None:
+                return
+            self.dropped = why
+        self.on_drop(f"sink {self.name} dropped: {why}")
+
+    def _run(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is None or self.dropped is not None:
+                return
+            queued, rec = item
+            start = time.monotonic()
+            if start - queued > self.max_lag_s:
+                self._drop(f"over {self.max_lag_s:g} s behind")
+                return
+            self._busy_since = start
+            try:
+                self.sink(rec)
+            except Exception:  # counted; a failing sink is not a stuck one
+                self.errors += 1
+            self._busy_since = None
+
+    def close(self, timeout: float = 2.0) -> None:
+        if self.dropped is None:
+            try:
+                self.queue.put(None, timeout=timeout)
+            except queue.Full:
+                self.dropped = "closed while behind"
+        else:
+            with contextlib.suppress(queue.Full):
+                self.queue.put_nowait(None)
+        self._thread.join(timeout)
+
+
 class QueuedExport:
     """An `ExportSink` behind a `QueuedSink`: its own thread and a bounded queue.
 
@@ -173,8 +257,6 @@ class QueuedExport:
     """
 
     def __init__(self, sink: ExportSink, name: str, on_drop: Callable[[str], None]) -> None:
-        from anubis_tui.session.bus import QueuedSink
-
         self.sink = sink
         self.name = name
         self.queued = QueuedSink(sink, name, on_drop)

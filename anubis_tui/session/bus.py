@@ -5,17 +5,15 @@ the profiler controller). The `Bus` holds each record for `REORDER_S`
 (longer than the worker's 50 ms token batches), then hands it to every sink
 in time order. Live UI, recorder and analysis are sinks alike; replay feeds
 the same records from a file. A sink that is not ours (an ``--export``
-plugin) runs behind a `QueuedSink`: its own thread and a bounded queue, so a
+plugin) runs behind a `plugins.QueuedSink`: its own thread and a bounded queue, so a
 slow or stuck one is dropped with an Event and never holds the bus, hence
 never the recording.
 """
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import itertools
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -25,8 +23,6 @@ from anubis_tui.records import Event, Record, Sample, Tokens
 
 REORDER_S = 0.15
 Sink = Callable[[Record], None]
-SINK_QUEUE = 10_000  # records a queued sink may fall behind before it is dropped
-SINK_LAG_S = 5.0  # seconds a queued sink may take, on one record or behind, before it is dropped
 
 
 class Bus:
@@ -110,85 +106,6 @@ class Bus:
             with self._cond:
                 self._delivering = False
                 self._cond.notify_all()
-
-
-class QueuedSink:
-    """Runs `sink` on its own thread behind a bounded queue; drops it when it falls behind.
-
-    `__call__` never blocks (the bus thread calls it). The sink is dropped, for
-    good, when its queue holds `max_queue` records, or when it has been on one
-    record, or holds one unhandled, for more than `max_lag_s` seconds (a stuck
-    or slow sink); `on_drop` then gets one line, once. `close` stops the thread
-    (waiting at most `timeout` s for what is queued) and closes nothing else.
-    """
-
-    def __init__(
-        self,
-        sink: Sink,
-        name: str,
-        on_drop: Callable[[str], None],
-        max_queue: int = SINK_QUEUE,
-        max_lag_s: float = SINK_LAG_S,
-    ) -> None:
-        self.sink = sink
-        self.name = name
-        self.on_drop = on_drop
-        self.max_lag_s = max_lag_s
-        self.queue: queue.Queue[tuple[float, Record] | None] = queue.Queue(max_queue)
-        self.dropped: str | None = None
-        self.errors = 0
-        self._busy_since: float | None = None
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name=f"sink-{name}", daemon=True)
-        self._thread.start()
-
-    def __call__(self, rec: Record) -> None:
-        if self.dropped is not None:
-            return
-        now = time.monotonic()
-        busy = self._busy_since
-        if busy is not None and now - busy > self.max_lag_s:
-            self._drop(f"stuck for over {self.max_lag_s:g} s on one record")
-            return
-        try:
-            self.queue.put_nowait((now, rec))
-        except queue.Full:
-            self._drop(f"fell {self.queue.maxsize} records behind")
-
-    def _drop(self, why: str) -> None:
-        with self._lock:
-            if self.dropped is not None:
-                return
-            self.dropped = why
-        self.on_drop(f"sink {self.name} dropped: {why}")
-
-    def _run(self) -> None:
-        while True:
-            item = self.queue.get()
-            if item is None or self.dropped is not None:
-                return
-            queued, rec = item
-            start = time.monotonic()
-            if start - queued > self.max_lag_s:
-                self._drop(f"over {self.max_lag_s:g} s behind")
-                return
-            self._busy_since = start
-            try:
-                self.sink(rec)
-            except Exception:  # counted; a failing sink is not a stuck one
-                self.errors += 1
-            self._busy_since = None
-
-    def close(self, timeout: float = 2.0) -> None:
-        if self.dropped is None:
-            try:
-                self.queue.put(None, timeout=timeout)
-            except queue.Full:
-                self.dropped = "closed while behind"
-        else:
-            with contextlib.suppress(queue.Full):
-                self.queue.put_nowait(None)
-        self._thread.join(timeout)
 
 
 @dataclass
