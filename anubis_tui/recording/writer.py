@@ -161,14 +161,10 @@ class RecordingWriter:
         """
         end = time.monotonic() + timeout
         if footer is not None and self.error is None:
-            totals = {
-                **footer.totals,
-                "writer_dropped": self.dropped,
-                "writer_unpackable": self.unpackable,
-            }
             try:
                 # Waits for room: the footer is the one record that must not be dropped.
-                self.queue.put(Footer(footer.t, totals), timeout=max(0.0, end - time.monotonic()))
+                # (The thread adds the writer's own counts when it writes it.)
+                self.queue.put(footer, timeout=max(0.0, end - time.monotonic()))
             except queue.Full:
                 self._give_up()
         try:
@@ -195,6 +191,13 @@ class RecordingWriter:
             abandon()
 
     def _write(self, rec: Record) -> None:
+        if isinstance(rec, Footer):  # counted up to here, by the thread that counts them
+            totals = {
+                **rec.totals,
+                "writer_dropped": self.dropped,
+                "writer_unpackable": self.unpackable,
+            }
+            rec = Footer(rec.t, totals)
         try:
             data = self._packer.pack(rec.to_plain())
         except (TypeError, ValueError, OverflowError, RecursionError):
