@@ -138,6 +138,14 @@ def cmd_agent(args: argparse.Namespace, config: Config) -> int:
             maps, said = intake.feed(chunk)
             refused = 0
             for msg in maps:
+                if msg.get("cmd") == "stop":
+                    # Out of band: a command that hangs (a model reload) must not hold `stop`.
+                    cid, cmd, out = run_command(session, msg)
+                    ack(cid, cmd, out)
+                    if out.ok:
+                        end("stop command")
+                        return
+                    continue
                 try:
                     commands.put_nowait(msg)
                 except queue.Full:
@@ -159,9 +167,6 @@ def cmd_agent(args: argparse.Namespace, config: Config) -> int:
                 ack(cid, cmd, out)
             except Exception as e:  # never the end of the loop
                 print(f"anubis: agent: cannot acknowledge {cmd}: {e}", file=sys.stderr)
-            if cmd == "stop" and out.ok:
-                end("stop command")
-                return
 
     def on_signal(signum: int, frame: Any) -> None:
         end(signal.Signals(signum).name)

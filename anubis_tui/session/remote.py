@@ -176,6 +176,14 @@ class RemoteSession:
         return f"{stem}-{self._connection}{ext or '.msgpack'}"
 
     def _read(self, proc: subprocess.Popen[bytes], errs: threading.Thread) -> None:
+        try:
+            self._read_link(proc, errs)
+        except Exception as e:  # never a silent end: the link is shown lost, the file closed
+            self._lost(f"the link's reader failed: {type(e).__name__}: {e}")
+            if proc.poll() is None:
+                proc.terminate()
+
+    def _read_link(self, proc: subprocess.Popen[bytes], errs: threading.Thread) -> None:
         assert proc.stdout is not None
         fd = proc.stdout.fileno()
         u = new_unpacker()

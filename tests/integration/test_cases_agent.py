@@ -283,3 +283,17 @@ def test_heartbeats_reach_the_stream_but_not_the_copy(env, tmp_path: Path):
     beats = [r for r in records if isinstance(r, Event) and r.kind == "heartbeat"]
     assert len(beats) >= 2
     assert not any(isinstance(r, Event) and r.kind == "heartbeat" for r in read_all(copy)[0])
+
+
+def test_stop_is_checked_like_any_command_and_ends_the_agent(env):
+    cmds = [
+        {"id": 1, "cmd": "stop", "now": True},  # an unknown key: refused, the agent goes on
+        {"id": 2, "cmd": "marker", "label": "still here"},
+        {"id": 3, "cmd": "stop"},
+    ]
+    records, rc, _ = feed(env, [msgpack.packb(c) for c in cmds], settle=1.0)
+    a = by_id(records)
+    assert rc == 0
+    assert not a[1]["ok"] and "unknown key now" in a[1]["message"]
+    assert a[2]["ok"] and a[3]["ok"] and a[3]["message"] == "stopping"
+    assert records[-1].totals["stopped_by"] == "agent: stop command"
