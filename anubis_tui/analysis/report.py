@@ -18,7 +18,7 @@ from anubis_tui.analysis.segments import (
     total,
 )
 from anubis_tui.analysis.sweep import BUDGET_PCT, render_sweep, sweep_of, sweep_report
-from anubis_tui.analysis.windows import energy_j, idle_power, window
+from anubis_tui.analysis.windows import energy_j, idle_power, request_energy, window
 from anubis_tui.recording.reader import Recording
 from anubis_tui.records import PLAUSIBLE
 
@@ -125,6 +125,7 @@ def report(rec: Recording, budget_pct: float = BUDGET_PCT) -> dict[str, Any]:
             "cpu_ratio": cpu_mean,
             "anubis_cpu_ratio": self_cpu,
         },
+        "requests_energy": request_energy(rec),  # issue 23: J per request and its method
         "segments": segs,
         "settings": [f.plain() for f in settings],
         "fastest": fastest.name if fastest else None,
@@ -261,6 +262,13 @@ def render(r: dict[str, Any]) -> str:
         lines.append(
             f"             {cid:<30} mean {d['mean']:8.2f} W  max {d['max']:8.2f} W  "
             f"[{d['method']}, {d['scope']}]"
+        )
+    q = r.get("requests_energy") or {}
+    if q.get("median_j") is not None:
+        lines.append(
+            f"request    {_f(q['median_j'], '.2f', ' J')} median per request, "
+            f"{_f(q['median_j_per_token'], '.4f', ' J/token')} median over "
+            f"{len(q['requests'])} requests [{q['method']}]"
         )
     lines.append(f"heat       max {_f(r['temperature_c']['max'], '.1f', ' °C')}")
     share = r["throttle"]["share"]

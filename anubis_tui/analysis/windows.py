@@ -9,7 +9,10 @@ decode tokens in the same window.
 
 from __future__ import annotations
 
+import csv
+import itertools
 from dataclasses import dataclass, field
+from typing import IO, Any
 
 import numpy as np
 
@@ -256,3 +259,103 @@ def idle_power(rec: Recording) -> dict[str, float | int | None] | None:
         if meas and all(p is not None for p in parts)
         else None,
     }
+
+
+def request_energy(rec: Recording, cid: str = "system.energy") -> dict[str, Any]:
+    """Each request's energy (J) and J/token over its own ``request_start``–``request_end``
+    window (issue 23), and how it was taken.
+
+    * ``window``: requests never overlap (one in flight at a time, the worker's
+      way and ``--concurrency 1``): J = E(end) − E(start) of counter `cid`, its
+      values interpolated at the exact edges (`counter_at`).
+    * ``apportioned by tokens``: requests overlap (``--concurrency N``): the
+      timeline is cut at every start and end; each piece's energy is shared
+      among the requests in flight in it by the decode tokens each was
+      stamped with in that piece (equally when none was), and a request's J is
+      the sum of its shares. The whole is exact; the split is a model (see
+      docs/attach.md).
+
+    Returns ``{"method", "channel", "requests": [{request, start_s, end_s,
+    generated, joules, j_per_token}], "median_j", "median_j_per_token"}``;
+    joules None where the counter has no reading around the window.
+    """
+    starts: dict[int, int] = {}
+    spans: list[tuple[int, int, int, int]] = []  # (request, start, end, generated)
+    for e in rec.events:
+        r = e.payload.get("request")
+        if not isinstance(r, int):
+            continue
+        if e.kind == "request_start":
+            starts[r] = e.t
+        elif e.kind == "request_end" and r in starts:
+            spans.append((r, starts.pop(r), e.t, int(e.payload.get("generated") or 0)))
+    spans.sort(key=lambda s: s[1])
+    overlap, reach = False, -1
+    for _, a, b, _ in spans:
+        overlap, reach = overlap or a < reach, max(reach, b)
+    joules: dict[int, float | None] = {}
+    if not overlap:
+        for r, a, b, _ in spans:
+            ea, eb = counter_at(rec, cid, a), counter_at(rec, cid, b)
+            joules[r] = (eb - ea) if ea is not None and eb is not None else None
+    else:
+        cuts = sorted({t for _, a, b, _ in spans for t in (a, b)})
+        joules = {r: 0.0 for r, *_ in spans}
+        for a, b in itertools.pairwise(cuts):
+            live = [r for r, s, e, _ in spans if s <= a and e >= b]
+            ea, eb = counter_at(rec, cid, a), counter_at(rec, cid, b)
+            if not live:
+                continue
+            if ea is None or eb is None:
+                for r in live:
+                    joules[r] = None
+                continue
+            m = _mask(rec.tok_t, a, b) & rec.tok_decode
+            toks = {r: int(rec.tok_count[m & (rec.tok_request == r)].sum()) for r in live}
+            total = sum(toks.values())
+            for r in live:
+                share = toks[r] / total if total else 1 / len(live)
+                j = joules[r]
+                joules[r] = None if j is None else j + (eb - ea) * share
+    rows = []
+    for r, a, b, gen in spans:
+        j = joules.get(r)
+        rows.append(
+            {
+                "request": r,
+                "start_s": a / 1e9,
+                "end_s": b / 1e9,
+                "generated": gen,
+                "joules": j,
+                "j_per_token": (j / gen) if j is not None and gen else None,
+            }
+        )
+    js = [x["joules"] for x in rows if isinstance(x["joules"], float)]
+    jpt = [x["j_per_token"] for x in rows if isinstance(x["j_per_token"], float)]
+    return {
+        "method": "apportioned by tokens" if overlap else "window",
+        "channel": cid if rec.column(cid) is not None else None,
+        "requests": rows,
+        "median_j": float(np.median(js)) if js else None,
+        "median_j_per_token": float(np.median(jpt)) if jpt else None,
+    }
+
+
+def write_requests_csv(rec: Recording, f: IO[str]) -> None:
+    """`request_energy` as CSV, one row a request: request, start_s, end_s, generated,
+    joules, j_per_token, method (empty cells where a value is unknown)."""
+    q = request_energy(rec)
+    w = csv.writer(f)
+    w.writerow(["request", "start_s", "end_s", "generated", "joules", "j_per_token", "method"])
+    for r in q["requests"]:
+        w.writerow(
+            [
+                r["request"],
+                f"{r['start_s']:.6f}",
+                f"{r['end_s']:.6f}",
+                r["generated"],
+                "" if r["joules"] is None else f"{r['joules']:.6f}",
+                "" if r["j_per_token"] is None else f"{r['j_per_token']:.6f}",
+                q["method"],
+            ]
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import sys
 from collections.abc import Callable
@@ -187,3 +188,70 @@ def attach_exports(session: Any, specs: list[str]) -> list[Any]:
     for sink in sinks:
         session.add_sink(sink)
     return sinks
+
+
+def add_attach_args(p: argparse.ArgumentParser) -> None:
+    """``--attach URL`` and its options (inference/attach.py, docs/attach.md)."""
+    g = p.add_argument_group("attach to a running inference server")
+    g.add_argument("--attach", metavar="URL", help="drive and measure the server at URL")
+    g.add_argument("--api", choices=("openai", "ollama"), help="its API (default: detected)")
+    g.add_argument("--attach-model", metavar="NAME", help="the server's model (default: its first)")
+    g.add_argument(
+        "--attach-pid", type=positive_int, help="the server's process (default: the port's)"
+    )
+    g.add_argument(
+        "--concurrency", type=positive_int, default=1, help="requests in flight (default 1)"
+    )
+    g.add_argument(
+        "--observe", action="store_true", help="send no requests: tokens from /metrics, if any"
+    )
+
+
+def attach_from(
+    args: argparse.Namespace, config: Config, t0_ns: int
+) -> tuple[Spec, ModelFacts | None, Any]:
+    """The workload spec, the model's facts (when the server names a local GGUF file) and the
+    probed `AttachSpec`; CliError (one line) when the server cannot be attached to."""
+    from anubis_tui.inference.attach import AttachError, AttachSpec, probe
+    from anubis_tui.inference.models import ModelError, read_gguf
+    from anubis_tui.inference.workload import WorkloadError, load_prompts
+
+    cfg = model_config(args, config)
+    for flag, v in (
+        ("--model", args.model),
+        ("--threads", args.threads),
+        ("--gpu-layers", args.gpu_layers),
+    ):
+        if v is not None:
+            raise CliError(f"{flag} is set by the server: it cannot go with --attach")
+    try:
+        prompts = load_prompts(cfg.prompt_file)
+    except WorkloadError as e:
+        raise CliError(str(e)) from None
+    a = AttachSpec(
+        url=args.attach,
+        api=args.api,
+        model=args.attach_model,
+        concurrency=args.concurrency,
+        observe=args.observe,
+        pid=args.attach_pid,
+    )
+    from anubis_tui.inference.worker import BUILTIN_PROMPTS
+
+    try:
+        probe(a, prompts or BUILTIN_PROMPTS)
+    except AttachError as e:
+        raise CliError(str(e)) from None
+    facts = None
+    with contextlib.suppress(ModelError, OSError, ValueError):
+        if a.model and a.model.endswith(".gguf") and Path(a.model).is_file():
+            facts = read_gguf(Path(a.model))
+    spec = Spec(
+        model=str(facts.path) if facts else str(a.model),
+        t0_ns=t0_ns,
+        prompts=prompts,
+        threads=None,
+        max_tokens=cfg.max_tokens,
+        seed=cfg.seed,
+    )
+    return spec, facts, a

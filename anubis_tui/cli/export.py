@@ -23,6 +23,9 @@ def add_parser(sub: Any) -> None:
     e.add_argument("path")
     e.add_argument("--csv", metavar="OUT")
     e.add_argument("--plot", metavar="OUT_PNG", help=f"a plot ({', '.join(PLOT_FORMATS)})")
+    e.add_argument(
+        "--requests-csv", metavar="OUT", help="one row per request: its window, tokens, J, J/token"
+    )
     e.add_argument("--force", action="store_true", help="overwrite existing output files")
     e.set_defaults(handler=cmd_export)
 
@@ -48,9 +51,10 @@ def write_new(path: str, data: bytes, force: bool) -> None:
 
 def cmd_export(args: argparse.Namespace, config: Config) -> int:
     from anubis_tui.analysis.export import ExportError, plot, write_csv
+    from anubis_tui.analysis.windows import write_requests_csv
 
-    if not args.csv and not args.plot:
-        raise CliError("export needs --csv OUT and/or --plot OUT.png")
+    if not args.csv and not args.plot and not args.requests_csv:
+        raise CliError("export needs --csv OUT, --requests-csv OUT and/or --plot OUT.png")
     if args.plot and os.path.splitext(args.plot)[1].lower() not in PLOT_FORMATS:
         raise CliError(f"--plot {args.plot}: the name must end in {', '.join(PLOT_FORMATS)}")
     rec = load_recording(args.path)
@@ -59,6 +63,10 @@ def cmd_export(args: argparse.Namespace, config: Config) -> int:
             buf = io.StringIO(newline="")
             write_csv(rec, buf)
             write_new(args.csv, buf.getvalue().encode(), args.force)
+        if args.requests_csv:
+            buf = io.StringIO(newline="")
+            write_requests_csv(rec, buf)
+            write_new(args.requests_csv, buf.getvalue().encode(), args.force)
         if args.plot:
             img = io.BytesIO()
             plot(rec, img, os.path.splitext(args.plot)[1][1:].lower())

@@ -17,9 +17,11 @@ from typing import Any
 
 from anubis_tui.cli.common import (
     CliError,
+    add_attach_args,
     add_export_args,
     add_model_args,
     attach_exports,
+    attach_from,
     open_recording,
     positive_float,
     rate_hz,
@@ -46,6 +48,7 @@ def add_parser(sub: Any) -> None:
         "(n: py-spy --native; + joins); the recording ends with the plan",
     )
     add_model_args(r)
+    add_attach_args(r)
     add_export_args(r)
     r.set_defaults(handler=cmd_record)
 
@@ -67,13 +70,23 @@ def cmd_record(args: argparse.Namespace, config: Config) -> int:
             raise CliError(f"bad --plan: {e}") from None
     if args.rate is not None:
         config = config.replace(rate_hz=clamp_rate(args.rate))
-    spec = facts = None
-    if not args.no_model:
+    spec = facts = attach = None
+    if args.attach is not None:  # a server people run instead of our worker
+        if args.no_model:
+            raise CliError("--attach drives a server's model: it cannot go with --no-model")
+        spec, facts, attach = attach_from(args, config, t0)
+    elif not args.no_model:
         spec, facts = spec_from(args, config, t0)
     path = args.output or default_path(config.record_dir)
     out, log = open_recording(path, args.force)
     session = Session(
-        config, spec=spec, model=facts, t0_ns=t0, log_path=log, log_replace=args.force
+        config,
+        spec=spec,
+        model=facts,
+        t0_ns=t0,
+        log_path=log,
+        log_replace=args.force,
+        attach=attach,
     )
     exports = attach_exports(session, args.export)
     session.start_recording(path, out=out)

@@ -26,6 +26,7 @@ from anubis_tui.analysis.identity import model_sha256, prompts_sha256
 from anubis_tui.analysis.segments import show_knob
 from anubis_tui.config import Config
 from anubis_tui.device import ControlError, DeviceSettings, JournalError, restore
+from anubis_tui.inference.attach import AttachClient, AttachSpec
 from anubis_tui.inference.client import WorkerClient, create_log, exit_reason
 from anubis_tui.inference.models import ModelError, ModelFacts, cache_dir, read_gguf
 from anubis_tui.inference.worker import BUILTIN_PROMPTS, Spec
@@ -83,8 +84,10 @@ class Session:
         log_replace: bool = False,
         models_dirs: list[Path] | None = None,
         device_knobs: bool = True,
+        attach: AttachSpec | None = None,
     ) -> None:
         self.config = config
+        self.attach = attach  # a server to drive instead of our worker (inference/attach.py)
         self.spec = spec
         self.model = model
         self.t0_ns = t0_ns if t0_ns is not None else time.monotonic_ns()
@@ -115,7 +118,11 @@ class Session:
         if spec is not None:  # identity (analysis/identity.py): model file and prompt set
             self.header.model["sha256"] = model_sha256(spec.model, cache_dir())
             self.header.config["prompts_sha256"] = prompts_sha256(spec.prompts or BUILTIN_PROMPTS)
-        self._worker: WorkerClient | None = None
+        if attach is not None:
+            self.header.config["attach"] = attach.plain()
+            self.header.model.setdefault("name", attach.model)
+            self.header.model["served_by"] = attach.url
+        self._worker: WorkerClient | AttachClient | None = None
         self._writer: RecordingWriter | None = None
         self._record_totals: Totals | None = None  # the open recording's own totals
         self.record_path: str | None = None
@@ -166,6 +173,10 @@ class Session:
         elif rec.kind == "worker_died":
             how = rec.payload.get("signal") or f"exit {rec.payload.get('returncode')}"
             self.worker_error = f"the inference worker died ({how})"
+            if rec.payload.get("server"):  # an attached server (inference/attach.py)
+                self.worker_error = f"the server at {rec.payload['server']} failed: " + str(
+                    rec.payload.get("reason")
+                )
             if self._profilers is not None:
                 self._profilers.worker_died()
         elif rec.kind == "error" and rec.payload.get("stage") == "load":
@@ -229,6 +240,10 @@ class Session:
     def worker_pid(self) -> int | None:
         """The process running inference, only if it is our worker or descends from it."""
         w = self._worker
+        if isinstance(w, AttachClient):  # the attached server, when py-spy can read it
+            proc = self.attach.server.get("process") if self.attach is not None else None
+            python = isinstance(proc, dict) and proc.get("python")
+            return w.pid if python and not w.exited.is_set() else None
         if w is None or w.exited.is_set() or w.proc is None:
             return None
         pid = w.loaded_info.get("pid") or w.proc.pid
@@ -249,8 +264,14 @@ class Session:
 
     def _start_worker(
         self, prefix: list[str] | None = None, env: dict[str, str] | None = None
-    ) -> WorkerClient:
+    ) -> WorkerClient | AttachClient:
         assert self.spec is not None
+        if self.attach is not None:  # the server runs the model; we drive it
+            a = AttachClient(self.spec, self.attach, self.bus.emit)
+            a.start()
+            self._worker = a
+            self.attach_process("worker", a.pid)
+            return a
         log = self.log_path or Path(os.devnull)
         w = WorkerClient(self.spec, self.bus.emit, log, script_prefix=prefix, env=env)
         w.start()
@@ -280,6 +301,8 @@ class Session:
     ) -> tuple[dict[str, Any] | None, str | None]:
         if self.spec is None:
             return None, "no inference worker in this session"
+        if self.attach is not None:
+            return None, "the attached server is not anubis's to relaunch (scalene must start it)"
         if self._stopping.is_set():
             return None, "the session is stopping"
         with self._lock:
@@ -300,6 +323,8 @@ class Session:
         """
         if self.spec is None:
             return "no inference worker in this session"
+        if self.attach is not None:
+            return "the attached server is not anubis's to relaunch (scalene must start it)"
         key = " ".join(prefix[:4])
         if key in self._probes:
             return self._probes[key]
@@ -455,11 +480,32 @@ class Session:
         self.emit_event("marker", label=label)
         return self._command("marker", Outcome(True, "marker"), label=label)
 
+    def attached_profiler_why(self, name: str) -> str | None:
+        """Why profiler `name` cannot profile the attached server (None if it can, or if
+        there is no attached server)."""
+        a = self.attach
+        if a is None:
+            return None
+        if name == "scalene":
+            return "scalene: it must start the process it profiles, and the server is not ours"
+        proc = a.server.get("process")
+        if not isinstance(proc, dict):
+            return "py-spy: the server's process is unknown here (pass --attach-pid PID)"
+        if not proc.get("python"):
+            pid = proc.get("pid")
+            return (
+                f"py-spy reads Python stacks and the server ({proc.get('name')}, pid {pid}) is "
+                f"a native program; for its C/C++ frames use perf top -p {pid}"
+            )
+        return None
+
     def profiler_toggle(self, name: str) -> Outcome:
         if self.spec is None:
             return self._command(
                 "profiler", Outcome(False, f"{name}: no inference to profile"), name=name
             )
+        if (why := self.attached_profiler_why(name)) and self.profilers.active != name:
+            return self._command("profiler", Outcome(False, why), name=name)
         was_on = self.profilers.active == "scalene"
         msg = self.profilers.toggle(name)
         if name == "scalene" and was_on and self._profiler_ok(msg) and not self._scalene_ready:
@@ -479,6 +525,10 @@ class Session:
 
     def profiler_apply(self, step: Step) -> Outcome:
         """Put the profilers in a plan step's state."""
+        why = self.attached_profiler_why(step.profiler) if step.profiler else None
+        if why:
+            self.profilers.apply(dataclasses.replace(step, profiler=None))
+            return self._command("profiler_apply", Outcome(False, why), profiler=step.profiler)
         msg = self.profilers.apply(step)
         return self._command(
             "profiler_apply",
@@ -590,6 +640,8 @@ class Session:
         spec = self.spec
         if spec is None:
             return None, "no model"
+        if self.attach is not None:  # inference knobs belong to the attached server
+            return (self.attach.model if name == "model" else None), "set by the server"
         if name == "threads":
             return spec.threads, ""
         if name == "gpu_layers":
