@@ -308,8 +308,9 @@ def class_label(fields: dict[str, Any]) -> str:
     """A short name of a class: GPUs or CPU, power limit, backends, energy method."""
     hw = fields.get("hardware") or {}
     gpus = hw.get("gpus") or []
+    gpus = [str(g) for g in gpus] if isinstance(gpus, list) else [str(gpus)]
     cpu = hw.get("cpu_model")
-    head = ", ".join(gpus) if gpus else (cpu if cpu and cpu != UNKNOWN else "CPU")
+    head = ", ".join(gpus) if gpus else (str(cpu) if cpu and cpu != UNKNOWN else "CPU")
     parts = [head]
     if not gpus and hw.get("cpus") not in (None, UNKNOWN):
         parts[0] += f" ×{hw['cpus']}"
@@ -319,7 +320,7 @@ def class_label(fields: dict[str, Any]) -> str:
         parts.append(f"nvpmodel {hw['nvpmodel']}")
     back = (fields.get("runtime") or {}).get("backends")
     if isinstance(back, list) and back:
-        parts.append("+".join(back))
+        parts.append("+".join(map(str, back)))
     method = (fields.get("measurement") or {}).get("method")
     if method not in (None, UNKNOWN):
         parts.append(str(method))

@@ -494,6 +494,76 @@ _HEX = re.compile(r"[0-9a-f]{8,64}")
 REQUIRED = ("schema", "row_id", "class_id", "identity", "setting", "figures", "provenance")
 
 
+def _num_or_none(v: Any) -> bool:
+    return v is None or _finite(v) is not None
+
+
+def _scalar(v: Any) -> bool:
+    return v is None or isinstance(v, str | bool) or _finite(v) is not None
+
+
+def _strs(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+def _shape(row: dict[str, Any]) -> str | None:
+    """What is wrong with the shape of the parts readers use (None: nothing). Keys this version
+    does not know are kept as they are (a newer minor version may add some)."""
+    for k in ("identity", "setting", "figures", "provenance"):
+        if not isinstance(row[k], dict):
+            return f"{k} is not an object"
+    cls = row.get("class", {})
+    if not isinstance(cls, dict) or not all(isinstance(g, dict) for g in cls.values()):
+        return "class is not an object of objects"
+    for g in cls.values():
+        for v in g.values():
+            if not (_scalar(v) or (isinstance(v, list) and all(_scalar(x) for x in v))):
+                return "a class field is not a value or a list of values"
+    for k in ("flags", "throttled", "class_unknown"):
+        if not _strs(row.get(k, [])):
+            return f"{k} is not a list of strings"
+    setting = row["setting"]
+    if not all(_scalar(v) for v in setting.values()):
+        return "a setting is not a value"
+    if not isinstance(setting.get("name", ""), str | None) or not isinstance(
+        setting.get("profiler"), str | None
+    ):
+        return "setting name or profiler is not a string"
+    if not _num_or_none(setting.get("profiler_rate_hz")):
+        return "profiler_rate_hz is not a number"
+    for name, f in row["figures"].items():
+        if not isinstance(f, dict):
+            return f"figure {name} is not an object"
+        if not (_num_or_none(f.get("value")) and _num_or_none(f.get("sd"))):
+            return f"figure {name}: value or sd is not a number"
+        n = f.get("n", 0)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            return f"figure {name}: n is not a count"
+        ci = f.get("ci95")
+        if ci is not None and not (
+            isinstance(ci, list) and len(ci) == 2 and all(_finite(x) is not None for x in ci)
+        ):
+            return f"figure {name}: ci95 is not [low, high]"
+    for k in ("temperature_max_c", "idle_power_w"):
+        if not _num_or_none(row.get(k)):
+            return f"{k} is not a number"
+    st = row.get("steady_state")
+    if st is not None and not (
+        isinstance(st, dict)
+        and isinstance(st.get("steady"), bool | None)
+        and isinstance(st.get("reason", ""), str | None)
+    ):
+        return "steady_state is not {steady, reason}"
+    prov = row["provenance"]
+    if not isinstance(prov.get("recording_sha256"), str) or not _HEX.fullmatch(
+        prov["recording_sha256"]
+    ):
+        return "provenance has no recording_sha256"
+    if not all(_scalar(v) for v in prov.values()):
+        return "a provenance field is not a value"
+    return None
+
+
 def check_row(row: Any, where: str = "row") -> dict[str, Any]:
     """`row` if it is a row of a schema this version reads; `ResultError` (one line) if not."""
     if not isinstance(row, dict):
@@ -511,18 +581,14 @@ def check_row(row: Any, where: str = "row") -> dict[str, Any]:
     for k in ("row_id", "class_id"):
         if not isinstance(row[k], str) or not _HEX.fullmatch(row[k]):
             raise ResultError(f"{where}: {k} is not 8 to 64 hex digits")
-    for k in ("identity", "setting", "class"):
-        if not isinstance(row.get(k, {}), dict):
-            raise ResultError(f"{where}: {k} is not an object")
-    flags = row.get("flags", [])
-    if not isinstance(flags, list) or not all(isinstance(f, str) for f in flags):
-        raise ResultError(f"{where}: flags is not a list of strings")
-    prov = row["provenance"]
-    if not isinstance(prov, dict) or not isinstance(prov.get("recording_sha256"), str):
-        raise ResultError(f"{where}: provenance has no recording_sha256")
-    if not isinstance(row["figures"], dict):
-        raise ResultError(f"{where}: figures is not an object")
+    problem = _shape(row)
+    if problem:
+        raise ResultError(f"{where}: {problem}")
     return row
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def read_rows(text: str, where: str) -> list[dict[str, Any]]:
@@ -533,11 +599,13 @@ def read_rows(text: str, where: str) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = json.loads(line, parse_constant=_no_constant)
         except json.JSONDecodeError as e:
             raise ResultError(f"{where}:{i}: not JSON ({e.msg})") from None
-        except (ValueError, RecursionError):  # nested past the parser's depth
+        except RecursionError:
             raise ResultError(f"{where}:{i}: not JSON (nested too deep)") from None
+        except ValueError as e:  # NaN or Infinity: strict JSON has neither
+            raise ResultError(f"{where}:{i}: not JSON ({e})") from None
         out.append(check_row(obj, f"{where}:{i}"))
     return out
 

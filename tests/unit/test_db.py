@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from anubis_tui.analysis import db
 from anubis_tui.analysis.db import DbError, Store
@@ -381,3 +383,54 @@ def test_one_recording_twice_in_one_add_and_bad_rows_through_the_api(
         with pytest.raises(DbError, match="unknown schema version"):
             s.add([vm_rows[0], dict(vm_rows[1], schema="anubis-result/9")], NOW)
         assert len(s.rows()) == 1  # the good row before the bad one was rolled back too
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda kids: (
+        st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=6), kids, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+def _paths(o: object, prefix: tuple = ()) -> list[tuple]:
+    out = [prefix]
+    if isinstance(o, dict):
+        for k, v in o.items():
+            out += _paths(v, (*prefix, k))
+    elif isinstance(o, list):
+        for i, v in enumerate(o):
+            out += _paths(v, (*prefix, i))
+    return out
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_rows_from_elsewhere_never_crash_the_readers(vm_rows: list[dict], data) -> None:
+    """A row file from another machine, with any value replaced by any JSON: either refused in
+    one line, or listed, ranked, compared and exported without an exception."""
+    from anubis_tui.analysis.results import ResultError, check_row
+    from anubis_tui.cli.db import render_compare, render_list, render_top
+
+    rows = json.loads(json.dumps(vm_rows))
+    for _ in range(data.draw(st.integers(1, 4))):
+        row = data.draw(st.sampled_from(rows))
+        path = data.draw(st.sampled_from(_paths(row)[1:]))
+        node = row
+        for k in path[:-1]:
+            node = node[k]
+        node[path[-1]] = data.draw(JSON)
+    try:
+        for r in rows:
+            check_row(r)
+    except ResultError as e:
+        assert "\n" not in str(e)
+        return
+    render_list(rows)
+    for key in db.RANKABLE:
+        render_top(db.top(rows, key), key, 5)
+        render_top(db.top(rows, key, across=True), key, 5)
+    render_compare(db.compare_rows(rows[0], rows[-1], across=True))
+    db.to_csv(rows)
+    db.to_html(rows)

@@ -180,6 +180,8 @@ def test_bad_json_line_names_its_line() -> None:
         read_rows("\n{nope\n", "rows.jsonl")  # a blank line is skipped, not an error
     with pytest.raises(ResultError, match=r"x:1: not JSON"):
         read_rows("[" * 100_000, "x")
+    with pytest.raises(ResultError, match=r"x:1: not JSON \(NaN is not a JSON number\)"):
+        read_rows('{"schema": NaN}', "x")
 
 
 def test_a_sweep_rows_carry_profiler_cost_and_warmup() -> None:
