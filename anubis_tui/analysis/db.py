@@ -260,13 +260,16 @@ class Store:
             raw = [r[0] for r in self.conn.execute(q, args)]
         except sqlite3.DatabaseError as e:
             raise DbError(f"{self.path}: {_why(e)}") from None
-        out = []
-        for text in raw:
-            try:
-                out.append(check_row(json.loads(text)))
-            except ValueError:
-                raise DbError(f"{self.path}: a stored row is not JSON (a damaged file?)") from None
-        return out
+        return [self._stored(text) for text in raw]
+
+    def _stored(self, text: Any) -> dict[str, Any]:
+        """A stored row, checked like any other: a damaged one is a `DbError`."""
+        try:
+            return check_row(json.loads(text), "a stored row")
+        except (ValueError, TypeError, RecursionError):
+            raise DbError(f"{self.path}: a stored row is not JSON (a damaged file?)") from None
+        except ResultError as e:
+            raise DbError(f"{self.path}: {e}") from None
 
     def row(self, prefix: str) -> dict[str, Any]:
         """The row whose id starts with `prefix` (at least 4 hex digits); `DbError` if none or
@@ -284,7 +287,7 @@ class Store:
             raise DbError(f"no row {prefix} in {self.path}")
         if len(found) > 1:
             raise DbError(f"row id {prefix} is ambiguous ({len(found)} rows); give more of it")
-        return check_row(json.loads(found[0][0]))
+        return self._stored(found[0][0])
 
     def check(self) -> str:
         """SQLite's own integrity check: "ok" or its first complaint."""

@@ -434,3 +434,13 @@ def test_rows_from_elsewhere_never_crash_the_readers(vm_rows: list[dict], data) 
     render_compare(db.compare_rows(rows[0], rows[-1], across=True))
     db.to_csv(rows)
     db.to_html(rows)
+
+
+def test_a_damaged_stored_row_is_one_line(tmp_path: Path) -> None:
+    dbp = _filled(tmp_path)
+    with sqlite3.connect(dbp) as c:
+        c.execute('UPDATE rows SET row = \'{"schema": "anubis-result/1"\'')
+    one_line_error(anubis("db", "list", db_path=dbp), "a stored row is not JSON")
+    with sqlite3.connect(dbp) as c:
+        c.execute('UPDATE rows SET row = \'{"schema": "anubis-result/7"}\'')
+    one_line_error(anubis("db", "top", db_path=dbp), "unknown schema version")
