@@ -571,6 +571,27 @@ EVENT_SCHEMA: dict[str, dict[str, str]] = {
     "device_restored": {"lines": "str_list", "after": "str"},
     "threads": {"n": "count", "threads_batch": "count"},
     "remote_ack": {"latency_ms": "num"},
+    "quality": {  # inference/quality.py: perplexity of a model and KV type (issue 26)
+        "ppl": "num!",
+        "ppl_se": "num",
+        "nll_mean": "num",
+        "nll_se": "num",
+        "ci95": "list",
+        "tokens": "count",
+        "chunks": "count",
+        "n_ctx": "count",
+        "kv_type": "str!",
+        "model": "str!",
+        "model_sha256": "str",
+        "quantization": "str",
+        "variant": "str",
+        "text": "str",
+        "text_sha256": "str",
+        "tokens_sha256": "str",
+        "compute_s": "num",
+        "cached": "bool",
+        "nll": "list",
+    },
 }
 """The payload schema of every Event kind the writer makes: field → type ("!": required).
 

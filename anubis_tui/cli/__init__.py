@@ -19,6 +19,7 @@ from anubis_tui.cli import (
     db,
     encoding,
     export,
+    models,
     record,
     replay,
     report,
@@ -32,7 +33,8 @@ from anubis_tui.config import ConfigError, load_config
 from anubis_tui.plugins import PluginError, add_plugin_dirs
 
 COMMANDS = (
-    run, replay, record, report, export, sensors, bench, restore, sweep, compare, agent, db
+    run, replay, record, report, export, sensors, bench, restore, sweep, compare, agent, db,
+    models,
 )  # fmt: skip
 
 GUIDE = """\
