@@ -162,3 +162,41 @@ def cmd_perplexity(args: argparse.Namespace, config: Config) -> int:
 def config_threads(config: Config) -> int | None:
     t = getattr(config, "threads", None)
     return t if isinstance(t, int) and t > 0 else None
+
+
+def sweep_quality(spec: Any, knobs: dict[str, list[Any]], say: Any) -> list[dict[str, Any]]:
+    """``sweep --quality``: the perplexity of every model × KV type the sweep will try.
+
+    Computed (or read from the cache) in child processes before the session
+    starts, so no segment and no energy figure contains it. Returns the
+    ``quality`` Event payloads; CliError (one line) when one fails.
+    """
+    from anubis_tui.inference.quality import QualityError, Setting, run_child
+
+    models = [Path(spec.model)] + [Path(str(m)) for m in knobs.get("model", [])]
+    kvs = [spec.kv_type] + [str(k) for k in knobs.get("kv_type", [])]
+    out = []
+    seen: set[tuple[str, str]] = set()
+    for m in models:
+        for k in kvs:
+            if (str(m.resolve()), k) in seen:
+                continue
+            seen.add((str(m.resolve()), k))
+            s = Setting(kv_type=k, gpu_layers=spec.gpu_layers, threads=spec.threads)
+            try:
+                r = run_child(m, s)
+            except QualityError as e:
+                raise CliError(str(e)) from None
+            say(f"quality: {r.line()}" + (" [cached]" if r.cached else f" [{r.compute_s:.0f} s]"))
+            out.append(r.payload())
+    return out
+
+
+def quality_lines(events: list[Any], summary: dict[str, Any], max_increase_pct: float) -> list[str]:
+    """The sweep's quality table from a recording's ``quality`` Events and its report."""
+    from anubis_tui.analysis.quality import EVENT, quality_table, render_quality
+
+    qs = [e.payload for e in events if e.kind == EVENT]
+    if not qs:
+        return ["quality    no quality Event in this recording (sweep --quality records them)"]
+    return render_quality(quality_table(summary.get("settings") or [], qs, max_increase_pct))

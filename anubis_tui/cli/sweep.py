@@ -67,6 +67,16 @@ def add_parser(sub: Any) -> None:
         help="time limit of the whole sweep: extra repeats, up to it, for rates still "
         "inconclusive after --repeats (default: none)",
     )  # fmt: skip
+    s.add_argument(
+        "--quality", action="store_true",
+        help="perplexity of every model and KV type on the shipped text (before the sweep, "
+        "cached), and the Pareto front of J/token against it (docs/quality.md)",
+    )  # fmt: skip
+    s.add_argument(
+        "--max-ppl-increase", type=lambda v: positive_float(v, 1000.0), default=5.0,
+        metavar="PCT", help="the quality budget: perplexity at most this much above the "
+        "baseline's (default 5)",
+    )  # fmt: skip
     add_model_args(s)
     s.set_defaults(handler=cmd_sweep)
 
@@ -142,6 +152,13 @@ def cmd_sweep(args: argparse.Namespace, config: Config) -> int:
     if args.rate is not None:
         config = config.replace(rate_hz=clamp_rate(args.rate))
     spec, facts = spec_from(args, config, t0)
+    qualities: list[dict[str, Any]] = []
+    if args.quality:  # before the session: its time and energy are in no segment (issue 26)
+        from anubis_tui.cli.models import sweep_quality
+
+        qualities = sweep_quality(
+            spec, knobs, lambda m: print(f"anubis: sweep {m}", file=sys.stderr)
+        )
     path = args.output or default_path(config.record_dir).replace(".msgpack", "-sweep.msgpack")
     out, log = open_recording(path, args.force)
     session = Session(
@@ -163,6 +180,8 @@ def cmd_sweep(args: argparse.Namespace, config: Config) -> int:
             session.start()
         except OSError as e:
             raise CliError(str(e) if not e.strerror else f"cannot start: {e.strerror}") from None
+        for q in qualities:
+            session.emit_event("quality", **q)
         try:
             items, notes = treatments(profilers, rates, knobs, session.knob_values())
         except ValueError as e:
@@ -224,6 +243,10 @@ def cmd_sweep(args: argparse.Namespace, config: Config) -> int:
             rec = load(path)
             summary = report(rec, budget_pct=args.budget)
             print(render(summary))
+            if args.quality:
+                from anubis_tui.cli.models import quality_lines
+
+                print("\n".join(quality_lines(rec.events, summary, args.max_ppl_increase)))
         except ReaderError as e:
             raise CliError(str(e)) from None
         from anubis_tui.cli.db import write_rows  # the results database's rows (issue 24)
