@@ -759,8 +759,8 @@ class AttachClient:
                         server["prompt_tokens"] = c.usage_prompt
                     if c.eval_ns is not None:
                         server["eval_ns"] = c.eval_ns
-                    if c.finish:
-                        stop = c.finish
+                    if c.finish:  # the worker's words: "eos" for an end of generation
+                        stop = "eos" if c.finish == "stop" else c.finish
                     if c.tokens:
                         if generated == 0:
                             t_first = now
@@ -778,7 +778,9 @@ class AttachClient:
                         stop = "stop" if self._stop.is_set() else "pause"
                         break
                 else:
-                    if not stop:
+                    if self._stop.is_set():
+                        stop = stop or "stop"
+                    elif not stop:
                         failed = "the stream ended without a finish reason (dropped)"
         except ServerLost:
             raise

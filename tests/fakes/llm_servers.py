@@ -86,6 +86,12 @@ def make_handler(kind: str, st: State) -> type[BaseHTTPRequestHandler]:
                 self._json(404, {"error": "not found"})
 
         def do_POST(self) -> None:
+            try:
+                self._post()
+            except (BrokenPipeError, ConnectionResetError):  # the client went away: fine
+                self.close_connection = True
+
+        def _post(self) -> None:
             n = int(self.headers.get("Content-Length") or 0)
             body = json.loads(self.rfile.read(n) or b"{}")
             want = kind == "ollama" and self.path == "/api/generate"
