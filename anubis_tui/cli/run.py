@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from anubis_tui.cli import encoding
-from anubis_tui.cli.common import CliError, add_export_args, add_model_args, rate_hz, spec_from
+from anubis_tui.cli.common import (
+    CliError,
+    add_attach_args,
+    add_export_args,
+    add_model_args,
+    attach_from,
+    rate_hz,
+    spec_from,
+)
 from anubis_tui.config import Config
 
 
@@ -56,6 +64,7 @@ def add_parser(sub: Any) -> None:
         help="GGUF files here join the model cache in the model picker (o); repeatable",
     )
     add_model_args(r)
+    add_attach_args(r)
     add_export_args(r)
     r.set_defaults(handler=cmd_run)
 
@@ -79,8 +88,14 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
     for d in dirs:
         if not d.is_dir():
             raise CliError(f"--models-dir {d}: not a directory")
-    spec = facts = None
-    if not args.no_model and not args.remote:
+    spec = facts = attach = None
+    if args.attach is not None:  # a server people run instead of our worker
+        if args.no_model or args.remote:
+            raise CliError(
+                "--attach drives a server here: it cannot go with --no-model or --remote"
+            )
+        spec, facts, attach = attach_from(args, config, time.monotonic_ns())
+    elif not args.no_model and not args.remote:
         spec, facts = spec_from(args, config, time.monotonic_ns())
     record = None
     if not args.no_record:
@@ -110,6 +125,7 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
             remote=args.remote,
             remote_cmd=args.remote_cmd,
             ssh=args.ssh,
+            attach=attach,
         ),
     )
     app.run()

@@ -29,7 +29,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Grid
 from textual.widgets import Footer, Log, Static
 
-from anubis_tui.analysis.live import NOTIFY_KINDS, LiveState, Snapshot
+from anubis_tui.analysis.live import NOTIFY_KINDS, LiveState, Snapshot, recorded_rate_hz
 from anubis_tui.analysis.replay import Replay
 from anubis_tui.config import Config
 from anubis_tui.plugins import PluginError, QueuedExport, export_sinks
@@ -75,6 +75,7 @@ class LiveOptions:
     remote: str | None = None  # [user@]host: the session runs there, as `anubis agent`
     remote_cmd: str = "anubis agent"
     ssh: str = "ssh"
+    attach: Any = None  # an AttachSpec: drive a running server (inference/attach.py)
 
 
 def chart_rows(height: int) -> int:
@@ -230,6 +231,10 @@ class AnubisApp(App[int]):
         else:
             hdr = self.replay.header
             self.log_line("replay: " + (hdr.created_utc if hdr else "stream"))
+            # the rate it was recorded at, not this machine's config
+            recorded = recorded_rate_hz(hdr)
+            if recorded is not None:
+                self.query_one(MonitorPanel).target_hz = recorded
 
     def on_resize(self) -> None:
         # Charts get taller with the terminal (one line each at 80x24, 3 at 40 lines, 6 at
@@ -271,6 +276,7 @@ class AnubisApp(App[int]):
                 pyspy_native=opts.pyspy_native,
                 models_dirs=opts.models_dirs,
                 sinks=[self._inbox.append],
+                attach=opts.attach,
             )
             self.state.consume(session.header)
             try:
