@@ -72,7 +72,13 @@ def cmd_quantize(args: argparse.Namespace, config: Config) -> int:
         types = parse_types(args.types)
     except VariantError as e:
         raise CliError(f"--types: {e}") from None
+    from anubis_tui.inference.models import ModelError, read_gguf
+
     src = _source(args.src)
+    try:
+        read_gguf(src)  # a corrupt source is refused before any progress line
+    except ModelError as e:
+        raise CliError(str(e)) from None
     out_dir = Path(args.out_dir).expanduser() if args.out_dir else _model_cache()
     for t in types:
         print(f"anubis: quantizing {src.name} to {t} …", file=sys.stderr)

@@ -43,6 +43,9 @@ TYPES: dict[str, str] = {
     "q3_k_m": "LLAMA_FTYPE_MOSTLY_Q3_K_M",
     "q3_k_s": "LLAMA_FTYPE_MOSTLY_Q3_K_S",
     "q2_k": "LLAMA_FTYPE_MOSTLY_Q2_K",
+    # llama.cpp refuses these without an importance matrix (which anubis does not make)
+    "iq2_xxs": "LLAMA_FTYPE_MOSTLY_IQ2_XXS",
+    "iq2_xs": "LLAMA_FTYPE_MOSTLY_IQ2_XS",
 }
 UNQUANTIZED = ("F32", "F16", "BF16")
 SIDECAR = ".anubis.json"
@@ -168,7 +171,11 @@ def quantize(
                 f"quantizing {src.name} to {qtype} took over {timeout_s:g} s"
             ) from None
         if proc.returncode != 0:
-            raise VariantError(f"{src.name} → {qtype}: {_reason(proc.stderr, proc.returncode)}")
+            why = _reason(proc.stderr, proc.returncode)
+            free = _free_bytes(out_dir)
+            if free is not None and free < facts.file_size:
+                why += f" ({out_dir} has {free / 2**20:.0f} MiB free: is the disk full?)"
+            raise VariantError(f"{src.name} → {qtype}: {why}")
         try:
             got = read_gguf(tmp)
         except ModelError as e:
@@ -209,14 +216,25 @@ def quantize(
     )
 
 
+def _free_bytes(d: Path) -> int | None:
+    try:
+        st = os.statvfs(d)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
 def _reason(stderr: str, rc: int) -> str:
     """llama.cpp's own last error line, else the child's, else how it ended."""
     lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
     ours = [ln for ln in lines if ln.startswith("anubis:")]
     theirs = [ln for ln in lines if not ln.startswith("anubis:")]
     for ln in reversed(theirs):
-        if any(w in ln.lower() for w in ("error", "failed", "invalid", "unsupported")):
-            return ln[:200]
+        low = ln.lower()
+        if any(w in low for w in ("error", "failed", "invalid", "unsupported")):
+            # llama.cpp's progress lines have no newline: keep from its function name on
+            cut = max(ln.rfind("llama_model_quantize:"), ln.rfind("llama_model_quantize_impl:"))
+            return ln[cut if cut >= 0 else 0 :][:200]
     if ours:
         return ours[-1].removeprefix("anubis:").strip()
     if rc < 0:
