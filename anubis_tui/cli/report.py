@@ -29,6 +29,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--rows", metavar="OUT.jsonl", help="result rows, one per setting (- for stdout: no report)"
     )
+    p.add_argument(
+        "--max-ppl-increase", type=lambda s: positive_float(s, 1000.0), default=5.0, metavar="PCT",
+        help="the quality budget of a sweep --quality: perplexity above the baseline's, in %% "
+        "(default 5)",
+    )  # fmt: skip
     p.set_defaults(handler=cmd_report)
 
 
@@ -57,5 +62,14 @@ def cmd_report(args: argparse.Namespace, config: Config) -> int:
         write_rows(rec, args.path, r, args.rows, args.force)
         if args.rows == "-":
             return 0
+    qs = [e.payload for e in rec.events if e.kind == "quality"]  # sweep --quality (issue 26)
+    if qs:
+        from anubis_tui.analysis.quality import quality_table
+
+        r["quality"] = quality_table(r.get("settings") or [], qs, args.max_ppl_increase)
     print(json.dumps(jsonable(r), indent=1, allow_nan=False) if args.json else render(r))
+    if qs and not args.json:
+        from anubis_tui.analysis.quality import render_quality
+
+        print("\n".join(render_quality(r["quality"])))
     return 0
