@@ -26,9 +26,11 @@ from typing import Any
 
 from anubis_tui.cli.common import (
     CliError,
+    add_attach_args,
     add_export_args,
     add_model_args,
     attach_exports,
+    attach_from,
     rate_hz,
     spec_from,
 )
@@ -50,6 +52,7 @@ def add_parser(sub: Any) -> None:
     a.add_argument("--record", metavar="PATH", help="also keep a local recording here")
     a.add_argument("--force", action="store_true", help="overwrite an existing --record file")
     add_model_args(a)
+    add_attach_args(a)
     add_export_args(a)
     a.set_defaults(handler=cmd_agent)
 
@@ -65,8 +68,12 @@ def cmd_agent(args: argparse.Namespace, config: Config) -> int:
     t0 = time.monotonic_ns()
     if args.rate is not None:
         config = config.replace(rate_hz=clamp_rate(args.rate))
-    spec = facts = None
-    if not args.no_model:
+    spec = facts = attach = None
+    if args.attach is not None:  # a server on the agent's machine (inference/attach.py)
+        if args.no_model:
+            raise CliError("--attach drives a server's model: it cannot go with --no-model")
+        spec, facts, attach = attach_from(args, config, t0)
+    elif not args.no_model:
         spec, facts = spec_from(args, config, t0)
     local = None
     if args.record:
@@ -82,7 +89,7 @@ def cmd_agent(args: argparse.Namespace, config: Config) -> int:
     pipe = PipeOut(os.dup(1))
     os.dup2(2, 1)
     log = Path(tempfile.mkdtemp(prefix="anubis-agent-")) / "llama.log"
-    session = Session(config, spec=spec, model=facts, t0_ns=t0, log_path=log)
+    session = Session(config, spec=spec, model=facts, t0_ns=t0, log_path=log, attach=attach)
     stop = threading.Event()
     why = ["stdin closed"]
 

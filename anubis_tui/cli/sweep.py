@@ -16,7 +16,9 @@ from typing import Any
 
 from anubis_tui.cli.common import (
     CliError,
+    add_attach_args,
     add_model_args,
+    attach_from,
     open_recording,
     positive_float,
     positive_int,
@@ -78,6 +80,7 @@ def add_parser(sub: Any) -> None:
         "baseline's (default 5)",
     )  # fmt: skip
     add_model_args(s)
+    add_attach_args(s)
     s.set_defaults(handler=cmd_sweep)
 
 
@@ -151,7 +154,17 @@ def cmd_sweep(args: argparse.Namespace, config: Config) -> int:
         raise CliError("--cooldown-s must be 0 or more")
     if args.rate is not None:
         config = config.replace(rate_hz=clamp_rate(args.rate))
-    spec, facts = spec_from(args, config, t0)
+    attach = None
+    if args.attach is not None:  # sweep a running server: profilers and device knobs only
+        from anubis_tui.session.knobs import KNOB_BY_NAME
+
+        served = [k for k in knobs if KNOB_BY_NAME[k].group != "device"]
+        if served or args.quality:
+            what = f"--knob {served[0]}" if served else "--quality"
+            raise CliError(f"{what} is set by the server: it cannot go with --attach")
+        spec, facts, attach = attach_from(args, config, t0)
+    else:
+        spec, facts = spec_from(args, config, t0)
     qualities: list[dict[str, Any]] = []
     if args.quality:  # before the session: its time and energy are in no segment (issue 26)
         from anubis_tui.cli.models import sweep_quality
@@ -162,7 +175,13 @@ def cmd_sweep(args: argparse.Namespace, config: Config) -> int:
     path = args.output or default_path(config.record_dir).replace(".msgpack", "-sweep.msgpack")
     out, log = open_recording(path, args.force)
     session = Session(
-        config, spec=spec, model=facts, t0_ns=t0, log_path=log, log_replace=args.force
+        config,
+        spec=spec,
+        model=facts,
+        t0_ns=t0,
+        log_path=log,
+        log_replace=args.force,
+        attach=attach,
     )
     session.start_recording(path, out=out)
     stop = threading.Event()
