@@ -160,18 +160,22 @@ def _write_atomic(path: Path, text: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def model_sha256(path: Path) -> str:
-    """The file's sha256, remembered by (real path, size, mtime) so a second call is a stat."""
-    real = path.resolve()
-    st = real.stat()
-    memo = cache_dir() / "sha256.json"
+def _sha_memo() -> dict[str, Any]:
     try:
-        known = json.loads(memo.read_text())
-        if not isinstance(known, dict):
-            known = {}
+        known = json.loads((cache_dir() / "sha256.json").read_text())
     except (OSError, ValueError):
-        known = {}
-    hit = known.get(str(real))
+        return {}
+    return known if isinstance(known, dict) else {}
+
+
+def known_sha256(path: Path) -> str | None:
+    """The remembered sha256 of this file as it is now, or None: never reads the file."""
+    try:
+        real = path.resolve()
+        st = real.stat()
+    except OSError:
+        return None
+    hit = _sha_memo().get(str(real))
     if (
         isinstance(hit, dict)
         and hit.get("size") == st.st_size
@@ -179,6 +183,34 @@ def model_sha256(path: Path) -> str:
         and isinstance(hit.get("sha256"), str)
     ):
         return str(hit["sha256"])
+    return None
+
+
+def picker_note(path: Path) -> str:
+    """'241 MiB  Q4_K_M  PPL 33.10 ± 1.80' (+ the variant label) for a model list; cheap:
+    the GGUF header and a cached figure of the default setting, never a hash or a run."""
+    from anubis_tui.inference.models import ModelError, read_gguf
+    from anubis_tui.inference.variants import variant_label
+
+    try:
+        facts = read_gguf(path)
+    except ModelError:
+        return "not a readable GGUF"
+    parts = [f"{facts.file_size / 2**20:.0f} MiB", facts.quantization]
+    q = cached(path, Setting(), hash_file=False)
+    parts.append(f"PPL {q.ppl:.2f} ± {q.ppl_se:.2f}" if q else "PPL not yet")
+    label = variant_label(path)
+    return "  ".join([*parts, label] if label else parts)
+
+
+def model_sha256(path: Path) -> str:
+    """The file's sha256, remembered by (real path, size, mtime) so a second call is a stat."""
+    real = path.resolve()
+    st = real.stat()
+    memo = cache_dir() / "sha256.json"
+    if (sha := known_sha256(real)) is not None:
+        return sha
+    known = _sha_memo()
     digest = hashlib.sha256()
     with open(real, "rb") as f:
         while block := f.read(1 << 20):
@@ -211,10 +243,15 @@ def cache_path(sha: str, setting: Setting, text_sha: str) -> Path:
     return cache_dir() / f"{sha[:16]}-{h}.json"
 
 
-def cached(model: Path, setting: Setting) -> Perplexity | None:
-    """The cached figure for this model file and setting, or None (never computes)."""
+def cached(model: Path, setting: Setting, *, hash_file: bool = True) -> Perplexity | None:
+    """The cached figure for this model file and setting, or None (never computes).
+
+    `hash_file` False: only a remembered sha256 is used (no read of a large file)."""
     try:
-        path = cache_path(model_sha256(model), setting, sha256_text(eval_text()))
+        sha = model_sha256(model) if hash_file else known_sha256(model)
+        if sha is None:
+            return None
+        path = cache_path(sha, setting, sha256_text(eval_text()))
         d = json.loads(path.read_text())
         return Perplexity.from_plain(dict(d, cached=True))
     except (OSError, ValueError, TypeError, KeyError):

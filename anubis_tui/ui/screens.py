@@ -16,6 +16,8 @@ from textual.screen import ModalScreen
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
+from anubis_tui.inference.quality import picker_note
+
 
 class HelpScreen(ModalScreen[None]):
     """Every key of this mode with what it does, grouped; any of escape, q or ? closes it.
@@ -81,11 +83,8 @@ class ModelPicker(ModalScreen[str | None]):
         opts = []
         for p in self.files:
             mark = " (running)" if self.current and str(p) == self.current else ""
-            try:
-                size = f"{p.stat().st_size / 1e6:.0f} MB"
-            except OSError:
-                size = "?"
-            shown = f"{escape(p.name)}  {size}{mark}  [dim]{escape(str(p.parent))}[/]"
+            size = picker_note(p)  # size, quantization, cached perplexity (issue 26)
+            shown = f"{escape(p.name)}  {escape(size)}{mark}  [dim]{escape(str(p.parent))}[/]"
             opts.append(Option(shown, id=str(p)))
         with Vertical(id="picker"):
             yield Static("[b]model[/]: enter loads it (the worker reloads), escape cancels")
