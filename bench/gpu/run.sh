@@ -141,11 +141,16 @@ print(read_gguf(Path('$M')).layers // 2)")
         echo "sweep $i rc=$?"; grep -E "recommended|inconclusive|warm-up" "$OUT/sweep2-$i.txt" | head -12
       done
       ;;
+    attach)  # issue 23: the model through anubis's worker and through an attached
+             # llama_cpp.server (--n_gpu_layers -1), alternated: tok/s, J/token, J/request
+      python3 bench/attach_vs_worker.py --gpu-layers -1 --rounds 2 --seconds 30 \
+        --dir "$OUT/attach" 2>&1 | tee "$OUT/attach.txt"
+      ;;
     agent)  # issue 14: anubis agent driven by a consumer process on this machine
       python3 bench/gpu/agent_check.py --gpu-layers -1 2>&1 | tee "$OUT/agent_check.txt"
       ;;
     esac
   done
   ;;
-*) echo "usage: run.sh setup|chunk N|checks [ratio probe plan knobs sweep gate sweeps2 agent]"; exit 2 ;;
+*) echo "usage: run.sh setup|chunk N|checks [ratio probe plan knobs sweep gate sweeps2 agent attach]"; exit 2 ;;
 esac
