@@ -110,7 +110,7 @@ def parse_url(url: str) -> tuple[str, int, str, bool]:
 def is_local(host: str) -> bool:
     """Whether `host` names this machine (loopback or one of its addresses)."""
     try:
-        addrs = {ai[4][0] for ai in socket.getaddrinfo(host, None)}
+        addrs = {str(ai[4][0]) for ai in socket.getaddrinfo(host, None)}
     except OSError:
         return False
     mine = {a.address.split("%")[0] for al in psutil.net_if_addrs().values() for a in al}
