@@ -355,3 +355,35 @@ def test_real_server_killed_mid_run_ends_the_recording_validly(tmp_path, llama_s
     assert not recov.truncated and isinstance(records[-1], Footer)
     assert records[-1].totals["stopped_by"] == "worker"
     assert "exited" in events(out, "worker_died")[0].payload["reason"]
+
+
+def test_client_pause_resume_stop_and_threads_refused():
+    """The WorkerClient interface the session uses, on AttachClient directly."""
+    from anubis_tui.inference.attach import AttachClient
+    from anubis_tui.inference.worker import Spec
+    from anubis_tui.records import Tokens
+
+    got: list = []
+    with fake("ollama", "--tokens", "40", "--token-s", "0.02") as (url, srv):
+        a = probe(AttachSpec(url=url), [])
+        assert a.api == "ollama" and a.pid == srv.pid
+        c = AttachClient(Spec(model=str(a.model), t0_ns=time.monotonic_ns()), a, got.append)
+        c.start()
+        assert c.loaded.is_set() and c.loaded_info["pid"] == srv.pid
+        time.sleep(0.5)
+        assert c.pause() is True
+        n = len([r for r in got if isinstance(r, Tokens)])
+        time.sleep(0.5)  # paused: nothing in flight, no tokens
+        assert len([r for r in got if isinstance(r, Tokens)]) == n
+        assert c.resume() is True
+        time.sleep(0.5)
+        assert len([r for r in got if isinstance(r, Tokens)]) > n
+        assert c.set_threads(2) is False
+        c.stop()
+    assert c.exited.is_set()
+    kinds = [r.kind for r in got if isinstance(r, Event)]
+    assert kinds[:2] == ["attached", "model_loaded"] and kinds[-1] == "worker_stopped"
+    assert "paused" in kinds and "resumed" in kinds and "worker_died" not in kinds
+    ends = [r.payload for r in got if isinstance(r, Event) and r.kind == "request_end"]
+    assert {e["stop"] for e in ends} <= {"pause", "stop", "eos"}
+    assert any(e["stop"] == "pause" for e in ends)
