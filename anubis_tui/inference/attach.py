@@ -629,6 +629,11 @@ class AttachClient:
 
     def _gone(self, what: str) -> ServerLost:
         alive = self._server_alive()
+        for _ in range(10):  # a killed process closes its sockets a moment before it is reaped
+            if alive is not True:
+                break
+            time.sleep(0.05)
+            alive = self._server_alive()
         if alive is False:
             return ServerLost(f"the server process {self.pid} exited ({what})")
         return ServerLost(what)
