@@ -100,7 +100,7 @@ def model_rows(dirs: list[Path]) -> list[dict[str, Any]]:
     from anubis_tui.inference.quality import Setting, cached
     from anubis_tui.inference.variants import variant_label
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for d in dirs:
         if not d.is_dir():
             raise CliError(f"--models-dir {d}: not a folder")
