@@ -70,15 +70,15 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_run(args: argparse.Namespace, config: Config) -> int:
-    from anubis_tui.recording.format import default_path
-    from anubis_tui.session.sampler import clamp_rate
-    from anubis_tui.ui.app import LiveOptions, make_app  # textual is imported here only
-
-    if args.remote:
+    if args.remote:  # before anything, the UI's import included
         from anubis_tui.session.remote import host_problem
 
         if why := host_problem(args.remote):
             raise CliError(f"--remote {args.remote!r}: {why}")
+    from anubis_tui.recording.format import default_path
+    from anubis_tui.session.sampler import clamp_rate
+    from anubis_tui.ui.app import LiveOptions, make_app  # textual is imported here only
+
     if why := encoding.terminal_problem():
         raise CliError(why)
 
