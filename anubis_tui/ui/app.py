@@ -397,6 +397,8 @@ class AnubisApp(App[int]):
                     how = e.payload.get("signal") or f"exit {e.payload.get('returncode')}"
                     tail = e.payload.get("log_tail") or []
                     msg = f"inference worker died ({how})" + (f": {tail[-1]}" if tail else "")
+                    if srv := e.payload.get("server"):  # an attached server (attach.py)
+                        msg = f"the server at {srv} failed: {e.payload.get('reason')}"
                 self.notify(str(msg)[:300], title=e.kind.replace("_", " "), severity=sev, timeout=8)  # type: ignore[arg-type]
 
     def _note_recorded(self) -> None:
