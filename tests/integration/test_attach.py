@@ -387,3 +387,39 @@ def test_client_pause_resume_stop_and_threads_refused():
     ends = [r.payload for r in got if isinstance(r, Event) and r.kind == "request_end"]
     assert {e["stop"] for e in ends} <= {"pause", "stop", "eos"}
     assert any(e["stop"] == "pause" for e in ends)
+
+
+async def test_live_app_attached_pause_knobs_and_server_death(tmp_path, monkeypatch):
+    """`anubis run --attach`: tokens come, space pauses, inference knobs are greyed with
+    "set by the server", and the server's death is a notification naming it."""
+    from anubis_tui.config import Config
+    from anubis_tui.inference.worker import Spec
+    from anubis_tui.ui.app import LiveOptions, make_app
+    from tests.conftest import FIXTURES
+    from tests.ui.test_app import APP_SIZE, until
+
+    monkeypatch.setenv("ANUBIS_SYSFS_ROOT", str(FIXTURES / TREE))
+    monkeypatch.setenv("ANUBIS_NVML_MODULE", "absent_nvml_module")
+    with fake("llama-server", "--tokens", "30", "--token-s", "0.02") as (url, srv):
+        a = probe(AttachSpec(url=url), [])
+        spec = Spec(model=str(a.model), t0_ns=0, max_tokens=64)
+        app = make_app(Config(), live=LiveOptions(spec=spec, attach=a, log_path=tmp_path / "l"))
+        async with app.run_test(size=APP_SIZE) as pilot:
+            await until(pilot, lambda: app.state.tokens > 0, 30, "tokens")
+            state = app.session.knob_state()
+            assert state["threads"] == "set by the server" == state["model"]
+            out = app.session.set_knob("threads", 2)
+            assert not out.ok and "set by the server" in out.message
+            await pilot.press("space")
+            await until(pilot, lambda: app.state.paused, 10, "paused")
+            await pilot.press("space")
+            n = app.state.tokens
+            await until(pilot, lambda: app.state.tokens > n, 10, "tokens after resume")
+            srv.kill()
+            await until(
+                pilot,
+                lambda: any(url in str(x.message) for x in app._notifications),
+                15,
+                "a notice naming the server",
+            )
+            await pilot.press("q")
