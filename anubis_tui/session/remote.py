@@ -238,7 +238,11 @@ class RemoteSession:
             path = self._local_path()
             if path is not None:
                 try:
-                    self._writer = RecordingWriter(open_output(path), rec)
+                    self._writer = RecordingWriter(
+                        open_output(path),
+                        rec,
+                        on_error=lambda msg: self._emit_local("recording_error", reason=msg),
+                    )
                     self.record_path = path
                 except (RecordingError, OSError) as e:
                     self._emit_local("recording_error", reason=str(e))
@@ -380,7 +384,15 @@ class RemoteSession:
 
     @property
     def recording(self) -> str | None:
-        return self.record_path if self._writer is not None else None
+        """The local file while it is being written; None once it failed (no false "rec")."""
+        w = self._writer
+        return self.record_path if w is not None and w.error is None else None
+
+    @property
+    def recording_error(self) -> str | None:
+        """Why the local recording stopped (a full disk), if it did."""
+        w = self._writer
+        return w.error if w is not None else None
 
     def toggle_pause(self) -> Outcome:
         return self.command("toggle_pause")
