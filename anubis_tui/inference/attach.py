@@ -308,6 +308,13 @@ def probe(a: AttachSpec, prompts: list[str]) -> AttachSpec:
         next(METRIC_COUNTERS[k] for k in METRIC_COUNTERS if k in metrics) if metrics else None
     )
     server["prompt_tokens"] = _tokenize_all(a, prompts)
+    if a.api == "ollama":  # the model's facts: family, parameter size, quantization
+        with contextlib.suppress(OSError):
+            st, body = http_json(a, "POST", "/api/show", {"model": a.model})
+            if st == 200 and isinstance(body, dict) and isinstance(body.get("details"), dict):
+                server["model_details"] = {
+                    k: v for k, v in body["details"].items() if isinstance(v, str | int | float)
+                }
     a.server = server
     return a
 

@@ -423,3 +423,14 @@ async def test_live_app_attached_pause_knobs_and_server_death(tmp_path, monkeypa
                 "a notice naming the server",
             )
             await pilot.press("q")
+
+
+def test_listen_owner_finds_our_own_listening_socket():
+    from anubis_tui.inference.attach import listen_owner
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        pid, uid = listen_owner(s.getsockname()[1])
+    assert pid == os.getpid() and uid == os.getuid()
+    assert listen_owner(free_port()) == (None, None)
