@@ -4,6 +4,7 @@
 #   prometheus       a real Prometheus server scrapes the exporter plugin
 #   openssh-server   `anubis run --remote` is tested against sshd on loopback
 #   openssh-client   ... through the system ssh
+#   chromium         the results database's HTML export is opened in a real headless browser
 # Part of the README's test command; .ci/run runs that same command. Needs root or sudo when
 # something is missing; does nothing (and needs nothing) when all are there.
 set -euo pipefail
@@ -13,6 +14,7 @@ command -v tmux >/dev/null || missing+=(tmux)
 command -v prometheus >/dev/null || missing+=(prometheus)
 [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
 command -v ssh >/dev/null || missing+=(openssh-client)
+command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing+=(chromium)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if ! command -v apt-get >/dev/null; then
