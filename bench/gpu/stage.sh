@@ -29,7 +29,7 @@ plat=(--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platfo
 pkgs=(py-spy==0.4.3 scalene==2.4.0 cloudpickle==3.1.3 pydantic==2.13.4 pydantic_core==2.46.4
       annotated_types typing-inspection==0.4.2 rich==15.0.0 markdown-it-py mdurl==0.1.2
       Pygments==2.20.0 diskcache==5.6.3 msgpack==1.2.4 psutil==7.2.2 nvidia-ml-py==13.615.71
-      typing_extensions==4.15.0
+      typing_extensions==4.16.0  # 4.16: anyio 4.16 (the server extra) imports its sentinel
       # llama-cpp-python[server] for the attach check (issue 23), pure-Python wheels
       uvicorn==0.54.0 click==8.4.0 h11==0.16.0 fastapi==0.165.0 starlette==1.10.0
       anyio==4.16.0 idna==3.13 sniffio==1.3.1 annotated-doc==0.0.7 opentelemetry-api==1.45.2
