@@ -197,10 +197,17 @@ def add_attach_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--api", choices=("openai", "ollama"), help="its API (default: detected)")
     g.add_argument("--attach-model", metavar="NAME", help="the server's model (default: its first)")
     g.add_argument(
-        "--attach-pid", type=positive_int, help="the server's process (default: the port's)"
+        "--attach-pid",
+        type=positive_int,
+        metavar="PID",
+        help="the server's process (default: the one listening on the URL's port)",
     )
     g.add_argument(
-        "--concurrency", type=positive_int, default=1, help="requests in flight (default 1)"
+        "--concurrency",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="requests in flight (default 1; per-request energy is then apportioned by tokens)",
     )
     g.add_argument(
         "--observe", action="store_true", help="send no requests: tokens from /metrics, if any"
