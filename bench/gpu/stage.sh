@@ -34,7 +34,9 @@ pkgs=(py-spy==0.4.3 scalene==2.4.0 cloudpickle==3.1.3 pydantic==2.13.4 pydantic_
       uvicorn==0.54.0 click==8.4.0 h11==0.16.0 fastapi==0.165.0 starlette==1.10.0
       anyio==4.16.0 idna==3.13 sniffio==1.3.1 annotated-doc==0.0.7 opentelemetry-api==1.45.2
       sse-starlette==3.7.0 starlette-context==0.3.6 pydantic-settings==2.14.1
-      python-dotenv==1.2.2 PyYAML==6.0.3)
+      python-dotenv==1.2.2 PyYAML==6.0.3
+      # the app itself, for ui_cost there (issue 21)
+      textual==8.2.8 platformdirs==4.14.8 mdit-py-plugins==0.7.0)
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   "${plat[@]}" -d "$OUT/wheels" "${pkgs[@]}"
 model=$(python3 -c "from anubis_tui.inference.models import default_model; print(default_model())")
