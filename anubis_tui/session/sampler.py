@@ -50,7 +50,6 @@ class SamplerStats:
     ticks: int = 0
     skipped_ticks: int = 0
     rate_hz: float | None = None
-    jitter_p50_s: float | None = None
     jitter_p99_s: float | None = None
     cpu_ratio: float | None = None  # CPU seconds of the sampler thread per wall second
     read_errors: int = 0
@@ -415,7 +414,6 @@ class Sampler:
         st.rate_hz = (st.ticks - ticks_prev) / wall
         st.cpu_ratio = (cpu - cpu_prev) / 1e9 / wall if self._thread is not None else None
         if self._window_lateness:
-            st.jitter_p50_s = percentile(self._window_lateness, 0.5) / 1e9
             st.jitter_p99_s = percentile(self._window_lateness, 0.99) / 1e9
         self._window_lateness = []
         values[self._self_i] = st.rate_hz

@@ -385,13 +385,3 @@ class DiscoveryContext:
     config: dict[str, object] = field(default_factory=dict)
     found: list[Source] = field(default_factory=list)
 
-
-def unavailable(cls_name: str, reason: str) -> list[Source]:
-    return [_Unavailable(name=cls_name, available=False, reason=reason)]
-
-
-@dataclass
-class _Unavailable(Source):
-    @classmethod
-    def discover(cls, ctx: DiscoveryContext) -> list[Source]:
-        return []
