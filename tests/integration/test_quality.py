@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import math
 import os
@@ -19,6 +20,7 @@ from anubis_tui.inference.variants import VariantError, quantize, variant_label
 pytestmark = pytest.mark.slow
 
 N_CTX = 512
+THREADS = os.cpu_count() or 1
 
 
 @pytest.fixture
@@ -36,6 +38,11 @@ def independent_ppl(model: Path, text: str, n_ctx: int) -> float:
     anubis_tui.inference is used."""
     import llama_cpp as ll
 
+    @ll.llama_log_callback
+    def quiet(level: int, text: bytes, user_data: object) -> None:
+        pass
+
+    ll.llama_log_set(quiet, ctypes.c_void_p(0))
     ll.llama_backend_init()
     mp = ll.llama_model_default_params()
     mp.use_extra_bufts = False  # as the worker does on this machine's AMX CPUs
@@ -45,6 +52,8 @@ def independent_ppl(model: Path, text: str, n_ctx: int) -> float:
     cp.n_ctx = n_ctx
     cp.n_batch = n_ctx
     cp.n_ubatch = n_ctx
+    cp.n_threads = cp.n_threads_batch = THREADS
+    cp.flash_attn_type = ll.LLAMA_FLASH_ATTN_TYPE_DISABLED  # as the worker's default
     cp.type_k = ll.GGML_TYPE_F16
     cp.type_v = ll.GGML_TYPE_F16
     ctx = ll.llama_init_from_model(m, cp)
@@ -80,19 +89,20 @@ def independent_ppl(model: Path, text: str, n_ctx: int) -> float:
     ll.llama_batch_free(batch)
     ll.llama_free(ctx)
     ll.llama_model_free(m)
+    ll.llama_log_set(None, ctypes.c_void_p(0))
     return math.exp(sum(nll) / len(nll))
 
 
 def test_default_model_perplexity_matches_an_independent_computation(cache: Path) -> None:
     model = default_model()
-    got = quality.run_child(model, quality.Setting(kv_type="f16", n_ctx=N_CTX))
+    got = quality.run_child(model, quality.Setting(kv_type="f16", n_ctx=N_CTX, threads=THREADS))
     want = independent_ppl(model, quality.eval_text(), N_CTX)
     assert got.chunks == len(got.nll) // (N_CTX // 2 - 1) and got.chunks >= 8
     assert abs(got.ppl / want - 1) < 0.005, (got.ppl, want)
     assert 0 < got.ppl_se < got.ppl and got.ci95[0] < got.ppl < got.ci95[1]
     assert got.model_sha256 == read_gguf_sha(model)
     assert not got.cached and got.variant == ""
-    again = quality.run_child(model, quality.Setting(kv_type="f16", n_ctx=N_CTX))
+    again = quality.run_child(model, quality.Setting(kv_type="f16", n_ctx=N_CTX, threads=THREADS))
     assert again.cached and again.ppl == got.ppl  # the second time is a cache read
     files = list((cache / "anubis" / "quality").glob("*.json"))
     assert any(f.name.startswith(got.model_sha256[:16]) for f in files)
@@ -106,8 +116,8 @@ def read_gguf_sha(model: Path) -> str:
 
 def test_kv_q8_0_has_its_own_cached_figure(cache: Path) -> None:
     model = default_model()
-    f16 = quality.run_child(model, quality.Setting(kv_type="f16", max_chunks=2))
-    q8 = quality.run_child(model, quality.Setting(kv_type="q8_0", max_chunks=2))
+    f16 = quality.run_child(model, quality.Setting(kv_type="f16", max_chunks=2, threads=THREADS))
+    q8 = quality.run_child(model, quality.Setting(kv_type="q8_0", max_chunks=2, threads=THREADS))
     assert q8.kv_type == "q8_0" and not q8.cached and q8.tokens == f16.tokens
     r = quality.paired_ratio(q8, f16)
     assert r is not None and r[1] <= r[0] <= r[2]
@@ -125,7 +135,7 @@ def test_quantize_requantized_variant_is_labelled_and_cached(cache: Path, tmp_pa
     assert sorted(p.name for p in out.iterdir()) == [v.path.name, v.path.name + ".anubis.json"]
     with pytest.raises(VariantError, match="exists"):
         quantize(src, "q8_0", out)
-    r = quality.run_child(v.path, quality.Setting(max_chunks=2))
+    r = quality.run_child(v.path, quality.Setting(max_chunks=2, threads=THREADS))
     assert r.variant == "requantized from Q4_K_M" and r.quantization == "Q8_0"
     listed = run_cli("models", "list", "--models-dir", str(out))
     assert listed.returncode == 0
