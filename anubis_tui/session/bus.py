@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from anubis_tui.records import Event, Record, Sample, Tokens
 
 REORDER_S = 0.15
+SLOT_S = 0.05  # records due within one slot are delivered in one wake-up of the bus thread
 Sink = Callable[[Record], None]
 
 
@@ -66,7 +67,8 @@ class Bus:
         t = getattr(rec, "t", 0)
         with self._cond:
             heapq.heappush(self._heap, (t, next(self._seq), rec))
-            self._cond.notify()
+            if self._heap[0][2] is rec:  # only a new first record changes when to wake
+                self._cond.notify()
 
     def now(self) -> int:
         return self.clock() - self.t0
@@ -80,6 +82,7 @@ class Bus:
 
     def _run(self) -> None:
         hold = int(REORDER_S * 1e9)
+        slot = int(SLOT_S * 1e9)
         while True:
             with self._cond:
                 while True:
@@ -93,7 +96,13 @@ class Bus:
                         break
                     if self._closed and not self._heap:
                         return
-                    wait = (self._heap[0][0] + hold - self.now()) / 1e9 if self._heap else 0.5
+                    # Sleep to the end of the slot the first record falls due in: the records
+                    # of a worker batch (50 ms) go out together, one wake-up, not one each.
+                    wait = (
+                        (-(-(self._heap[0][0] + hold) // slot) * slot - self.now()) / 1e9
+                        if self._heap
+                        else 0.5
+                    )
                     self._cond.wait(max(0.001, min(wait, 0.5)))
             for sink in self.sinks:
                 try:

@@ -125,6 +125,7 @@ class Session:
         self._worker: WorkerClient | AttachClient | None = None
         self._writer: RecordingWriter | None = None
         self._record_totals: Totals | None = None  # the open recording's own totals
+        self._record_sink: Sink = self.totals  # the open recording's sink (counts, writes)
         self.record_path: str | None = None
         self._scalene_ready = False  # --scalene-ready: the worker stays under scalene
         self.recorded: list[str] = []  # every file a recording was opened at, in order
@@ -575,16 +576,23 @@ class Session:
             self.header.config["knobs"] = self.knob_values()  # the setting this file starts in
             if path != "-":
                 self.recorded.append(path)
-            # Its own totals: a recording started later counts only what it holds.
-            self._record_totals = Totals()
-            self.bus.add_sink(self._record_totals)
+            # Its own totals: a recording started later counts only what it holds (one sink
+            # counts and writes, so the two never see different records).
+            own = self._record_totals = Totals()
             self._writer = RecordingWriter(
                 out,
                 self.header,
                 fsync_s=self.config.fsync_interval_s,
                 on_error=lambda msg: self.emit_event("recording_error", reason=msg),
             )
-            self.bus.add_sink(self._writer.submit)
+            submit = self._writer.submit
+
+            def record(rec: Record) -> None:
+                own(rec)
+                submit(rec)
+
+            self._record_sink = record
+            self.bus.add_sink(record)
             done = self._command("record", Outcome(True, f"recording to {path}"), path=path)
             self.emit_knobs()  # the recording starts knowing every knob's value
             return done
@@ -599,10 +607,8 @@ class Session:
                 "record_stop", Outcome(True, f"recording saved: {self.record_path}")
             )
             self.bus.flush()  # what was emitted before this call reaches the file
-            self.bus.remove_sink(w.submit)
+            self.bus.remove_sink(self._record_sink)
             own = self._record_totals
-            if own is not None:
-                self.bus.remove_sink(own)
             self._writer = None
             self._record_totals = None
             w.close(self._make_footer("user", totals=own))
