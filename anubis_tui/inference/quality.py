@@ -339,8 +339,9 @@ def compute(model: Path, setting: Setting, *, extra_bufts: bool | None = None) -
             n_ctx=setting.n_ctx,
             n_batch=setting.n_ctx,
             n_ubatch=min(setting.n_ctx, 512),
-            n_threads=setting.threads,
-            n_threads_batch=setting.threads,
+            # Not a measured workload: every core unless told (llama.cpp's default is half)
+            n_threads=setting.threads or os.cpu_count(),
+            n_threads_batch=setting.threads or os.cpu_count(),
             n_gpu_layers=setting.gpu_layers,
             type_k=kv,
             type_v=kv,
