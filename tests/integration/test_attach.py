@@ -307,7 +307,10 @@ def test_real_llama_cpp_server_tok_s_j_token_j_request_and_counts(tmp_path, llam
     r = json.loads(run("report", str(out), "--json").stdout)
     assert r["tokens"]["decode_tps"] > 0 and r["energy"]["j_per_token"] > 0
     assert r["requests_energy"]["median_j"] > 0 and r["requests_energy"]["method"] == "window"
-    assert r["model"].endswith("gemma-3-270m-q4_k_m.gguf")
+    # the server lists its GGUF path: the model's facts and sha256 come from that file
+    hdr = load(out).header
+    assert r["model"] == "Gemma 3 270m" and len(hdr.model["sha256"]) == 64
+    assert hdr.config["attach"]["model"].endswith("gemma-3-270m-q4_k_m.gguf")
     from anubis_tui.inference.worker import BUILTIN_PROMPTS
 
     ends = [e for e in events(out, "request_end") if e.payload["stop"] in ("length", "stop")]
