@@ -76,12 +76,18 @@ def ratio_interval(a: dict[str, Any], b: dict[str, Any]) -> tuple[float, float, 
 
 
 def match(knobs: dict[str, Any], qualities: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    """The quality payload of the setting with these knobs (model file name and KV type)."""
+    """The quality payload of the setting with these knobs (model file name, KV type and,
+    where both say, flash attention)."""
     model = knobs.get("model")
     name = PurePath(str(model)).name if model else None
     kv = knobs.get("kv_type") or "f16"
+    fa = knobs.get("flash_attn")
     found = [
-        q for q in qualities if q.get("kv_type") == kv and (name is None or q.get("model") == name)
+        q
+        for q in qualities
+        if q.get("kv_type") == kv
+        and (name is None or q.get("model") == name)
+        and (fa is None or q.get("flash_attn") is None or bool(q.get("flash_attn")) == bool(fa))
     ]
     return found[-1] if found else None
 

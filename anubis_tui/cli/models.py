@@ -47,6 +47,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--chunks", type=positive_int, help="at most this many chunks")
     p.add_argument("--threads", type=positive_int, help="llama.cpp threads")
     p.add_argument("--gpu-layers", type=int, default=0, help="layers on the GPU (-1: all)")
+    p.add_argument(
+        "--flash-attn", action="store_true", help="flash attention (a q8_0/q4_0 KV cache needs it)"
+    )
     p.set_defaults(handler=cmd_perplexity)
 
 
@@ -153,6 +156,7 @@ def cmd_perplexity(args: argparse.Namespace, config: Config) -> int:
                 kv_type=k,
                 n_ctx=args.ctx,
                 gpu_layers=args.gpu_layers,
+                flash_attn=args.flash_attn,
                 threads=args.threads or config_threads(config),
                 max_chunks=args.chunks,
             )
@@ -181,20 +185,26 @@ def sweep_quality(spec: Any, knobs: dict[str, list[Any]], say: Any) -> list[dict
 
     models = [Path(spec.model)] + [Path(str(m)) for m in knobs.get("model", [])]
     kvs = [spec.kv_type] + [str(k) for k in knobs.get("kv_type", [])]
+    fas = [bool(spec.flash_attn)] + [bool(f) for f in knobs.get("flash_attn", [])]
     out = []
-    seen: set[tuple[str, str]] = set()
+    seen: set[tuple[str, str, bool]] = set()
     for m in models:
         for k in kvs:
-            if (str(m.resolve()), k) in seen:
-                continue
-            seen.add((str(m.resolve()), k))
-            s = Setting(kv_type=k, gpu_layers=spec.gpu_layers, threads=spec.threads)
-            try:
-                r = run_child(m, s)
-            except QualityError as e:
-                raise CliError(str(e)) from None
-            say(f"quality: {r.line()}" + (" [cached]" if r.cached else f" [{r.compute_s:.0f} s]"))
-            out.append(r.payload())
+            for fa in fas:
+                key = (str(m.resolve()), k, fa)
+                if key in seen or (k != "f16" and not fa):  # a setting the sweep cannot run
+                    continue
+                seen.add(key)
+                s = Setting(
+                    kv_type=k, gpu_layers=spec.gpu_layers, flash_attn=fa, threads=spec.threads
+                )
+                try:
+                    r = run_child(m, s)
+                except QualityError as e:
+                    raise CliError(str(e)) from None
+                done = " [cached]" if r.cached else f" [{r.compute_s:.0f} s]"
+                say(f"quality: {r.line()}{done}")
+                out.append(r.payload())
     return out
 
 

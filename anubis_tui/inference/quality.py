@@ -324,6 +324,9 @@ def compute(model: Path, setting: Setting, *, extra_bufts: bool | None = None) -
 
     if setting.kv_type not in KV_TYPES:
         raise QualityError(f"unknown KV cache type {setting.kv_type!r}; one of {KV_TYPES}")
+    if setting.kv_type != "f16" and not setting.flash_attn:
+        # llama.cpp cannot make a context with a quantized V cache without flash attention
+        raise QualityError(f"a {setting.kv_type} KV cache needs flash attention (--flash-attn)")
     if setting.n_ctx < 16 or setting.n_ctx % 2:
         raise QualityError(f"context {setting.n_ctx} for perplexity must be even and at least 16")
     try:

@@ -116,8 +116,14 @@ def read_gguf_sha(model: Path) -> str:
 
 def test_kv_q8_0_has_its_own_cached_figure(cache: Path) -> None:
     model = default_model()
-    f16 = quality.run_child(model, quality.Setting(kv_type="f16", max_chunks=2, threads=THREADS))
-    q8 = quality.run_child(model, quality.Setting(kv_type="q8_0", max_chunks=2, threads=THREADS))
+
+    def ppl(kv: str, fa: bool) -> quality.Perplexity:
+        s = quality.Setting(kv_type=kv, flash_attn=fa, max_chunks=2, threads=THREADS)
+        return quality.run_child(model, s)
+
+    with pytest.raises(quality.QualityError, match="needs flash attention"):
+        ppl("q8_0", False)  # llama.cpp makes no context for it: said before loading
+    f16, q8 = ppl("f16", True), ppl("q8_0", True)
     assert q8.kv_type == "q8_0" and not q8.cached and q8.tokens == f16.tokens
     r = quality.paired_ratio(q8, f16)
     assert r is not None and r[1] <= r[0] <= r[2]
