@@ -49,6 +49,7 @@ from anubis_tui.analysis.segments import Figures, SegmentFold, effective_n
 from anubis_tui.records import Event, Record
 
 CHUNK_S = 5.0
+MAX_RUNS_SHOWN = 50  # beyond this, "needs N runs" is no practical advice
 CONFIDENCE = 0.90  # two-sided: each bound is one-sided 95 %
 METRICS = (  # key, label, higher is better, gated
     ("decode_tps", "decode tok/s", True, True),
@@ -265,8 +266,18 @@ def compare_chunks(
             if row["verdict"] == INCONCLUSIVE:
                 n = max(sa.n, sb.n) if unit == "runs" else max(sa.seconds, sb.seconds)
                 k = needed(w, wlo, whi, max_regression_pct, n)
+                many = MAX_RUNS_SHOWN if unit == "runs" else MAX_RUNS_SHOWN * max(1.0, n)
                 if k is None:
                     row["need"] = "the change sits on the threshold: no length decides it"
+                elif k > many:
+                    more = (
+                        f"over {MAX_RUNS_SHOWN} runs a side"
+                        if unit == "runs"
+                        else f"over {MAX_RUNS_SHOWN}× this baseline time"
+                    )
+                    row["need"] = (
+                        more + ": the change is about the threshold, or the noise far above it"
+                    )
                 elif unit == "runs":
                     row["need"] = f"about {math.ceil(k)} runs a side"
                 else:

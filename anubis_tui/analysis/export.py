@@ -8,9 +8,10 @@ from typing import IO, Any
 
 import numpy as np
 
+from anubis_tui.analysis import rolling
 from anubis_tui.analysis.segments import fold
 from anubis_tui.recording.reader import Recording
-from anubis_tui.records import decode_flags
+from anubis_tui.records import Sample, Tokens, decode_flags
 
 
 class ExportError(Exception):
@@ -27,17 +28,56 @@ def rolling_tps(rec: Recording, decode: bool, window_ns: int = 1_000_000_000) ->
     return (cum[hi] - cum[lo]) / (window_ns / 1e9)
 
 
+def now_series(rec: Recording) -> tuple[np.ndarray, np.ndarray]:
+    """tok/s and J/token "now" at every sample time (NaN for none): `analysis.rolling`'s
+    definitions, the panel's and the exporter's."""
+    m = rec.tok_decode
+    tok_t, tok_n = rec.tok_t[m], rec.tok_count[m]
+    tps = rolling.decode_tps_series(tok_t, tok_n, rec.t, rolling.paused_at(rec.events, rec.t))
+    j = rec.index.get("system.energy")
+    if j is None:
+        return tps, np.full(len(rec.t), np.nan)
+    # each reading with the decode tokens received before it, in the stream's order (what
+    # a live panel had counted when the reading came)
+    e_t, e_j, tokens_at = [], [], []
+    n = 0
+    for r in rec.records:
+        if isinstance(r, Tokens) and r.phase == "decode":
+            n += r.count
+        elif isinstance(r, Sample) and j < len(r.values):
+            v = r.values[j]
+            if isinstance(v, int | float) and math.isfinite(v):
+                e_t.append(r.t)
+                e_j.append(float(v))
+                tokens_at.append(n)
+    return tps, rolling.jpt_series(
+        np.array(e_t, dtype=np.int64), np.array(e_j), np.array(tokens_at), rec.t
+    )
+
+
 def write_csv(rec: Recording, f: IO[str]) -> None:
-    """One row per sample: every channel in its unit, and rolling 1 s decode/prompt tok/s."""
+    """One row per sample: every channel in its unit; decode tok/s "now" (2 s window),
+    prompt tok/s over the last 1 s, and J/token "now" (10 s window); empty cells for none."""
     w = csv.writer(f)
     w.writerow(
-        ["t_s", *(f"{c.id} [{c.unit}]" for c in rec.channels), "decode_tps_1s", "prompt_tps_1s"]
+        [
+            "t_s",
+            *(f"{c.id} [{c.unit}]" for c in rec.channels),
+            "decode_tps_2s",
+            "prompt_tps_1s",
+            "j_per_token_10s",
+        ]
     )
-    dec, pro = rolling_tps(rec, True), rolling_tps(rec, False)
+    dec, jpt = now_series(rec)
+    pro = rolling_tps(rec, False)
     for i in range(len(rec.t)):
         row = [f"{rec.t[i] / 1e9:.6f}"]
         row += ["" if math.isnan(v) else repr(float(v)) for v in rec.values[i]]
-        row += [f"{dec[i]:.3f}", f"{pro[i]:.3f}"]
+        row += [
+            "" if math.isnan(dec[i]) else f"{dec[i]:.3f}",
+            f"{pro[i]:.3f}",
+            "" if math.isnan(jpt[i]) else f"{jpt[i]:.6f}",
+        ]
         w.writerow(row)
 
 
@@ -85,7 +125,7 @@ def _plot(rec: Recording, out: IO[bytes], fmt: str) -> None:
     ax.set_ylabel("°C")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=6, loc="upper right")
-    axes[2].plot(t, rolling_tps(rec, True), lw=0.8, label="decode tok/s (1 s)")
+    axes[2].plot(t, now_series(rec)[0], lw=0.8, label="decode tok/s (2 s)")
     axes[2].set_ylabel("tok/s")
     ax = axes[3]
     k = 0

@@ -16,6 +16,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from anubis_tui.analysis.rolling import JPT_WINDOW_NS, Rolling
 from anubis_tui.analysis.segments import SETTING_EVENTS, Figures, SegmentFold
 from anubis_tui.records import (
     Channel,
@@ -30,8 +31,6 @@ from anubis_tui.records import (
 )
 
 HISTORY_S = 600
-RATE_WINDOW_NS = 2_000_000_000
-JPT_WINDOW_NS = 10_000_000_000
 NOTIFY_KINDS = {
     "worker_died": "error",
     "sensor_lost": "warning",
@@ -105,8 +104,7 @@ class LiveState:
         self.t = 0
         self.tokens = 0
         self.requests = 0
-        self.batches: deque[tuple[int, int]] = deque()  # (t, count) of recent decode batches
-        self.jpt_points: deque[tuple[int, float, int]] = deque()  # (t, energy, tokens so far)
+        self.rolling = Rolling()  # tok/s and J/token "now" (analysis/rolling.py)
         self.ttfts: list[float] = []
         self.last_ttft: float | None = None
         self.last_prompt_tps: float | None = None
@@ -144,22 +142,20 @@ class LiveState:
         self.segs.consume(rec)
         if isinstance(rec, Header):
             self.header = rec
+            self.rolling.consume(rec)
             self._add_channels(rec.channels)
             return
         if isinstance(rec, ChannelsAdded):
             self._add_channels(rec.channels)
         t = getattr(rec, "t", self.t)
-        self._advance_bins(t)
+        self._advance_bins(t)  # bins close on what came before this record
+        self.rolling.consume(rec)
         self.t = max(self.t, t)
         if isinstance(rec, Sample):
             self._sample(rec)
         elif isinstance(rec, Tokens):
             if rec.phase == "decode":
                 self.tokens += rec.count
-                self.batches.append((rec.t, rec.count))
-                self._bin_acc["tok"].append(rec.count)
-                while self.batches and self.batches[0][0] < rec.t - RATE_WINDOW_NS:
-                    self.batches.popleft()
         elif isinstance(rec, Event):
             self._event(rec)
         elif isinstance(rec, Footer):
@@ -194,7 +190,6 @@ class LiveState:
                 if self._energy_start is None:
                     self._energy_start = v
                 self.energy_j = v - self._energy_start
-                _push(self.jpt_points, rec.t, v, self.tokens)
             elif c.id == "anubis.sampler.rate":
                 self.sampler_hz = v
             elif i in self.counter_points:
@@ -233,7 +228,9 @@ class LiveState:
             acc = self._bin_acc
             self.bins_power.append(statistics.fmean(acc["p"]) if acc["p"] else math.nan)
             self.bins_temp.append(max(acc["temp"]) if acc["temp"] else math.nan)
-            self.bins_tps.append(float(sum(acc["tok"])))
+            # tok/s "now" at the bin's end: the panel's figure, one point a second
+            tps = self.rolling.decode_tps(at=(self._bin_idx + 1) * 1_000_000_000 - 1)
+            self.bins_tps.append(math.nan if tps is None else tps)
             self._bin_acc = {"p": [], "temp": [], "tok": []}
             self._bin_idx += 1
             if idx - self._bin_idx > HISTORY_S:  # a jump (seek): skip empty bins
@@ -242,15 +239,7 @@ class LiveState:
     # -- reading ------------------------------------------------------------------
 
     def _decode_tps(self) -> float | None:
-        if not self.batches or self.paused:
-            return None
-        horizon = self.t - RATE_WINDOW_NS
-        n = sum(c for t, c in self.batches if t >= horizon)
-        first = min((t for t, _ in self.batches if t >= horizon), default=None)
-        if first is None or n < 2:
-            return None
-        span = max(self.t, self.batches[-1][0]) - horizon
-        return n / (span / 1e9) if span > 0 else None
+        return self.rolling.decode_tps()
 
     def _views(self, kind: str) -> list[ChannelView]:
         out = []
@@ -287,7 +276,7 @@ class LiveState:
             tps = self._decode_tps()
             throttle = self._views("throttle")
             sys_ch = next((c for c in self.channels if c.id == "system.power"), None)
-            jpt_recent = _window_jpt(self.jpt_points)
+            jpt_recent = self.rolling.j_per_token()
             counter_jpt = [
                 (self.channels[i], _window_jpt(p)) for i, p in self.counter_points.items()
             ]
@@ -369,3 +358,9 @@ def fmt(v: Any, spec: str = ".1f", unit: str = "") -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "—"
     return f"{v:{spec}}{unit}"
+
+
+def recorded_rate_hz(header: Header | None) -> float | None:
+    """The sampling rate a recording was made at (its Header's config), for a replay."""
+    rate = (header.config or {}).get("rate_hz") if header is not None else None
+    return float(rate) if isinstance(rate, int | float) and rate > 0 else None

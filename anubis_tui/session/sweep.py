@@ -344,7 +344,13 @@ class Sweep:
                 key=lambda row: row["rate_hz"] or 0,
             )
             first = next((row for row in rows if row.get("decision") != "within"), None)
-            if first is not None and first.get("decision") == "inconclusive":
+            # only where more repeats can decide (segments too short to hold enough data
+            # never will)
+            if (
+                first is not None
+                and first.get("decision") == "inconclusive"
+                and first.get("more_repeats")
+            ):
                 out.append(by_name[first["treatment"]])
         return out
 

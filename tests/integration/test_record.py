@@ -118,7 +118,7 @@ def test_export_csv_and_plot(tmp_path):
     assert p.returncode == 0, p.stderr.decode()
     lines = csv_out.read_text().splitlines()
     assert lines[0].startswith("t_s,") and "jetson.VDD_IN.power [W]" in lines[0]
-    assert lines[0].endswith("decode_tps_1s,prompt_tps_1s")
+    assert lines[0].endswith("decode_tps_2s,prompt_tps_1s,j_per_token_10s")
     assert len(lines) > 20
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     events = [r for r in read_all(out)[0] if isinstance(r, Event)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -290,3 +291,68 @@ def test_a_counter_read_once_a_second_is_extended_to_the_window_edges(tmp_path):
     assert whole == pytest.approx(exact, rel=0.005)
     inner = energy_j(rec, int(0.4 * S), int(25.4 * S), "gpu0.energy")
     assert inner < whole - 90  # a second of 100 W was missing before
+
+
+def _nan(v):
+    return float("nan") if v is None else float(v)
+
+
+@pytest.mark.parametrize(
+    "name", ["vm-2core-cpu-gemma270m.msgpack", "h200-cuda-gemma270m-knobs.msgpack"]
+)
+def test_panel_replay_csv_and_exporter_give_one_figure_for_now(name, tmp_path):
+    """tok/s and J/token "now" at a sample of a committed recording: the panel's LiveState,
+    a replay seeked there, the CSV row of that sample and the Prometheus exporter agree."""
+    import csv
+    import io
+    import socket
+    import sys
+
+    import numpy as np
+
+    from anubis_tui.analysis.export import now_series, write_csv
+    from anubis_tui.analysis.live import LiveState
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "plugins" / "anubis-prometheus"))
+    from anubis_prometheus import PrometheusSink
+
+    path = next(p for p in RECORDINGS if p.name == name)
+    rec = load(path)
+    records = rec.records
+    tps, jpt = now_series(rec)
+    buf = io.StringIO()
+    write_csv(rec, buf)
+    rows = list(csv.reader(io.StringIO(buf.getvalue())))
+    head = rows[0]
+    col_tps, col_jpt = head.index("decode_tps_2s"), head.index("j_per_token_10s")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sink = PrometheusSink(f"127.0.0.1:{port}", rec.header)
+    state = LiveState()
+    state.consume(rec.header)
+    samples = [i for i, r in enumerate(records) if isinstance(r, Sample)]
+    picks = samples[5 :: max(1, len(samples) // 12)]
+    fed, checked = 1, 0
+    try:
+        for pos in picks:
+            for r in records[fed : pos + 1]:
+                state.consume(r)
+                sink(r)
+            fed = pos + 1
+            k = samples.index(pos)
+            snap = state.snapshot()
+            rp = Replay(records)
+            rp.seek(records[pos].t)
+            rsnap = rp.state.snapshot()
+            cell_tps, cell_jpt = rows[k + 1][col_tps], rows[k + 1][col_jpt]
+            for live, replay, csv_v, cell, exp in (
+                (snap.decode_tps, rsnap.decode_tps, tps[k], cell_tps, sink.decode_tps()),
+                (snap.jpt_recent, rsnap.jpt_recent, jpt[k], cell_jpt, sink.j_per_token()),
+            ):
+                vals = [_nan(live), _nan(replay), float(csv_v), float(cell or "nan"), exp]
+                assert np.allclose(vals, vals[0], rtol=1e-4, equal_nan=True), (pos, vals)
+            checked += not math.isnan(_nan(snap.decode_tps))
+    finally:
+        sink.close()
+    assert checked >= 5  # most picks are inside decoding, not all "—"

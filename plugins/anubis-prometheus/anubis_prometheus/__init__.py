@@ -6,7 +6,9 @@
 * ``anubis_power_watts``, ``anubis_temperature_celsius``, ``anubis_frequency_hertz``:
   one gauge per channel, labelled host, source, scope, label, method;
 * ``anubis_energy_joules_total``: each energy counter (the system's too);
-* ``anubis_tokens_total{phase}`` and ``anubis_decode_tokens_per_second`` (last 2 s);
+* ``anubis_tokens_total{phase}``, ``anubis_decode_tokens_per_second`` and
+  ``anubis_joules_per_token``: "now", as the panel shows them (`anubis_tui.analysis.rolling`:
+  2 s and 10 s windows; NaN while paused or without tokens, where the panel shows "—");
 * ``anubis_throttle{channel, flag}``: 0/1 by canonical flag name;
 * ``anubis_profiler_active{profiler}``, ``anubis_profiler_rate_hz``;
 * ``anubis_knob{name}`` for numeric knobs, ``anubis_knob_info{name, value}`` for the rest.
@@ -24,7 +26,6 @@ from __future__ import annotations
 import math
 import socket
 import threading
-from collections import deque
 from collections.abc import Iterator
 from socketserver import ThreadingMixIn
 from typing import Any
@@ -34,6 +35,7 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from anubis_tui.analysis.rolling import Rolling
 from anubis_tui.plugins import ExportSink
 from anubis_tui.records import (
     Channel,
@@ -139,7 +141,8 @@ class PrometheusSink(ExportSink):
         self.channels: list[Channel] = []
         self.latest: list[float | None] = []
         self.tokens = {"decode": 0, "prompt": 0}
-        self.batches: deque[tuple[int, int]] = deque()
+        self.rolling = Rolling()  # tok/s and J/token "now", the panel's definitions
+        self.rolling.consume(header)
         self.t = 0
         self.profiler: str | None = None
         self.profiler_rate: float | None = None
@@ -155,6 +158,7 @@ class PrometheusSink(ExportSink):
 
     def __call__(self, rec: Record) -> None:
         with self.lock:
+            self.rolling.consume(rec)
             t = getattr(rec, "t", None)
             if isinstance(t, int):
                 self.t = max(self.t, t)
@@ -166,10 +170,6 @@ class PrometheusSink(ExportSink):
                         self.latest[i] = v
             elif isinstance(rec, Tokens):
                 self.tokens[rec.phase] = self.tokens.get(rec.phase, 0) + rec.count
-                if rec.phase == "decode":
-                    self.batches.append((rec.t, rec.count))
-                    while self.batches and self.batches[0][0] < rec.t - 2_000_000_000:
-                        self.batches.popleft()
             elif isinstance(rec, Event):
                 self._event(rec)
 
@@ -187,8 +187,13 @@ class PrometheusSink(ExportSink):
             self.knobs[p["name"]] = p.get("value")
 
     def decode_tps(self) -> float:
-        n = sum(c for t, c in self.batches if t >= self.t - 2_000_000_000)
-        return n / 2.0
+        """tok/s now (NaN while paused or without tokens: the panel's "—")."""
+        v = self.rolling.decode_tps()
+        return math.nan if v is None else v
+
+    def j_per_token(self) -> float:
+        v = self.rolling.j_per_token()
+        return math.nan if v is None else v
 
     def close(self) -> None:
         self.server.shutdown()
@@ -205,6 +210,7 @@ class _Collector(Collector):
             chans = list(zip(s.channels, s.latest, strict=True))
             tokens = dict(s.tokens)
             tps = s.decode_tps()
+            jpt = s.j_per_token()
             prof, rate, knobs = s.profiler, s.profiler_rate, dict(s.knobs)
         fams = {k: GaugeMetricFamily(n, h, labels=LABELS) for k, (n, h) in GAUGES.items()}
         energy = CounterMetricFamily("anubis_energy_joules", "Energy counters, J", labels=LABELS)
@@ -235,6 +241,11 @@ class _Collector(Collector):
         )
         g.add_metric([s.host], tps)
         yield g
+        j = GaugeMetricFamily(
+            "anubis_joules_per_token", "System J per decode token over 10 s", labels=["host"]
+        )
+        j.add_metric([s.host], jpt)
+        yield j
         active = GaugeMetricFamily(
             "anubis_profiler_active", "1 while a profiler runs", labels=["host", "profiler"]
         )
