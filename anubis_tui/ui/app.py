@@ -372,7 +372,7 @@ class AnubisApp(App[int]):
             r = self.session
             if r is not None and not getattr(r, "connected", True):
                 why = str(getattr(r, "lost", "") or "")
-                lost = f"  ⚠ disconnected{f' ({why[:48]})' if why else ''}: r reconnects"
+                lost = f"  ⚠ disconnected: r reconnects{f' ({why[:60]})' if why else ''}"
             elif (quiet := getattr(r, "stalled_s", None)) is not None:
                 lost = f"  ⚠ stalled {quiet:.0f} s"
         self._line("#title", f" anubis {mode}  {host}  {model}  t={s.t_s:.0f}s{rec}{paused}{lost}")
