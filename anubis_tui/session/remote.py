@@ -223,13 +223,16 @@ class RemoteSession:
             proc.kill()
             proc.wait()
         errs.join(2)
-        last = self._stderr[-1] if self._stderr else ""
+        last = self._stderr[-1][:200] if self._stderr else ""
+        rc = proc.returncode
         if broken is not None:
-            self._lost(broken)
-        elif proc.returncode:
-            self._lost(last[:200] or f"ssh exited ({proc.returncode})")
+            self._lost(broken, last)
+        elif not header_seen:  # it never came up: ssh's or the shell's last word says why
+            self._lost(last or f"ssh exited ({rc})", last)
+        elif rc:  # it ran, then dropped: the last stderr line is the agent's, not the reason
+            self._lost(f"ssh exited ({rc})", last)
         else:
-            self._lost("the agent ended")
+            self._lost("the agent ended", last)
 
     def _deliver(self, rec: Record) -> None:
         if isinstance(rec, Header):
@@ -321,12 +324,12 @@ class RemoteSession:
     def _emit_local(self, kind: str, **payload: Any) -> None:
         self._to_sinks(Event(self._last_t, kind, payload))
 
-    def _lost(self, why: str) -> None:
+    def _lost(self, why: str, stderr: str = "") -> None:
         if not self.connected or self._stopping:
             return
         self.connected = False
         self.lost = why
-        self._emit_local("connection_lost", host=self.host, reason=why)
+        self._emit_local("connection_lost", host=self.host, reason=why, stderr=stderr)
         w, self._writer = self._writer, None
         if w is not None:
             w.close(Footer(self._last_t, {"clean": False, "stopped_by": f"connection lost: {why}"}))
