@@ -33,13 +33,13 @@ import hashlib
 import json
 import os
 from collections.abc import Iterable, Mapping
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from anubis_tui.recording.format import UNKNOWN, cpu_model, llama_cpp_version
 from anubis_tui.records import Event, Header, Record, Sample, Tokens
 
-UNKNOWN = "unknown"
+__all__ = ["UNKNOWN", "cpu_model", "differences", "identity", "llama_cpp_version", "unchecked"]
 GROUPS = ("hardware", "runtime", "model", "workload", "setting", "measurement")
 SETTING_KNOBS = ("threads", "gpu_layers", "n_batch", "flash_attn", "kv_type", "cpu_max_mhz")
 HASH_CACHE_MAX_BYTES = 1 << 30  # hash models up to this size at session start; larger: cached only
@@ -47,29 +47,6 @@ _SCAN_LIMIT = 200_000  # records read for start-of-run facts before giving up
 
 
 # -- facts gathered when recording ------------------------------------------------------------
-
-
-def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
-    """The first ``model name`` (x86) or ``Hardware``/``Model`` (Arm) line of /proc/cpuinfo."""
-    try:
-        text = cpuinfo.read_text(errors="replace")
-    except OSError:
-        return UNKNOWN
-    found: dict[str, str] = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        key = key.strip()
-        if sep and key in ("model name", "Hardware", "Model") and key not in found:
-            found[key] = " ".join(value.split())
-    return found.get("model name") or found.get("Model") or found.get("Hardware") or UNKNOWN
-
-
-def llama_cpp_version() -> str:
-    """llama-cpp-python's installed version, without importing it (no library load)."""
-    try:
-        return metadata.version("llama_cpp_python")
-    except metadata.PackageNotFoundError:
-        return UNKNOWN
 
 
 def prompts_sha256(prompts: list[str]) -> str:

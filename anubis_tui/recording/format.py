@@ -13,12 +13,13 @@ import platform
 import socket
 import time
 from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import msgpack
 
 from anubis_tui import __version__
-from anubis_tui.analysis.identity import cpu_model, llama_cpp_version
 from anubis_tui.records import Channel, Header, Record
 
 FORMAT_NAME = "anubis-recording"
@@ -39,6 +40,32 @@ def packer() -> msgpack.Packer:
 
 def pack(rec: Record) -> bytes:
     return bytes(packer().pack(rec.to_plain()))
+
+
+UNKNOWN = "unknown"  # a fact this machine or this recording does not give
+
+
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The first ``model name`` (x86) or ``Hardware``/``Model`` (Arm) line of /proc/cpuinfo."""
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:
+        return UNKNOWN
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        key = key.strip()
+        if sep and key in ("model name", "Hardware", "Model") and key not in found:
+            found[key] = " ".join(value.split())
+    return found.get("model name") or found.get("Model") or found.get("Hardware") or UNKNOWN
+
+
+def llama_cpp_version() -> str:
+    """llama-cpp-python's installed version, without importing it (no library load)."""
+    try:
+        return metadata.version("llama_cpp_python")
+    except metadata.PackageNotFoundError:
+        return UNKNOWN
 
 
 def host_facts() -> dict[str, Any]:
