@@ -146,6 +146,13 @@ print(read_gguf(Path('$M')).layers // 2)")
       python3 bench/attach_vs_worker.py --gpu-layers -1 --rounds 2 --seconds 30 \
         --dir "$OUT/attach" 2>&1 | tee "$OUT/attach.txt"
       ;;
+    uicost)  # issue 21: the app's CPU over headless record with every layer on the GPU, then the
+             # synthetic 1,000 and 100 tok/s streams side by side (a bare pty where tmux is missing)
+      ANUBIS_GPU_LAYERS=-1 python3 bench/ui_cost.py --seconds 20 --model --repeats 2 2>&1 \
+        | tee "$OUT/uicost_model.txt"
+      python3 bench/ui_cost.py --token-rate 1000,100 --seconds 20 --repeats 2 --goals 2>&1 \
+        | tee "$OUT/uicost_synthetic.txt"
+      ;;
     agent)  # issue 14: anubis agent driven by a consumer process on this machine
       python3 bench/gpu/agent_check.py --gpu-layers -1 2>&1 | tee "$OUT/agent_check.txt"
       ;;

@@ -8,7 +8,7 @@ from anubis_tui.session.knobs import KNOBS
 from anubis_tui.ui.widgets.panel import Panel
 
 SHORT_LABELS = {"threads": "thr", "GPU layers": "ngl", "flash attn": "FA", "KV cache": "KV",
-                "GPU power": "GPU W", "CPU max": "CPU"}  # fmt: skip
+                "GPU power": "GPU W", "CPU max": "CPU", "model": ""}  # fmt: skip
 MODEL_CHARS = 24  # a model's name is cut to this many characters (with …) in the strip
 
 
@@ -22,8 +22,9 @@ def knob_cells(s: Snapshot, form: int = 0) -> tuple[list[str], list[str]]:
     for k in KNOBS:
         why = s.knob_state.get(k.name, "")
         value = show_knob(k.name, s.knobs.get(k.name))
-        if k.name == "model" and len(value) > MODEL_CHARS:
-            value = value[: MODEL_CHARS - 1] + "…"
+        cap = MODEL_CHARS if form == 0 else MODEL_CHARS // 2
+        if k.name == "model" and len(value) > cap:
+            value = value[: cap - 1] + "…"
         if why:
             shown = f" {value}" if value != "—" and k.name != "model" else ""
             greyed.append(f"{k.keys} {k.label}{shown}: {why}")
