@@ -304,7 +304,10 @@ def export_sinks(
         name, _, options = spec.partition(":")
         cls = found.get(name)
         if cls is None:
-            known = ", ".join(sorted(found)) or "none installed (pip install anubis-prometheus)"
+            known = ", ".join(sorted(found)) or (
+                "none installed (pip install ./plugins/anubis-prometheus in anubis's source "
+                "tree, or --plugins DIR)"
+            )
             raise PluginError(f"--export {name}: no such sink plugin; sinks: {known}")
         try:
             sinks.append(QueuedExport(cls(options, header), name, on_drop or stderr_warn))

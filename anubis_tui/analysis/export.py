@@ -97,7 +97,7 @@ def _plot(rec: Recording, out: IO[bytes], fmt: str) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ExportError("--plot needs matplotlib: pip install 'anubis-tui[plot]'") from None
+        raise ExportError("--plot needs matplotlib: pip install matplotlib") from None
 
     t = rec.t / 1e9
     fig, axes = plt.subplots(4, 1, sharex=True, figsize=(11, 9))
@@ -162,7 +162,7 @@ def plot_sweep(r: dict[str, Any], out: IO[bytes], fmt: str = "png") -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ExportError("--plot needs matplotlib: pip install 'anubis-tui[plot]'") from None
+        raise ExportError("--plot needs matplotlib: pip install matplotlib") from None
     sw = r.get("sweep") or {}
     rows = [row for row in sw.get("rows", []) if row.get("rate_hz")]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(13, 5))
