@@ -153,11 +153,15 @@ print(read_gguf(Path('$M')).layers // 2)")
       python3 bench/ui_cost.py --token-rate 1000,100 --seconds 20 --repeats 2 --goals 2>&1 \
         | tee "$OUT/uicost_synthetic.txt"
       ;;
+    sensors)  # issue 18: the meter tree on a real GPU server (NVML), text and JSON
+      python3 -m anubis_tui sensors 2>&1 | grep -v -E "^    (sys|proc)\." | tee "$OUT/sensors.txt"
+      python3 -m anubis_tui sensors --json > "$OUT/sensors.json"
+      ;;
     agent)  # issue 14: anubis agent driven by a consumer process on this machine
       python3 bench/gpu/agent_check.py --gpu-layers -1 2>&1 | tee "$OUT/agent_check.txt"
       ;;
     esac
   done
   ;;
-*) echo "usage: run.sh setup|chunk N|checks [ratio probe plan knobs sweep gate sweeps2 agent attach]"; exit 2 ;;
+*) echo "usage: run.sh setup|chunk N|checks [ratio probe plan knobs sweep gate sweeps2 agent attach uicost sensors]"; exit 2 ;;
 esac
