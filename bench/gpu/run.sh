@@ -3,6 +3,7 @@
 #   bash bench/gpu/run.sh setup      # wheels, start the CUDA build in the background
 #   bash bench/gpu/run.sh chunk N    # one model chunk (.dev/gpu/model/chunk.0N) into /root/model
 #   bash bench/gpu/run.sh checks     # wait for the build, then every check; results in $OUT
+# Shorter runs for a small device budget: GATE_RUNS, GATE_S, ATTACH_ROUNDS, ATTACH_S, UI_S, UI_REPEATS.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/out}
@@ -129,7 +130,7 @@ print(read_gguf(Path('$M')).layers // 2)")
       du -sh "$OUT/gpu-sweep.profiles"
       ;;
     gate)  # issue 19: compare's false positives (A/A) and detection of a 10 % slowdown
-      python3 bench/gate_calibration.py --gpu-layers -1 --runs 6 --seconds 30 --dir /tmp/gate \
+      python3 bench/gate_calibration.py --gpu-layers -1 --runs ${GATE_RUNS:-6} --seconds ${GATE_S:-30} --dir /tmp/gate \
         --lengths 10,20,30 2>&1 | tee "$OUT/gate.txt"
       python3 bench/gate_calibration.py --reuse /tmp/gate --lengths 10,20,30 --json > "$OUT/gate.json"
       ;;
@@ -143,14 +144,14 @@ print(read_gguf(Path('$M')).layers // 2)")
       ;;
     attach)  # issue 23: the model through anubis's worker and through an attached
              # llama_cpp.server (--n_gpu_layers -1), alternated: tok/s, J/token, J/request
-      python3 bench/attach_vs_worker.py --gpu-layers -1 --rounds 2 --seconds 30 \
+      python3 bench/attach_vs_worker.py --gpu-layers -1 --rounds ${ATTACH_ROUNDS:-2} --seconds ${ATTACH_S:-30} \
         --dir "$OUT/attach" 2>&1 | tee "$OUT/attach.txt"
       ;;
     uicost)  # issue 21: the app's CPU over headless record with every layer on the GPU, then the
              # synthetic 1,000 and 100 tok/s streams side by side (a bare pty where tmux is missing)
-      ANUBIS_GPU_LAYERS=-1 python3 bench/ui_cost.py --seconds 20 --model --repeats 2 2>&1 \
+      ANUBIS_GPU_LAYERS=-1 python3 bench/ui_cost.py --seconds ${UI_S:-20} --model --repeats ${UI_REPEATS:-2} 2>&1 \
         | tee "$OUT/uicost_model.txt"
-      python3 bench/ui_cost.py --token-rate 1000,100 --seconds 20 --repeats 2 --goals 2>&1 \
+      python3 bench/ui_cost.py --token-rate 1000,100 --seconds ${UI_S:-20} --repeats ${UI_REPEATS:-2} --goals 2>&1 \
         | tee "$OUT/uicost_synthetic.txt"
       ;;
     sensors)  # issue 18: the meter tree on a real GPU server (NVML), text and JSON
