@@ -204,3 +204,29 @@ async def test_labels_keep_their_method_and_the_knobs_strip_one_line(synthetic, 
         panels = app.query_one("#panels").size.height
         assert panels >= (12 if size[1] == 24 else 30)  # the panels grow with the terminal
         await pilot.press("q")
+
+
+@pytest.mark.slow
+async def test_s_off_returns_the_worker_to_plain(tmp_path, monkeypatch):
+    """The real worker under real scalene: s on, s off, and the worker runs plain again."""
+    monkeypatch.setenv("ANUBIS_SYSFS_ROOT", str(FIXTURES / "empty_container"))
+    monkeypatch.setenv("ANUBIS_NVML_MODULE", "absent_nvml_module")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    model = default_model()
+    rec = tmp_path / "scalene.msgpack"
+    spec = Spec(model=str(model), t0_ns=0, threads=2, max_tokens=32)
+    opts = LiveOptions(
+        spec=spec, model=read_gguf(model), log_path=tmp_path / "w.log", record_path=str(rec)
+    )
+    app = make_app(Config(), live=opts)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.state.tokens > 10 and app.session is not None, 120)
+        await pilot.press("s")
+        await until(pilot, lambda: "scalene@" in shown(app, "#profiler"), 180, "scalene on")
+        await pilot.press("s")
+        await until(pilot, lambda: "scalene off, worker plain again" in notes(app), 180, "off")
+        await until(pilot, lambda: shown(app, "#profiler").startswith("baseline"), 30)
+        await pilot.press("q")
+    records, _ = read_all(rec)
+    loads = [r for r in records if isinstance(r, Event) and r.kind == "model_loaded"]
+    assert [r.payload["under_scalene"] for r in loads] == [False, True, False]
