@@ -21,6 +21,7 @@ pytestmark = pytest.mark.slow
 
 N_CTX = 512
 THREADS = os.cpu_count() or 1
+_KEEP: list[object] = []
 
 
 @pytest.fixture
@@ -42,6 +43,7 @@ def independent_ppl(model: Path, text: str, n_ctx: int) -> float:
     def quiet(level: int, text: bytes, user_data: object) -> None:
         pass
 
+    _KEEP.append(quiet)  # the callback must outlive every llama object
     ll.llama_log_set(quiet, ctypes.c_void_p(0))
     ll.llama_backend_init()
     mp = ll.llama_model_default_params()
@@ -89,7 +91,6 @@ def independent_ppl(model: Path, text: str, n_ctx: int) -> float:
     ll.llama_batch_free(batch)
     ll.llama_free(ctx)
     ll.llama_model_free(m)
-    ll.llama_log_set(None, ctypes.c_void_p(0))
     return math.exp(sum(nll) / len(nll))
 
 
