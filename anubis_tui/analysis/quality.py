@@ -196,10 +196,11 @@ def render_quality(t: dict[str, Any]) -> list[str]:
     rows = t.get("rows") or []
     if not rows:
         return []
+    w = min(70, max(34, *(len(str(r["name"])) for r in rows)))  # names must stay apart
     lines = [
         f"quality    (perplexity on the shipped text; budget +{t['max_ppl_increase_pct']:g} % "
         f"against {t['baseline']})",
-        f"  {'setting':<34} {'tok/s':>7} {'±90%':>5} {'J/tok':>8} {'±90%':>7} "
+        f"  {'setting':<{w}} {'tok/s':>7} {'±90%':>5} {'J/tok':>8} {'±90%':>7} "
         f"{'PPL':>8} {'±se':>6} {'PPL/base 95%':>17} {'saves':>6}  verdict",
     ]
     for r in rows:
@@ -207,7 +208,7 @@ def render_quality(t: dict[str, Any]) -> list[str]:
         vs_s = f"{vs[0]:.3f} {vs[1]:.3f}..{vs[2]:.3f}" if vs else "-"
         save = f"{r['saving_pct']:+.1f}%" if r.get("saving_pct") is not None else "-"
         lines.append(
-            f"  {r['name']!s:<34.34} {_f(r['decode_tps'], '.1f'):>7} {_f(r['tps_ci'], '.1f'):>5} "
+            f"  {r['name']!s:<{w}.{w}} {_f(r['decode_tps'], '.1f'):>7} {_f(r['tps_ci'], '.1f'):>5} "
             f"{_f(r['j_per_token'], '.4f'):>8} {_f(r['jpt_ci'], '.4f'):>7} "
             f"{_f(r['ppl'], '.3f'):>8} {_f(r['ppl_se'], '.3f'):>6} {vs_s:>17} {save:>6}  "
             + r["quality"]
@@ -218,6 +219,11 @@ def render_quality(t: dict[str, Any]) -> list[str]:
         "  * Pareto front of J/token against perplexity (better beyond the noise in one, "
         "no worse in the other)"
     )
+    if all(r.get("j_per_token_measured") is None for r in rows):
+        lines.append(
+            "  J/token here includes estimated parts (no measured meter covers the system "
+            "power): the pick rests on an estimate"
+        )
     if t.get("recommended"):
         tie = t.get("recommended_tied") or []
         lines.append(

@@ -100,7 +100,7 @@ def _size(n: int) -> str:
 def model_rows(dirs: list[Path]) -> list[dict[str, Any]]:
     """One row per GGUF in `dirs`: file, size, quantization, variant label, cached perplexity."""
     from anubis_tui.inference.models import ModelError, read_gguf
-    from anubis_tui.inference.quality import Setting, cached
+    from anubis_tui.inference.quality import cached_any
     from anubis_tui.inference.variants import variant_label
 
     rows: list[dict[str, Any]] = []
@@ -113,7 +113,7 @@ def model_rows(dirs: list[Path]) -> list[dict[str, Any]]:
             except ModelError as e:
                 rows.append({"path": str(f), "error": str(e)})
                 continue
-            q = cached(f, Setting())
+            q = cached_any(f)
             rows.append(
                 {
                     "path": str(f),
@@ -122,6 +122,7 @@ def model_rows(dirs: list[Path]) -> list[dict[str, Any]]:
                     "variant": variant_label(f),
                     "ppl": q.ppl if q else None,
                     "ppl_se": q.ppl_se if q else None,
+                    "ppl_setting": f"kv {q.kv_type}{' fa' if q.flash_attn else ''}" if q else None,
                 }
             )
     return rows
@@ -134,7 +135,11 @@ def cmd_list(args: argparse.Namespace, config: Config) -> int:
         if "error" in r:
             print(f"{name}\tunreadable: {r['error']}")
             continue
-        ppl = f"PPL {r['ppl']:.3f} ± {r['ppl_se']:.3f}" if r["ppl"] is not None else "PPL not yet"
+        ppl = (
+            f"PPL {r['ppl']:.3f} ± {r['ppl_se']:.3f} ({r['ppl_setting']})"
+            if r["ppl"] is not None
+            else "PPL not yet"
+        )
         tag = f"\t{r['variant']}" if r["variant"] else ""
         print(f"{name}\t{_size(r['size'])}\t{r['quantization']}\t{ppl}{tag}")
     return 0

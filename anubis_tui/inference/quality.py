@@ -197,7 +197,7 @@ def picker_note(path: Path) -> str:
     except ModelError:
         return "not a readable GGUF"
     parts = [f"{facts.file_size / 2**20:.0f} MiB", facts.quantization]
-    q = cached(path, Setting(), hash_file=False)
+    q = cached_any(path, hash_file=False)
     parts.append(f"PPL {q.ppl:.2f} ± {q.ppl_se:.2f}" if q else "PPL not yet")
     label = variant_label(path)
     return "  ".join([*parts, label] if label else parts)
@@ -256,6 +256,30 @@ def cached(model: Path, setting: Setting, *, hash_file: bool = True) -> Perplexi
         return Perplexity.from_plain(dict(d, cached=True))
     except (OSError, ValueError, TypeError, KeyError):
         return None
+
+
+def cached_any(model: Path, *, hash_file: bool = True) -> Perplexity | None:
+    """A cached figure of this file in whatever setting, the f16 KV cache first, else None.
+
+    For lists (the model picker, `models list`): one number per file; the
+    figure says which KV type and flash-attention setting it is."""
+    try:
+        sha = model_sha256(model) if hash_file else known_sha256(model)
+    except OSError:
+        return None
+    if sha is None:
+        return None
+    text_sha = sha256_text(eval_text())
+    found: list[Perplexity] = []
+    for f in sorted(cache_dir().glob(f"{sha[:16]}-*.json")):
+        try:
+            p = Perplexity.from_plain(dict(json.loads(f.read_text()), cached=True))
+        except (OSError, ValueError, TypeError, KeyError):
+            continue
+        if p.model_sha256 == sha and p.text_sha256 == text_sha:
+            found.append(p)
+    found.sort(key=lambda p: (p.kv_type != "f16", p.flash_attn, -p.tokens))
+    return found[0] if found else None
 
 
 def _summary(nll: list[float]) -> tuple[float, float, float, float, tuple[float, float]]:
