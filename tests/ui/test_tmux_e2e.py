@@ -72,7 +72,8 @@ def test_anubis_in_tmux(tmp_path: Path):
         footer = s.rstrip("\n").splitlines()[-1]
         for shown in ("q Quit", "? Help", "space Pause", "r Rec", "p py-spy", "s scalene"):
             assert shown in footer, f"{shown!r} missing from the footer at 80 columns: {footer!r}"
-        assert "knobs" in s and "threads 2" in s and "not here:" in s
+        # the knobs strip: one line, its labels shortened at 80 columns ("thr" for threads)
+        assert "knobs t/T thr 2" in s and "not here:" in s
         assert "°C    no sensor" in s  # no temperature sensor: said, not drawn as zero
         tmux("send-keys", "-t", name, "?", check=True)
         h = wait_screen(name, lambda s: "Inference" in s and "Sampling" in s, 10)
@@ -83,7 +84,7 @@ def test_anubis_in_tmux(tmp_path: Path):
         tmux("send-keys", "-t", name, "Escape", check=True)
         wait_screen(name, lambda s: "Knobs" not in s, 10)
         tmux("send-keys", "-t", name, "t", check=True)
-        wait_screen(name, lambda s: "threads 1" in s and "threads=1," in s, 20)
+        wait_screen(name, lambda s: "t/T thr 1" in s and "threads=1," in s, 20)
         tmux("send-keys", "-t", name, "m", check=True)
         tmux("send-keys", "-t", name, "space", check=True)
         wait_screen(name, lambda s: "paused" in s, 30)
