@@ -97,6 +97,20 @@ def test_run_remote_over_a_real_sshd(tmp_path: Path, sshd: Path):
         )
         tmux("send-keys", "-t", name, "p", check=True)
         wait_screen(name, lambda s: "py-spy@100," in s and "key→ack" in s, 60)
+        # the link goes silent (ssh stopped, as a frozen network would): shown within 2 s
+        ssh = [
+            p for p in psutil.process_iter(["cmdline"])
+            if (p.info["cmdline"] or [""])[0] == "ssh" and "localhost" in p.info["cmdline"]
+        ]  # fmt: skip
+        assert ssh
+        for p in ssh:
+            p.send_signal(signal.SIGSTOP)
+        try:
+            wait_screen(name, lambda s: "stalled" in s, 15)
+        finally:
+            for p in ssh:
+                p.send_signal(signal.SIGCONT)
+        wait_screen(name, lambda s: "stalled" not in s, 30)
         # the connection drops: the agent there is killed
         agents = [  # the agent itself: python -m anubis_tui agent (not a shell naming it)
             p for p in psutil.process_iter(["cmdline"])
