@@ -438,3 +438,30 @@ def test_listen_owner_finds_our_own_listening_socket():
         pid, uid = listen_owner(s.getsockname()[1])
     assert pid == os.getpid() and uid == os.getuid()
     assert listen_owner(free_port()) == (None, None)
+
+
+def test_profilers_on_a_native_server_say_why(monkeypatch):
+    """`p` on llama-server or Ollama (native programs): py-spy cannot read them, and says
+    what can; scalene is refused for any attached server (it must start its target)."""
+    from anubis_tui.config import Config
+    from anubis_tui.inference.worker import Spec
+    from anubis_tui.session import Session
+    from tests.conftest import FIXTURES
+
+    monkeypatch.setenv("ANUBIS_SYSFS_ROOT", str(FIXTURES / TREE))
+    monkeypatch.setenv("ANUBIS_NVML_MODULE", "absent_nvml_module")
+    proc = {"pid": 4242, "name": "llama-server", "cmdline": "llama-server", "uid": 0}
+    a = AttachSpec(url="http://127.0.0.1:8080", api="openai", model="m", pid=4242)
+    a.server = {"process": {**proc, "python": False}}
+    s = Session(Config(), spec=Spec(model="m", t0_ns=0), attach=a)
+    try:
+        out = s.profiler_toggle("py-spy")
+        assert not out.ok and "native program" in out.message and "perf top -p 4242" in out.message
+        assert "must start the process" in s.profiler_toggle("scalene").message
+        assert s.worker_pid() is None  # nothing for py-spy to attach to
+        a.server = {"process": {**proc, "python": True}}
+        assert s.attached_profiler_why("py-spy") is None
+        a.server = {}
+        assert "--attach-pid" in str(s.attached_profiler_why("py-spy"))
+    finally:
+        s.stop()
