@@ -465,3 +465,15 @@ def test_profilers_on_a_native_server_say_why(monkeypatch):
         assert "--attach-pid" in str(s.attached_profiler_why("py-spy"))
     finally:
         s.stop()
+
+
+def test_a_port_served_by_another_user_is_refused(monkeypatch):
+    """The socket's owner from /proc/net/tcp: we pretend to be uid 1000 against our own
+    (root's or the runner's) server, as a second user would meet it."""
+    import anubis_tui.inference.attach as attach_mod
+
+    with fake("ollama") as (url, _):
+        owner = os.getuid()
+        monkeypatch.setattr(attach_mod.os, "getuid", lambda: owner + 1000)
+        with pytest.raises(AttachError, match=f"another user's process \\(uid {owner}\\)"):
+            probe(AttachSpec(url=url), [])
