@@ -226,9 +226,9 @@ class _Collector(Collector):
             elif c.kind == "energy":
                 energy.add_metric(labels, v)
             elif c.kind == "throttle":
-                active, _ = decode_flags(c, int(v))
+                flags_on, _ = decode_flags(c, int(v))
                 for flag in dict.fromkeys(c.meta.get("flags", {}).values()):
-                    throttle.add_metric([s.host, c.id, flag], 1.0 if flag in active else 0.0)
+                    throttle.add_metric([s.host, c.id, flag], 1.0 if flag in flags_on else 0.0)
         yield from fams.values()
         yield energy
         yield throttle
