@@ -12,7 +12,8 @@ meters only: the system power's channels that are not estimated, through
 their energy counters; an estimated part, such as a CPU estimated from load,
 rises with the profiler's own CPU and is shown apart, never deciding). Over
 the repeats, each cost gets a one-sided 95 % upper and lower bound (Student
-t, scipy.stats). A rate is
+t, scipy.stats), whose spread is never taken below √2 × the baselines' own
+spread (a difference of two segments; see `bounds`). A rate is
 
 * **within budget** when both upper bounds are within the budget;
 * **over budget** when a lower bound is beyond it;
@@ -104,19 +105,40 @@ def _rate_of(name: str) -> tuple[str, float | None]:
     return prof + (" --native" if native else ""), hz
 
 
-def bounds(xs: Sequence[float]) -> tuple[float | None, float | None, float | None]:
-    """(mean, one-sided 95 % lower bound, upper bound) over repeats; bounds None below two."""
+def bounds(
+    xs: Sequence[float], floor: tuple[float, int] | None = None
+) -> tuple[float | None, float | None, float | None]:
+    """(mean, one-sided 95 % lower bound, upper bound) over repeats; bounds None below two.
+
+    `floor` is (sd, degrees of freedom) of the noise no repeat can be below: a
+    cost is a treatment segment minus the baseline beside it, so its standard
+    deviation is at least √2 × the baselines' own spread. With two repeats the
+    sample sd alone can come out near zero by chance (two identical H200 sweeps
+    once gave py-spy@1000 "+0.0 % ±0.0" in one and +2.9 % in the other, and
+    recommended different rates); the larger of the two estimates is used, with
+    the degrees of freedom of the one used.
+    """
     if not xs:
         return None, None, None
     m = statistics.fmean(xs)
     if len(xs) < 2:
         return m, None, None
-    half = float(sps.t.ppf(0.95, len(xs) - 1)) * statistics.stdev(xs) / math.sqrt(len(xs))
+    sd, df = statistics.stdev(xs), len(xs) - 1
+    if floor is not None and floor[0] > sd and floor[1] >= 1:
+        sd, df = floor
+    half = float(sps.t.ppf(0.95, df)) * sd / math.sqrt(len(xs))
     return m, m - half, m + half
 
 
-def decide(costs: dict[str, list[float]], budget_pct: float) -> dict[str, Any]:
-    """Within / over budget / inconclusive from the costs' bounds (see the module doc)."""
+def decide(
+    costs: dict[str, list[float]],
+    budget_pct: float,
+    floors: dict[str, tuple[float, int]] | None = None,
+) -> dict[str, Any]:
+    """Within / over budget / inconclusive from the costs' bounds (see the module doc).
+
+    `floors` gives, per cost, the least noise a repeat has (`bounds`), from the baselines.
+    """
     out: dict[str, Any] = {"decision": "inconclusive", "more_repeats": None, "why": ""}
     n = min((len(v) for v in costs.values()), default=0)
     if n < 2:
@@ -125,7 +147,7 @@ def decide(costs: dict[str, list[float]], budget_pct: float) -> dict[str, Any]:
         return out
     ubs, over, need = {}, [], []
     for key, xs in costs.items():
-        m, lo, hi = bounds(xs)
+        m, lo, hi = bounds(xs, (floors or {}).get(key))
         assert m is not None and lo is not None and hi is not None
         ubs[key] = hi
         if lo > budget_pct:
@@ -169,6 +191,12 @@ def sweep_report(
         [f.j_per_token_measured for f in base if f.j_per_token_measured is not None]
     )
     measured = any(f.j_per_token_measured is not None for f in steps)
+    # A cost's noise floor: a difference of two segments, each as noisy as the baselines.
+    floors = {
+        key: (math.sqrt(2) * noise, len(base) - 1)
+        for key, noise in (("tok/s", noise_tps), ("measured J/token", noise_meas))
+        if noise is not None and len(base) >= 2
+    }
     rows = []
     for name in sweep.get("treatments", []):
         segs = [
@@ -239,7 +267,7 @@ def sweep_report(
         costs = {"tok/s": [-x for x in d_tps]}
         if measured:
             costs["measured J/token"] = d_meas
-        row.update(decide(costs, budget_pct))
+        row.update(decide(costs, budget_pct, floors))
         rows.append(row)
     warm = sweep.get("warmup") or {}
     return {

@@ -126,3 +126,22 @@ def test_sweep_reports_of_the_committed_sweeps():
     assert rows["py-spy@1000n"]["decision"] == "over"
     # two repeats of a noisy GPU: nothing at 10 Hz is decided, so nothing is recommended
     assert all(v["rate_hz"] is None for v in gpu["recommended"].values())
+
+
+def test_two_identical_gpu_sweeps_decide_the_same():
+    """Two identical sweeps on one H200, back to back (`bench/gpu/run.sh checks sweeps2`): they
+    must recommend the same rates or both say inconclusive. Before the noise floor, the second's
+    py-spy@1000 had "+0.0 % ±0.0" J/token from two repeats and was recommended, the first's not."""
+    from anubis_tui.analysis.report import report
+    from anubis_tui.recording.reader import load
+
+    root = Path(__file__).resolve().parents[2]
+    a, b = (
+        report(load(root / f"recordings/h200-cuda-gemma270m-sweep-{k}.msgpack"))["sweep"]
+        for k in "ab"
+    )
+    for prof in ("py-spy", "scalene"):
+        assert a["recommended"][prof]["rate_hz"] == b["recommended"][prof]["rate_hz"]
+    rows = {r["treatment"]: r for r in b["rows"]}
+    assert rows["py-spy@1000"]["j_per_token_measured_pct_sd"] < 0.1  # the lucky pair
+    assert rows["py-spy@1000"]["decision"] == "inconclusive"
