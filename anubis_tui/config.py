@@ -141,7 +141,7 @@ def _check(cfg: Config, where: str) -> Config:
             )
             hint = "between 1 and 1000 (Hz)" if f.name == "rate_hz" else "a positive number"
         elif f.name in ("threads", "gpu_layers"):  # knobs: the knob's own check
-            from anubis_tui.session.knobs import check_knob_value
+            from anubis_tui.knobspec import check_knob_value
 
             try:
                 ok = isinstance(v, int) and check_knob_value(f.name, v) == v

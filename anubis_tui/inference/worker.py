@@ -38,6 +38,8 @@ from typing import Any
 
 import msgpack
 
+from anubis_tui.knobspec import KV_TYPES  # the one list of KV cache types
+
 PR_SET_PTRACER = 0x59616D61
 EXIT_LOAD_FAILED = 3
 
@@ -63,9 +65,6 @@ class Spec:
     n_batch: int = 512
     n_ubatch: int = 512
     kv_type: str = "f16"  # the KV cache's type, K and V: "f16" | "q8_0" | "q4_0"
-
-
-KV_TYPES = ("f16", "q8_0", "q4_0")
 
 
 def default_sampling(gpu_layers: int) -> str:
