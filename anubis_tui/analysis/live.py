@@ -40,6 +40,7 @@ NOTIFY_KINDS = {
     "sink_error": "error",
     "profiler_error": "error",
     "connection_lost": "error",
+    "implausible_reading": "warning",
 }
 
 

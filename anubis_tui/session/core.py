@@ -155,6 +155,7 @@ class Session:
             "tier": sp.tier,
             "method": sp.method,
             "reason": sp.reason,
+            "uncovered": list(sp.uncovered),
         }
 
     def _process_source(self) -> ProcessSource | None:

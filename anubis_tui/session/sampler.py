@@ -371,6 +371,7 @@ class Sampler:
                             "channel": cid,
                             "value": float(v) if math.isfinite(v) else str(v),
                             "range": [lo, hi],
+                            "reason": f"{cid} read {v:g}, outside {lo:g}..{hi:g}: no reading",
                         },
                     )
                 )

@@ -31,7 +31,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Grid
 from textual.widgets import Footer, Log, Static
 
-from anubis_tui.analysis.live import NOTIFY_KINDS, LiveState, Snapshot, recorded_rate_hz, recorded_rate_hz
+from anubis_tui.analysis.live import NOTIFY_KINDS, LiveState, Snapshot, recorded_rate_hz
 from anubis_tui.analysis.replay import Replay
 from anubis_tui.config import Config
 from anubis_tui.plugins import PluginError, QueuedExport, export_sinks
@@ -234,10 +234,6 @@ class AnubisApp(App[int]):
         else:
             hdr = self.replay.header
             self.log_line("replay: " + (hdr.created_utc if hdr else "stream"))
-            # the rate it was recorded at, not this machine's config
-            recorded = recorded_rate_hz(hdr)
-            if recorded is not None:
-                self.query_one(MonitorPanel).target_hz = recorded
             # the rate it was recorded at, not this machine's config
             recorded = recorded_rate_hz(hdr)
             if recorded is not None:

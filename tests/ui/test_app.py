@@ -272,3 +272,28 @@ async def test_help_screen_groups_every_binding_with_keys_as_typed():
         await until(pilot, lambda: type(app.screen).__name__ == "HelpScreen", 5)
         await pilot.press("escape")
         await until(pilot, lambda: type(app.screen).__name__ != "HelpScreen", 5)
+
+
+async def test_power_panel_names_what_system_power_leaves_out(monkeypatch, tmp_path):
+    """NVIDIA/nvidia-docker#40 (a GPU whose power NVML does not support) on the nct6793 server
+    of netdata#23673: the panel says the GPU is not covered, and the impossible temperature is
+    a warning once, never a reading."""
+    import shutil
+
+    root = tmp_path / "tree"
+    shutil.copytree(FIXTURES / "field" / "nct6793_bogus_temp", root, symlinks=True)
+    fakes = FIXTURES.parent / "fakes"
+    monkeypatch.setenv("ANUBIS_SYSFS_ROOT", str(root))
+    monkeypatch.setenv("ANUBIS_NVML_MODULE", str(fakes / "nvml_quadro_k2100m.py"))
+    app = make_app(Config(), live=LiveOptions())
+    async with app.run_test(size=APP_SIZE) as pilot:
+        await until(pilot, lambda: app.session is not None, what="session")
+        await until(pilot, lambda: "GPU0" in text(app, "#power"), what="GPU0 not covered")
+        assert "not covered" in text(app, "#power")
+        await until(
+            pilot,
+            lambda: any(e.kind == "implausible_reading" for e in app.state.events),
+            what="implausible_reading",
+        )
+        assert "3892313" not in text(app, "#thermal")
+        await pilot.press("q")

@@ -41,6 +41,21 @@ class PowerPanel(Panel):
             label = short_label(c, max(1, width - len(head) - 6))
             lines.append(first_fit(width, f"{head}{label} meas.", f"{head}meas."))
         lines.append(f"energy {fmt(s.energy_j, '.0f', ' J')} {how}")
+        missing = ch.meta.get("uncovered") if ch is not None else None
+        if isinstance(missing, list) and missing:
+            # What system power leaves out (sources.registry): the full list is in the log
+            # and in `anubis sensors`; here the first part, by name, then a count.
+            first = str(missing[0]).split(":")[0]
+            more = f" +{len(missing) - 1}" if len(missing) > 1 else ""
+            word = first.split(" ")[0]
+            lines.append(
+                first_fit(
+                    width,
+                    f"not covered: {first}{more}",
+                    f"not covered: {word}{more}",
+                    f"partial: {len(missing)} (l)",
+                )
+            )
         room = max(0, (self.content_region.height or 6) - len(lines))
         label_w = max(4, width - 13)
         for v in s.power[:room]:
