@@ -18,6 +18,16 @@ def _private_state_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: py
     monkeypatch.setenv("ANUBIS_STATE_DIR", str(tmp_path_factory.mktemp("state")))
 
 
+@pytest.fixture(autouse=True)
+def _attribute_descriptors():
+    """Each test starts with read_int's kept descriptors closed (a test's fake tree is gone
+    after it; a full cache would make the next test read uncached)."""
+    yield
+    from anubis_tui.sources.base import close_attrs
+
+    close_attrs()
+
+
 @pytest.fixture
 def tree(tmp_path: Path):
     """Copy a committed fake sysfs tree into tmp_path (so a test may change it) and return it."""

@@ -37,7 +37,6 @@ the kernel's ``Documentation/gpu/amdgpu/thermal.rst``, which renders the
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import re
 import struct
@@ -47,12 +46,17 @@ from typing import Any, ClassVar
 
 from anubis_tui.records import Channel, Value
 from anubis_tui.sources.base import (
+    PLACEHOLDER_MILLIDEG,
     DiscoveryContext,
     EnergyCounter,
     ReadGroup,
     Source,
+    attr_index,
+    limit_c,
     read_int,
+    read_label,
     read_text,
+    readable,
 )
 from anubis_tui.sources.drm import DrmCard, drm_cards
 
@@ -318,9 +322,6 @@ def _scaled(raw: bytes, lay: Layout, name: str, scale: float, kind: str) -> floa
     return x if _sane(kind, x) else None
 
 
-PLACEHOLDER_MILLIDEG = (-273150, 65261850)  # "no limit set" (hwmon temp*_crit_hyst on amdgpu)
-
-
 def _sane(kind: str, x: float) -> bool:
     """Whether `x` (SI units) can be a GPU reading of `kind`.
 
@@ -462,8 +463,8 @@ class AmdgpuSource(Source):
             # power2 is an APU's second PPT window (fastPPT beside slowPPT): the same package.
             for n, item in ((1, "average"), (1, "input"), (2, "average"), (2, "input")):
                 f = hw / f"power{n}_{item}"
-                if _readable(f):
-                    label = _label(hw / f"power{n}_label") or ("PPT" if n == 1 else f"power{n}")
+                if readable(f):
+                    label = read_label(hw / f"power{n}_label") or ("PPT" if n == 1 else f"power{n}")
                     avg = item == "average"
                     c = ch(f"power{'' if n == 1 else n}{'_avg' if avg else ''}",
                            f"{label} power ({'average' if avg else 'input'})", "power", "W",
@@ -548,17 +549,17 @@ class AmdgpuSource(Source):
         # Temperatures: hwmon by label, with their critical limits.
         temp_labels: set[str] = set()
         if hw is not None:
-            for f in sorted(hw.glob("temp*_input"), key=lambda p: _num(p.name)):
-                n = _num(f.name)
-                if not _readable(f):
+            for f in sorted(hw.glob("temp*_input"), key=lambda p: attr_index(p.name)):
+                n = attr_index(f.name)
+                if not readable(f):
                     continue
-                label = _label(hw / f"temp{n}_label") or f"temp{n}"
+                label = read_label(hw / f"temp{n}_label") or f"temp{n}"
                 temp_labels.add(label)
                 meta = {"file": f"hwmon temp{n}_input"}
-                crit = _limit(hw / f"temp{n}_crit")
+                crit = limit_c(hw / f"temp{n}_crit")
                 if crit is not None:
                     meta["critical_c"] = crit
-                emerg = _limit(hw / f"temp{n}_emergency")
+                emerg = limit_c(hw / f"temp{n}_emergency")
                 if emerg is not None:
                     meta["emergency_c"] = emerg
                 c = ch(
@@ -599,10 +600,10 @@ class AmdgpuSource(Source):
 
         # Voltages: in0 vddgfx, in1 vddnb (APUs), mV.
         if hw is not None:
-            for f in sorted(hw.glob("in*_input"), key=lambda p: _num(p.name)):
-                n = _num(f.name)
-                if _readable(f):
-                    label = _label(hw / f"in{n}_label") or f"in{n}"
+            for f in sorted(hw.glob("in*_input"), key=lambda p: attr_index(p.name)):
+                n = attr_index(f.name)
+                if readable(f):
+                    label = read_label(hw / f"in{n}_label") or f"in{n}"
                     c = ch(f"voltage_{_slug(label)}", f"{label} voltage", "voltage", "V",
                            "instant", STATE_PERIOD_S, file=f"hwmon in{n}_input")  # fmt: skip
                     state.append(_Reader(c, _attr(f, 1e-3, "voltage")))
@@ -618,12 +619,12 @@ class AmdgpuSource(Source):
             if hw is not None:
                 for f in sorted(hw.glob("freq*_input")):
                     # freq1 is sclk, freq2 mclk (amdgpu_pm.c hwmon DOC); the label says so too.
-                    flabel = _label(f.with_name(f.name.replace("_input", "_label")))
+                    flabel = read_label(f.with_name(f.name.replace("_input", "_label")))
                     if flabel == hw_label or (
                         flabel is None
                         and f.name == ("freq1_input" if which == "gfx" else "freq2_input")
                     ):
-                        if _readable(f):
+                        if readable(f):
                             src_reader = (_attr(f, 1.0, "frequency"), f"hwmon {f.name}")
                         break
             if src_reader is None and _dpm_current(card.device / dpm) is not None:
@@ -663,7 +664,7 @@ class AmdgpuSource(Source):
             ("mem_busy_percent", "mem_busy", "memory controller busy"),
         ):
             f = card.device / fname
-            if _readable(f):
+            if readable(f):
                 c = ch(suffix, label, "utilization", "ratio", "instant", STATE_PERIOD_S, file=fname)
                 state.append(_Reader(c, _attr(f, 0.01, "utilization")))
         if (
@@ -686,7 +687,7 @@ class AmdgpuSource(Source):
         for fname, label in (("mem_info_vram_used", "VRAM used"),
                              ("mem_info_vram_total", "VRAM total")):  # fmt: skip
             f = card.device / fname
-            if _readable(f):
+            if readable(f):
                 c = ch(fname.removeprefix("mem_info_"), label, "memory", "bytes", "instant",
                        LIMIT_PERIOD_S if fname.endswith("total") else STATE_PERIOD_S,
                        file=fname)  # fmt: skip
@@ -714,8 +715,8 @@ class AmdgpuSource(Source):
             for n, what in ((1, ""), (1, "_min"), (1, "_max"), (1, "_default"), (2, ""),
                             (2, "_min"), (2, "_max"), (2, "_default")):  # fmt: skip
                 f = hw / f"power{n}_cap{what}"
-                if _readable(f):
-                    pl = _label(hw / f"power{n}_label") if n > 1 else None
+                if readable(f):
+                    pl = read_label(hw / f"power{n}_label") if n > 1 else None
                     c = ch(f"power{'' if n == 1 else n}_cap{what}",
                            f"{pl + ' ' if pl else ''}power cap{what.replace('_', ' ')}",
                            "power", "W", "instant", LIMIT_PERIOD_S, power_scope, is_limit=True,
@@ -912,38 +913,6 @@ def _dpm_reader(path: Path) -> Any:
     return fn
 
 
-def _readable(p: Path) -> bool:
-    """The attribute exists and reads, or answers EPERM: amdgpu's answer while the GPU is
-    runtime-suspended (``amdgpu_pm_get_access_if_active``); it reads once the GPU wakes."""
-    try:
-        return read_int(p) is not None
-    except PermissionError as e:
-        return e.errno == errno.EPERM
-
-
-def _label(p: Path) -> str | None:
-    try:
-        return read_text(p)
-    except PermissionError:
-        return None
-
-
-def _limit(p: Path) -> float | None:
-    """A temperature limit in °C from a m°C attribute; None if absent or a placeholder."""
-    try:
-        v = read_int(p)
-    except PermissionError:
-        return None
-    if v is None or v in PLACEHOLDER_MILLIDEG or not 0 < v / 1000 <= 200:
-        return None
-    return v / 1000
-
-
-def _num(name: str) -> int:
-    m = re.search(r"(\d+)", name)
-    return int(m.group(1)) if m else 0
-
-
 def _slug(label: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_") or "temp"
 
@@ -965,7 +934,7 @@ def _looks_like_apu(card: DrmCard, hw: Path | None, cpu_model: str = "") -> bool
         return False
     if "/0000:00:08.1/" in os.path.realpath(card.device) + "/":
         return True
-    label = (_label(hw / "power2_label") or "") if hw is not None else ""
+    label = (read_label(hw / "power2_label") or "") if hw is not None else ""
     return "fast" in label.lower() or "radeon" in cpu_model.lower()
 
 

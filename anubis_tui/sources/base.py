@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import errno
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -138,6 +140,38 @@ def linked_view(root: Path) -> Path:
             os.symlink(target, view / rel)
         _VIEWS[key] = view
         return view
+
+
+def read_label(p: Path) -> str | None:
+    """A ``*_label`` (or other text) attribute; None if absent, empty or not readable."""
+    try:
+        return read_text(p)
+    except PermissionError:
+        return None
+
+
+def readable(p: Path) -> bool:
+    """The attribute exists and reads, or answers EPERM: amdgpu's answer while the GPU is
+    runtime-suspended (``amdgpu_pm_get_access_if_active``); it reads once the GPU wakes."""
+    try:
+        return read_int(p) is not None
+    except PermissionError as e:
+        return e.errno == errno.EPERM
+
+
+def limit_c(p: Path) -> float | None:
+    """A temperature limit in °C from a m°C attribute (``temp*_crit``, ``temp*_max``, a trip
+    point); None if absent, not readable, or a placeholder (`temperature_limit_c`)."""
+    try:
+        return temperature_limit_c(read_int(p))
+    except PermissionError:
+        return None
+
+
+def attr_index(name: str) -> int:
+    """The number in an attribute or device name (``temp3_input`` → 3, ``card1`` → 1); 0 if none."""
+    m = re.search(r"(\d+)", name)
+    return int(m.group(1)) if m else 0
 
 
 def read_int(p: Path | str) -> int | None:
@@ -384,4 +418,3 @@ class DiscoveryContext:
     root: SysfsRoot
     config: dict[str, object] = field(default_factory=dict)
     found: list[Source] = field(default_factory=list)
-

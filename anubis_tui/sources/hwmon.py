@@ -24,6 +24,7 @@ from anubis_tui.sources.base import (
     ReadGroup,
     Source,
     read_int,
+    read_label,
     read_text,
     temperature_limit_c,
     unique_dirs,
@@ -139,7 +140,7 @@ class HwmonSource(Source):
                         files[f.name] = f
             except OSError:
                 continue
-        chip_label = _label(d / "label") or _label(d / "device" / "label")
+        chip_label = (read_label(d / "label") or "") or (read_label(d / "device" / "label") or "")
         interval = read_int(d / "update_interval")
         groups: dict[float, tuple[list[Channel], list[_Attr]]] = {}
         labels: dict[str, str] = {}
@@ -148,7 +149,7 @@ class HwmonSource(Source):
             assert m is not None
             typ, num, _ = m.groups()
             labels[fname] = (
-                _label(files[fname].with_name(f"{typ}{num}_label"))
+                (read_label(files[fname].with_name(f"{typ}{num}_label") or ""))
                 or (chip_label if chip_label and typ in ("power", "energy", "in", "curr") else "")
                 or f"{typ}{num}"
             )
@@ -267,13 +268,6 @@ class HwmonSource(Source):
             return out
 
         return read
-
-
-def _label(p: Path) -> str:
-    try:
-        return read_text(p) or ""
-    except PermissionError:
-        return ""
 
 
 def _priority(fname: str, label: str, chip: str) -> tuple[int, list[object]]:

@@ -23,7 +23,6 @@ files, each 0 or 1); xe's ``xe_gt_freq.c`` (``tileT/gtG/freq0/act_freq``,
 
 from __future__ import annotations
 
-import errno
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +34,11 @@ from anubis_tui.sources.base import (
     EnergyCounter,
     ReadGroup,
     Source,
+    attr_index,
+    limit_c,
     read_int,
-    read_text,
+    read_label,
+    readable,
 )
 from anubis_tui.sources.drm import DrmCard, drm_cards
 
@@ -84,7 +86,7 @@ class _Gt:
 def _first(d: Path, names: tuple[str, ...]) -> Path | None:
     for n in names:
         p = d / n
-        if _readable(p):
+        if readable(p):
             return p
     return None
 
@@ -126,7 +128,7 @@ def find_gts(card: DrmCard) -> list[_Gt]:
                 _first(gt, ("throttle_reason_status",)),
             )
         )
-    if not out and _readable(drm / "gt_act_freq_mhz"):  # kernels before the per-GT files
+    if not out and readable(drm / "gt_act_freq_mhz"):  # kernels before the per-GT files
         out.append(_Gt("gt0", drm / "gt_act_freq_mhz", _first(drm, ("gt_cur_freq_mhz",)),
                        _first(drm, ("gt_RP0_freq_mhz",)), [], None))  # fmt: skip
     return out
@@ -179,18 +181,20 @@ class IntelGpuSource(Source):
         limits: list[tuple[Channel, Any]] = []
         notes: list[str] = []
         if hw is not None:
-            meters = sorted(hw.glob("energy*_input"), key=lambda p: _num(p.name))
+            meters = sorted(hw.glob("energy*_input"), key=lambda p: attr_index(p.name))
             card_power_id: str | None = None
             for f in meters:
-                n = _num(f.name)
-                if not _readable(f):
+                n = attr_index(f.name)
+                if not readable(f):
                     notes.append(f"{f.name} not readable")
                     self.missing.append(
                         f"{card.name} {f.name} not readable: its power is not measured "
                         f"(fix: chmod a+r {f} as root)"
                     )
                     continue
-                label = _label(hw / f"energy{n}_label") or DEFAULT_LABELS[drv].get(n, f"meter{n}")
+                label = read_label(hw / f"energy{n}_label") or DEFAULT_LABELS[drv].get(
+                    n, f"meter{n}"
+                )
                 slug = _slug(label)
                 domain = f"gpu:{card.slot}" if slug == "card" else f"gpu:{card.slot}:{slug}"
                 meta: dict[str, Any] = {"domain": domain, "file": f"hwmon energy{n}_input"}
@@ -204,21 +208,21 @@ class IntelGpuSource(Source):
                 if slug == "card":
                     card_power_id = p.id
                 energy_groups.append(_energy_group(e, p, f))
-            for f in sorted(hw.glob("power*_input"), key=lambda p: _num(p.name)):
-                n = _num(f.name)
-                if _readable(f):
-                    label = _label(hw / f"power{n}_label") or DEFAULT_LABELS[drv].get(n, "")
+            for f in sorted(hw.glob("power*_input"), key=lambda p: attr_index(p.name)):
+                n = attr_index(f.name)
+                if readable(f):
+                    label = read_label(hw / f"power{n}_label") or DEFAULT_LABELS[drv].get(n, "")
                     c = ch(f"power{n}_input", f"{label} power (input)".strip(), "power", "W",
                            "instant", ENERGY_PERIOD_S, file=f"hwmon power{n}_input",
                            domain=f"gpu:{card.slot}" if label == "card" else
                            f"gpu:{card.slot}:{_slug(label or str(n))}")  # fmt: skip
                     state.append((c, _attr(f, 1e-6, "power")))
-            for f in sorted(hw.glob("temp*_input"), key=lambda p: _num(p.name)):
-                n = _num(f.name)
-                if _readable(f):
-                    label = _label(hw / f"temp{n}_label") or f"temp{n}"
+            for f in sorted(hw.glob("temp*_input"), key=lambda p: attr_index(p.name)):
+                n = attr_index(f.name)
+                if readable(f):
+                    label = read_label(hw / f"temp{n}_label") or f"temp{n}"
                     tmeta: dict[str, Any] = {"file": f"hwmon temp{n}_input"}
-                    crit = _limit(hw / f"temp{n}_crit")
+                    crit = limit_c(hw / f"temp{n}_crit")
                     if crit is not None:
                         tmeta["critical_c"] = crit
                     c = ch(
@@ -231,10 +235,10 @@ class IntelGpuSource(Source):
                         **tmeta,
                     )
                     state.append((c, _attr(f, 1e-3, "temperature")))
-            for f in sorted(hw.glob("in*_input"), key=lambda p: _num(p.name)):
-                n = _num(f.name)
-                if _readable(f):
-                    label = _label(hw / f"in{n}_label") or f"in{n}"
+            for f in sorted(hw.glob("in*_input"), key=lambda p: attr_index(p.name)):
+                n = attr_index(f.name)
+                if readable(f):
+                    label = read_label(hw / f"in{n}_label") or f"in{n}"
                     c = ch(
                         f"voltage_{_slug(label)}",
                         f"{label} voltage",
@@ -245,17 +249,17 @@ class IntelGpuSource(Source):
                         file=f"hwmon in{n}_input",
                     )
                     state.append((c, _attr(f, 1e-3, "voltage")))
-            for f in sorted(hw.glob("power*_max"), key=lambda p: _num(p.name)):
-                n = _num(f.name)
+            for f in sorted(hw.glob("power*_max"), key=lambda p: attr_index(p.name)):
+                n = attr_index(f.name)
                 if not f.name.endswith(("_max",)) or "rated" in f.name:
                     continue
-                label = _label(hw / f"power{n}_label") or DEFAULT_LABELS[drv].get(n, f"{n}")
+                label = read_label(hw / f"power{n}_label") or DEFAULT_LABELS[drv].get(n, f"{n}")
                 for fname, suffix, what in (
                     (f"power{n}_max", f"power{n}_max", "power limit PL1 (power{n}_max)"),
                     (f"power{n}_rated_max", f"power{n}_rated_max", "rated TDP (default)"),
                 ):
                     g = hw / fname
-                    if _readable(g):
+                    if readable(g):
                         c = ch(
                             suffix,
                             f"{label} {what}",
@@ -412,34 +416,6 @@ def _read(p: Path | None) -> int | None:
         return read_int(p)
     except PermissionError:
         return None
-
-
-def _readable(p: Path) -> bool:
-    """The attribute exists and reads, or answers EPERM: amdgpu's answer while the GPU is
-    runtime-suspended (``amdgpu_pm_get_access_if_active``); it reads once the GPU wakes."""
-    try:
-        return read_int(p) is not None
-    except PermissionError as e:
-        return e.errno == errno.EPERM
-
-
-def _label(p: Path) -> str | None:
-    try:
-        return read_text(p)
-    except PermissionError:
-        return None
-
-
-def _limit(p: Path) -> float | None:
-    v = _read(p)
-    if v is None or v in (-273150, 65261850) or not 0 < v / 1000 <= 200:
-        return None
-    return v / 1000
-
-
-def _num(name: str) -> int:
-    m = re.search(r"(\d+)", name)
-    return int(m.group(1)) if m else 0
 
 
 def _slug(label: str) -> str:
