@@ -61,8 +61,13 @@ EXIT = {NO_REGRESSION: 0, REGRESSION: 1, INCONCLUSIVE: 3}
 """Exit status per outcome; 2 is a refusal (different recordings, no baseline, bad input)."""
 
 
-def baseline_chunks(records: Iterable[Record], chunk_s: float = CHUNK_S) -> list[Figures]:
-    """The recording's baseline time in chunks of `chunk_s` seconds, each with its figures."""
+def chunked_fold(records: Iterable[Record], chunk_s: float = CHUNK_S) -> SegmentFold:
+    """`records` folded with a segment boundary every `chunk_s` seconds.
+
+    A boundary is a ``sweep_step`` that repeats the current step's tags, so the
+    fold starts a new segment there and nothing else changes. `compare` gates
+    on these chunks and result rows take their intervals from them.
+    """
     fold = SegmentFold()
     step = int(chunk_s * 1e9)
     cut = step
@@ -70,12 +75,17 @@ def baseline_chunks(records: Iterable[Record], chunk_s: float = CHUNK_S) -> list
     for r in records:
         t = getattr(r, "t", None)
         while isinstance(t, int) and t >= cut:
-            # a boundary that changes nothing but the segment: the same step's tags again
             fold.consume(Event(cut, "sweep_step", {**tags, "chunk": True}))
             cut += step
         if isinstance(r, Event) and r.kind == "sweep_step":
             tags = {k: v for k, v in r.payload.items() if k in ("role", "repeat", "treatment")}
         fold.consume(r)
+    return fold
+
+
+def baseline_chunks(records: Iterable[Record], chunk_s: float = CHUNK_S) -> list[Figures]:
+    """The recording's baseline time in chunks of `chunk_s` seconds, each with its figures."""
+    fold = chunked_fold(records, chunk_s)
     figs = fold.figures()
     swept = any(f.tags.get("role") for f in figs)
     init = fold.initial_knobs or {}

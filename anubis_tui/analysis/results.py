@@ -44,12 +44,13 @@ import numpy as np
 from scipy import stats
 
 from anubis_tui import __version__
+from anubis_tui.analysis.compare import chunked_fold
 from anubis_tui.analysis.identity import UNKNOWN, identity
 from anubis_tui.analysis.report import report
 from anubis_tui.analysis.segments import Figures, SegmentFold
 from anubis_tui.analysis.sweep import sweep_of
 from anubis_tui.recording.reader import Recording
-from anubis_tui.records import Event, Record
+from anubis_tui.records import Record
 
 SCHEMA = "anubis-result/1"
 CHUNK_S = 5.0
@@ -146,18 +147,7 @@ def setting_chunks(records: Iterable[Record], chunk_s: float = CHUNK_S) -> dict[
     """Each setting's `chunk_s`-second chunks, in time order, by setting name; only chunks with
     enough data. A chunk boundary is a ``sweep_step`` that repeats the step's tags, so the fold
     starts a new segment there and nothing else changes (as `anubis compare` chunks)."""
-    fold = SegmentFold()
-    step = int(chunk_s * 1e9)
-    cut = step
-    tags: dict[str, Any] = {}
-    for r in records:
-        t = getattr(r, "t", None)
-        while isinstance(t, int) and t >= cut:
-            fold.consume(Event(cut, "sweep_step", {**tags, "chunk": True}))
-            cut += step
-        if isinstance(r, Event) and r.kind == "sweep_step":
-            tags = {k: v for k, v in r.payload.items() if k in ("role", "repeat", "treatment")}
-        fold.consume(r)
+    fold = chunked_fold(records, chunk_s)
     out: dict[str, list[Figures]] = {}
     for f in fold.figures():
         if f.enough_data:
