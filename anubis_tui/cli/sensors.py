@@ -135,9 +135,8 @@ MARKS = {
 
 
 def _print_meter(m: dict[str, Any], meters: list[dict[str, Any]], indent: str) -> None:
-    print(
-        f"{indent}{MARKS.get(m['role'], '-')} {m['channel']} [{m['scope']}, {m['method']}]: {m['why']}"
-    )
+    mark = MARKS.get(m["role"], "-")
+    print(f"{indent}{mark} {m['channel']} [{m['scope']}, {m['method']}]: {m['why']}")
     for child in meters:
         if child["parent"] == m["channel"]:
             _print_meter(child, meters, indent + "  ")

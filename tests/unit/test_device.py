@@ -137,7 +137,8 @@ def test_a_live_owner_blocks_other_changes(gpu):
     journal = Journal()
     journal.path.parent.mkdir(parents=True, exist_ok=True)
     # an anubis: its command line names anubis_tui (a plain sleeper is no owner, see test_cases_journal)
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time, anubis_tui; time.sleep(30)"])
+    code = "import time, anubis_tui; time.sleep(30)"
+    sleeper = subprocess.Popen([sys.executable, "-c", code])
     try:
         started = psutil.Process(sleeper.pid).create_time()
         journal.path.write_text(
