@@ -136,7 +136,7 @@ def test_a_live_owner_blocks_other_changes(gpu):
     """A journal owned by another live anubis is neither restored nor added to."""
     journal = Journal()
     journal.path.parent.mkdir(parents=True, exist_ok=True)
-    # an anubis: its command line names anubis_tui (a plain sleeper is no owner, see test_cases_journal)
+    # an anubis: its command line names anubis_tui (a plain sleeper is no owner)
     code = "import time, anubis_tui; time.sleep(30)"
     sleeper = subprocess.Popen([sys.executable, "-c", code])
     try:
