@@ -140,7 +140,7 @@ class HwmonSource(Source):
                         files[f.name] = f
             except OSError:
                 continue
-        chip_label = (read_label(d / "label") or "") or (read_label(d / "device" / "label") or "")
+        chip_label = read_label(d / "label") or read_label(d / "device" / "label") or ""
         interval = read_int(d / "update_interval")
         groups: dict[float, tuple[list[Channel], list[_Attr]]] = {}
         labels: dict[str, str] = {}
@@ -149,7 +149,7 @@ class HwmonSource(Source):
             assert m is not None
             typ, num, _ = m.groups()
             labels[fname] = (
-                (read_label(files[fname].with_name(f"{typ}{num}_label") or ""))
+                read_label(files[fname].with_name(f"{typ}{num}_label"))
                 or (chip_label if chip_label and typ in ("power", "energy", "in", "curr") else "")
                 or f"{typ}{num}"
             )
