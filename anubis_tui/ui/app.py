@@ -234,10 +234,21 @@ class AnubisApp(App[int]):
         else:
             hdr = self.replay.header
             self.log_line("replay: " + (hdr.created_utc if hdr else "stream"))
+            self._log_system_power(hdr)
             # the rate it was recorded at, not this machine's config
             recorded = recorded_rate_hz(hdr)
             if recorded is not None:
                 self.query_one(MonitorPanel).target_hz = recorded
+
+    def _log_system_power(self, hdr: Any) -> None:
+        """The event log (l) starts with how system power is made and what it leaves out."""
+        cfg = getattr(hdr, "config", None)
+        sp = cfg.get("system_power") if isinstance(cfg, dict) else None
+        if not isinstance(sp, dict) or not sp.get("reason"):
+            return
+        self.log_line(f"system power: {sp['reason']}"[:200])
+        for part in sp.get("uncovered") or []:
+            self.log_line(f"  not covered: {part}"[:200])
 
     def on_resize(self) -> None:
         # Charts get taller with the terminal (one line each at 80x24, 3 at 40 lines, 6 at
@@ -282,6 +293,7 @@ class AnubisApp(App[int]):
                 attach=opts.attach,
             )
             self.state.consume(session.header)
+            self.call_from_thread(self._log_system_power, session.header)
             try:
                 self._exports = export_sinks(
                     opts.exports,

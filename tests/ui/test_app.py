@@ -290,6 +290,8 @@ async def test_power_panel_names_what_system_power_leaves_out(monkeypatch, tmp_p
         await until(pilot, lambda: app.session is not None, what="session")
         await until(pilot, lambda: "GPU0" in text(app, "#power"), what="GPU0 not covered")
         assert "not covered" in text(app, "#power")
+        log = "\n".join(app.query_one("#log").lines)
+        assert "not covered: GPU0 (Quadro K2100M) power not measured: NVML Not Supported" in log
         await until(
             pilot,
             lambda: any(e.kind == "implausible_reading" for e in app.state.events),
