@@ -24,7 +24,7 @@ from anubis_tui.recording.reader import RecordStream, read_all, read_bytes
 from anubis_tui.records import Event, Footer, Header
 from tests.conftest import ANUBIS, ROOT, cli_env
 
-CASES = ROOT.parent / "shared" / "cases" / "reliability" / "agent"
+CASES = ROOT / "tests" / "fixtures" / "reliability" / "agent"  # from shared/cases
 
 
 def case(name: str) -> bytes:

@@ -20,7 +20,7 @@ from anubis_tui.recording.reader import read_all
 from anubis_tui.records import Event, Footer, Sample
 from tests.conftest import ANUBIS, ROOT, cli_env, errors
 
-CASES = ROOT.parent / "shared" / "cases" / "reliability" / "plugins"
+CASES = ROOT / "tests" / "fixtures" / "reliability" / "plugins"  # from shared/cases
 
 
 def folder(name: str) -> Path:
