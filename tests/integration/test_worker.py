@@ -171,8 +171,8 @@ def test_prompt_file_forms(tmp_path):
     ("args", "msg"),
     [
         (["--model", "/nonexistent.gguf"], "model file not found"),
-        (["--threads", "0"], "must be a positive integer"),
-        (["--threads", "-3"], "must be a positive integer"),
+        (["--threads", "0"], "--threads: threads must be a positive number up to 4096, not 0"),
+        (["--threads", "-3"], "--threads: threads must be a positive number up to 4096, not -3"),
         (["--prompt-file", "/nonexistent.txt"], "cannot read prompt file"),
         (["--model", "README.md"], "not a GGUF file"),
     ],
