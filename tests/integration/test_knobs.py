@@ -113,7 +113,8 @@ def test_threads_change_live_and_a_reload_knob_keeps_its_load_out_of_the_figures
     finally:
         s.stop()
     knobs = [e.payload for e in seen.events("knob")]
-    assert knobs[0] == {"name": "threads", "value": 1, "previous": 2}
+    # threads sets both decode and batch threads (issue 21), and the knob says so
+    assert knobs[0] == {"name": "threads", "value": 1, "previous": 2, "threads_batch": 1}
     assert knobs[1]["name"] == "n_batch" and knobs[1]["reload"] is True
     figs = SegmentFold().consume_all(seen.records).figures()
     assert [f.name for f in figs] == ["baseline", "threads=1", "threads=1 batch=128"]
