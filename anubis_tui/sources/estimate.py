@@ -79,7 +79,13 @@ class CpuEstimateSource(Source):
             and (c.scope in CPU_METERS or c.meta.get("module_rail"))
         ]
         if measured:
-            return [cls(name="estimate", reason=f"not needed: {measured[0].id} measures the CPU")]
+            first = measured[0]
+            what = (
+                "the module's rails are measured"
+                if first.meta.get("module_rail")
+                else f"{first.id} measures a meter that contains the CPU"
+            )
+            return [cls(name="estimate", reason=f"not needed: {what}")]
         cfg = ctx.config.get("cpu_tdp_w") or os.environ.get("ANUBIS_CPU_TDP_W")
         model = cpu_model(read_text(ctx.root.path("/proc/cpuinfo"))) or (
             read_text(ctx.root.path("/proc/device-tree/model")) or ""
