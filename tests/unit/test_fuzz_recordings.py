@@ -202,6 +202,7 @@ def exercise(data: bytes) -> None:
             assert v is None or math.isfinite(v)
 
 
+@pytest.mark.timeout(1200)  # about 75 s of CPU; a loaded 2-core runner gives it a quarter
 @settings(
     max_examples=EXAMPLES,
     deadline=None,
