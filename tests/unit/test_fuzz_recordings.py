@@ -14,6 +14,7 @@ import json
 import math
 
 import msgpack
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
