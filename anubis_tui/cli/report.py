@@ -6,6 +6,7 @@ import argparse
 import io
 import json
 import os
+import sys
 from typing import Any
 
 from anubis_tui.cli.common import CliError, jsonable, load_recording, positive_float
@@ -38,14 +39,19 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_report(args: argparse.Namespace, config: Config) -> int:
-    from anubis_tui.analysis.report import render, report
+    from anubis_tui.analysis.report import render, report_file
+    from anubis_tui.recording.reader import ReaderError
 
     if args.plot and os.path.splitext(args.plot)[1].lower() not in PLOT_FORMATS:
         raise CliError(f"--plot {args.plot}: the name must end in {', '.join(PLOT_FORMATS)}")
     if args.rows and args.path == "-":
         raise CliError("--rows needs a recording file (its sha256 names the rows), not -")
-    rec = load_recording(args.path)
-    r = report(rec, budget_pct=args.budget)
+    # One pass, a chunk at a time: a day-long recording reports in bounded memory (issue 20).
+    try:
+        fold = report_file(sys.stdin.buffer if args.path == "-" else args.path)
+    except ReaderError as e:
+        raise CliError(str(e)) from None
+    r = fold.result(fold.recovery, budget_pct=args.budget)
     if args.plot:
         from anubis_tui.analysis.export import ExportError, plot_sweep
         from anubis_tui.cli.export import write_new
@@ -59,10 +65,11 @@ def cmd_report(args: argparse.Namespace, config: Config) -> int:
     if args.rows:
         from anubis_tui.cli.db import write_rows
 
-        write_rows(rec, args.path, r, args.rows, args.force)
+        # result rows need every record (identity, chunks): loaded whole
+        write_rows(load_recording(args.path), args.path, r, args.rows, args.force)
         if args.rows == "-":
             return 0
-    qs = [e.payload for e in rec.events if e.kind == "quality"]  # sweep --quality (issue 26)
+    qs = [e.payload for e in fold.kept if e.kind == "quality"]  # sweep --quality (issue 26)
     if qs:
         from anubis_tui.analysis.quality import quality_table
 
