@@ -60,8 +60,20 @@ class ReportFold:
         self.run.consume(rec)
 
     def consume_all(self, records: Iterable[Record]) -> ReportFold:
-        for r in records:
-            self.consume(r)
+        it = iter(records)
+        if self.run is None:  # up to the Header
+            for r in it:
+                self.consume(r)
+                if self.run is not None:
+                    break
+        seg, run, kept = self.segments.consume, self.run, self.kept
+        if run is None:
+            return self
+        for r in it:  # the hot loop: a day at 10 Hz is millions of records
+            seg(r)
+            if type(r) is Event and r.kind in KEPT_EVENTS:
+                kept.append(r)
+            run.consume(r)
         return self
 
     def result(self, recovery: Recovery, budget_pct: float = BUDGET_PCT) -> dict[str, Any]:

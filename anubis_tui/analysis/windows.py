@@ -618,21 +618,22 @@ class RunFold:
 
     def consume(self, rec: Record) -> None:
         """Fold one record; records come in time order (`in_time_order`)."""
-        if isinstance(rec, Sample):
-            self._sample(rec)
-        elif isinstance(rec, Tokens):
-            self._tokens(rec)
-        elif isinstance(rec, Event):
-            self.requests.event(rec)
-            self.idle.event(rec)
-        elif isinstance(rec, ChannelsAdded):
-            self.add_channels(rec.channels)
+        kind = type(rec)
+        if kind is Tokens:
+            self._tokens(rec)  # type: ignore[arg-type]
+        elif kind is Sample:
+            self._sample(rec)  # type: ignore[arg-type]
+        elif kind is Event:
+            self.requests.event(rec)  # type: ignore[arg-type]
+            self.idle.event(rec)  # type: ignore[arg-type]
+        elif kind is ChannelsAdded:
+            self.add_channels(rec.channels)  # type: ignore[union-attr]
             return
-        elif not isinstance(rec, Footer):
+        elif kind is not Footer:
             return
-        if self.first is None and not isinstance(rec, Footer):
-            self.first = rec.t
-        self.last = rec.t
+        if self.first is None and kind is not Footer:
+            self.first = rec.t  # type: ignore[union-attr]
+        self.last = rec.t  # type: ignore[union-attr]
 
     def _sample(self, r: Sample) -> None:
         vals = r.values
@@ -643,13 +644,14 @@ class RunFold:
         self.columns.sample(r.t, vals)
 
     def _tokens(self, r: Tokens) -> None:
-        dec = r.phase == "decode"
-        self.decode[0 if dec else 1] += r.count
-        if dec:
-            self.requests.tokens(r)
-            if self.dec_first is None or r.t_first < self.dec_first:
-                self.dec_first = r.t_first
-            self.dec_last = r.t
+        if r.phase != "decode":
+            self.decode[1] += r.count
+            return
+        self.decode[0] += r.count
+        self.requests.tokens(r)
+        if self.dec_first is None or r.t_first < self.dec_first:
+            self.dec_first = r.t_first
+        self.dec_last = r.t
 
     def finish(self) -> None:
         self.columns.finish()

@@ -101,9 +101,10 @@ class RecordStream:
         except msgpack.BufferFull:
             self._fail("an object larger than the reader's limit")
             return out
+        unpack, tell = self.unpacker.unpack, self.unpacker.tell
         while True:
             try:
-                obj = self.unpacker.unpack()
+                obj = unpack()
             except msgpack.OutOfData:
                 break
             except (
@@ -118,14 +119,16 @@ class RecordStream:
                 break
             try:
                 rec = record_from_plain(obj)
-                self._check(rec)
+                if self.header is None or type(rec) in (Header, ChannelsAdded):
+                    self._check(rec)
             except RecordError as e:
                 self._fail(str(e))
                 break
-            self._offset = self.unpacker.tell()
-            self.recovery.records += 1
-            self.recovery.bytes_read = self._offset
+            self._offset = tell()
             out.append(rec)
+        self.recovery.records += len(out)
+        if out:
+            self.recovery.bytes_read = self._offset
         return out
 
     def _check(self, rec: Record) -> None:
@@ -240,7 +243,10 @@ def in_time_order(
     buf_r: list[Record] = []
     released = 0  # the stamp of the last record passed on
     for batch in batches:
-        ts = [getattr(r, "t", 0) for r in batch]
+        try:
+            ts = [r.t for r in batch]  # type: ignore[union-attr]
+        except AttributeError:  # the Header
+            ts = [getattr(r, "t", 0) for r in batch]
         low = min(ts)
         if low < released:
             raise OutOfOrder(
