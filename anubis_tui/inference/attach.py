@@ -466,7 +466,7 @@ def ollama_chunks(resp: http.client.HTTPResponse) -> Iterator[Chunk]:
 # -- the client --------------------------------------------------------------------------------
 
 
-class ServerLost(Exception):
+class ServerLost(AnubisError):
     """The server is gone (or fails every request): the run ends."""
 
 
