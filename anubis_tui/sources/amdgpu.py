@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from anubis_tui.errors import AnubisError
 from anubis_tui.records import Channel, Value
 from anubis_tui.sources.base import (
     PLACEHOLDER_MILLIDEG,
@@ -272,7 +273,7 @@ def throttle_meta(table: dict[int, tuple[str, str]]) -> dict[str, Any]:
 # -- gpu_metrics decoding ---------------------------------------------------------------------
 
 
-class MetricsError(Exception):
+class MetricsError(AnubisError):
     """gpu_metrics cannot be decoded; the message is one line for `anubis sensors`."""
 
 
