@@ -51,11 +51,10 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_agent(args: argparse.Namespace, config: Config) -> int:
-    from anubis_tui.plugins import PluginError
     from anubis_tui.recording.writer import PipeOut, RecordingWriter
     from anubis_tui.session.agent import AgentLoop
     from anubis_tui.session.factory import make_session
-    from anubis_tui.session.headless import Headless, HeadlessError
+    from anubis_tui.session.headless import Headless
 
     t0 = time.monotonic_ns()
     spec, facts, attach = workload_from(args, config, t0)
@@ -64,13 +63,10 @@ def cmd_agent(args: argparse.Namespace, config: Config) -> int:
     pipe = PipeOut(os.dup(1))
     os.dup2(2, 1)
     log = Path(tempfile.mkdtemp(prefix="anubis-agent-")) / "llama.log"
-    try:
-        session = make_session(
-            config, spec, model=facts, attach=attach, rate_hz=args.rate, t0_ns=t0, log_path=log,
-            exports=args.export, on_export_drop=lambda m: print(f"anubis: {m}", file=sys.stderr),
-        )  # fmt: skip
-    except PluginError as e:
-        raise CliError(str(e)) from None
+    session = make_session(
+        config, spec, model=facts, attach=attach, rate_hz=args.rate, t0_ns=t0, log_path=log,
+        exports=args.export, on_export_drop=lambda m: print(f"anubis: {m}", file=sys.stderr),
+    )  # fmt: skip
     run = Headless(session, label="agent", signal_names=True)
     # The stream is the agent's own writer, not the session's recording: `record` and
     # `record_stop` act on a file beside it and never touch it.
@@ -93,12 +89,10 @@ def cmd_agent(args: argparse.Namespace, config: Config) -> int:
         )
         session.add_sink(copy.submit)
     try:
-        with run:
+        with run:  # HeadlessError: one line, from cli.main
             loop = AgentLoop(session, stream, run.end, run.stop)
             loop.start()
             run.wait(watch_worker=False, watch_recording=False, tick=loop.beat)
-    except HeadlessError as e:
-        raise CliError(str(e)) from None
     finally:
         stream.close(run.footer, timeout=CLOSE_S)
         if copy is not None:
@@ -108,16 +102,14 @@ def cmd_agent(args: argparse.Namespace, config: Config) -> int:
 
 def _open_copy(args: argparse.Namespace) -> Any:
     """The ``--record`` copy's file (None without one); CliError (one line) if it cannot be."""
-    from anubis_tui.recording.writer import RecordingError, open_output
+    from anubis_tui.recording.writer import open_output
 
     if not args.record:
         return None
     if args.record == "-":
         raise CliError("--record -: stdout is the agent's stream; name a file")
     try:
-        return open_output(args.record, force=args.force)
-    except RecordingError as e:
-        raise CliError(str(e)) from None
+        return open_output(args.record, force=args.force)  # RecordingError: one line
     except OSError as e:
         raise CliError(f"cannot create {args.record}: {e.strerror}") from None
 

@@ -52,33 +52,27 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_record(args: argparse.Namespace, config: Config) -> int:
-    from anubis_tui.plugins import PluginError
     from anubis_tui.recording.format import default_path
     from anubis_tui.session.factory import make_session
-    from anubis_tui.session.headless import Headless, HeadlessError
+    from anubis_tui.session.headless import Headless
 
     t0 = time.monotonic_ns()
     plan = _plan(args)
     spec, facts, attach = workload_from(args, config, t0)
     path = args.output or default_path(config.record_dir)
     out, log = open_recording(path, args.force)
-    try:
-        session = make_session(
-            config, spec, model=facts, attach=attach, rate_hz=args.rate, t0_ns=t0,
-            log_path=log, log_replace=args.force, exports=args.export,
-            on_export_drop=lambda m: print(f"anubis: {m}", file=sys.stderr),
-        )  # fmt: skip
-    except PluginError as e:
-        raise CliError(str(e)) from None
+    session = make_session(
+        config, spec, model=facts, attach=attach, rate_hz=args.rate, t0_ns=t0,
+        log_path=log, log_replace=args.force, exports=args.export,
+        on_export_drop=lambda m: print(f"anubis: {m}", file=sys.stderr),
+    )  # fmt: skip
+    # (PluginError, HeadlessError: one line each, from cli.main)
     session.start_recording(path, out=out)
-    try:
-        with Headless(session) as run:
-            if plan is not None:
-                run.wait(run.plan(plan), "plan")
-            else:  # the worker's death ends a run without a plan (a plan watches it itself)
-                run.wait(duration_s=args.duration, watch_worker=spec is not None)
-    except HeadlessError as e:
-        raise CliError(str(e)) from None
+    with Headless(session) as run:
+        if plan is not None:
+            run.wait(run.plan(plan), "plan")
+        else:  # the worker's death ends a run without a plan (a plan watches it itself)
+            run.wait(duration_s=args.duration, watch_worker=spec is not None)
     return _said(session, run.footer, path)
 
 

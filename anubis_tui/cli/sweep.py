@@ -131,7 +131,7 @@ def parse_knobs(items: list[str]) -> dict[str, list[Any]]:
 def cmd_sweep(args: argparse.Namespace, config: Config) -> int:
     from anubis_tui.recording.format import default_path
     from anubis_tui.session.factory import make_session
-    from anubis_tui.session.headless import JOB_JOIN_S, Headless, HeadlessError
+    from anubis_tui.session.headless import JOB_JOIN_S, Headless
 
     t0 = time.monotonic_ns()
     knobs = parse_knobs(args.knob)
@@ -147,14 +147,11 @@ def cmd_sweep(args: argparse.Namespace, config: Config) -> int:
         log_replace=args.force,
     )  # fmt: skip
     session.start_recording(path, out=out)
-    try:
-        with Headless(session, say=_say) as run:
-            for q in qualities:
-                session.emit_event("quality", **q)
-            sweep = _make_sweep(session, args, profilers, rates, knobs)
-            ended = run.wait(sweep.run, "sweep", watch_worker=False, join_s=JOB_JOIN_S)
-    except HeadlessError as e:
-        raise CliError(str(e)) from None
+    with Headless(session, say=_say) as run:  # HeadlessError: one line, from cli.main
+        for q in qualities:
+            session.emit_event("quality", **q)
+        sweep = _make_sweep(session, args, profilers, rates, knobs)
+        ended = run.wait(sweep.run, "sweep", watch_worker=False, join_s=JOB_JOIN_S)
     return _finish(session, args, path, ended)
 
 
@@ -260,17 +257,14 @@ def _report(args: argparse.Namespace, path: str) -> None:
     """The sweep's report on stdout, and its rows in the results database (issue 24)."""
     from anubis_tui.analysis.report import render, report
     from anubis_tui.cli.db import write_rows
-    from anubis_tui.recording.reader import ReaderError, load
+    from anubis_tui.recording.reader import load
 
-    try:
-        rec = load(path)
-        summary = report(rec, budget_pct=args.budget)
-        print(render(summary))
-        if args.quality:
-            from anubis_tui.cli.models import quality_lines
+    rec = load(path)  # ReaderError: one line, from cli.main
+    summary = report(rec, budget_pct=args.budget)
+    print(render(summary))
+    if args.quality:
+        from anubis_tui.cli.models import quality_lines
 
-            print("\n".join(quality_lines(rec.events, summary, args.max_ppl_increase)))
-    except ReaderError as e:
-        raise CliError(str(e)) from None
+        print("\n".join(quality_lines(rec.events, summary, args.max_ppl_increase)))
     write_rows(rec, path, summary, str(Path(path).with_suffix(".rows.jsonl")), force=True)
     _say(f"recorded to {path}; profiles in {Path(path).with_suffix('.profiles')}")

@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
+from anubis_tui.errors import AnubisError
+
 if TYPE_CHECKING:
     from anubis_tui.records import Footer
     from anubis_tui.session.plan import PlanStep
@@ -47,7 +49,7 @@ JOB_JOIN_S = 30.0  # the longest wait for a job to see `stop` (a sweep mid-reloa
 Job = Callable[[threading.Event], "str | None"]
 
 
-class HeadlessError(Exception):
+class HeadlessError(AnubisError):
     """A headless run that could not start (a worker log that cannot be made): one line."""
 
 
