@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
+from anubis_tui.errors import AnubisError
+
 RATES_HZ = (1, 10, 50, 100, 250, 500, 1000)
 """The sampling rates (Hz) a profiler may run at: the ladder `[` and `]` step through."""
 
@@ -22,7 +24,7 @@ PROFILERS = ("py-spy", "scalene")
 NATIVE_SUFFIX = "n"  # py-spy@1000n: py-spy --native (C frames too; it stops the worker to sample)
 
 
-class ProfilerSettingError(ValueError):
+class ProfilerSettingError(AnubisError, ValueError):
     """A profiler setting string that is not one; the message is one line naming it."""
 
 

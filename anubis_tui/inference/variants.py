@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from anubis_tui.errors import AnubisError
+
 # --types names → llama.cpp's LLAMA_FTYPE_MOSTLY_* (llama.h, enum llama_ftype)
 TYPES: dict[str, str] = {
     "f16": "LLAMA_FTYPE_MOSTLY_F16",
@@ -52,7 +54,7 @@ SIDECAR = ".anubis.json"
 QUANTIZE_TIMEOUT_S = 3600.0
 
 
-class VariantError(Exception):
+class VariantError(AnubisError):
     """A variant could not be made; the message is one line for the user."""
 
 

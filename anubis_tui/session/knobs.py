@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from anubis_tui.device import ControlError, DeviceSettings
+from anubis_tui.errors import AnubisError
 from anubis_tui.inference.models import ModelError, read_gguf
 from anubis_tui.inference.worker import Spec
 from anubis_tui.knobspec import (
@@ -105,7 +106,7 @@ def model_files(dirs: list[Path]) -> list[Path]:
     return out
 
 
-class KnobRefused(Exception):
+class KnobRefused(AnubisError):
     """A checked value this knob cannot take here and now; the message is one line."""
 
 
