@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    from anubis_tui.profilerspec import ProfilerSetting
     from anubis_tui.records import Channel, Footer, Header
     from anubis_tui.session.core import Outcome
 
@@ -117,8 +118,8 @@ class ControlSurface(Commands, Protocol):
         """Every knob's value now (None where it has none here)."""
         ...
 
-    def profiler_apply(self, step: Any) -> Outcome:
-        """Put the profilers in a plan step's or a treatment's state."""
+    def profiler_apply(self, setting: ProfilerSetting) -> Outcome:
+        """Put the profilers in `setting` (a plan step's or a sweep treatment's)."""
         ...
 
     def profiler_check(self, name: str) -> str | None:
