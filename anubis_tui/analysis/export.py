@@ -155,7 +155,9 @@ def _plot(rec: Recording, out: IO[bytes], fmt: str) -> None:
 
 def plot_sweep(r: dict[str, Any], out: IO[bytes], fmt: str = "png") -> None:
     """A sweep's report as a figure: overhead against rate (log axis, one line per profiler,
-    error bars over repeats) and the settings' tok/s against J/token with the Pareto front."""
+    error bars over repeats) and the settings' tok/s against J/token with the Pareto front;
+    for a ``sweep --quality`` (``r["quality"]``, `analysis.quality.quality_table`) a third
+    panel, J/token against perplexity with its front (`analysis.quality.draw_front`)."""
     try:
         import matplotlib
 
@@ -165,9 +167,14 @@ def plot_sweep(r: dict[str, Any], out: IO[bytes], fmt: str = "png") -> None:
         raise ExportError("--plot needs matplotlib: pip install matplotlib") from None
     sw = r.get("sweep") or {}
     rows = [row for row in sw.get("rows", []) if row.get("rate_hz")]
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(13, 5))
+    quality = (r.get("quality") or {}).get("rows")
+    fig, axes = plt.subplots(1, 3 if quality else 2, figsize=(19.5 if quality else 13, 5))
     try:
-        _plot_sweep(plt, fig, a1, a2, r, sw, rows, out, fmt)
+        if quality:
+            from anubis_tui.analysis.quality import draw_front
+
+            draw_front(axes[2], r["quality"])
+        _plot_sweep(plt, fig, axes[0], axes[1], r, sw, rows, out, fmt)
     except (ValueError, OverflowError, RuntimeError) as e:
         raise ExportError(f"cannot plot this sweep: {str(e).splitlines()[0][:200]}") from None
     finally:
