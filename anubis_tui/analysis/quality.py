@@ -261,10 +261,20 @@ def _short(name: str) -> str:
     return name if len(name) <= 40 else name[:39] + "…"
 
 
-def _draw_points(ax: Any, rows: Sequence[dict[str, Any]]) -> None:
+def _ppl_bar(r: dict[str, Any], base_ppl: float | None) -> list[float]:
+    """The PPL interval drawn: the paired ratio's 95 % interval times the baseline's PPL where
+    there is one (what the verdict reads: ratio × PPL(baseline) = PPL(setting) on the same
+    tokens), else the setting's own 95 % interval."""
+    vs = r.get("ppl_vs")
+    if vs and base_ppl:
+        return [vs[1] * base_ppl, vs[2] * base_ppl]
+    return list(r.get("ppl_ci95") or [r["ppl"], r["ppl"]])
+
+
+def _draw_points(ax: Any, rows: Sequence[dict[str, Any]], base_ppl: float | None) -> None:
     """Each setting with its intervals and its label (the variant label below the name)."""
     for r in rows:
-        ci = r.get("ppl_ci95") or [r["ppl"], r["ppl"]]
+        ci = _ppl_bar(r, base_ppl)
         xerr = [[max(0.0, r["ppl"] - ci[0])], [max(0.0, ci[1] - r["ppl"])]]
         ax.errorbar(
             r["ppl"], r["j_per_token"], xerr=xerr, yerr=r.get("jpt_ci") or 0.0, fmt="o",
@@ -277,17 +287,18 @@ def _draw_points(ax: Any, rows: Sequence[dict[str, Any]]) -> None:
 
 def draw_front(ax: Any, t: dict[str, Any]) -> None:
     """The quality front on a matplotlib Axes: J/token (y, with its 90 % half-width) against
-    perplexity (x, with its 95 % interval), each setting labelled (its variant label too),
+    perplexity (x, with its paired 95 % interval against the baseline, `_ppl_bar`), each
+    setting labelled (its variant label too),
     the Pareto front in red and joined, the quality budget as a vertical line at the
     baseline's PPL × (1 + budget), and the recommended setting starred and named.
 
     `t` is `quality_table`'s result; settings without a PPL or a J/token are left out."""
     rows = [r for r in t.get("rows") or [] if r.get("ppl") is not None and r.get("j_per_token")]
-    _draw_points(ax, rows)
+    base = next((r for r in rows if r["name"] == t.get("baseline")), None)
+    _draw_points(ax, rows, base["ppl"] if base else None)
     front = sorted((r for r in rows if r.get("pareto")), key=lambda r: r["ppl"])
     if len(front) > 1:
         ax.plot([r["ppl"] for r in front], [r["j_per_token"] for r in front], "C3-", lw=1)
-    base = next((r for r in rows if r["name"] == t.get("baseline")), None)
     pct = float(t.get("max_ppl_increase_pct") or MAX_PPL_INCREASE_PCT)
     if base is not None:
         ax.axvline(base["ppl"] * (1 + pct / 100), color="0.5", ls="--", lw=0.8,
@@ -297,7 +308,7 @@ def draw_front(ax: Any, t: dict[str, Any]) -> None:
         ax.plot(pick["ppl"], pick["j_per_token"], "*", color="gold", mec="k", ms=16, zorder=5,
                 label=f"recommended: {_short(str(pick['name']))}")  # fmt: skip
     estimated = all(r.get("j_per_token_measured") is None for r in rows)
-    ax.set_xlabel("perplexity on the shipped text (95 % interval)")
+    ax.set_xlabel("perplexity on the shipped text (95 %, paired against the baseline)")
     ax.set_ylabel("J/token (90 %)" + (" — estimated, no measured meter" if estimated else ""))
     ax.set_title("energy against quality (red: Pareto front)")
     if ax.get_legend_handles_labels()[0]:
