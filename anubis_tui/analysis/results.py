@@ -495,12 +495,18 @@ QUALITY_KEYS = (
 )  # fmt: skip
 
 
-def quality_of(knobs: dict[str, Any], qualities: Sequence[Any]) -> dict[str, Any] | None:
+def quality_of(
+    knobs: dict[str, Any], qualities: Sequence[Any], model_sha256: str | None = None
+) -> dict[str, Any] | None:
     """The setting's perplexity on the shipped text, from the recording's ``quality`` Events
-    (`analysis.quality.match`: the model file and KV type of the setting): PPL (no unit),
+    (`analysis.quality.match`: the model file and KV type of the setting; where the knobs do
+    not name the model, the figure of the recording's model, `model_sha256`): PPL (no unit),
     its standard error (llama.cpp's), its 95 % interval, what it was computed on and the
     variant label ("requantized from Q4_K_M"); None when the recording has none for it."""
-    q = match(knobs, [p for p in qualities if isinstance(p, dict)])
+    qs = [p for p in qualities if isinstance(p, dict)]
+    if not knobs.get("model") and model_sha256 and model_sha256 != UNKNOWN:
+        qs = [p for p in qs if p.get("model_sha256") == model_sha256]
+    q = match(knobs, qs)
     if q is None or _finite(q.get("ppl")) is None:
         return None
     out = {k: q.get(k) for k in QUALITY_KEYS}
@@ -529,7 +535,8 @@ def _row(f: Figures, ctx: _RowContext) -> dict[str, Any]:
     steady = {**steady_verdict(ch), "warmup": ctx.warmup}
     cfields = class_of(ctx.ident, f.knobs)
     setting = _setting(f, ctx.ident.get("setting") or {})
-    quality = quality_of(f.knobs or _start_knobs(ctx.ident), ctx.qualities)
+    model_sha = (ctx.ident.get("model") or {}).get("sha256")
+    quality = quality_of(f.knobs or _start_knobs(ctx.ident), ctx.qualities, model_sha)
     figures = _figures(f, ch, request_figures(ctx.requests.get(f.name, [])), ctx.idle_w)
     figures["perplexity"] = _perplexity(quality)
     digest = ctx.provenance["recording_sha256"]
