@@ -33,6 +33,7 @@ from typing import Any
 
 from anubis_tui.analysis.identity import UNKNOWN
 from anubis_tui.analysis.results import SCHEMA, ResultError, canonical, check_row
+from anubis_tui.errors import AnubisError
 
 STORE_VERSION = 1
 BUSY_TIMEOUT_S = 5.0
@@ -78,7 +79,7 @@ CREATE INDEX IF NOT EXISTS rows_by_recording ON rows(recording_sha256);
 """
 
 
-class DbError(Exception):
+class DbError(AnubisError):
     """The database cannot be opened, read or written; one line for the user."""
 
 

@@ -10,11 +10,12 @@ import numpy as np
 
 from anubis_tui.analysis import rolling
 from anubis_tui.analysis.segments import fold
+from anubis_tui.errors import AnubisError
 from anubis_tui.recording.reader import Recording
 from anubis_tui.records import Sample, Tokens, decode_flags
 
 
-class ExportError(Exception):
+class ExportError(AnubisError):
     """One line for the user."""
 
 

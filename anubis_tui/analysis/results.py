@@ -58,6 +58,7 @@ from anubis_tui.analysis.quality import match
 from anubis_tui.analysis.report import report
 from anubis_tui.analysis.segments import Figures, SegmentFold
 from anubis_tui.analysis.sweep import sweep_of
+from anubis_tui.errors import AnubisError
 from anubis_tui.recording.reader import Recording
 from anubis_tui.records import Record
 
@@ -77,7 +78,7 @@ LLAMA_BENCH_KNOBS = {
 CLASS_KNOBS = ("power_limit_w", "nvpmodel")
 
 
-class ResultError(Exception):
+class ResultError(AnubisError):
     """A row or a file of rows that cannot be read; one line for the user."""
 
 

@@ -58,7 +58,7 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_agent(args: argparse.Namespace, config: Config) -> int:
-    from anubis_tui.recording.writer import PipeOut, RecordingError, RecordingWriter, open_output
+    from anubis_tui.recording.writer import PipeOut, RecordingWriter, open_output
     from anubis_tui.records import Event
     from anubis_tui.session import Session
     from anubis_tui.session.agent import Intake, run_command
@@ -81,8 +81,6 @@ def cmd_agent(args: argparse.Namespace, config: Config) -> int:
             raise CliError("--record -: stdout is the agent's stream; name a file")
         try:
             local = open_output(args.record, force=args.force)
-        except RecordingError as e:
-            raise CliError(str(e)) from None
         except OSError as e:
             raise CliError(f"cannot create {args.record}: {e.strerror}") from None
     # The stream owns stdout; whatever a library prints goes to stderr instead.

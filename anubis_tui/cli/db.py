@@ -17,6 +17,7 @@ from typing import Any
 
 from anubis_tui.cli.common import CliError, jsonable, load_recording
 from anubis_tui.config import Config
+from anubis_tui.errors import AnubisError
 
 ROW_SUFFIXES = (".jsonl", ".json", ".ndjson")
 
@@ -70,17 +71,14 @@ def _db_arg(p: argparse.ArgumentParser, default: Any) -> None:
 
 
 def _store(args: argparse.Namespace, create: bool) -> Any:
-    from anubis_tui.analysis.db import DbError, Store, default_path
+    from anubis_tui.analysis.db import Store, default_path
 
-    try:
-        return Store(args.db or default_path(), create=create)
-    except DbError as e:
-        raise CliError(str(e)) from None
+    return Store(args.db or default_path(), create=create)
 
 
 def rows_from(path: str) -> list[dict[str, Any]]:
     """The rows a path gives: a row file (JSON Lines, or - for stdin) or a recording."""
-    from anubis_tui.analysis.results import ResultError, read_rows, rows_of
+    from anubis_tui.analysis.results import read_rows, rows_of
 
     try:
         if path == "-":
@@ -98,22 +96,15 @@ def rows_from(path: str) -> list[dict[str, Any]]:
             return read_rows(text, path)
         try:
             rec = load_recording(path)
-        except CliError as e:  # several files at once: say which one
+        except AnubisError as e:  # several files at once: say which one
             raise CliError(f"{path}: {e}") from None
         return rows_of(rec, path)
-    except ResultError as e:
-        raise CliError(str(e)) from None
     except OSError as e:
         raise CliError(f"{path}: {e.strerror}") from None
 
 
 def cmd_db(args: argparse.Namespace, config: Config) -> int:
-    from anubis_tui.analysis.db import DbError
-
-    try:
-        return _run(args, config)
-    except DbError as e:
-        raise CliError(str(e)) from None
+    return _run(args, config)
 
 
 def _run(args: argparse.Namespace, config: Config) -> int:
@@ -301,12 +292,9 @@ def render_compare(r: dict[str, Any]) -> str:
 def write_rows(rec: Any, path: str, summary: dict[str, Any], out: str, force: bool) -> int:
     """The result rows of recording `rec` (read from `path`) to `out` (JSON Lines; ``-``:
     stdout); returns how many. `summary` is its `report`, reused."""
-    from anubis_tui.analysis.results import ResultError, dumps_rows, rows_of
+    from anubis_tui.analysis.results import dumps_rows, rows_of
 
-    try:
-        rows = rows_of(rec, path, summary=summary)
-    except ResultError as e:
-        raise CliError(str(e)) from None
+    rows = rows_of(rec, path, summary=summary)
     text = dumps_rows(rows)
     if out == "-":
         sys.stdout.write(text)

@@ -52,14 +52,11 @@ def cmd_report(args: argparse.Namespace, config: Config) -> int:
 
         r["quality"] = quality_table(r.get("settings") or [], qs, args.max_ppl_increase)
     if args.plot:
-        from anubis_tui.analysis.export import ExportError, plot_sweep
+        from anubis_tui.analysis.export import plot_sweep
         from anubis_tui.cli.export import write_new
 
         img = io.BytesIO()
-        try:
-            plot_sweep(r, img, os.path.splitext(args.plot)[1][1:].lower())
-        except ExportError as e:
-            raise CliError(str(e)) from None
+        plot_sweep(r, img, os.path.splitext(args.plot)[1][1:].lower())
         write_new(args.plot, img.getvalue(), args.force)
     if args.rows:
         from anubis_tui.cli.db import write_rows

@@ -133,7 +133,7 @@ def parse_knobs(items: list[str]) -> dict[str, list[Any]]:
 def cmd_sweep(args: argparse.Namespace, config: Config) -> int:
     from anubis_tui.analysis.report import render, report
     from anubis_tui.recording.format import default_path
-    from anubis_tui.recording.reader import ReaderError, load
+    from anubis_tui.recording.reader import load
     from anubis_tui.session import Session
     from anubis_tui.session.sampler import clamp_rate
     from anubis_tui.session.sweep import PROFILERS, Sweep, SweepOptions, treatments
@@ -258,16 +258,13 @@ def cmd_sweep(args: argparse.Namespace, config: Config) -> int:
         # What really reached the file, not what was sent; no report of a broken file.
         raise CliError(f"sweep: {w.error}; {w.samples_flushed} samples in {path}")
     if path != "-":
-        try:
-            rec = load(path)
-            summary = report(rec, budget_pct=args.budget)
-            print(render(summary))
-            if args.quality:
-                from anubis_tui.cli.models import quality_lines
+        rec = load(path)
+        summary = report(rec, budget_pct=args.budget)
+        print(render(summary))
+        if args.quality:
+            from anubis_tui.cli.models import quality_lines
 
-                print("\n".join(quality_lines(rec.events, summary, args.max_ppl_increase)))
-        except ReaderError as e:
-            raise CliError(str(e)) from None
+            print("\n".join(quality_lines(rec.events, summary, args.max_ppl_increase)))
         from anubis_tui.cli.db import write_rows  # the results database's rows (issue 24)
 
         write_rows(rec, path, summary, str(Path(path).with_suffix(".rows.jsonl")), force=True)

@@ -42,6 +42,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from anubis_tui.errors import AnubisError
+
 METHOD_VERSION = 1  # bump when the computation changes: old cache entries are then ignored
 DEFAULT_N_CTX = 512  # llama-perplexity's usual -c 512
 TEXT_NAME = "sonnets.txt"
@@ -49,7 +51,7 @@ KV_TYPES = ("f16", "q8_0", "q4_0")  # the worker's (worker.KV_TYPES), kept here 
 CHILD_TIMEOUT_S = 1800.0
 
 
-class QualityError(Exception):
+class QualityError(AnubisError):
     """Perplexity could not be computed; the message is one line for the user."""
 
 

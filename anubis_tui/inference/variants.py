@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from anubis_tui.errors import AnubisError
 from anubis_tui.inference.child import run_module
 
 # --types names → llama.cpp's LLAMA_FTYPE_MOSTLY_* (llama.h, enum llama_ftype)
@@ -53,7 +54,7 @@ SIDECAR = ".anubis.json"
 QUANTIZE_TIMEOUT_S = 3600.0
 
 
-class VariantError(Exception):
+class VariantError(AnubisError):
     """A variant could not be made; the message is one line for the user."""
 
 

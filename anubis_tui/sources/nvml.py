@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, ClassVar
 
+from anubis_tui.errors import AnubisError
 from anubis_tui.records import Channel, Value
 from anubis_tui.sources.base import (
     PLAUSIBLE,
@@ -52,7 +53,7 @@ NVML_FLAGS: dict[int, str] = {
 }
 
 
-class NvmlUnavailable(Exception):
+class NvmlUnavailable(AnubisError):
     """NVML cannot be used here; the message is the reason shown to the user."""
 
 
