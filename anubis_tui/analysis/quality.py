@@ -298,7 +298,8 @@ def draw_front(ax: Any, t: dict[str, Any]) -> None:
     _draw_points(ax, rows, base["ppl"] if base else None)
     front = sorted((r for r in rows if r.get("pareto")), key=lambda r: r["ppl"])
     if len(front) > 1:
-        ax.plot([r["ppl"] for r in front], [r["j_per_token"] for r in front], "C3-", lw=1)
+        ax.plot([r["ppl"] for r in front], [r["j_per_token"] for r in front], "C3-", lw=1,
+                label="Pareto front")  # fmt: skip
     pct = float(t.get("max_ppl_increase_pct") or MAX_PPL_INCREASE_PCT)
     if base is not None:
         ax.axvline(base["ppl"] * (1 + pct / 100), color="0.5", ls="--", lw=0.8,
@@ -311,5 +312,6 @@ def draw_front(ax: Any, t: dict[str, Any]) -> None:
     ax.set_xlabel("perplexity on the shipped text (95 %, paired against the baseline)")
     ax.set_ylabel("J/token (90 %)" + (" — estimated, no measured meter" if estimated else ""))
     ax.set_title("energy against quality (red: Pareto front)")
+    ax.margins(x=0.12, y=0.12)  # room for the labels
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7, loc="best")
