@@ -234,7 +234,9 @@ class AnubisApp(App[int]):
         yield KnobsPanel(id="knobs")
         yield Charts()
         yield Timeline()
-        yield Static("", id="warning")
+        warning = Static("", id="warning")
+        warning.display = False  # shown by the frame while a throttle warning holds
+        yield warning
         log = Log(id="log", max_lines=500)
         log.display = False
         log.can_focus = False  # arrow keys belong to the replay, not to scrolling the log
