@@ -46,6 +46,11 @@ def cmd_report(args: argparse.Namespace, config: Config) -> int:
         raise CliError("--rows needs a recording file (its sha256 names the rows), not -")
     rec = load_recording(args.path)
     r = report(rec, budget_pct=args.budget)
+    qs = [e.payload for e in rec.events if e.kind == "quality"]  # sweep --quality (issue 26)
+    if qs:  # before --plot, which draws its front
+        from anubis_tui.analysis.quality import quality_table
+
+        r["quality"] = quality_table(r.get("settings") or [], qs, args.max_ppl_increase)
     if args.plot:
         from anubis_tui.analysis.export import plot_sweep
         from anubis_tui.cli.export import write_new
@@ -59,11 +64,6 @@ def cmd_report(args: argparse.Namespace, config: Config) -> int:
         write_rows(rec, args.path, r, args.rows, args.force)
         if args.rows == "-":
             return 0
-    qs = [e.payload for e in rec.events if e.kind == "quality"]  # sweep --quality (issue 26)
-    if qs:
-        from anubis_tui.analysis.quality import quality_table
-
-        r["quality"] = quality_table(r.get("settings") or [], qs, args.max_ppl_increase)
     print(json.dumps(jsonable(r), indent=1, allow_nan=False) if args.json else render(r))
     if qs and not args.json:
         from anubis_tui.analysis.quality import render_quality

@@ -35,6 +35,7 @@ from anubis_tui.sources.base import (
     ReadGroup,
     Source,
     attr_index,
+    derived_power,
     hwmon_inputs,
     read_int,
     read_label,
@@ -94,6 +95,7 @@ def _first(d: Path, names: tuple[str, ...]) -> Path | None:
 
 def find_gts(card: DrmCard) -> list[_Gt]:
     """i915: ``cardN/gt/gt*/`` (or the legacy ``cardN/gt_*_freq_mhz``); xe: ``tile*/gt*/freq0/``."""
+
     out: list[_Gt] = []
     if card.driver == "xe":
         for gt in sorted(card.device.glob("tile*/gt*")):
@@ -257,8 +259,8 @@ class _IntelBuild:
                 meta["note"] = "the GPU package, inside the card meter: never added to it"
             e = self.ch(f"energy_{s}", f"{label} energy", "energy", "J", "counter",
                         ENERGY_PERIOD_S, **meta)  # fmt: skip
-            p = self.ch(f"power_{s}", f"{label} power", "power", "W", "derived",
-                        ENERGY_PERIOD_S, **{**meta, "energy_channel": e.id})  # fmt: skip
+            p = derived_power(e, f"{self.drv}.{self.card.name}.power_{s}",
+                              f"{self.card.name} {label} power")  # fmt: skip
             if s == "card":
                 card_power_id = p.id
             self.energy_groups.append(_energy_group(e, p, f))

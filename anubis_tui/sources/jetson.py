@@ -36,6 +36,9 @@ JETSON_GPUS = {"gv11b", "gp10b", "ga10b", "gb10b", "gpu"}
 
 
 def skip_label(label: str) -> bool:
+    """Whether an INA3221 channel label is not a rail: ``NC`` (not connected) or the
+    "sum of shunt voltages" channel.
+    """
     return label.upper() == "NC" or label.upper().startswith("NC ") or "sum of" in label.lower()
 
 
@@ -183,6 +186,7 @@ def _safe_text(p: Path) -> str | None:
 
 def _ina3221_devices(ctx: DiscoveryContext) -> list[Path]:
     """I2C devices bound to ``ina3221``/``ina3221x``, or whose ``name`` says ina3221."""
+
     devs: list[Path] = []
     for drv in ("ina3221", "ina3221x"):
         devs += ctx.root.glob(f"/sys/bus/i2c/drivers/{drv}", "*-*")
@@ -195,6 +199,7 @@ def _ina3221_devices(ctx: DiscoveryContext) -> list[Path]:
 def _hwmon_rails(dev: Path) -> list[_Rail]:
     """JetPack 5/6: ``hwmon*/in<k>_label`` with ``in<k>_input`` (mV), ``curr<k>_input`` (mA);
     a label without a current file is a shunt-voltage channel, not a rail."""
+
     out: list[_Rail] = []
     for hw in sorted(dev.glob("hwmon/hwmon*")):
         for lab in sorted(hw.glob("in*_label"), key=lambda p: p.name):
@@ -211,6 +216,7 @@ def _hwmon_rails(dev: Path) -> list[_Rail]:
 
 def _iio_rails(dev: Path) -> list[_Rail]:
     """JetPack 4: ``iio:device*/rail_name_<k>`` with ``in_{voltage,current,power}<k>_input``."""
+
     out: list[_Rail] = []
     for iio in sorted(dev.glob("iio:device*")):
         for rn in sorted(iio.glob("rail_name_*")):
