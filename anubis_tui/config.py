@@ -22,8 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from anubis_tui.errors import AnubisError
 
-class ConfigError(ValueError):
+
+class ConfigError(AnubisError, ValueError):
     """A bad config value; the message is one line for the user."""
 
 
@@ -83,7 +85,7 @@ def config_path() -> Path:
 MAX_CONFIG_BYTES = 1 << 20
 
 
-class NotRegularFile(OSError):
+class NotRegularFile(AnubisError, OSError):
     """A path that is a FIFO, a device or a directory where a file was wanted."""
 
     def __init__(self, path: str | os.PathLike[str], is_dir: bool) -> None:

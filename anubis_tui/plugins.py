@@ -24,6 +24,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
+from anubis_tui.errors import AnubisError
 from anubis_tui.records import Header, Record
 
 CLOSE_S = 5.0  # the longest wait for a sink plugin's close
@@ -34,7 +35,7 @@ SINK_LAG_S = 5.0  # seconds a queued sink may take, on one record or behind, bef
 _DIR_ENTRY_POINTS: dict[str, dict[str, tuple[Path, str]]] = {}
 
 
-class PluginError(Exception):
+class PluginError(AnubisError):
     """A plugin folder or sink cannot be used; the message is one line for the user."""
 
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
+from anubis_tui.errors import AnubisError
+
 Value = float | int | None
 """A channel reading in SI units; None means no reading in that sample."""
 
@@ -331,7 +333,7 @@ class ChannelsAdded:
 Record = Header | Sample | Tokens | Event | Footer | ChannelsAdded
 
 
-class RecordError(ValueError):
+class RecordError(AnubisError, ValueError):
     """A plain value that is not a valid record."""
 
 

@@ -260,10 +260,16 @@ class LiveState:
         return out
 
     def _throttle_warning(self, throttle: list[ChannelView], tps: float | None) -> str | None:
+        """The warning ("tok/s down N% while FLAGS active: …") when a throttle flag, idle aside, is
+        lit now and tok/s now is under 90 % of the best 1 s bin of the last 30 s (after at
+        least 10 s of history); None otherwise."""
         now_flags = sorted({a for v in throttle for a in v.active if a != "idle"})
         if not now_flags or tps is None or len(self.bins_tps) < 10:
             return None
-        recent_best = max(list(self.bins_tps)[-30:])
+        # seconds without tok/s (a load, a pause) are NaN: max() over them would depend on
+        # their place, so they are left out
+        recent = [b for b in list(self.bins_tps)[-30:] if not math.isnan(b)]
+        recent_best = max(recent, default=0.0)
         if recent_best > 0 and tps < 0.9 * recent_best:
             drop = 100 * (1 - tps / recent_best)
             return (

@@ -1,7 +1,8 @@
 """The command line: one module per command; argparse lives here and nowhere else.
 
 Bad input ends in one clear line on stderr and a non-zero exit, never a
-traceback: every command raises `CliError` for what the user can fix.
+traceback: what the user can fix raises an `AnubisError` (`CliError` for a flag
+that does not fit), and `main` alone turns it into ``anubis: <message>``, exit 2.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ from anubis_tui.cli import (
     sensors,
     sweep,
 )
-from anubis_tui.cli.common import CliError, Parser
-from anubis_tui.config import ConfigError, load_config
-from anubis_tui.plugins import PluginError, add_plugin_dirs
+from anubis_tui.cli.common import Parser
+from anubis_tui.config import load_config
+from anubis_tui.errors import AnubisError
+from anubis_tui.plugins import add_plugin_dirs
 
 COMMANDS = (
     run, replay, record, report, export, sensors, bench, restore, sweep, compare, agent, db,
@@ -116,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config()
         add_plugin_dirs(args.plugins)
         return int(args.handler(args, config))
-    except (CliError, ConfigError, PluginError) as e:
+    except AnubisError as e:  # the one place an anubis error becomes a line and a status
         print(f"anubis: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

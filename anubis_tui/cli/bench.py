@@ -23,15 +23,11 @@ def add_parser(sub: Any) -> None:
 
 def cmd_bench(args: argparse.Namespace, config: Config) -> int:
     from anubis_tui.inference.bench import run_bench
-    from anubis_tui.inference.setup import InferenceError
 
     t0 = time.monotonic_ns()
     spec, facts = spec_from(args, config, t0)
     log = Path(tempfile.mkdtemp(prefix="anubis-bench-")) / "llama.log"
-    try:
-        result = run_bench(spec, args.duration, log)
-    except InferenceError as e:
-        raise CliError(str(e)) from None
+    result = run_bench(spec, args.duration, log)
     result["model"] = facts.plain()
     if result["tokens_generated"] == 0:
         raise CliError(f"no token was generated in {args.duration:g} s (log: {log})")

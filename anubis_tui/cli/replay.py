@@ -20,7 +20,6 @@ def add_parser(sub: Any) -> None:
 
 def cmd_replay(args: argparse.Namespace, config: Config) -> int:
     from anubis_tui.analysis.replay import Replay
-    from anubis_tui.recording.reader import ReaderError
     from anubis_tui.ui.app import make_app  # textual is imported here only
 
     if why := encoding.terminal_problem():
@@ -42,8 +41,6 @@ def cmd_replay(args: argparse.Namespace, config: Config) -> int:
             os.close(tty)
         else:
             replay = Replay.from_file(args.path)
-    except ReaderError as e:
-        raise CliError(str(e)) from None
     except OSError as e:
         raise CliError(f"cannot open the terminal for replay: {e.strerror}") from None
     app = make_app(config, replay=replay)

@@ -40,27 +40,26 @@ def add_parser(sub: Any) -> None:
 
 def cmd_report(args: argparse.Namespace, config: Config) -> int:
     from anubis_tui.analysis.report import render, report_file
-    from anubis_tui.recording.reader import ReaderError
 
     if args.plot and os.path.splitext(args.plot)[1].lower() not in PLOT_FORMATS:
         raise CliError(f"--plot {args.plot}: the name must end in {', '.join(PLOT_FORMATS)}")
     if args.rows and args.path == "-":
         raise CliError("--rows needs a recording file (its sha256 names the rows), not -")
     # One pass, a chunk at a time: a day-long recording reports in bounded memory (issue 20).
-    try:
-        fold = report_file(sys.stdin.buffer if args.path == "-" else args.path)
-    except ReaderError as e:
-        raise CliError(str(e)) from None
+    # A ReaderError is an AnubisError: the CLI prints its one line.
+    fold = report_file(sys.stdin.buffer if args.path == "-" else args.path)
     r = fold.result(fold.recovery, budget_pct=args.budget)
+    qs = [e.payload for e in fold.kept if e.kind == "quality"]  # sweep --quality (issue 26)
+    if qs:  # before --plot, which draws its front
+        from anubis_tui.analysis.quality import quality_table
+
+        r["quality"] = quality_table(r.get("settings") or [], qs, args.max_ppl_increase)
     if args.plot:
-        from anubis_tui.analysis.export import ExportError, plot_sweep
+        from anubis_tui.analysis.export import plot_sweep
         from anubis_tui.cli.export import write_new
 
         img = io.BytesIO()
-        try:
-            plot_sweep(r, img, os.path.splitext(args.plot)[1][1:].lower())
-        except ExportError as e:
-            raise CliError(str(e)) from None
+        plot_sweep(r, img, os.path.splitext(args.plot)[1][1:].lower())
         write_new(args.plot, img.getvalue(), args.force)
     if args.rows:
         from anubis_tui.cli.db import write_rows
@@ -69,11 +68,6 @@ def cmd_report(args: argparse.Namespace, config: Config) -> int:
         write_rows(load_recording(args.path), args.path, r, args.rows, args.force)
         if args.rows == "-":
             return 0
-    qs = [e.payload for e in fold.kept if e.kind == "quality"]  # sweep --quality (issue 26)
-    if qs:
-        from anubis_tui.analysis.quality import quality_table
-
-        r["quality"] = quality_table(r.get("settings") or [], qs, args.max_ppl_increase)
     print(json.dumps(jsonable(r), indent=1, allow_nan=False) if args.json else render(r))
     if qs and not args.json:
         from anubis_tui.analysis.quality import render_quality

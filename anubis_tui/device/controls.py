@@ -25,11 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from anubis_tui.errors import AnubisError
 from anubis_tui.sources.base import SysfsRoot, read_int, unique_dirs
 from anubis_tui.sources.nvml import NvmlUnavailable, load_nvml_module
 
 
-class ControlError(Exception):
+class ControlError(AnubisError):
     """A device setting could not be read or written; the message is one line."""
 
 

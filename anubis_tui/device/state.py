@@ -27,6 +27,8 @@ from typing import Any
 
 import psutil
 
+from anubis_tui.errors import AnubisError
+
 VERSION = 1
 
 
@@ -42,7 +44,7 @@ def state_path() -> Path:
     return state_dir() / "device-state.json"
 
 
-class JournalError(Exception):
+class JournalError(AnubisError):
     """The journal cannot be written: no device change may be made."""
 
 

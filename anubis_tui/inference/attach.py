@@ -53,6 +53,7 @@ from urllib.parse import urlsplit
 
 import psutil
 
+from anubis_tui.errors import AnubisError
 from anubis_tui.inference.worker import BUILTIN_PROMPTS, Spec, chat
 from anubis_tui.records import Event, Record, Tokens
 
@@ -70,7 +71,7 @@ METRIC_COUNTERS = {  # generated-token counters of servers that have /metrics
 PROMPT_COUNTERS = ("llamacpp:prompt_tokens_total", "vllm:prompt_tokens_total")
 
 
-class AttachError(Exception):
+class AttachError(AnubisError):
     """The server cannot be attached to; the message is one line for the user."""
 
 
@@ -351,7 +352,7 @@ def prompt_text(a: AttachSpec, prompt: str) -> str:
 # -- streams -----------------------------------------------------------------------------------
 
 
-class StreamError(Exception):
+class StreamError(AnubisError):
     """A stream that broke: dropped, over a bound, or not the format it should be."""
 
 
@@ -465,7 +466,7 @@ def ollama_chunks(resp: http.client.HTTPResponse) -> Iterator[Chunk]:
 # -- the client --------------------------------------------------------------------------------
 
 
-class ServerLost(Exception):
+class ServerLost(AnubisError):
     """The server is gone (or fails every request): the run ends."""
 
 

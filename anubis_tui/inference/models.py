@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from anubis_tui.config import NotRegularFile, open_regular
+from anubis_tui.errors import AnubisError
 
 DEFAULT_MODEL_NAME = "gemma-3-270m-q4_k_m.gguf"
 FILE_TYPES = {
@@ -57,7 +58,7 @@ MAX_ARRAY = 1 << 24
 MAX_PARAMS = 1 << 48  # elements in all tensors: 281 T, far past any model, fits a uint64
 
 
-class ModelError(Exception):
+class ModelError(AnubisError):
     """The model cannot be used; the message is one line for the user."""
 
 

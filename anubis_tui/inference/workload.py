@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from anubis_tui.config import read_regular
+from anubis_tui.errors import AnubisError
 from anubis_tui.records import Event, Record, Tokens
 
 MAX_PROMPT_FILE = 64 << 20
 
 
-class WorkloadError(Exception):
+class WorkloadError(AnubisError):
     """A bad prompt file; the message is one line for the user."""
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import msgpack
 
 from anubis_tui import __version__
+from anubis_tui.errors import AnubisError
 from anubis_tui.records import Channel, Header, Record
 
 FORMAT_NAME = "anubis-recording"
@@ -83,7 +84,7 @@ def host_facts() -> dict[str, Any]:
     }
 
 
-class FormatError(ValueError):
+class FormatError(AnubisError, ValueError):
     """A session that would make a recording no reader takes."""
 
 

@@ -21,6 +21,7 @@ import msgpack
 import numpy as np
 
 from anubis_tui.config import NotRegularFile, open_regular
+from anubis_tui.errors import AnubisError
 from anubis_tui.recording.format import (
     FORMAT_NAME,
     MAX_ARRAY,
@@ -46,7 +47,7 @@ from anubis_tui.records import (
 CHUNK = 1 << 16
 
 
-class ReaderError(Exception):
+class ReaderError(AnubisError):
     """The file is not a readable recording; one line for the user."""
 
 

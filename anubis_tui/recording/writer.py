@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from typing import IO
 
+from anubis_tui.errors import AnubisError
 from anubis_tui.recording.format import packer
 from anubis_tui.records import Footer, Header, Record, Sample
 
@@ -35,7 +36,7 @@ PIPE_BUFFER_MAX = 1 << 20  # bytes PipeOut holds before a write waits for the re
 _FLUSH = object()  # a queue item: flush now (an acknowledgement must not wait FLUSH_S)
 
 
-class RecordingError(Exception):
+class RecordingError(AnubisError):
     """The recording cannot be opened; the message is one line for the user."""
 
 

@@ -6,7 +6,17 @@ from a file. A live session's records wait in an inbox (a deque append on
 the bus thread, nothing more) and are folded into the state once per frame,
 under one lock: the app's work per frame does not grow with the token rate.
 Request start/end Events are not written to the event log (the throughput
-panel shows them), for the same reason. Panels redraw at a steady 2 fps
+panel shows them), for the same reason.
+
+Errors: an exception that escapes a key's action (`run_action`), a frame
+(`frame`) or a thread worker (`on_worker_state_changed`; the workers say
+``exit_on_error=False``) reaches `AnubisApp.report_error`: it is shown as a
+notification and a line of the event log, and the app keeps running; the
+same message again within `ERROR_REPEAT_S` is counted, not shown again. An
+exception in a message handler is left to Textual (the app ends; `run`
+still stops the session, so device settings are put back).
+Widgets change only on the event loop: thread workers hand their results
+over with `call_from_thread`. Panels redraw at a steady 2 fps
 (text only when it changed) and once just after each key's outcome: a
 redraw re-renders every widget it touches, so the cost is per frame, and
 2 fps halves what 4 fps cost (the figures are 2 s windows anyway);
@@ -18,23 +28,28 @@ file.
 
 from __future__ import annotations
 
+import sysconfig
+import threading
 import time
+import traceback
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import textual
 from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Grid
 from textual.widgets import Footer, Log, Static
+from textual.worker import Worker, WorkerState
 
 from anubis_tui.analysis.live import NOTIFY_KINDS, LiveState, Snapshot, recorded_rate_hz
 from anubis_tui.analysis.replay import Replay
 from anubis_tui.config import Config
-from anubis_tui.plugins import PluginError, QueuedExport, export_sinks
+from anubis_tui.plugins import QueuedExport
 from anubis_tui.records import Record
 from anubis_tui.session.knobs import KNOBS
 from anubis_tui.ui.screens import HelpScreen, ModelPicker
@@ -50,6 +65,9 @@ from anubis_tui.ui.widgets.throughput import ThroughputPanel
 from anubis_tui.ui.widgets.timeline import Timeline
 
 if TYPE_CHECKING:
+    from textual.actions import ActionParseResult
+    from textual.dom import DOMNode
+
     from anubis_tui.inference.models import ModelFacts
     from anubis_tui.inference.worker import Spec
     from anubis_tui.session import Outcome, Session
@@ -59,6 +77,7 @@ UI_FPS = 2
 KEY_FRAME_S = 0.3  # a frame this long after a key's outcome (its Events through the bus)
 # Events the log leaves out: panels show them, and they come with every request (or 2 s).
 QUIET_KINDS = frozenset({"profiler_frames", "request_start", "request_end"})
+ERROR_REPEAT_S = 10.0  # the same error again within this many seconds: counted, not shown again
 
 
 @dataclass
@@ -79,6 +98,7 @@ class LiveOptions:
     remote_cmd: str = "anubis agent"
     ssh: str = "ssh"
     attach: Any = None  # an AttachSpec: drive a running server (inference/attach.py)
+    sinks: list[Callable[[Record], None]] = field(default_factory=list)  # also get every record
 
 
 def chart_rows(height: int) -> int:
@@ -195,6 +215,8 @@ class AnubisApp(App[int]):
         self._exports: list[QueuedExport] = []
         self.recorded: list[str] = []  # files this app's session recorded to (the CLI names them)
         self._inbox: deque[Record] = deque()  # records from the bus, folded once per frame
+        # error message → (monotonic s it was last shown, times it came since)
+        self._errors: dict[str, tuple[float, int]] = {}
         super().__init__()
         if config.keys:
             self.set_keymap(dict(config.keys))
@@ -213,7 +235,9 @@ class AnubisApp(App[int]):
         yield KnobsPanel(id="knobs")
         yield Charts()
         yield Timeline()
-        yield Static("", id="warning")
+        warning = Static("", id="warning")
+        warning.display = False  # shown by the frame while a throttle warning holds
+        yield warning
         log = Log(id="log", max_lines=500)
         log.display = False
         log.can_focus = False  # arrow keys belong to the replay, not to scrolling the log
@@ -256,11 +280,52 @@ class AnubisApp(App[int]):
         self.query_one(Charts).set_rows(chart_rows(self.size.height or 24))
         self.call_after_refresh(self.frame)  # text fitted to the new sizes at once
 
+    # -- errors: one place -------------------------------------------------------------
+
+    async def run_action(
+        self,
+        action: str | ActionParseResult,
+        default_namespace: DOMNode | None = None,
+        namespaces: Mapping[str, DOMNode] | None = None,
+    ) -> bool:
+        """Every key's action (the app's and its screens') runs here: an exception it
+        raises is shown (`report_error`) and the app goes on. Textual's default would end
+        the app, and an exception left to its message loop would stop that loop."""
+        try:
+            return await super().run_action(action, default_namespace, namespaces)
+        except Exception as e:
+            self.report_error(e)
+            return True
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """A thread worker that failed (its error kept, ``exit_on_error=False``) is shown."""
+        if event.state == WorkerState.ERROR and event.worker.error is not None:
+            self.report_error(event.worker.error, where=f"worker {event.worker.name}")
+
+    def report_error(self, error: BaseException, where: str = "") -> None:
+        """Show `error` (notification and event log) and keep running; the same message
+        again within `ERROR_REPEAT_S` s is only counted. Safe from any thread."""
+        if threading.get_ident() != self._thread_id:
+            self.call_from_thread(self.report_error, error, where)
+            return
+        where = _raised_in(error) or where
+        msg = f"{type(error).__name__}: {error}"[:240] + (f" (in {where})" if where else "")
+        now = time.monotonic()
+        last, count = self._errors.get(msg, (-ERROR_REPEAT_S, 0))
+        if now - last < ERROR_REPEAT_S:
+            self._errors[msg] = (last, count + 1)
+            return
+        again = f" ({count} more since)" if count else ""
+        self._errors[msg] = (now, 0)
+        self.log.error("".join(traceback.format_exception(error)))  # Textual's devtools log
+        self.log_line(f"{self.state.t / 1e9:8.1f}s error {msg}{again}")
+        self.notify(msg + again, title="error (the app goes on)", severity="error", timeout=10)
+
     # -- session (live) -------------------------------------------------------------
 
-    @work(thread=True, exclusive=True, group="session")
+    @work(thread=True, exclusive=True, group="session", exit_on_error=False)
     def start_session(self) -> None:
-        from anubis_tui.session import Session
+        from anubis_tui.session.factory import make_session
 
         opts = self.live or LiveOptions()
         if opts.remote:
@@ -270,7 +335,7 @@ class AnubisApp(App[int]):
                 opts.remote,
                 remote_cmd=opts.remote_cmd,
                 ssh=opts.ssh,
-                sinks=[self._inbox.append],
+                sinks=[self._inbox.append, *opts.sinks],
                 record_path=opts.record_path,
             )
             try:
@@ -281,30 +346,23 @@ class AnubisApp(App[int]):
             self.session = remote
             return
         try:
-            session = Session(
+            session = make_session(
                 self.config,
-                spec=opts.spec,
+                opts.spec,
+                [self._inbox.append, *opts.sinks],
                 model=opts.model,
+                attach=opts.attach,
                 log_path=opts.log_path,
-                discovery_config=opts.discovery,
+                discovery=opts.discovery,
                 pyspy_native=opts.pyspy_native,
                 models_dirs=opts.models_dirs,
-                sinks=[self._inbox.append],
-                attach=opts.attach,
+                exports=opts.exports,  # closed by session.stop
+                on_export_error=lambda m: self.call_from_thread(
+                    self.notify, m, severity="error", timeout=10
+                ),
             )
             self.state.consume(session.header)
             self.call_from_thread(self._log_system_power, session.header)
-            try:
-                self._exports = export_sinks(
-                    opts.exports,
-                    session.header,
-                    on_drop=lambda m: session.emit_event("sink_dropped", reason=m),
-                )
-            except PluginError as e:
-                self.call_from_thread(self.notify, str(e), severity="error", timeout=10)
-                self._exports = []
-            for sink in self._exports:
-                session.add_sink(sink)
             if opts.record_path:
                 out = session.start_recording(opts.record_path)
                 if not out.ok:
@@ -320,9 +378,13 @@ class AnubisApp(App[int]):
             # The bandwidth copy test runs once per machine (cached), here off the event loop.
             gpu_layers = opts.spec.gpu_layers if opts.spec is not None else 0
             static = estimate(opts.model.file_size, gpu_layers=gpu_layers, layers=opts.model.layers)
-            self.query_one(ProfilerPanel).static_line = static.short
+            self.call_from_thread(self._show_static, static.short)
         if opts.scalene_ready and opts.spec is not None:
             self.call_from_thread(self._say, session.profiler_ready())
+
+    def _show_static(self, line: Callable[[float | None], str]) -> None:
+        """The profiler panel's static-ceiling line (tok/s → text), set on the event loop."""
+        self.query_one(ProfilerPanel).static_line = line
 
     def run(self, *args: Any, **kwargs: Any) -> int | None:
         """Run the app; the session stops (device settings back, Footer written) on every
@@ -342,8 +404,12 @@ class AnubisApp(App[int]):
         self._exports = []
 
     async def action_quit(self) -> None:
-        self.stop_session()
-        self.exit(0)
+        """q: stop the session (device settings back) and leave; the app leaves even when
+        stopping fails (`run` tries to stop it once more on the way out)."""
+        try:
+            self.stop_session()
+        finally:
+            self.exit(0)
 
     # -- frames -----------------------------------------------------------------------
 
@@ -354,6 +420,15 @@ class AnubisApp(App[int]):
             self.state.consume_many([inbox.popleft() for _ in range(len(inbox))])
 
     def frame(self) -> None:
+        """One frame (a timer at `UI_FPS`, and just after a key's outcome): replay advanced,
+        inbox folded, panels redrawn, new Events logged. An error is shown, and the next
+        frame comes as usual."""
+        try:
+            self._frame()
+        except Exception as e:
+            self.report_error(e)
+
+    def _frame(self) -> None:
         now = time.monotonic()
         if self.replay is not None:
             self.replay.advance(now - self._last_frame)
@@ -438,7 +513,7 @@ class AnubisApp(App[int]):
         self.notify(out.message, severity="information" if out.ok else "warning", timeout=4)
         self.set_timer(KEY_FRAME_S, self.frame)  # what the key changed, without waiting
 
-    @work(thread=True, group="control", exclusive=False)
+    @work(thread=True, group="control", exclusive=False, exit_on_error=False)
     def control(self, call: Callable[[Any], Outcome]) -> None:
         """Run one control-surface call off the event loop and say what it did."""
         s = self.session
@@ -551,6 +626,19 @@ class LiveApp(AnubisApp):
 
 class ReplayApp(AnubisApp):
     BINDINGS: ClassVar[list[BindingType]] = AnubisApp.COMMON + AnubisApp.REPLAY_BINDINGS
+
+
+def _raised_in(error: BaseException) -> str:
+    """``marker (app.py:412)``: the innermost frame of `error`'s traceback outside Textual
+    and the standard library ("" where there is none)."""
+    skip = (str(Path(textual.__file__).parent), sysconfig.get_paths()["stdlib"])
+    frames = [
+        f for f in traceback.extract_tb(error.__traceback__) if not f.filename.startswith(skip)
+    ]
+    if not frames:
+        return ""
+    f = frames[-1]
+    return f"{f.name} ({Path(f.filename).name}:{f.lineno})"
 
 
 def make_app(
