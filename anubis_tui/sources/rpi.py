@@ -46,7 +46,6 @@ def parse_get_throttled(text: str) -> int | None:
 
 def parse_pmic(text: str) -> dict[str, float]:
     """Rail name → power in W (V × A), pairing currents and voltages by name; NaN skipped."""
-
     amps: dict[str, float] = {}
     volts: dict[str, float] = {}
     for line in text.splitlines():
