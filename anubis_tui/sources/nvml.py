@@ -16,6 +16,7 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from types import ModuleType
 from typing import Any, ClassVar, TypeVar
 
@@ -210,15 +211,14 @@ class NvmlAdapter:
             ("critical_c", "NVML_TEMPERATURE_THRESHOLD_SHUTDOWN"),
             ("trip_c", "NVML_TEMPERATURE_THRESHOLD_SLOWDOWN"),
         ):
-            c = self.query(
-                lambda const=const: float(
-                    self.m.nvmlDeviceGetTemperatureThreshold(h, getattr(self.m, const))
-                ),
-                None,
-            )
+            threshold = getattr(self.m, const)
+            c = self.query(partial(self._threshold_c, h, threshold), None)
             if c is not None and 0 < c <= PLAUSIBLE["temperature"][1]:
                 out[key] = c
         return out
+
+    def _threshold_c(self, h: Any, threshold: Any) -> float:
+        return float(self.m.nvmlDeviceGetTemperatureThreshold(h, threshold))
 
     def _clock_const(self, which: str) -> Any:
         return self.m.NVML_CLOCK_SM if which == "sm" else self.m.NVML_CLOCK_MEM
@@ -534,6 +534,10 @@ class NvmlSource(Source):
 _CORE = ("power_avg", "power_instant", "energy", "temperature", "clocks")
 
 
+def _field(a: NvmlAdapter, h: Any, fid: tuple[int, int]) -> float | None:
+    return a.fields(h, [fid])[0]
+
+
 def _probe(a: NvmlAdapter, h: Any) -> tuple[_Probe, float | None]:
     """Each reading tried once (`NvmlAdapter.attempt`): which this GPU supports, the NVML
     error text of each that failed, and the enforced power limit (W) or None."""
@@ -550,7 +554,7 @@ def _probe(a: NvmlAdapter, h: Any) -> tuple[_Probe, float | None]:
     attempt("power_avg", lambda: a.power_avg_w(h))
     for key, fid in (("power_instant", (FI_POWER_INSTANT, SCOPE_GPU)),
                      ("power_memory", (FI_POWER_AVERAGE, SCOPE_MEMORY))):  # fmt: skip
-        if attempt(key, lambda fid=fid: a.fields(h, [fid])[0]) is None:
+        if attempt(key, partial(_field, a, h, fid)) is None:
             setattr(probe, key, False)  # NVML answered, but not for this field
     attempt("energy", lambda: a.energy_j(h))
     attempt("temperature", lambda: a.temperature_c(h))
