@@ -427,13 +427,7 @@ class NvmlSource(Source):
             return
         self.available = True
         self.reason = f"{gpu}, driver {a.driver()}"
-        if not (probe.power_avg or probe.power_instant or probe.energy):
-            # Older boards and drivers answer NOT_SUPPORTED for power while temperature
-            # and clocks work (nvidia-smi shows "N/A"): say so, or the GPU silently
-            # drops out of system power and J/token.
-            why = probe.errors.get("power_avg") or probe.errors.get("energy") or "not supported"
-            self.reason += f"; power not measured: NVML {why} for power and energy"
-            self.missing.append(f"GPU{i} ({gpu}) power not measured: NVML {why}")
+        self._power_missing(probe, gpu)
         rows = [r for r in NVML_CHANNELS if getattr(probe, r.probe)]
         if not probe.power_limit or limit is None:
             rows = [r for r in rows if r.suffix != "power_limit"]
@@ -442,6 +436,16 @@ class NvmlSource(Source):
             group = build([r for r in rows if r.group == key], gpu)
             if group is not None:
                 self.groups.append(group)
+
+    def _power_missing(self, probe: _Probe, gpu: str) -> None:
+        """Older boards and drivers answer NOT_SUPPORTED for power while temperature and
+        clocks work (nvidia-smi shows "N/A"): say so in the reason and `missing`, or the GPU
+        silently drops out of system power and J/token."""
+        if probe.power_avg or probe.power_instant or probe.energy:
+            return
+        why = probe.errors.get("power_avg") or probe.errors.get("energy") or "not supported"
+        self.reason += f"; power not measured: NVML {why} for power and energy"
+        self.missing.append(f"GPU{self.index} ({gpu}) power not measured: NVML {why}")
 
     def _channel(self, r: _Row, gpu: str) -> Channel:
         """The channel of row `r` for this GPU (``gpu<i>.<suffix>``)."""
