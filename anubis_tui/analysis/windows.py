@@ -310,8 +310,8 @@ class RequestFold:
         self.spans: list[tuple[int, int, int, int]] = []  # (request, start, end, generated)
         self._cuts: list[int] = []  # every request edge: where a piece of the timeline starts
         self._cut_tokens: list[dict[int, int]] = []  # decode tokens per request in each piece
-        self._tt = -1  # the latest token stamp, and its tokens by request (a cut there takes them)
-        self._tok_bucket: dict[int, int] = {}
+        self._tt = -1  # the latest token stamp, and its batches (a cut there takes them)
+        self._tok_bucket: list[Tokens] = []
 
     def event(self, e: Event) -> None:
         if e.kind not in ("request_start", "request_end"):
@@ -329,13 +329,15 @@ class RequestFold:
             self.spans.append((r, self._open.pop(r), e.t, int(e.payload.get("generated") or 0)))
         self.track.edge(e.t)
         if not self._cuts or self._cuts[-1] != e.t:
-            moved = self._tok_bucket if self._tt == e.t else {}
+            moved: dict[int, int] = {}
+            for tok in self._tok_bucket if self._tt == e.t else ():
+                moved[tok.request] = moved.get(tok.request, 0) + tok.count
             if self._cut_tokens:
                 prev = self._cut_tokens[-1]
                 for r2, k in moved.items():
                     prev[r2] -= k
             self._cuts.append(e.t)
-            self._cut_tokens.append(dict(moved))
+            self._cut_tokens.append(moved)
 
     def _end(self, e: Event, r: Any) -> None:
         p = e.payload
@@ -350,9 +352,9 @@ class RequestFold:
     def tokens(self, rec: Tokens) -> None:
         """A decode batch (prompt batches are not apportioned)."""
         if rec.t != self._tt:
-            self._tt, self._tok_bucket = rec.t, {}
-        b = self._tok_bucket
-        b[rec.request] = b.get(rec.request, 0) + rec.count
+            self._tt = rec.t
+            self._tok_bucket.clear()
+        self._tok_bucket.append(rec)
         if self._cuts:
             d = self._cut_tokens[-1]
             d[rec.request] = d.get(rec.request, 0) + rec.count
