@@ -34,6 +34,7 @@ from typing import Any
 from anubis_tui.analysis.identity import UNKNOWN
 from anubis_tui.analysis.results import SCHEMA, ResultError, canonical, check_row
 from anubis_tui.errors import AnubisError
+from anubis_tui.profilerspec import segment_label
 
 STORE_VERSION = 1
 BUSY_TIMEOUT_S = 5.0
@@ -386,7 +387,7 @@ def setting_texts(rows: Sequence[dict[str, Any]]) -> dict[str, str]:
         prof = s.get("profiler")
         if prof:
             rate = s.get("profiler_rate_hz")
-            parts.append(f"{prof}@{rate:g}" if _num(rate) else str(prof))
+            parts.append(segment_label(str(prof), rate if _num(rate) else None) or str(prof))
         out[r["row_id"]] = " ".join(parts) or str(s.get("name") or "baseline")
     return out
 

@@ -48,6 +48,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from anubis_tui.profilerspec import ProfilerSetting, segment_label
 from anubis_tui.records import (
     Channel,
     ChannelsAdded,
@@ -105,9 +106,8 @@ def segment_setting(e: Event) -> tuple[str | None, float | None]:
     prof = p.get("profiler")
     if not isinstance(prof, str) or not prof:
         return None, None
-    if p.get("mode") == "native":
-        prof += " --native"
-    return prof, _num(p.get("rate_hz"))
+    native = p.get("mode") == "native"
+    return ProfilerSetting(prof, 0.0, native).segment_profiler, _num(p.get("rate_hz"))
 
 
 def _canon(v: Any) -> Any:
@@ -170,7 +170,7 @@ def setting_name(
             if knobs.get(k) != initial.get(k):
                 parts.append(f"{KNOB_SHORT.get(k, k)}={show_knob(k, knobs.get(k))}")
     if profiler is not None:
-        parts.append(f"{profiler}@{rate_hz:g}" if rate_hz else profiler)
+        parts.append(segment_label(profiler, rate_hz) or profiler)
     return " ".join(parts) or "baseline"
 
 

@@ -38,6 +38,7 @@ from scipy import stats as sps
 
 from anubis_tui.analysis.segments import Figures
 from anubis_tui.config import read_regular
+from anubis_tui.profilerspec import ProfilerSetting
 
 BUDGET_PCT = 2.0
 MAX_ARTIFACT = 256 << 20
@@ -93,16 +94,19 @@ def _spread_pct(values: Sequence[float]) -> float | None:
 
 
 def _rate_of(name: str) -> tuple[str, float | None]:
-    """``py-spy@100n`` → (``py-spy --native``, 100.0); knob settings → (name, None)."""
-    prof, at, rate = name.partition("@")
-    if not at:
+    """``py-spy@100n`` → (``py-spy --native``, 100.0); knob settings → (name, None).
+
+    The treatment's name is parsed by `ProfilerSetting.parse`, the one parser.
+    """
+    if "@" not in name:
         return name, None
-    native = rate.endswith("n")
     try:
-        hz = float(rate.rstrip("n"))
+        setting = ProfilerSetting.parse(name)
     except ValueError:
         return name, None
-    return prof + (" --native" if native else ""), hz
+    if setting.segment_profiler is None:
+        return name, None
+    return setting.segment_profiler, setting.rate_hz
 
 
 def bounds(

@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from anubis_tui.profilers.controller import Step
+from anubis_tui.profilerspec import ProfilerSetting
 from anubis_tui.records import Channel, ChannelsAdded, Record, Sample
 
 PROFILERS = ("py-spy", "py-spy-native", "scalene")
@@ -44,7 +44,7 @@ class Treatment:
     """One thing a sweep compares with the baseline: a profiler at a rate, or knob settings."""
 
     name: str
-    profiler: Step | None = None
+    profiler: ProfilerSetting | None = None
     knobs: dict[str, Any] = field(default_factory=dict)
 
 
@@ -66,8 +66,8 @@ def treatments(
             raise ValueError(f"unknown profiler {prof!r}; one of {', '.join(PROFILERS)}")
         for rate in rates:
             name, native = ("py-spy", True) if prof == "py-spy-native" else (prof, False)
-            label = f"{name}@{rate:g}" + ("n" if native else "")
-            out.append(Treatment(label, profiler=Step(name, float(rate), native, 0.0)))
+            ps = ProfilerSetting(name, float(rate), native)
+            out.append(Treatment(ps.format(), profiler=ps))
     names = list(knobs)
     for combo in itertools.product(*(knobs[n] for n in names)) if names else []:
         setting = dict(zip(names, combo, strict=True))
