@@ -51,7 +51,7 @@ from textual.worker import Worker, WorkerState
 from anubis_tui.analysis.live import NOTIFY_KINDS, LiveState, Snapshot, recorded_rate_hz
 from anubis_tui.analysis.replay import Replay
 from anubis_tui.config import Config
-from anubis_tui.plugins import PluginError, QueuedExport, export_sinks
+from anubis_tui.plugins import QueuedExport
 from anubis_tui.records import Record
 from anubis_tui.session.knobs import KNOBS
 from anubis_tui.ui.screens import HelpScreen, ModelPicker
@@ -100,6 +100,7 @@ class LiveOptions:
     remote_cmd: str = "anubis agent"
     ssh: str = "ssh"
     attach: Any = None  # an AttachSpec: drive a running server (inference/attach.py)
+    sinks: list[Callable[[Record], None]] = field(default_factory=list)  # also get every record
 
 
 def chart_rows(height: int) -> int:
@@ -327,7 +328,7 @@ class AnubisApp(App[int]):
 
     @work(thread=True, exclusive=True, group="session", exit_on_error=False)
     def start_session(self) -> None:
-        from anubis_tui.session import Session
+        from anubis_tui.session.factory import make_session
 
         opts = self.live or LiveOptions()
         if opts.remote:
@@ -337,7 +338,7 @@ class AnubisApp(App[int]):
                 opts.remote,
                 remote_cmd=opts.remote_cmd,
                 ssh=opts.ssh,
-                sinks=[self._inbox.append],
+                sinks=[self._inbox.append, *opts.sinks],
                 record_path=opts.record_path,
             )
             try:
@@ -348,30 +349,23 @@ class AnubisApp(App[int]):
             self.session = remote
             return
         try:
-            session = Session(
+            session = make_session(
                 self.config,
-                spec=opts.spec,
+                opts.spec,
+                [self._inbox.append, *opts.sinks],
                 model=opts.model,
+                attach=opts.attach,
                 log_path=opts.log_path,
-                discovery_config=opts.discovery,
+                discovery=opts.discovery,
                 pyspy_native=opts.pyspy_native,
                 models_dirs=opts.models_dirs,
-                sinks=[self._inbox.append],
-                attach=opts.attach,
+                exports=opts.exports,  # closed by session.stop
+                on_export_error=lambda m: self.call_from_thread(
+                    self.notify, m, severity="error", timeout=10
+                ),
             )
             self.state.consume(session.header)
             self.call_from_thread(self._log_system_power, session.header)
-            try:
-                self._exports = export_sinks(
-                    opts.exports,
-                    session.header,
-                    on_drop=lambda m: session.emit_event("sink_dropped", reason=m),
-                )
-            except PluginError as e:
-                self.call_from_thread(self.notify, str(e), severity="error", timeout=10)
-                self._exports = []
-            for sink in self._exports:
-                session.add_sink(sink)
             if opts.record_path:
                 out = session.start_recording(opts.record_path)
                 if not out.ok:
