@@ -28,6 +28,7 @@ file.
 
 from __future__ import annotations
 
+import contextlib
 import sysconfig
 import threading
 import time
@@ -43,6 +44,7 @@ from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Grid
+from textual.css.query import NoMatches
 from textual.widgets import Footer, Log, Static
 from textual.worker import Worker, WorkerState
 
@@ -318,7 +320,8 @@ class AnubisApp(App[int]):
         again = f" ({count} more since)" if count else ""
         self._errors[msg] = (now, 0)
         self.log.error("".join(traceback.format_exception(error)))  # Textual's devtools log
-        self.log_line(f"{self.state.t / 1e9:8.1f}s error {msg}{again}")
+        with contextlib.suppress(NoMatches):  # the app is going: its log is gone
+            self.log_line(f"{self.state.t / 1e9:8.1f}s error {msg}{again}")
         self.notify(msg + again, title="error (the app goes on)", severity="error", timeout=10)
 
     # -- session (live) -------------------------------------------------------------
@@ -423,6 +426,8 @@ class AnubisApp(App[int]):
         """One frame (a timer at `UI_FPS`, and just after a key's outcome): replay advanced,
         inbox folded, panels redrawn, new Events logged. An error is shown, and the next
         frame comes as usual."""
+        if self._exit or self._closing:
+            return  # a timer that fires while the app is going: its widgets may be gone
         try:
             self._frame()
         except Exception as e:
