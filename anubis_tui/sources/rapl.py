@@ -20,6 +20,7 @@ from anubis_tui.sources.base import (
     EnergyCounter,
     ReadGroup,
     Source,
+    derived_power,
     read_int,
     read_text,
     unique_dirs,
@@ -48,6 +49,9 @@ def rapl_domain(qualified: str) -> str:
 
 
 def zone_scope(name: str) -> str:
+    """The meter-tree scope of a RAPL zone's leaf name (``package-0`` → ``cpu-package``,
+    ``core``, ``uncore``, ``dram``, ``psys`` → ``platform``); other names as they are.
+    """
     if name.startswith("package"):
         return "cpu-package"
     return {"core": "cpu-core", "uncore": "uncore", "dram": "dram", "psys": "platform"}.get(
@@ -75,6 +79,10 @@ def vendor_range_uj(ctx: DiscoveryContext) -> int | None:
 
 @dataclass
 class Zone:
+    """One powercap RAPL zone: its directory, qualified name, provider (MMIO or MSR), the
+    wrap range of its ``energy_uj`` counter (µJ) and the EnergyCounter that unwraps it.
+    """
+
     path: Path
     name: str  # qualified: package-0, package-0/core, psys
     mmio: bool
@@ -85,6 +93,7 @@ class Zone:
 
     @property
     def range_uj(self) -> int | None:
+        """The counter's wrap range in µJ: ``max_energy_range_uj``, else the vendor's usual one."""
         return self.max_range_uj or self.assumed_range_uj
 
     def __post_init__(self) -> None:
@@ -166,32 +175,18 @@ class RaplSource(Source):
                 meta["wrap_range"] = "assumed" if z.assumed_range_uj else "unknown"
             if leaf == "psys":
                 meta["note"] = "platform power; contains the packages, never summed with them"
-            chans.append(
-                Channel(
-                    id=f"{cid}.energy",
-                    label=f"RAPL {z.name} energy",
-                    source=self.name,
-                    kind="energy",
-                    unit="J",
-                    scope=zone_scope(leaf),
-                    method="counter",
-                    update_period_s=RAPL_PERIOD_S,
-                    meta=meta,
-                )
+            energy = Channel(
+                id=f"{cid}.energy",
+                label=f"RAPL {z.name} energy",
+                source=self.name,
+                kind="energy",
+                unit="J",
+                scope=zone_scope(leaf),
+                method="counter",
+                update_period_s=RAPL_PERIOD_S,
+                meta=meta,
             )
-            chans.append(
-                Channel(
-                    id=f"{cid}.power",
-                    label=f"RAPL {z.name} power",
-                    source=self.name,
-                    kind="power",
-                    unit="W",
-                    scope=zone_scope(leaf),
-                    method="derived",
-                    update_period_s=RAPL_PERIOD_S,
-                    meta={**meta, "energy_channel": f"{cid}.energy"},
-                )
-            )
+            chans += [energy, derived_power(energy, f"{cid}.power", f"RAPL {z.name} power")]
         self.groups = [ReadGroup(chans, self._read, RAPL_PERIOD_S, cost_s=2e-5)]
 
     def _read(self, t_ns: int) -> list[Value]:

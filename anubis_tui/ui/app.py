@@ -28,6 +28,7 @@ file.
 
 from __future__ import annotations
 
+import contextlib
 import sysconfig
 import threading
 import time
@@ -43,13 +44,14 @@ from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Grid
+from textual.css.query import NoMatches
 from textual.widgets import Footer, Log, Static
 from textual.worker import Worker, WorkerState
 
 from anubis_tui.analysis.live import NOTIFY_KINDS, LiveState, Snapshot, recorded_rate_hz
 from anubis_tui.analysis.replay import Replay
 from anubis_tui.config import Config
-from anubis_tui.plugins import PluginError, QueuedExport, export_sinks
+from anubis_tui.plugins import QueuedExport
 from anubis_tui.records import Record
 from anubis_tui.session.knobs import KNOBS
 from anubis_tui.ui.screens import HelpScreen, ModelPicker
@@ -98,6 +100,7 @@ class LiveOptions:
     remote_cmd: str = "anubis agent"
     ssh: str = "ssh"
     attach: Any = None  # an AttachSpec: drive a running server (inference/attach.py)
+    sinks: list[Callable[[Record], None]] = field(default_factory=list)  # also get every record
 
 
 def chart_rows(height: int) -> int:
@@ -317,14 +320,15 @@ class AnubisApp(App[int]):
         again = f" ({count} more since)" if count else ""
         self._errors[msg] = (now, 0)
         self.log.error("".join(traceback.format_exception(error)))  # Textual's devtools log
-        self.log_line(f"{self.state.t / 1e9:8.1f}s error {msg}{again}")
+        with contextlib.suppress(NoMatches):  # the app is going: its log is gone
+            self.log_line(f"{self.state.t / 1e9:8.1f}s error {msg}{again}")
         self.notify(msg + again, title="error (the app goes on)", severity="error", timeout=10)
 
     # -- session (live) -------------------------------------------------------------
 
     @work(thread=True, exclusive=True, group="session", exit_on_error=False)
     def start_session(self) -> None:
-        from anubis_tui.session import Session
+        from anubis_tui.session.factory import make_session
 
         opts = self.live or LiveOptions()
         if opts.remote:
@@ -334,7 +338,7 @@ class AnubisApp(App[int]):
                 opts.remote,
                 remote_cmd=opts.remote_cmd,
                 ssh=opts.ssh,
-                sinks=[self._inbox.append],
+                sinks=[self._inbox.append, *opts.sinks],
                 record_path=opts.record_path,
             )
             try:
@@ -345,30 +349,23 @@ class AnubisApp(App[int]):
             self.session = remote
             return
         try:
-            session = Session(
+            session = make_session(
                 self.config,
-                spec=opts.spec,
+                opts.spec,
+                [self._inbox.append, *opts.sinks],
                 model=opts.model,
+                attach=opts.attach,
                 log_path=opts.log_path,
-                discovery_config=opts.discovery,
+                discovery=opts.discovery,
                 pyspy_native=opts.pyspy_native,
                 models_dirs=opts.models_dirs,
-                sinks=[self._inbox.append],
-                attach=opts.attach,
+                exports=opts.exports,  # closed by session.stop
+                on_export_error=lambda m: self.call_from_thread(
+                    self.notify, m, severity="error", timeout=10
+                ),
             )
             self.state.consume(session.header)
             self.call_from_thread(self._log_system_power, session.header)
-            try:
-                self._exports = export_sinks(
-                    opts.exports,
-                    session.header,
-                    on_drop=lambda m: session.emit_event("sink_dropped", reason=m),
-                )
-            except PluginError as e:
-                self.call_from_thread(self.notify, str(e), severity="error", timeout=10)
-                self._exports = []
-            for sink in self._exports:
-                session.add_sink(sink)
             if opts.record_path:
                 out = session.start_recording(opts.record_path)
                 if not out.ok:
@@ -429,6 +426,8 @@ class AnubisApp(App[int]):
         """One frame (a timer at `UI_FPS`, and just after a key's outcome): replay advanced,
         inbox folded, panels redrawn, new Events logged. An error is shown, and the next
         frame comes as usual."""
+        if self._exit or self._closing:
+            return  # a timer that fires while the app is going: its widgets may be gone
         try:
             self._frame()
         except Exception as e:
