@@ -212,7 +212,6 @@ def hwmon_inputs(hw: Path, typ: str, limits: tuple[tuple[str, str], ...] = ()) -
     input itself are the hwmon ABI's (Documentation/hwmon/sysfs-interface.rst:
     m°C, mV, mA, µW, µJ); the caller scales them.
     """
-
     out: list[HwmonInput] = []
     for f in sorted(hw.glob(f"{typ}*_input"), key=lambda p: attr_index(p.name)):
         n = attr_index(f.name)
@@ -324,7 +323,6 @@ def read_text(p: Path | str) -> str | None:
 
 def unique_dirs(paths: list[Path]) -> Iterator[Path]:
     """Yield each real directory once, however many symlinks lead to it."""
-
     seen: set[str] = set()
     for p in paths:
         try:

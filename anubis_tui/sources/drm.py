@@ -67,7 +67,6 @@ def hwmon_dir(device: Path, chips: tuple[str, ...]) -> Path | None:
 
 def drm_cards(root: SysfsRoot, drivers: tuple[str, ...], chips: tuple[str, ...]) -> list[DrmCard]:
     """Every ``cardN`` whose driver is one of `drivers`, in card order, each PCI device once."""
-
     out: list[DrmCard] = []
     seen: set[str] = set()
     found = [p for p in root.glob("/sys/class/drm", "card*") if CARD_RE.match(p.name)]

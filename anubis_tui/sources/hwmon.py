@@ -279,7 +279,6 @@ def _parts(fname: str) -> tuple[str, str, str]:
 def _attr_files(d: Path) -> dict[str, Path]:
     """The attributes `ATTR_RE` matches, by name, from `d` and ``d/device`` (some drivers keep
     them there; psutil looks in both); `d`'s own win."""
-
     files: dict[str, Path] = {}
     for base in (d / "device", d):
         try:

@@ -95,7 +95,6 @@ def _first(d: Path, names: tuple[str, ...]) -> Path | None:
 
 def find_gts(card: DrmCard) -> list[_Gt]:
     """i915: ``cardN/gt/gt*/`` (or the legacy ``cardN/gt_*_freq_mhz``); xe: ``tile*/gt*/freq0/``."""
-
     out: list[_Gt] = []
     if card.driver == "xe":
         for gt in sorted(card.device.glob("tile*/gt*")):

@@ -186,7 +186,6 @@ def _safe_text(p: Path) -> str | None:
 
 def _ina3221_devices(ctx: DiscoveryContext) -> list[Path]:
     """I2C devices bound to ``ina3221``/``ina3221x``, or whose ``name`` says ina3221."""
-
     devs: list[Path] = []
     for drv in ("ina3221", "ina3221x"):
         devs += ctx.root.glob(f"/sys/bus/i2c/drivers/{drv}", "*-*")
@@ -199,7 +198,6 @@ def _ina3221_devices(ctx: DiscoveryContext) -> list[Path]:
 def _hwmon_rails(dev: Path) -> list[_Rail]:
     """JetPack 5/6: ``hwmon*/in<k>_label`` with ``in<k>_input`` (mV), ``curr<k>_input`` (mA);
     a label without a current file is a shunt-voltage channel, not a rail."""
-
     out: list[_Rail] = []
     for hw in sorted(dev.glob("hwmon/hwmon*")):
         for lab in sorted(hw.glob("in*_label"), key=lambda p: p.name):
@@ -216,7 +214,6 @@ def _hwmon_rails(dev: Path) -> list[_Rail]:
 
 def _iio_rails(dev: Path) -> list[_Rail]:
     """JetPack 4: ``iio:device*/rail_name_<k>`` with ``in_{voltage,current,power}<k>_input``."""
-
     out: list[_Rail] = []
     for iio in sorted(dev.glob("iio:device*")):
         for rn in sorted(iio.glob("rail_name_*")):

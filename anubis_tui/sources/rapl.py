@@ -211,7 +211,6 @@ def _read_name(p: Path) -> str | None:
 
 def _candidates(base: Path) -> list[Path]:
     """Zone directories under powercap: each top zone, then its subzones."""
-
     candidates: list[Path] = []
     for p in sorted(base.iterdir()):
         if ZONE_RE.match(p.name) and p.is_dir():

@@ -16,7 +16,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from anubis_tui.records import Channel, Value
 from anubis_tui.sources.base import DiscoveryContext, ReadGroup, Source, read_int, read_text
@@ -46,7 +46,6 @@ def parse_get_throttled(text: str) -> int | None:
 
 def parse_pmic(text: str) -> dict[str, float]:
     """Rail name → power in W (V × A), pairing currents and voltages by name; NaN skipped."""
-
     amps: dict[str, float] = {}
     volts: dict[str, float] = {}
     for line in text.splitlines():
@@ -212,7 +211,7 @@ class RaspberryPiSource(Source):
         scope: str,
         method: str,
         period: float,
-        meta: dict[str, object],
+        meta: dict[str, Any],
     ) -> Channel:
         return Channel(
             id=cid,
