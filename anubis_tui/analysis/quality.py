@@ -288,14 +288,28 @@ def _draw_points(ax: Any, rows: Sequence[dict[str, Any]], base_ppl: float | None
 def draw_front(ax: Any, t: dict[str, Any]) -> None:
     """The quality front on a matplotlib Axes: J/token (y, with its 90 % half-width) against
     perplexity (x, with its paired 95 % interval against the baseline, `_ppl_bar`), each
-    setting labelled (its variant label too),
-    the Pareto front in red and joined, the quality budget as a vertical line at the
-    baseline's PPL × (1 + budget), and the recommended setting starred and named.
+    setting labelled (its variant label too), the Pareto front in red and joined, the quality
+    budget as a vertical line at the baseline's PPL × (1 + budget), and the recommended
+    setting starred and named.
 
     `t` is `quality_table`'s result; settings without a PPL or a J/token are left out."""
     rows = [r for r in t.get("rows") or [] if r.get("ppl") is not None and r.get("j_per_token")]
     base = next((r for r in rows if r["name"] == t.get("baseline")), None)
     _draw_points(ax, rows, base["ppl"] if base else None)
+    _draw_marks(ax, t, rows, base)
+    estimated = all(r.get("j_per_token_measured") is None for r in rows)
+    ax.set_xlabel("perplexity on the shipped text (95 %, paired against the baseline)")
+    ax.set_ylabel("J/token (90 %)" + (" — estimated, no measured meter" if estimated else ""))
+    ax.set_title("energy against quality (red: Pareto front)")
+    ax.margins(x=0.12, y=0.12)  # room for the labels
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="best")
+
+
+def _draw_marks(
+    ax: Any, t: dict[str, Any], rows: Sequence[dict[str, Any]], base: dict[str, Any] | None
+) -> None:
+    """The front joined in PPL order, the budget line and the recommended setting's star."""
     front = sorted((r for r in rows if r.get("pareto")), key=lambda r: r["ppl"])
     if len(front) > 1:
         ax.plot([r["ppl"] for r in front], [r["j_per_token"] for r in front], "C3-", lw=1,
@@ -308,10 +322,3 @@ def draw_front(ax: Any, t: dict[str, Any]) -> None:
     if pick is not None:
         ax.plot(pick["ppl"], pick["j_per_token"], "*", color="gold", mec="k", ms=16, zorder=5,
                 label=f"recommended: {_short(str(pick['name']))}")  # fmt: skip
-    estimated = all(r.get("j_per_token_measured") is None for r in rows)
-    ax.set_xlabel("perplexity on the shipped text (95 %, paired against the baseline)")
-    ax.set_ylabel("J/token (90 %)" + (" — estimated, no measured meter" if estimated else ""))
-    ax.set_title("energy against quality (red: Pareto front)")
-    ax.margins(x=0.12, y=0.12)  # room for the labels
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, loc="best")

@@ -512,8 +512,10 @@ def quality_of(
         return None
     out = {k: q.get(k) for k in QUALITY_KEYS}
     ci = out["ci95"]
-    ok = isinstance(ci, list | tuple) and len(ci) == 2 and all(_finite(x) is not None for x in ci)
-    out["ci95"] = [float(ci[0]), float(ci[1])] if ok else None
+    out["ci95"] = None
+    if isinstance(ci, list | tuple) and len(ci) == 2:
+        lo, hi = _finite(ci[0]), _finite(ci[1])
+        out["ci95"] = [lo, hi] if lo is not None and hi is not None else None
     out["variant"] = str(out["variant"] or "")
     return out
 
