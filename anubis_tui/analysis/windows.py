@@ -111,11 +111,6 @@ def energy_j(rec: Recording, a: int, b: int, cid: str = "system.energy") -> floa
 IDLE_SETTLE_S = 1.0  # power falls for about a second after inference stops
 
 
-def idle_power(rec: Recording) -> dict[str, float | int | None] | None:
-    """Idle power measured in the recording's pauses: `IdleFold` over its records."""
-    return _fold_run(rec).idle.result()
-
-
 def request_energy(rec: Recording, cid: str = "system.energy") -> dict[str, Any]:
     """Each request's energy (J) and J/token: `RequestFold` over the recording's records
     (see `RequestFold.energy` for the methods and the shape)."""
