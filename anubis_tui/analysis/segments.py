@@ -365,21 +365,23 @@ class SegmentFold:
             ids = {c.id: i for i, c in enumerate(self.channels)}
             self._meas_i = [ids[c] for c in measured_counters(rec) if c in ids]
             return
-        if isinstance(rec, ChannelsAdded):
-            self._add_channels(rec.channels)
-        t = getattr(rec, "t", self.t)
-        if isinstance(t, int):
-            self.t = max(self.t, t)
+        kind = type(rec)  # records are final dataclasses: `is` is the cheap isinstance
+        if kind is ChannelsAdded:
+            self._add_channels(rec.channels)  # type: ignore[union-attr]
+        t = rec.t  # type: ignore[union-attr]
+        if t > self.t:
+            self.t = t
         seg = self.segments[-1]
-        seg.end_ns = max(seg.end_ns, self.t)
-        if isinstance(rec, Sample):
-            self._sample(rec, seg)
-        elif isinstance(rec, Tokens):
-            if rec.phase == "decode":
-                self._tokens(rec, seg)
-        elif isinstance(rec, Event):
-            self._event(rec, seg)
-        elif isinstance(rec, Footer):
+        if self.t > seg.end_ns:
+            seg.end_ns = self.t
+        if kind is Tokens:
+            if rec.phase == "decode":  # type: ignore[union-attr]
+                self._tokens(rec, seg)  # type: ignore[arg-type]
+        elif kind is Sample:
+            self._sample(rec, seg)  # type: ignore[arg-type]
+        elif kind is Event:
+            self._event(rec, seg)  # type: ignore[arg-type]
+        elif kind is Footer:
             self._close_piece(seg)
             self.ended = True
 

@@ -34,7 +34,7 @@ from anubis_tui.profilers.controller import Failure, ProfilerController
 from anubis_tui.profilerspec import ProfilerSetting
 from anubis_tui.recording.format import default_path, make_header
 from anubis_tui.recording.writer import RecordingError, RecordingWriter, open_output
-from anubis_tui.records import Event, Footer, Record
+from anubis_tui.records import Channel, Event, Footer, Record
 from anubis_tui.session.bus import Bus, Sink, Totals
 from anubis_tui.session.knobs import (
     DEVICE,
@@ -146,6 +146,7 @@ class Session:
         self.device: DeviceSettings | None = None
         self._knob_lock = threading.Lock()
         self.knob_table: dict[str, Knob] = knob_table()  # name → Knob, in KNOBS order
+        self.exports: list[Any] = []  # --export sinks (`session.factory`), closed by `stop`
 
     # -- wiring ----------------------------------------------------------------------------
 
@@ -210,6 +211,29 @@ class Session:
     @property
     def writer(self) -> RecordingWriter | None:
         return self._writer
+
+    @property
+    def recording_error(self) -> str | None:
+        """Why the recording stopped being written (a full disk), if it did; kept after stop."""
+        w = self._writer
+        return w.error if w is not None else None
+
+    @property
+    def channels(self) -> list[Channel]:
+        """The sampler's channels, in the order of a Sample's values."""
+        return self.sampler.channels
+
+    def flush(self, timeout: float = 2.0) -> None:
+        """Deliver every record stamped up to now to the sinks (`Bus.flush`), within `timeout` s."""
+        self.bus.flush(timeout)
+
+    def now_ns(self) -> int:
+        """The session clock: ns since t0, as the records are stamped."""
+        return self.bus.now()
+
+    def profiler_check(self, name: str) -> str | None:
+        """Why profiler `name` cannot run here (None if it can; `ProfilerController.check`)."""
+        return self.profilers.check(name)
 
     @property
     def rate_hz(self) -> float:
@@ -395,6 +419,8 @@ class Session:
             self.device.close()
         self.sampler.stop()
         self.bus.close()
+        for sink in self.exports:  # after the bus drained: they saw every record
+            sink.close()
         footer = self._make_footer(reason)
         if self._writer is not None:
             self._writer.close(self._make_footer(reason, totals=self._record_totals))

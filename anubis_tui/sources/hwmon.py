@@ -23,6 +23,7 @@ from anubis_tui.sources.base import (
     EnergyCounter,
     ReadGroup,
     Source,
+    derived_power,
     read_int,
     read_label,
     read_text,
@@ -61,6 +62,10 @@ INPUT_LABELS = re.compile(
 
 
 def chip_scope(chip: str, label: str) -> str:
+    """The meter-tree scope of a hwmon reading from its chip name and label (kernel
+    Documentation/hwmon/*.rst per chip): board input and rails for power monitors,
+    ``cpu-package``/``cpu-core`` by label, ``gpu``, ``storage``, ``dram``, else ``board``.
+    """
     if POWER_MONITORS.match(chip):
         # A monitor on the board's input is the machine's input (Jetson AGX Thor's INA238 "VIN",
         # jetson_stats#900); any other rail it measures has no known place in the tree.
@@ -168,19 +173,7 @@ class HwmonSource(Source):
                 continue
             # hwmon energy counters are 64-bit µJ: a drop is a reset, never a wrap.
             attrs.append(_Attr(str(f), SCALE[typ], "counter", EnergyCounter(cid, None)))
-            chans.append(
-                Channel(
-                    id=f"{cid}.power",
-                    label=f"{ident} {label} power",
-                    source=self.name,
-                    kind="power",
-                    unit="W",
-                    scope=ch.scope,
-                    method="derived",
-                    update_period_s=period,
-                    meta={**ch.meta, "energy_channel": cid},
-                )
-            )
+            chans.append(derived_power(ch, f"{cid}.power", f"{ident} {label} power"))
             attrs.append(_Attr(str(f), SCALE[typ], "derived"))
         for period, (chans, attrs) in sorted(groups.items()):
             notes: list[tuple[str, dict[str, Any]]] = []

@@ -36,6 +36,9 @@ JETSON_GPUS = {"gv11b", "gp10b", "ga10b", "gb10b", "gpu"}
 
 
 def skip_label(label: str) -> bool:
+    """Whether an INA3221 channel label is not a rail: ``NC`` (not connected) or the
+    "sum of shunt voltages" channel.
+    """
     return label.upper() == "NC" or label.upper().startswith("NC ") or "sum of" in label.lower()
 
 

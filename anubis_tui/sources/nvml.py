@@ -16,6 +16,7 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from types import ModuleType
 from typing import Any, ClassVar, TypeVar
 
@@ -210,15 +211,14 @@ class NvmlAdapter:
             ("critical_c", "NVML_TEMPERATURE_THRESHOLD_SHUTDOWN"),
             ("trip_c", "NVML_TEMPERATURE_THRESHOLD_SLOWDOWN"),
         ):
-            c = self.query(
-                lambda const=const: float(
-                    self.m.nvmlDeviceGetTemperatureThreshold(h, getattr(self.m, const))
-                ),
-                None,
-            )
+            threshold = getattr(self.m, const)
+            c = self.query(partial(self._threshold_c, h, threshold), None)
             if c is not None and 0 < c <= PLAUSIBLE["temperature"][1]:
                 out[key] = c
         return out
+
+    def _threshold_c(self, h: Any, threshold: Any) -> float:
+        return float(self.m.nvmlDeviceGetTemperatureThreshold(h, threshold))
 
     def _clock_const(self, which: str) -> Any:
         return self.m.NVML_CLOCK_SM if which == "sm" else self.m.NVML_CLOCK_MEM
@@ -427,13 +427,7 @@ class NvmlSource(Source):
             return
         self.available = True
         self.reason = f"{gpu}, driver {a.driver()}"
-        if not (probe.power_avg or probe.power_instant or probe.energy):
-            # Older boards and drivers answer NOT_SUPPORTED for power while temperature
-            # and clocks work (nvidia-smi shows "N/A"): say so, or the GPU silently
-            # drops out of system power and J/token.
-            why = probe.errors.get("power_avg") or probe.errors.get("energy") or "not supported"
-            self.reason += f"; power not measured: NVML {why} for power and energy"
-            self.missing.append(f"GPU{i} ({gpu}) power not measured: NVML {why}")
+        self._power_missing(probe, gpu)
         rows = [r for r in NVML_CHANNELS if getattr(probe, r.probe)]
         if not probe.power_limit or limit is None:
             rows = [r for r in rows if r.suffix != "power_limit"]
@@ -442,6 +436,16 @@ class NvmlSource(Source):
             group = build([r for r in rows if r.group == key], gpu)
             if group is not None:
                 self.groups.append(group)
+
+    def _power_missing(self, probe: _Probe, gpu: str) -> None:
+        """Older boards and drivers answer NOT_SUPPORTED for power while temperature and
+        clocks work (nvidia-smi shows "N/A"): say so in the reason and `missing`, or the GPU
+        silently drops out of system power and J/token."""
+        if probe.power_avg or probe.power_instant or probe.energy:
+            return
+        why = probe.errors.get("power_avg") or probe.errors.get("energy") or "not supported"
+        self.reason += f"; power not measured: NVML {why} for power and energy"
+        self.missing.append(f"GPU{self.index} ({gpu}) power not measured: NVML {why}")
 
     def _channel(self, r: _Row, gpu: str) -> Channel:
         """The channel of row `r` for this GPU (``gpu<i>.<suffix>``)."""
@@ -534,6 +538,10 @@ class NvmlSource(Source):
 _CORE = ("power_avg", "power_instant", "energy", "temperature", "clocks")
 
 
+def _field(a: NvmlAdapter, h: Any, fid: tuple[int, int]) -> float | None:
+    return a.fields(h, [fid])[0]
+
+
 def _probe(a: NvmlAdapter, h: Any) -> tuple[_Probe, float | None]:
     """Each reading tried once (`NvmlAdapter.attempt`): which this GPU supports, the NVML
     error text of each that failed, and the enforced power limit (W) or None."""
@@ -550,7 +558,7 @@ def _probe(a: NvmlAdapter, h: Any) -> tuple[_Probe, float | None]:
     attempt("power_avg", lambda: a.power_avg_w(h))
     for key, fid in (("power_instant", (FI_POWER_INSTANT, SCOPE_GPU)),
                      ("power_memory", (FI_POWER_AVERAGE, SCOPE_MEMORY))):  # fmt: skip
-        if attempt(key, lambda fid=fid: a.fields(h, [fid])[0]) is None:
+        if attempt(key, partial(_field, a, h, fid)) is None:
             setattr(probe, key, False)  # NVML answered, but not for this field
     attempt("energy", lambda: a.energy_j(h))
     attempt("temperature", lambda: a.temperature_c(h))

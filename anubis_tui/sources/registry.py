@@ -73,6 +73,7 @@ class Meter:
     why: str
 
     def to_plain(self) -> dict[str, object]:
+        """The meter as a JSON-ready dict (``anubis sensors --json``)."""
         return {
             "channel": self.channel,
             "label": self.label,

@@ -59,7 +59,13 @@ def test_remote_disconnected(snap_compare):
         )
         await until(pilot, lambda: "disconnected" in text(app, "#title"), 10, "title says so")
         assert "ssh exited (255)" in text(app, "#title")
-        assert any("ssh exited (255)" in n.message for n in app._notifications)
+        # the connection_lost Event may come a frame after the title saw the link down
+        await until(
+            pilot,
+            lambda: any("ssh exited (255)" in n.message for n in app._notifications),
+            5,
+            "the notification",
+        )
         await pilot.pause(0.3)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=dropped)
