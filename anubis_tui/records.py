@@ -49,21 +49,6 @@ KINDS = (
 )
 """Channel kinds. Units: W, J, °C, Hz, ratio (0..1), flags, bytes, V, A, Hz, s, events."""
 
-UNITS = {
-    "power": "W",
-    "energy": "J",
-    "temperature": "°C",
-    "frequency": "Hz",
-    "utilization": "ratio",
-    "throttle": "flags",
-    "memory": "bytes",
-    "voltage": "V",
-    "current": "A",
-    "rate": "Hz",
-    "duration": "s",
-    "count": "events",
-}
-
 PLAUSIBLE: dict[str, tuple[float, float]] = {
     "temperature": (-55.0, 200.0),
     "power": (-1.0, 10_000.0),

@@ -984,11 +984,6 @@ def _mid(f: Figures) -> float:
     return (f.start_s + f.end_s) / 2
 
 
-def choose_baseline(figs: Sequence[Figures], f: Figures) -> tuple[Figures | None, str | None]:
-    """The nearest fair baseline for `f`, or (None, why there is none)."""
-    return _Baselines(figs).choose(f)
-
-
 class _Baselines:
     """The baselines with enough data, by midpoint: the nearest fair one is found by
     walking outwards from `f`'s midpoint, so a live panel with many segments stays cheap."""
