@@ -37,7 +37,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import textual
 from textual import work
@@ -52,7 +52,7 @@ from anubis_tui.analysis.live import NOTIFY_KINDS, LiveState, Snapshot, recorded
 from anubis_tui.analysis.replay import Replay
 from anubis_tui.config import Config
 from anubis_tui.plugins import QueuedExport
-from anubis_tui.records import Record
+from anubis_tui.records import Event, Record
 from anubis_tui.session.knobs import KNOBS
 from anubis_tui.ui.screens import HelpScreen, ModelPicker
 from anubis_tui.ui.widgets.charts import Charts
@@ -69,6 +69,7 @@ from anubis_tui.ui.widgets.timeline import Timeline
 if TYPE_CHECKING:
     from textual.actions import ActionParseResult
     from textual.dom import DOMNode
+    from textual.notifications import SeverityLevel
 
     from anubis_tui.inference.models import ModelFacts
     from anubis_tui.inference.worker import Spec
@@ -165,6 +166,15 @@ for _k in KNOBS:
 
 
 class AnubisApp(App[int]):
+    """The monitor: title line, six figure panels, the knobs strip, charts, the replay
+    timeline, the throttle warning, the event log (l) and the footer.
+
+    It shows a `LiveState` (`state`) and acts through the session's control
+    surface (`session`: a `Session`, a `RemoteSession`, or None while starting or
+    in a replay). `LiveApp` and `ReplayApp` differ only in their key bindings;
+    build either with `make_app`. `recorded` lists the files this app's session
+    recorded to. Errors: see the module docstring."""
+
     CSS_PATH = "styles/app.tcss"
     TITLE = "anubis"
     ENABLE_COMMAND_PALETTE = False  # its footer entry would not fit 80 columns beside ours
@@ -226,6 +236,8 @@ class AnubisApp(App[int]):
     # -- layout ---------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
+        """The layout (styles/app.tcss): title, panel grid, knobs, charts, timeline,
+        throttle warning, event log, footer."""
         yield Static("", id="title")
         with Grid(id="panels"):
             yield ThroughputPanel(id="throughput")
@@ -247,6 +259,9 @@ class AnubisApp(App[int]):
         yield Footer()
 
     def on_mount(self) -> None:
+        """The frame timer (`UI_FPS` a second) and a first frame once laid out; a live app
+        starts its session (unless `LiveOptions.autostart` is False), a replay logs its
+        header and shows the rate it was recorded at."""
         self._panels = list(self.query(Panel))
         self.query_one(MonitorPanel).target_hz = self.config.rate_hz
         self.set_interval(1 / UI_FPS, self.frame)
@@ -277,8 +292,9 @@ class AnubisApp(App[int]):
             self.log_line(f"  not covered: {part}"[:200])
 
     def on_resize(self) -> None:
-        # Charts get taller with the terminal (one line each at 80x24, 3 at 40 lines, 6 at
-        # 60); the panels take the rest, so both grow.
+        """Charts get taller with the terminal (`chart_rows`: one line each at 80x24, 3 at
+        40 lines, 6 at 60); the panels take the rest, so both grow. Text is fitted to the
+        new sizes at once."""
         self.query_one(Charts).set_rows(chart_rows(self.size.height or 24))
         self.call_after_refresh(self.frame)  # text fitted to the new sizes at once
 
@@ -328,6 +344,11 @@ class AnubisApp(App[int]):
 
     @work(thread=True, exclusive=True, group="session", exit_on_error=False)
     def start_session(self) -> None:
+        """Build and start the session off the event loop (a thread worker): a
+        `RemoteSession` for ``--remote``, else `make_session`. A failure to start
+        (OSError, ssh missing) is a notification and the app stays up without a
+        session; any other exception reaches `report_error`. Results reach widgets
+        through `call_from_thread` only."""
         from anubis_tui.session.factory import make_session
 
         opts = self.live or LiveOptions()
@@ -398,6 +419,9 @@ class AnubisApp(App[int]):
             self.stop_session()
 
     def stop_session(self) -> None:
+        """Stop the session (device settings put back, the recording's Footer written)
+        and note the files it recorded; idempotent. Called by q and by `run` on every
+        exit path."""
         if self.session is not None:
             self.session.stop("quit")
             self._note_recorded()
@@ -448,22 +472,10 @@ class AnubisApp(App[int]):
         self.pump_events()
 
     def draw(self, s: Snapshot) -> None:
-        mode = "REPLAY" if self.replay is not None else "LIVE"
-        host = s.header.host.get("hostname", "") if s.header else ""
-        model = (s.header.model.get("name") if s.header else None) or "no model"
-        where = self.session.recording if self.session is not None else None
-        rec = f"  ● rec {Path(where).name}" if where else ""
-        paused = "  ⏸ paused" if s.paused else ""
-        lost = ""
-        if self.live is not None and self.live.remote:
-            mode = f"REMOTE {self.live.remote}"
-            r = self.session
-            if r is not None and not getattr(r, "connected", True):
-                why = str(getattr(r, "lost", "") or "")
-                lost = f"  ⚠ disconnected: r reconnects{f' ({why[:60]})' if why else ''}"
-            elif (quiet := getattr(r, "stalled_s", None)) is not None:
-                lost = f"  ⚠ stalled {quiet:.0f} s"
-        self._line("#title", f" anubis {mode}  {host}  {model}  t={s.t_s:.0f}s{rec}{paused}{lost}")
+        """Redraw from one `Snapshot`: the title (mode, host, model, t in s, recording,
+        paused, a remote link's state), every panel, the throttle warning and the
+        charts; the replay timeline in a replay."""
+        self._line("#title", self.title_text(s))
         for panel in self._panels:
             panel.refresh_from(s)
         warn = self.query_one("#warning", Static)
@@ -474,6 +486,32 @@ class AnubisApp(App[int]):
         if self.replay is not None:
             self.query_one(Timeline).refresh_from(self.replay, self.size.width or 80)
 
+    def title_text(self, s: Snapshot) -> str:
+        """The title line: mode (LIVE, REPLAY, REMOTE host), host name, model, session time
+        in s, the file being recorded, paused, and a remote link that dropped or stalled."""
+        mode = "REPLAY" if self.replay is not None else "LIVE"
+        host = s.header.host.get("hostname", "") if s.header else ""
+        model = (s.header.model.get("name") if s.header else None) or "no model"
+        where = self.session.recording if self.session is not None else None
+        rec = f"  ● rec {Path(where).name}" if where else ""
+        paused = "  ⏸ paused" if s.paused else ""
+        if self.live is not None and self.live.remote:
+            mode = f"REMOTE {self.live.remote}"
+        return f" anubis {mode}  {host}  {model}  t={s.t_s:.0f}s{rec}{paused}{self._link()}"
+
+    def _link(self) -> str:
+        """A remote session's link: "" while it talks, else disconnected (and why) or
+        stalled (for how many s)."""
+        r = self.session
+        if self.live is None or not self.live.remote or r is None:
+            return ""
+        if not getattr(r, "connected", True):
+            why = str(getattr(r, "lost", "") or "")
+            return f"  ⚠ disconnected: r reconnects{f' ({why[:60]})' if why else ''}"
+        if (quiet := getattr(r, "stalled_s", None)) is not None:
+            return f"  ⚠ stalled {quiet:.0f} s"
+        return ""
+
     def _line(self, wid: str, text: str) -> None:
         """A one-line Static: repainted when its text changes, never laid out again."""
         if self._lines.get(wid) != text:
@@ -481,6 +519,10 @@ class AnubisApp(App[int]):
             self.query_one(wid, Static).update(text, layout=False)
 
     def pump_events(self) -> None:
+        """New Events to the event log (one line each, at most 200 characters, t in s;
+        request and frame Events left out), and the kinds in `NOTIFY_KINDS` as
+        notifications in a live session (a worker that died says how and its last
+        log line)."""
         events, self._events_seen = self.state.new_events(self._events_seen)
         for e in events:
             if e.kind in QUIET_KINDS:
@@ -491,14 +533,10 @@ class AnubisApp(App[int]):
             self.log_line(line[:200])
             sev = NOTIFY_KINDS.get(e.kind)
             if sev is not None and self.replay is None:
-                msg = e.payload.get("reason") or e.payload.get("error") or e.kind
-                if e.kind == "worker_died":
-                    how = e.payload.get("signal") or f"exit {e.payload.get('returncode')}"
-                    tail = e.payload.get("log_tail") or []
-                    msg = f"inference worker died ({how})" + (f": {tail[-1]}" if tail else "")
-                    if srv := e.payload.get("server"):  # an attached server (attach.py)
-                        msg = f"the server at {srv} failed: {e.payload.get('reason')}"
-                self.notify(str(msg)[:300], title=e.kind.replace("_", " "), severity=sev, timeout=8)  # type: ignore[arg-type]
+                level = cast("SeverityLevel", sev)  # NOTIFY_KINDS holds only Textual's levels
+                self.notify(
+                    notice(e)[:300], title=e.kind.replace("_", " "), severity=level, timeout=8
+                )
 
     def _note_recorded(self) -> None:
         s = self.session
@@ -510,6 +548,7 @@ class AnubisApp(App[int]):
                 self.recorded.append(p)
 
     def log_line(self, line: str) -> None:
+        """Append one line to the event log (l); the log keeps the last 500 lines."""
         self.query_one("#log", Log).write_line(line)
 
     # -- actions (live): each is one call of the session's control surface ----------------
@@ -528,9 +567,13 @@ class AnubisApp(App[int]):
         self.call_from_thread(self._say, call(s))
 
     def action_pause(self) -> None:
+        """space: pause or resume inference (a ``paused``/``resumed`` Event)."""
         self.control(lambda s: s.toggle_pause())
 
     def action_rate(self, direction: int) -> None:
+        """+/-: the sampler one step faster (`direction` 1) or slower (-1), in Hz; the
+        monitor panel's target follows."""
+
         def step(s: Session) -> Outcome:
             out = s.step_rate(direction)
             rate = s.rate_hz
@@ -540,25 +583,34 @@ class AnubisApp(App[int]):
         self.control(step)
 
     def action_marker(self) -> None:
+        """m: a marker in the recording, labelled with the session time in s."""
         label = f"key m at {self.state.t / 1e9:.1f}s"
         self.control(lambda s: s.marker(label))
 
     def action_record(self) -> None:
+        """r: start or stop recording to a new file; on a remote session whose link
+        dropped, r reconnects instead."""
         if self.live is not None and self.live.remote:  # remote: r reconnects a dropped link
             self.control(lambda s: s.reconnect())
             return
         self.control(lambda s: s.stop_recording() if s.recording else s.start_recording())
 
     def action_profiler(self, name: str) -> None:
+        """p/s: the profiler `name` (``py-spy``, ``scalene``) on the inference worker, on or off."""
         self.control(lambda s: s.profiler_toggle(name))
 
     def action_profiler_rate(self, step: int) -> None:
+        """[ / ]: the running profiler's sampling rate one step down (-1) or up (1)."""
         self.control(lambda s: s.profiler_step_rate(step))
 
     def action_knob(self, name: str, direction: int) -> None:
+        """A knob's key: the knob `name` one step down (-1) or up (1), or cycled."""
         self.control(lambda s: s.knob_step(name, direction))
 
     def action_pick_model(self) -> None:
+        """o: the model picker (GGUF files of the cache and --models-dir, with size,
+        quantization and cached perplexity); the chosen file reloads the worker. A
+        remote session cycles the remote machine's files instead."""
         if self.live is not None and self.live.remote:  # the files are there: o cycles them
             self.control(lambda s: s.knob_step("model", 1))
             return
@@ -581,20 +633,24 @@ class AnubisApp(App[int]):
     # -- actions (replay) ------------------------------------------------------------------
 
     def action_play(self) -> None:
+        """space (replay): play or pause the replay."""
         if self.replay is not None:
             self.replay.playing = not self.replay.playing
 
     def action_seek(self, seconds: float) -> None:
+        """left/right (replay): move the position by `seconds` s (negative: back)."""
         if self.replay is not None:
             self.replay.seek_by(seconds)
             self.query_one(Charts).invalidate()
 
     def action_seek_to(self, where: int) -> None:
+        """home/end (replay): to the start (`where` 0) or the end (-1)."""
         if self.replay is not None:
             self.replay.seek(0 if where == 0 else self.replay.end_ns)
             self.query_one(Charts).invalidate()
 
     def action_speed(self, up: int) -> None:
+        """< / > (replay): the next slower (`up` 0) or faster (1) speed, 0.25× to 16×."""
         if self.replay is not None:
             sp = self.replay.faster(bool(up))
             self.notify(f"speed {sp:g}×", timeout=1)
@@ -602,10 +658,12 @@ class AnubisApp(App[int]):
     # -- common ------------------------------------------------------------------------------
 
     def action_toggle_log(self) -> None:
+        """l: show or hide the event log."""
         log = self.query_one("#log", Log)
         log.display = not log.display
 
     def action_help(self) -> None:
+        """?: the help screen, every key of this mode grouped (`help_groups`)."""
         self.push_screen(HelpScreen(self.help_groups()))
 
     def help_groups(self) -> list[tuple[str, list[tuple[str, str]]]]:
@@ -626,11 +684,28 @@ class AnubisApp(App[int]):
 
 
 class LiveApp(AnubisApp):
+    """The live monitor's keys: `AnubisApp.COMMON` and `AnubisApp.LIVE_BINDINGS`."""
+
     BINDINGS: ClassVar[list[BindingType]] = AnubisApp.COMMON + AnubisApp.LIVE_BINDINGS
 
 
 class ReplayApp(AnubisApp):
+    """A replay's keys: `AnubisApp.COMMON` and `AnubisApp.REPLAY_BINDINGS`."""
+
     BINDINGS: ClassVar[list[BindingType]] = AnubisApp.COMMON + AnubisApp.REPLAY_BINDINGS
+
+
+def notice(e: Event) -> str:
+    """An Event's notification text: its reason or error; a worker that died says how
+    (signal or exit code) and its last log line; an attached server says which failed."""
+    p = e.payload
+    if e.kind != "worker_died":
+        return str(p.get("reason") or p.get("error") or e.kind)
+    if srv := p.get("server"):  # an attached server (attach.py)
+        return f"the server at {srv} failed: {p.get('reason')}"
+    how = p.get("signal") or f"exit {p.get('returncode')}"
+    tail = p.get("log_tail") or []
+    return f"inference worker died ({how})" + (f": {tail[-1]}" if tail else "")
 
 
 def _raised_in(error: BaseException) -> str:

@@ -49,12 +49,8 @@ def delta_rows(f: Figures, width: int = 80) -> list[str]:
     return [f"{name:<13}{tps:>5} {jpt:>4}J", f"  {watts} {tail}"]
 
 
-def delta_row(f: Figures) -> str:
-    """`delta_rows` on one line (the report's width)."""
-    return delta_rows(f)[0]
-
-
 def frames_line(frames: list[dict[str, Any]]) -> str | None:
+    """``hot FUNCTION NN%``: the hottest frame of a profile and its share of samples."""
     if not frames:
         return None
     f = frames[0]
@@ -92,10 +88,17 @@ def quality_line(s: Snapshot, width: int) -> str | None:
 
 
 class ProfilerPanel(Panel):
+    """The setting now and what it costs: the running segment's name and length (s),
+    its Δtok/s, ΔW and ΔJ/token against its baseline over decode time, the
+    profiler's own CPU and samples, the setting's perplexity and its Δ against
+    the baseline setting (`quality_line`), then each finished segment's deltas;
+    the static ceiling line once measured."""
+
     TITLE = "setting & profiler"
     static_line: Any = None  # a callable tok/s → the static-ceiling line, once measured
 
     def text(self, s: Snapshot) -> str:
+        """The panel's lines for one snapshot (markup), fitted to the panel's width."""
         width = self.text_width
         seg = s.segment
         lines = []
