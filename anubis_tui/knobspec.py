@@ -14,6 +14,8 @@ import stat
 from dataclasses import dataclass
 from typing import Any
 
+from anubis_tui.errors import AnubisError
+
 KV_TYPES = ("f16", "q8_0", "q4_0")
 """llama.cpp KV cache types a knob may pick (ggml type names); quantized V needs flash attention."""
 
@@ -119,7 +121,7 @@ KNOBS: tuple[KnobDef, ...] = (
 KNOB_BY_NAME = {k.name: k for k in KNOBS}
 
 
-class KnobValueError(ValueError):
+class KnobValueError(AnubisError, ValueError):
     """A knob value of the wrong type or out of range; the message is one line."""
 
 

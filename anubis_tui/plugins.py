@@ -24,6 +24,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
+from anubis_tui.errors import AnubisError
 from anubis_tui.records import Header, Record
 
 CLOSE_S = 5.0  # the longest wait for a sink plugin's close
@@ -34,7 +35,7 @@ SINK_LAG_S = 5.0  # seconds a queued sink may take, on one record or behind, bef
 _DIR_ENTRY_POINTS: dict[str, dict[str, tuple[Path, str]]] = {}
 
 
-class PluginError(Exception):
+class PluginError(AnubisError):
     """A plugin folder or sink cannot be used; the message is one line for the user."""
 
 
@@ -131,6 +132,7 @@ class ExportSink(ABC):
 
 
 def stderr_warn(msg: str) -> None:
+    """Print `msg` on stderr: the default way `load_plugins` reports a plugin it skips."""
     print(msg, file=sys.stderr)
 
 
@@ -238,6 +240,11 @@ class QueuedSink:
             self._busy_since = None
 
     def close(self, timeout: float = 2.0) -> None:
+        """Stop the thread after what is queued, waiting at most `timeout` s (per step) for it.
+
+        A sink that cannot take the stop marker within `timeout` is marked dropped
+        ("closed while behind"); never raises.
+        """
         if self.dropped is None:
             try:
                 self.queue.put(None, timeout=timeout)
@@ -266,6 +273,7 @@ class QueuedExport:
 
     @property
     def dropped(self) -> str | None:
+        """Why the plugin was dropped (one line), or None while it keeps up."""
         return self.queued.dropped
 
     def close(self, timeout: float = CLOSE_S) -> None:

@@ -33,6 +33,8 @@ from typing import Any
 
 from anubis_tui.analysis.identity import UNKNOWN
 from anubis_tui.analysis.results import SCHEMA, ResultError, canonical, check_row
+from anubis_tui.errors import AnubisError
+from anubis_tui.profilerspec import segment_label
 
 STORE_VERSION = 1
 BUSY_TIMEOUT_S = 5.0
@@ -45,6 +47,8 @@ RANKABLE = {
     "power_w": ("W", False),
     "prompt_tokens_per_s": ("prompt tok/s", True),
     "ttft_s": ("TTFT s", False),
+    # on the shipped text, where the recording has it (sweep --quality; issue 26)
+    "perplexity": ("PPL", False),
 }
 ALIASES = {
     "j_per_token": "energy_per_output_token_j",
@@ -54,6 +58,7 @@ ALIASES = {
     "decode_tps": "decode_tokens_per_s",
     "watts": "power_w",
     "ttft": "ttft_s",
+    "ppl": "perplexity",
 }
 
 _DDL = """
@@ -75,7 +80,7 @@ CREATE INDEX IF NOT EXISTS rows_by_recording ON rows(recording_sha256);
 """
 
 
-class DbError(Exception):
+class DbError(AnubisError):
     """The database cannot be opened, read or written; one line for the user."""
 
 
@@ -95,6 +100,10 @@ def figure_key(name: str) -> str:
 
 @dataclass
 class AddResult:
+    """What `Store.add` did: recordings added, rows written, and recordings whose row set
+    was replaced.
+    """
+
     recordings: int = 0
     rows: int = 0
     replaced: int = 0  # recordings that were there already (their row sets replaced)
@@ -136,6 +145,7 @@ class Store:
         self.close()
 
     def close(self) -> None:
+        """Close the SQLite connection (uncommitted work is rolled back by SQLite)."""
         self.conn.close()
 
     def _schema(self) -> None:
@@ -186,6 +196,9 @@ class Store:
             raise
 
     def conn_timeout(self) -> float:
+        """The connection's busy timeout in seconds (``PRAGMA busy_timeout``, which SQLite
+        gives in ms).
+        """
         return float(self.conn.execute("PRAGMA busy_timeout").fetchone()[0]) / 1000
 
     # -- writing -------------------------------------------------------------------------
@@ -335,6 +348,9 @@ def _num(v: Any) -> bool:
 
 
 def value(row: dict[str, Any], key: str) -> float | None:
+    """Figure `key` of a row (units in its name: _j, _s, _w, tokens_per_s; see `RANKABLE`),
+    or None when missing, non-numeric or not finite.
+    """
     f = (row.get("figures") or {}).get(key) or {}
     v = f.get("value")
     if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
@@ -343,6 +359,9 @@ def value(row: dict[str, Any], key: str) -> float | None:
 
 
 def ci(row: dict[str, Any], key: str) -> tuple[float, float] | None:
+    """Figure `key`'s 95 % interval (low, high) in the figure's units, or None when the row
+    has none.
+    """
     c = ((row.get("figures") or {}).get(key) or {}).get("ci95")
     if isinstance(c, list) and len(c) == 2 and all(_num(x) for x in c):
         return float(c[0]), float(c[1])
@@ -385,7 +404,7 @@ def setting_texts(rows: Sequence[dict[str, Any]]) -> dict[str, str]:
         prof = s.get("profiler")
         if prof:
             rate = s.get("profiler_rate_hz")
-            parts.append(f"{prof}@{rate:g}" if _num(rate) else str(prof))
+            parts.append(segment_label(str(prof), rate if _num(rate) else None) or str(prof))
         out[r["row_id"]] = " ".join(parts) or str(s.get("name") or "baseline")
     return out
 
@@ -405,7 +424,21 @@ def _knob(k: str, v: Any) -> str:
     return str(v)
 
 
+def quality_text(row: dict[str, Any], with_variant: bool = True) -> str:
+    """'54.36 ± 4.00 (requantized from Q4_K_M)': the row's perplexity on the shipped text with
+    llama.cpp's standard error and (`with_variant`) its variant label; '—' without one."""
+    ppl = value(row, "perplexity")
+    if ppl is None:
+        return "—"
+    q = row.get("quality")
+    q = q if isinstance(q, dict) else {}
+    se, variant = q.get("ppl_se"), q.get("variant")
+    text = f"{ppl:.2f}" + (f" ± {se:.2f}" if _num(se) else "")
+    return text + (f" ({variant})" if with_variant and isinstance(variant, str) and variant else "")
+
+
 def by_class(rows: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Rows grouped by ``class_id`` (recordings of one comparable setup), in input order."""
     out: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         out.setdefault(r["class_id"], []).append(r)
@@ -727,7 +760,8 @@ def to_html(rows: Sequence[dict[str, Any]], key: str = "energy_per_output_token_
         )
         parts.append(
             "<table><tr><th>rank</th><th class='l'>setting</th><th>tok/s</th><th>95 %</th>"
-            "<th>J/token</th><th>95 %</th><th>W</th><th>max °C</th><th class='l'>flags</th>"
+            "<th>J/token</th><th>95 %</th><th>W</th><th>max °C</th><th>PPL</th>"
+            "<th class='l'>flags</th>"
             "<th class='l'>row</th></tr>"
         )
         for x in c["ranked"]:
@@ -740,6 +774,7 @@ def to_html(rows: Sequence[dict[str, Any]], key: str = "energy_per_output_token_
                 f"<td>{_fmt(value(r, 'energy_per_output_token_j'))}</td>"
                 f"<td>{_ci_text(ci(r, 'energy_per_output_token_j'))}</td>"
                 f"<td>{_fmt(value(r, 'power_w'))}</td><td>{_fmt(r.get('temperature_max_c'))}</td>"
+                f"<td>{html.escape(quality_text(r))}</td>"
                 f"<td class='l flag'>{html.escape('; '.join(r.get('flags') or []))}</td>"
                 f"<td class='l'>{r['row_id']}</td></tr>"
             )

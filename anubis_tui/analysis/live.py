@@ -46,6 +46,13 @@ NOTIFY_KINDS = {
 
 @dataclass
 class ChannelView:
+    """One channel as a panel shows it: its latest `value` (SI units, None without a reading).
+
+    For throttle channels: the canonical names `active` now and `occurred`
+    since boot (`records.decode_flags`), and `share`, the fraction (0..1) of
+    samples so far in which each flag name was lit.
+    """
+
     channel: Channel
     value: float | None
     active: list[str]
@@ -55,7 +62,20 @@ class ChannelView:
 
 @dataclass
 class Snapshot:
-    """An immutable-enough view for one frame."""
+    """What the panels show in one frame, copied out of `LiveState` (not shared with it).
+
+    Times: `t_s` (s since the session start), `ttft_ms`/`ttft_median_ms` (ms,
+    the last request's and the median). Rates: `decode_tps` is tok/s "now"
+    over `rolling.WINDOW_NS`, `prompt_tps` the last request's prompt tok/s.
+    Power in W (`system_power`), energy in J (`energy_j`, the system energy
+    counter since the start), `jpt_recent` J/token over `rolling.JPT_WINDOW_NS`.
+    `history_*` hold one value per second, oldest first, at most `HISTORY_S`
+    (NaN for a second without data): W, °C (hottest sensor) and tok/s.
+    `self_cost` holds the sampler's rate (Hz) and jitter p99 (s), the CPU use in
+    cores (1.0 = one core busy; psutil cpu_times deltas) of the sampler thread,
+    anubis, the worker and the profiler, and a remote session's
+    acknowledgement time (ms).
+    """
 
     t_s: float
     header: Header | None
@@ -70,7 +90,6 @@ class Snapshot:
     system_channel: Channel | None
     energy_j: float | None
     jpt_recent: float | None
-    jpt_total: float | None
     power: list[ChannelView]
     temps: list[ChannelView]
     throttle: list[ChannelView]
@@ -89,6 +108,10 @@ class Snapshot:
     knob_state: dict[str, str] = field(default_factory=dict)  # why a knob can't change ("")
     counter_jpt: list[tuple[Channel, float | None]] = field(default_factory=list)
     # measured energy counters other than the system's (a GPU's), with J/token over 10 s
+    quality: dict[str, Any] | None = None  # the current setting's ``quality`` Event payload
+    quality_base: dict[str, Any] | None = None  # the baseline setting's (the starting knobs)
+    # PPL(current)/PPL(baseline) and its 95 % interval (analysis.quality.ratio_interval)
+    quality_vs: tuple[float, float, float] | None = None
 
 
 class LiveState:
@@ -122,19 +145,23 @@ class LiveState:
         self.energy_j: float | None = None
         self._energy_start: float | None = None
         self.sampler_hz: float | None = None
-        self.rate_event_hz: float | None = None
         self.knob_state: dict[str, str] = {}
         self.ack_ms: float | None = None  # a remote session's last key-to-acknowledgement time
         # Measured energy counters besides the system's: index → (t, joules, tokens) points.
         self.counter_points: dict[int, deque[tuple[int, float, int]]] = {}
+        self.qualities: list[dict[str, Any]] = []  # ``quality`` Event payloads, in order
+        self._quality_key: object = None
+        self._quality: tuple[Any, Any, Any] = (None, None, None)
 
     # -- feeding ------------------------------------------------------------------
 
     def consume(self, rec: Record) -> None:
+        """Fold one record under the lock."""
         with self.lock:
             self._consume(rec)
 
     def consume_many(self, recs: list[Record]) -> None:
+        """Fold `recs` in order under one hold of the lock (a bus batch)."""
         with self.lock:
             for r in recs:
                 self._consume(r)
@@ -210,10 +237,10 @@ class LiveState:
             self.paused = True
         elif e.kind == "resumed":
             self.paused = False
-        elif e.kind == "rate":
-            self.rate_event_hz = p.get("sampler_hz")
         elif e.kind == "marker" or e.kind in SETTING_EVENTS:
             self.marks.append(self._bin_idx)
+        elif e.kind == "quality":
+            self.qualities.append(p)
         if e.kind == "remote_ack" and isinstance(p.get("latency_ms"), int | float):
             self.ack_ms = float(p["latency_ms"])
         # Knob values are the segment fold's (it follows knobs and knob Events); what can
@@ -260,10 +287,16 @@ class LiveState:
         return out
 
     def _throttle_warning(self, throttle: list[ChannelView], tps: float | None) -> str | None:
+        """The warning ("tok/s down N% while FLAGS active: …") when a throttle flag, idle aside, is
+        lit now and tok/s now is under 90 % of the best 1 s bin of the last 30 s (after at
+        least 10 s of history); None otherwise."""
         now_flags = sorted({a for v in throttle for a in v.active if a != "idle"})
         if not now_flags or tps is None or len(self.bins_tps) < 10:
             return None
-        recent_best = max(list(self.bins_tps)[-30:])
+        # seconds without tok/s (a load, a pause) are NaN: max() over them would depend on
+        # their place, so they are left out
+        recent = [b for b in list(self.bins_tps)[-30:] if not math.isnan(b)]
+        recent_best = max(recent, default=0.0)
         if recent_best > 0 and tps < 0.9 * recent_best:
             drop = 100 * (1 - tps / recent_best)
             return (
@@ -272,7 +305,28 @@ class LiveState:
             )
         return None
 
+    def _setting_quality(
+        self,
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None, tuple[float, float, float] | None]:
+        """(the current setting's quality payload, the baseline setting's, their PPL ratio
+        with its 95 % interval). A setting's perplexity is the ``quality`` Event of its model
+        file and KV type (`analysis.quality.match`); the baseline setting is the knobs the
+        session started with. Worked out again only when a quality Event or a knob came."""
+        if not self.qualities:
+            return None, None, None
+        knobs = self.segs.knobs
+        base_knobs = self.segs.initial_knobs or knobs
+        key = (len(self.qualities), repr(knobs), repr(base_knobs))
+        if key != self._quality_key:
+            from anubis_tui.analysis.quality import match, ratio_interval  # scipy: only here
+
+            cur, base = match(knobs, self.qualities), match(base_knobs, self.qualities)
+            vs = ratio_interval(cur, base) if cur and base and cur is not base else None
+            self._quality_key, self._quality = key, (cur, base, vs)
+        return self._quality
+
     def snapshot(self) -> Snapshot:
+        """Everything the panels show now, copied under the lock (see `Snapshot` for units)."""
         with self.lock:
             tps = self._decode_tps()
             throttle = self._views("throttle")
@@ -286,6 +340,8 @@ class LiveState:
             baseline = None
             if current is not None and current.baseline_index is not None:
                 baseline = next(f for f in segments if f.index == current.baseline_index)
+
+            quality, quality_base, quality_vs = self._setting_quality()
 
             def val(cid: str) -> float | None:
                 i = self.index.get(cid)
@@ -305,9 +361,6 @@ class LiveState:
                 system_channel=sys_ch,
                 energy_j=self.energy_j,
                 jpt_recent=jpt_recent,
-                jpt_total=(self.energy_j / self.tokens)
-                if self.energy_j is not None and self.tokens
-                else None,
                 power=[v for v in self._views("power") if v.channel.id != "system.power"],
                 temps=self._views("temperature"),
                 throttle=throttle,
@@ -333,9 +386,13 @@ class LiveState:
                 knobs=dict(self.segs.knobs),
                 knob_state=dict(self.knob_state),
                 counter_jpt=counter_jpt,
+                quality=quality,
+                quality_base=quality_base,
+                quality_vs=quality_vs,
             )
 
     def new_events(self, since: int) -> tuple[list[Event], int]:
+        """Events from index `since` on, and the index to pass next time."""
         with self.lock:
             return self.events[since:], len(self.events)
 
@@ -356,6 +413,7 @@ def _window_jpt(points: deque[tuple[int, float, int]]) -> float | None:
 
 
 def fmt(v: Any, spec: str = ".1f", unit: str = "") -> str:
+    """`v` formatted with `spec` and `unit`, or "—" for None and NaN (no reading)."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "—"
     return f"{v:{spec}}{unit}"

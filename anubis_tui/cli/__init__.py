@@ -1,7 +1,8 @@
 """The command line: one module per command; argparse lives here and nowhere else.
 
 Bad input ends in one clear line on stderr and a non-zero exit, never a
-traceback: every command raises `CliError` for what the user can fix.
+traceback: what the user can fix raises an `AnubisError` (`CliError` for a flag
+that does not fit), and `main` alone turns it into ``anubis: <message>``, exit 2.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ from anubis_tui.cli import (
     sensors,
     sweep,
 )
-from anubis_tui.cli.common import CliError, Parser
-from anubis_tui.config import ConfigError, load_config
-from anubis_tui.plugins import PluginError, add_plugin_dirs
+from anubis_tui.cli.common import Parser
+from anubis_tui.config import load_config
+from anubis_tui.errors import AnubisError
+from anubis_tui.plugins import add_plugin_dirs
 
 COMMANDS = (
     run, replay, record, report, export, sensors, bench, restore, sweep, compare, agent, db,
@@ -63,6 +65,7 @@ Global options (--plugins) may come before or after the command; options of
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``anubis`` parser: global flags and one subparser per module in `COMMANDS`."""
     p = Parser(
         prog="anubis",
         description=GUIDE,
@@ -102,6 +105,9 @@ def with_command(argv: Sequence[str], commands: Sequence[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Parse `argv` (default sys.argv), run the command; returns the exit status (2: an
+    AnubisError, printed as one line; 130: Ctrl-C).
+    """
     encoding.install()  # a non-UTF-8 locale gets ASCII stand-ins, never UnicodeEncodeError
     parser = build_parser()
     names = [m.__name__.rsplit(".", 1)[1] for m in COMMANDS]  # each module is its command
@@ -116,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config()
         add_plugin_dirs(args.plugins)
         return int(args.handler(args, config))
-    except (CliError, ConfigError, PluginError) as e:
+    except AnubisError as e:  # the one place an anubis error becomes a line and a status
         print(f"anubis: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

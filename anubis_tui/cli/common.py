@@ -11,20 +11,27 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from anubis_tui.config import Config
+from anubis_tui.errors import AnubisError
 from anubis_tui.inference.models import ModelFacts
-from anubis_tui.inference.setup import InferenceError, make_spec
+from anubis_tui.inference.setup import make_spec
 from anubis_tui.inference.worker import Spec
 
 if TYPE_CHECKING:
     from anubis_tui.recording.reader import Recording
 
 
-class CliError(Exception):
-    """A user-facing error: printed as one line, exit status 2."""
+class CliError(AnubisError):
+    """A user-facing error found by the command line itself (a flag that does not fit).
+
+    Like every `AnubisError`, `anubis_tui.cli.main` prints it as one line, exit status 2.
+    """
 
 
 class Parser(argparse.ArgumentParser):
+    """argparse's parser with errors as ``anubis: <message>`` and exit status 2."""
+
     def error(self, message: str) -> NoReturn:
+        """Print ``anubis: <message>`` on stderr and exit with status 2 (no usage dump)."""
         self.exit(2, f"anubis: {message}\n")
 
 
@@ -48,6 +55,7 @@ def rate_hz(s: str) -> float:
 
 
 def positive_int(s: str) -> int:
+    """An argparse type: `s` as an int > 0; ArgumentTypeError (one line) otherwise."""
     try:
         v = int(s)
     except ValueError:
@@ -72,6 +80,7 @@ def knob_arg(name: str) -> Callable[[str], Any]:
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
+    """The model and llama.cpp flags shared by run, record, sweep, bench and agent."""
     p.add_argument("--model", help="a GGUF file (default: the packaged Gemma 3 270M Q4_K_M)")
     p.add_argument("--threads", type=knob_arg("threads"), help="llama.cpp threads")
     p.add_argument(
@@ -91,6 +100,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def model_config(args: argparse.Namespace, config: Config) -> Config:
+    """`config` with the model flags the user gave (`add_model_args`) applied over it."""
     return config.replace(
         model=args.model,
         threads=args.threads,
@@ -103,19 +113,15 @@ def model_config(args: argparse.Namespace, config: Config) -> Config:
 
 
 def spec_from(args: argparse.Namespace, config: Config, t0_ns: int) -> tuple[Spec, ModelFacts]:
-    try:
-        return make_spec(model_config(args, config), t0_ns)
-    except InferenceError as e:
-        raise CliError(str(e)) from None
+    """The worker's spec and the model's facts; `InferenceError` when the model cannot run."""
+    return make_spec(model_config(args, config), t0_ns)
 
 
 def load_recording(path: str) -> Recording:
-    from anubis_tui.recording.reader import ReaderError, load
+    """The recording at `path` (``-``: stdin); `ReaderError` when it is not one."""
+    from anubis_tui.recording.reader import load
 
-    try:
-        return load(sys.stdin.buffer if path == "-" else path)
-    except ReaderError as e:
-        raise CliError(str(e)) from None
+    return load(sys.stdin.buffer if path == "-" else path)
 
 
 def jsonable(o: Any) -> Any:
@@ -137,6 +143,7 @@ def jsonable(o: Any) -> Any:
 
 
 def add_export_args(p: argparse.ArgumentParser) -> None:
+    """``--export NAME[:OPTIONS]`` (repeatable): extra sinks from ``anubis.sinks`` plugins."""
     p.add_argument(
         "--export",
         action="append",
@@ -150,14 +157,12 @@ def open_recording(path: str, force: bool) -> tuple[Any, Path]:
     """A new recording at `path` (``-``: stdout) and where the worker's log goes beside it."""
     import tempfile
 
-    from anubis_tui.recording.writer import RecordingError, open_output
+    from anubis_tui.recording.writer import open_output
 
     try:
         if path != "-":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         out = open_output(path, force=force)
-    except RecordingError as e:
-        raise CliError(str(e)) from None
     except OSError as e:
         raise CliError(f"cannot create {path}: {e.strerror}") from None
     log = (
@@ -166,28 +171,6 @@ def open_recording(path: str, force: bool) -> tuple[Any, Path]:
         else Path(path + ".log")
     )
     return out, log
-
-
-def attach_exports(session: Any, specs: list[str]) -> list[Any]:
-    """The --export sinks, made and added to `session`; CliError (one line) if one fails.
-
-    Each runs on its own thread behind a bounded queue (`plugins.QueuedExport`): a
-    slow or stuck one is dropped, with a ``sink_dropped`` Event and a line on
-    stderr, and the recording keeps every record.
-    """
-    from anubis_tui.plugins import PluginError, export_sinks
-
-    def dropped(msg: str) -> None:
-        print(f"anubis: {msg}", file=sys.stderr)
-        session.emit_event("sink_dropped", reason=msg)
-
-    try:
-        sinks = export_sinks(specs, session.header, on_drop=dropped)
-    except PluginError as e:
-        raise CliError(str(e)) from None
-    for sink in sinks:
-        session.add_sink(sink)
-    return sinks
 
 
 def add_attach_args(p: argparse.ArgumentParser) -> None:
@@ -218,10 +201,11 @@ def attach_from(
     args: argparse.Namespace, config: Config, t0_ns: int
 ) -> tuple[Spec, ModelFacts | None, Any]:
     """The workload spec, the model's facts (when the server names a local GGUF file) and the
-    probed `AttachSpec`; CliError (one line) when the server cannot be attached to."""
-    from anubis_tui.inference.attach import AttachError, AttachSpec, probe
+    probed `AttachSpec`; `AttachError`, `WorkloadError` or `CliError` (one line) when the
+    server cannot be attached to."""
+    from anubis_tui.inference.attach import AttachSpec, probe
     from anubis_tui.inference.models import ModelError, read_gguf
-    from anubis_tui.inference.workload import WorkloadError, load_prompts
+    from anubis_tui.inference.workload import load_prompts
 
     cfg = model_config(args, config)
     for flag, v in (
@@ -231,10 +215,7 @@ def attach_from(
     ):
         if v is not None:
             raise CliError(f"{flag} is set by the server: it cannot go with --attach")
-    try:
-        prompts = load_prompts(cfg.prompt_file)
-    except WorkloadError as e:
-        raise CliError(str(e)) from None
+    prompts = load_prompts(cfg.prompt_file)
     a = AttachSpec(
         url=args.attach,
         api=args.api,
@@ -245,10 +226,7 @@ def attach_from(
     )
     from anubis_tui.inference.worker import BUILTIN_PROMPTS
 
-    try:
-        probe(a, prompts or BUILTIN_PROMPTS)
-    except AttachError as e:
-        raise CliError(str(e)) from None
+    probe(a, prompts or BUILTIN_PROMPTS)
     facts = None
     with contextlib.suppress(ModelError, OSError, ValueError):
         if a.model and a.model.endswith(".gguf") and Path(a.model).is_file():
@@ -262,3 +240,20 @@ def attach_from(
         seed=cfg.seed,
     )
     return spec, facts, a
+
+
+def workload_from(
+    args: argparse.Namespace, config: Config, t0_ns: int, *, remote: bool = False
+) -> tuple[Spec | None, ModelFacts | None, Any]:
+    """(spec, model facts, AttachSpec) from ``--attach``, the model flags or ``--no-model``
+    (then all None); CliError (one line) for flags that do not go together."""
+    no_model = bool(getattr(args, "no_model", False))
+    if args.attach is not None:  # a server people run instead of our worker
+        if no_model or remote:
+            what = "--no-model" if no_model else "--remote"
+            raise CliError(f"--attach drives a server here: it cannot go with {what}")
+        return attach_from(args, config, t0_ns)
+    if no_model or remote:
+        return None, None, None
+    spec, facts = spec_from(args, config, t0_ns)
+    return spec, facts, None

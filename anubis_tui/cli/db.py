@@ -17,11 +17,13 @@ from typing import Any
 
 from anubis_tui.cli.common import CliError, jsonable, load_recording
 from anubis_tui.config import Config
+from anubis_tui.errors import AnubisError
 
 ROW_SUFFIXES = (".jsonl", ".json", ".ndjson")
 
 
 def add_parser(sub: Any) -> None:
+    """Register the ``db`` subcommand and its flags on `sub` (argparse's subparsers)."""
     p = sub.add_parser("db", help="the results database: add, list, top, compare, export")
     _db_arg(p, None)
     p.set_defaults(handler=cmd_db, db_command=None)
@@ -70,17 +72,14 @@ def _db_arg(p: argparse.ArgumentParser, default: Any) -> None:
 
 
 def _store(args: argparse.Namespace, create: bool) -> Any:
-    from anubis_tui.analysis.db import DbError, Store, default_path
+    from anubis_tui.analysis.db import Store, default_path
 
-    try:
-        return Store(args.db or default_path(), create=create)
-    except DbError as e:
-        raise CliError(str(e)) from None
+    return Store(args.db or default_path(), create=create)
 
 
 def rows_from(path: str) -> list[dict[str, Any]]:
     """The rows a path gives: a row file (JSON Lines, or - for stdin) or a recording."""
-    from anubis_tui.analysis.results import ResultError, read_rows, rows_of
+    from anubis_tui.analysis.results import read_rows, rows_of
 
     try:
         if path == "-":
@@ -98,22 +97,18 @@ def rows_from(path: str) -> list[dict[str, Any]]:
             return read_rows(text, path)
         try:
             rec = load_recording(path)
-        except CliError as e:  # several files at once: say which one
+        except AnubisError as e:  # several files at once: say which one
             raise CliError(f"{path}: {e}") from None
         return rows_of(rec, path)
-    except ResultError as e:
-        raise CliError(str(e)) from None
     except OSError as e:
         raise CliError(f"{path}: {e.strerror}") from None
 
 
 def cmd_db(args: argparse.Namespace, config: Config) -> int:
-    from anubis_tui.analysis.db import DbError
-
-    try:
-        return _run(args, config)
-    except DbError as e:
-        raise CliError(str(e)) from None
+    """Run an ``anubis db`` action (add, list, top, compare, export) or open the browser;
+    returns 0.
+    """
+    return _run(args, config)
 
 
 def _run(args: argparse.Namespace, config: Config) -> int:
@@ -214,6 +209,7 @@ def _ci(c: Any) -> str:
 
 
 def render_list(rows: list[dict[str, Any]]) -> str:
+    """Every row as text, grouped by comparability class, with the fields a class lacks."""
     from anubis_tui.analysis import db
 
     lines = []
@@ -224,7 +220,7 @@ def render_list(rows: list[dict[str, Any]]) -> str:
             lines.append(f"  not recorded: {', '.join(unknown)}")
         lines.append(
             f"  {'row':<16} {'setting':<30} {'tok/s':>8} {'J/token':>9} {'W':>7} {'max°C':>6}"
-            f"  recording / flags"
+            f"  {'PPL':>13}  recording / flags"
         )
         texts = db.setting_texts(rs)
         for r in rs:
@@ -233,14 +229,24 @@ def render_list(rows: list[dict[str, Any]]) -> str:
                 f"{_v(db.value(r, 'decode_tokens_per_s')):>8} "
                 f"{_v(db.value(r, 'energy_per_output_token_j')):>9} "
                 f"{_v(db.value(r, 'power_w')):>7} {_v(r.get('temperature_max_c'), 3):>6}  "
+                f"{db.quality_text(r, with_variant=False):>13}  "
                 f"{Path(str(r['provenance'].get('recording_path'))).name}"
+                + _variant(r)
                 + (f"  [{'; '.join(r['flags'])}]" if r.get("flags") else "")
             )
         lines.append("")
     return "\n".join(lines).rstrip() or "no rows"
 
 
+def _variant(r: dict[str, Any]) -> str:
+    v = (r.get("quality") or {}).get("variant") if isinstance(r.get("quality"), dict) else None
+    return f"  ({v})" if isinstance(v, str) and v else ""
+
+
 def render_top(t: list[dict[str, Any]], key: str, n: int) -> str:
+    """The best `n` rows per class on figure `key` (`db.RANKABLE`), ties marked ``=``,
+    flagged rows after.
+    """
     from anubis_tui.analysis import db
 
     label, higher = db.RANKABLE[key]
@@ -271,6 +277,7 @@ def render_top(t: list[dict[str, Any]], key: str, n: int) -> str:
 
 
 def render_compare(r: dict[str, Any]) -> str:
+    """Two rows' figures side by side with their differences and intervals, as text."""
     lines = [f"A {r['a']}  B {r['b']}"]
     if not r["same_class"]:
         lines.append(
@@ -294,12 +301,9 @@ def render_compare(r: dict[str, Any]) -> str:
 def write_rows(rec: Any, path: str, summary: dict[str, Any], out: str, force: bool) -> int:
     """The result rows of recording `rec` (read from `path`) to `out` (JSON Lines; ``-``:
     stdout); returns how many. `summary` is its `report`, reused."""
-    from anubis_tui.analysis.results import ResultError, dumps_rows, rows_of
+    from anubis_tui.analysis.results import dumps_rows, rows_of
 
-    try:
-        rows = rows_of(rec, path, summary=summary)
-    except ResultError as e:
-        raise CliError(str(e)) from None
+    rows = rows_of(rec, path, summary=summary)
     text = dumps_rows(rows)
     if out == "-":
         sys.stdout.write(text)

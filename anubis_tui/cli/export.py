@@ -19,6 +19,7 @@ PLOT_FORMATS = (".png", ".svg", ".pdf")
 
 
 def add_parser(sub: Any) -> None:
+    """Register the ``export`` subcommand and its flags on `sub` (argparse's subparsers)."""
     e = sub.add_parser("export", help="a recording as CSV or a PNG plot")
     e.add_argument("path")
     e.add_argument("--csv", metavar="OUT")
@@ -32,14 +33,11 @@ def add_parser(sub: Any) -> None:
 
 def write_new(path: str, data: bytes, force: bool) -> None:
     """`data` to a new file at `path` (refusing symlinks, and existing files without force)."""
-    from anubis_tui.recording.writer import RecordingError, open_output
+    from anubis_tui.recording.writer import open_output
 
     if path == "-":
         raise CliError("export writes files, not stdout")
-    try:
-        f = open_output(path, force=force)
-    except RecordingError as e:
-        raise CliError(str(e)) from None
+    f = open_output(path, force=force)
     try:
         with f:
             f.write(data)
@@ -50,7 +48,8 @@ def write_new(path: str, data: bytes, force: bool) -> None:
 
 
 def cmd_export(args: argparse.Namespace, config: Config) -> int:
-    from anubis_tui.analysis.export import ExportError, plot, write_csv
+    """Write a recording's CSV and/or plot as new files (``--force`` to overwrite); returns 0."""
+    from anubis_tui.analysis.export import plot, write_csv
     from anubis_tui.analysis.windows import write_requests_csv
 
     if not args.csv and not args.plot and not args.requests_csv:
@@ -58,19 +57,16 @@ def cmd_export(args: argparse.Namespace, config: Config) -> int:
     if args.plot and os.path.splitext(args.plot)[1].lower() not in PLOT_FORMATS:
         raise CliError(f"--plot {args.plot}: the name must end in {', '.join(PLOT_FORMATS)}")
     rec = load_recording(args.path)
-    try:
-        if args.csv:
-            buf = io.StringIO(newline="")
-            write_csv(rec, buf)
-            write_new(args.csv, buf.getvalue().encode(), args.force)
-        if args.requests_csv:
-            buf = io.StringIO(newline="")
-            write_requests_csv(rec, buf)
-            write_new(args.requests_csv, buf.getvalue().encode(), args.force)
-        if args.plot:
-            img = io.BytesIO()
-            plot(rec, img, os.path.splitext(args.plot)[1][1:].lower())
-            write_new(args.plot, img.getvalue(), args.force)
-    except ExportError as e:
-        raise CliError(str(e)) from None
+    if args.csv:
+        buf = io.StringIO(newline="")
+        write_csv(rec, buf)
+        write_new(args.csv, buf.getvalue().encode(), args.force)
+    if args.requests_csv:
+        buf = io.StringIO(newline="")
+        write_requests_csv(rec, buf)
+        write_new(args.requests_csv, buf.getvalue().encode(), args.force)
+    if args.plot:
+        img = io.BytesIO()
+        plot(rec, img, os.path.splitext(args.plot)[1][1:].lower())
+        write_new(args.plot, img.getvalue(), args.force)
     return 0

@@ -24,6 +24,7 @@ from anubis_tui.config import Config
 
 
 def add_parser(sub: Any) -> None:
+    """Register the ``models`` subcommand and its flags on `sub` (argparse's subparsers)."""
     m = sub.add_parser("models", help="quantized variants of a model, their size and perplexity")
     msub = m.add_subparsers(dest="models_command", metavar="ACTION", parser_class=type(m))
     msub.required = True
@@ -60,35 +61,29 @@ def _model_cache() -> Path:
 
 
 def _source(path: str | None) -> Path:
-    from anubis_tui.inference.models import ModelError, resolve_model
+    from anubis_tui.inference.models import resolve_model
 
-    try:
-        return resolve_model(path)
-    except ModelError as e:
-        raise CliError(str(e)) from None
+    return resolve_model(path)
 
 
 def cmd_quantize(args: argparse.Namespace, config: Config) -> int:
+    """Make the ``--types`` variants of a GGUF file with llama.cpp's quantizer, printing
+    one line each; returns 0.
+    """
     from anubis_tui.inference.variants import VariantError, parse_types, quantize
 
     try:
         types = parse_types(args.types)
     except VariantError as e:
         raise CliError(f"--types: {e}") from None
-    from anubis_tui.inference.models import ModelError, read_gguf
+    from anubis_tui.inference.models import read_gguf
 
     src = _source(args.src)
-    try:
-        read_gguf(src)  # a corrupt source is refused before any progress line
-    except ModelError as e:
-        raise CliError(str(e)) from None
+    read_gguf(src)  # a corrupt source is refused before any progress line
     out_dir = Path(args.out_dir).expanduser() if args.out_dir else _model_cache()
     for t in types:
         print(f"anubis: quantizing {src.name} to {t} …", file=sys.stderr)
-        try:
-            v = quantize(src, t, out_dir, threads=args.threads, force=args.force)
-        except VariantError as e:
-            raise CliError(str(e)) from None
+        v = quantize(src, t, out_dir, threads=args.threads, force=args.force)
         print(f"{v.path}\t{v.quantization}\t{v.size / 2**20:.1f} MiB\t{v.label}")
     return 0
 
@@ -129,6 +124,7 @@ def model_rows(dirs: list[Path]) -> list[dict[str, Any]]:
 
 
 def cmd_list(args: argparse.Namespace, config: Config) -> int:
+    """Print each GGUF file in the model directories: size, quantization, perplexity; returns 0."""
     dirs = [Path(d).expanduser() for d in args.models_dir] or [_model_cache()]
     for r in model_rows(dirs):
         name = Path(r["path"]).name
@@ -146,7 +142,8 @@ def cmd_list(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_perplexity(args: argparse.Namespace, config: Config) -> int:
-    from anubis_tui.inference.quality import KV_TYPES, QualityError, Setting, run_child
+    """Perplexity of each model × ``--kv-type`` on the shipped text (cached); returns 0."""
+    from anubis_tui.inference.quality import KV_TYPES, Setting, run_child
 
     kvs = [k.strip() for k in args.kv_type.split(",") if k.strip()]
     for k in kvs:
@@ -165,16 +162,14 @@ def cmd_perplexity(args: argparse.Namespace, config: Config) -> int:
                 threads=args.threads or config_threads(config),
                 max_chunks=args.chunks,
             )
-            try:
-                r = run_child(m, s)
-            except QualityError as e:
-                raise CliError(str(e)) from None
+            r = run_child(m, s)
             how = "cached" if r.cached else f"{r.compute_s:.1f} s"
             print(f"{r.line()} [{how}]")
     return 0
 
 
 def config_threads(config: Config) -> int | None:
+    """The config's ``threads`` when a positive int, else None (llama.cpp's default)."""
     t = getattr(config, "threads", None)
     return t if isinstance(t, int) and t > 0 else None
 
@@ -186,7 +181,7 @@ def sweep_quality(spec: Any, knobs: dict[str, list[Any]], say: Any) -> list[dict
     starts, so no segment and no energy figure contains it. Returns the
     ``quality`` Event payloads; CliError (one line) when one fails.
     """
-    from anubis_tui.inference.quality import QualityError, Setting, run_child
+    from anubis_tui.inference.quality import Setting, run_child
 
     models = [Path(spec.model)] + [Path(str(m)) for m in knobs.get("model", [])]
     kvs = [spec.kv_type] + [str(k) for k in knobs.get("kv_type", [])]
@@ -203,10 +198,7 @@ def sweep_quality(spec: Any, knobs: dict[str, list[Any]], say: Any) -> list[dict
                 s = Setting(
                     kv_type=k, gpu_layers=spec.gpu_layers, flash_attn=fa, threads=spec.threads
                 )
-                try:
-                    r = run_child(m, s)
-                except QualityError as e:
-                    raise CliError(str(e)) from None
+                r = run_child(m, s)
                 done = " [cached]" if r.cached else f" [{r.compute_s:.0f} s]"
                 say(f"quality: {r.line()}{done}")
                 out.append(r.payload())

@@ -53,10 +53,10 @@ from urllib.parse import urlsplit
 
 import psutil
 
+from anubis_tui.errors import AnubisError
 from anubis_tui.inference.worker import BUILTIN_PROMPTS, Spec, chat
 from anubis_tui.records import Event, Record, Tokens
 
-APIS = ("openai", "ollama")
 MAX_LINE = 1 << 20  # one SSE or NDJSON line; a longer one is a broken stream
 MAX_EVENT = 4 << 20  # one SSE event (several data: lines joined)
 MAX_BODY = 8 << 20  # a non-streamed answer (models list, metrics)
@@ -67,10 +67,9 @@ METRIC_COUNTERS = {  # generated-token counters of servers that have /metrics
     "llamacpp:tokens_predicted_total": "llama-server",
     "vllm:generation_tokens_total": "vLLM",
 }
-PROMPT_COUNTERS = ("llamacpp:prompt_tokens_total", "vllm:prompt_tokens_total")
 
 
-class AttachError(Exception):
+class AttachError(AnubisError):
     """The server cannot be attached to; the message is one line for the user."""
 
 
@@ -351,7 +350,7 @@ def prompt_text(a: AttachSpec, prompt: str) -> str:
 # -- streams -----------------------------------------------------------------------------------
 
 
-class StreamError(Exception):
+class StreamError(AnubisError):
     """A stream that broke: dropped, over a bound, or not the format it should be."""
 
 
@@ -465,7 +464,7 @@ def ollama_chunks(resp: http.client.HTTPResponse) -> Iterator[Chunk]:
 # -- the client --------------------------------------------------------------------------------
 
 
-class ServerLost(Exception):
+class ServerLost(AnubisError):
     """The server is gone (or fails every request): the run ends."""
 
 

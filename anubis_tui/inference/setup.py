@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 
 from anubis_tui.config import Config
+from anubis_tui.errors import AnubisError
 from anubis_tui.inference.models import ModelError, ModelFacts, read_gguf, resolve_model
 from anubis_tui.inference.worker import Spec
 from anubis_tui.inference.workload import WorkloadError, load_prompts
 
 
-class InferenceError(Exception):
+class InferenceError(AnubisError):
     """Inference cannot run as asked; the message is one line for the user."""
 
 

@@ -63,6 +63,7 @@ def script_path(name: str) -> str | None:
 
 
 def pyspy_binary() -> str | None:
+    """Path of the ``py-spy`` executable (beside this Python first, then $PATH); None if absent."""
     return script_path("py-spy")
 
 
@@ -79,6 +80,14 @@ def explain_failure(text: str, pid: int) -> str:
 
 
 class PySpy(Profiler):
+    """py-spy attached to the worker: ``py-spy record`` writes a speedscope profile.
+
+    Runs ``--nonblocking`` (the target is not stopped to sample it; low cost)
+    unless `native`, which needs the target paused per sample. `rate_hz` is
+    py-spy's ``--rate`` (samples per second). Needs ptrace permission on the
+    target (`PTRACE_FIX`). While running, ``py-spy dump`` snapshots feed `top`.
+    """
+
     name: ClassVar[str] = "py-spy"
 
     def __init__(self, native: bool = False, binary: str | None = None) -> None:
@@ -100,6 +109,7 @@ class PySpy(Profiler):
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
+        """(True, "") when a py-spy binary is found, else (False, an install hint)."""
         if pyspy_binary() is None:
             return False, "py-spy is not installed (pip install py-spy)"
         return True, ""
@@ -116,6 +126,13 @@ class PySpy(Profiler):
         return out
 
     def start(self, target_pid: int, rate_hz: float, out_dir: Path) -> str | None:
+        """Start recording `target_pid` at `rate_hz` into `out_dir`; None on success, else one line
+        why not.
+
+        The artifact is ``pyspy-NNN-<rate>hz-<mode>.speedscope.json`` with its log
+        beside it. Waits `START_GRACE_S` so an immediate failure (no ptrace
+        permission, target gone, no --native support) is reported here. Never raises.
+        """
         if self.binary is None:
             return "py-spy is not installed (pip install py-spy)"
         try:
@@ -247,6 +264,11 @@ class PySpy(Profiler):
             self._reader = None
 
     def stop(self) -> Path | None:
+        """Stop with SIGINT (SIGTERM would lose the profile), waiting up to 15 s, then SIGKILL.
+
+        Returns the speedscope artifact's path, or None when py-spy wrote none.
+        Sets `samples` from py-spy's closing ``Samples: N Errors: M`` line.
+        """
         self._dump_stop.set()
         p = self.proc
         if p is None:
@@ -267,6 +289,9 @@ class PySpy(Profiler):
         return None
 
     def status(self) -> ProfilerStatus:
+        """Running or not, py-spy's pid, rate (Hz), sample count, artifact and start time
+        (monotonic ns).
+        """
         running = self.proc is not None and self.proc.poll() is None
         return ProfilerStatus(
             running,

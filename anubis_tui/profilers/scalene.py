@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from anubis_tui.errors import AnubisError
 from anubis_tui.profilers.base import Profiler, ProfilerStatus
 
 SCALENE_ENV = {"SCALENE_ALLOCATION_SAMPLING_WINDOW": "1048576"}
@@ -80,7 +81,7 @@ def scalene_command(rate_hz: float, artifact: Path) -> list[str]:
     ]
 
 
-class NotUnderScalene(Exception):
+class NotUnderScalene(AnubisError):
     """Refusing to signal a process that scalene does not run."""
 
 

@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from typing import IO
 
+from anubis_tui.errors import AnubisError
 from anubis_tui.recording.format import packer
 from anubis_tui.records import Footer, Header, Record, Sample
 
@@ -38,7 +39,7 @@ PIPE_BUFFER_MAX = 1 << 20  # bytes PipeOut holds before a write waits for the re
 _FLUSH = object()  # a queue item: flush now (an acknowledgement must not wait FLUSH_S)
 
 
-class RecordingError(Exception):
+class RecordingError(AnubisError):
     """The recording cannot be opened; the message is one line for the user."""
 
 
@@ -79,20 +80,32 @@ class PipeOut:
         self._abandoned = threading.Event()
 
     def fileno(self) -> int:
+        """The pipe's file descriptor."""
         return self.fd
 
     def write(self, data: bytes) -> int:
+        """Buffer `data` and write what the pipe takes now; returns len(data).
+
+        Waits for the reader only when more than `PIPE_BUFFER_MAX` bytes are
+        buffered. Raises BrokenPipeError after `abandon` or when the reader closed
+        the pipe, and other OSErrors as write(2) gives them.
+        """
         self._buf += data
         self._drain(block=len(self._buf) > PIPE_BUFFER_MAX)
         return len(data)
 
     def flush(self) -> None:
+        """Write everything buffered, waiting for the reader; BrokenPipeError as for `write`."""
         self._drain(block=True)
 
     def abandon(self) -> None:
+        """Make a waiting or later `write`/`flush` raise BrokenPipeError at once (safe from any
+        thread).
+        """
         self._abandoned.set()
 
     def close(self) -> None:
+        """Close the descriptor; errors from close(2) are ignored."""
         with contextlib.suppress(OSError):
             os.close(self.fd)
 
@@ -145,6 +158,11 @@ class RecordingWriter:
         self._thread.start()
 
     def submit(self, rec: Record) -> None:
+        """Queue `rec` for the writer thread; never blocks or raises.
+
+        When the queue (`QUEUE_MAX` records) is full the record is counted in
+        `dropped` instead; after a write error records are ignored (see `error`).
+        """
         if self.error is not None:
             return
         try:

@@ -26,10 +26,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from anubis_tui.profilers.controller import Step
+from anubis_tui.profilerspec import ProfilerSetting
 from anubis_tui.records import Channel, ChannelsAdded, Record, Sample
+
+if TYPE_CHECKING:
+    from anubis_tui.session.surface import ControlSurface
 
 PROFILERS = ("py-spy", "py-spy-native", "scalene")
 STEADY_WINDOW_S = 30.0
@@ -44,7 +47,7 @@ class Treatment:
     """One thing a sweep compares with the baseline: a profiler at a rate, or knob settings."""
 
     name: str
-    profiler: Step | None = None
+    profiler: ProfilerSetting | None = None
     knobs: dict[str, Any] = field(default_factory=dict)
 
 
@@ -66,8 +69,8 @@ def treatments(
             raise ValueError(f"unknown profiler {prof!r}; one of {', '.join(PROFILERS)}")
         for rate in rates:
             name, native = ("py-spy", True) if prof == "py-spy-native" else (prof, False)
-            label = f"{name}@{rate:g}" + ("n" if native else "")
-            out.append(Treatment(label, profiler=Step(name, float(rate), native, 0.0)))
+            ps = ProfilerSetting(name, float(rate), native)
+            out.append(Treatment(ps.format(), profiler=ps))
     names = list(knobs)
     for combo in itertools.product(*(knobs[n] for n in names)) if names else []:
         setting = dict(zip(names, combo, strict=True))
@@ -233,31 +236,32 @@ class Folded:
 
 
 class Sweep:
-    """Runs a sweep on a started session, through its control surface only."""
+    """Runs a sweep on a started session, through its control surface only
+    (`session.surface.ControlSurface`: no bus, no sampler, no profiler controller)."""
 
     def __init__(
         self,
-        session: Any,
+        surface: ControlSurface,
         items: list[Treatment],
         opts: SweepOptions,
         say: Callable[[str], None] = lambda _: None,
     ) -> None:
-        self.s = session
+        self.s = surface
         self.items = items
         self.opts = opts
         self.say = say
-        self.base = dict(session.knob_values())
-        self.watch = Watch(session.sampler.channels)
-        session.add_sink(self.watch)
+        self.base = dict(surface.knob_values())
+        self.watch = Watch(surface.channels)
+        surface.add_sink(self.watch)
         self.target_c: float | None = None
         self._profiling = False
         self.folded: Folded | None = None
         if opts.max_s:
-            self.folded = Folded(session.header)
-            session.add_sink(self.folded)
+            self.folded = Folded(surface.header)
+            surface.add_sink(self.folded)
 
     def _now(self) -> float:
-        return self.s.bus.now() / 1e9
+        return self.s.now_ns() / 1e9
 
     def _wait(self, seconds: float, stop: threading.Event) -> str | None:
         end = time.monotonic() + seconds
@@ -270,23 +274,38 @@ class Sweep:
 
     def run(self, stop: threading.Event) -> str | None:
         """The whole sweep; None when it ran to the end, else why it ended early."""
-        o = self.opts
         err = self.s.wait_loaded()
         if err:
             return err
-        # A profiler that cannot run here is found out now, not in the middle of a segment
-        # (scalene's check runs a test worker: it would disturb the baseline beside it).
+        self._leave_out_unrunnable()
+        if not self.items:
+            return "no treatment can run here"
+        order = schedule(self.items, self.opts.repeats, self.opts.seed)
+        self._announce(order)
+        started = time.monotonic()
+        why = self._warmup(stop) or self._planned(order, stop)
+        if why is None and self.folded is not None and self.opts.max_s:
+            why = self._extra(len(order), started, stop)
+        if why:
+            return why
+        self._apply(None)
+        return None
+
+    def _leave_out_unrunnable(self) -> None:
+        """A profiler that cannot run here is found out now, not in the middle of a segment
+        (scalene's check runs a test worker: it would disturb the baseline beside it)."""
         for prof in sorted({t.profiler.profiler or "" for t in self.items if t.profiler}):
-            why = self.s.profilers.check(prof)
+            why = self.s.profiler_check(prof)
             if why:
                 self.say(f"{prof} left out: {why}")
                 self.s.emit_event("sweep_skip", profiler=prof, reason=why)
                 self.items = [
                     t for t in self.items if not t.profiler or t.profiler.profiler != prof
                 ]
-        if not self.items:
-            return "no treatment can run here"
-        order = schedule(self.items, o.repeats, o.seed)
+
+    def _announce(self, order: list[tuple[int, str, Treatment | None]]) -> None:
+        """The ``sweep`` Event: what is compared, how often, in which order."""
+        o = self.opts
         self.s.emit_event(
             "sweep",
             treatments=[t.name for t in self.items],
@@ -298,10 +317,11 @@ class Sweep:
             base=self.base,
             order=[[r, role, t.name if t else "baseline"] for r, role, t in order],
         )
-        started = time.monotonic()
-        why = self._warmup(stop)
-        if why:
-            return why
+
+    def _planned(
+        self, order: list[tuple[int, str, Treatment | None]], stop: threading.Event
+    ) -> str | None:
+        """The planned segments in `order`; None when they all ran."""
         for i, (r, role, t) in enumerate(order):
             if stop.is_set():
                 return "stopped"
@@ -310,11 +330,6 @@ class Sweep:
             why = self._step(i, r, role, t, stop)
             if why:
                 return why
-        if self.folded is not None and o.max_s:
-            why = self._extra(len(order), started, stop)
-            if why:
-                return why
-        self._apply(None)
         return None
 
     def _step(

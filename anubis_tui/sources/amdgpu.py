@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from anubis_tui.errors import AnubisError
 from anubis_tui.records import Channel, Value
 from anubis_tui.sources.base import (
     PLACEHOLDER_MILLIDEG,
@@ -51,12 +52,12 @@ from anubis_tui.sources.base import (
     EnergyCounter,
     ReadGroup,
     Source,
-    attr_index,
-    limit_c,
+    hwmon_inputs,
     read_int,
     read_label,
     read_text,
     readable,
+    slug,
 )
 from anubis_tui.sources.drm import DrmCard, drm_cards
 
@@ -65,6 +66,7 @@ STATE_PERIOD_S = 0.25
 LIMIT_PERIOD_S = 2.0
 ENERGY_UNIT_J = 2.0**-16  # "Energy (15.259uJ (2^-16) units)", gpu_metrics_v1_4+
 ENERGY_WRAP_COUNTS = 2**32  # v1.0-v1.3: the SMU's u32 EnergyAccumulator
+TEMP_LIMITS = (("critical_c", "crit"), ("emergency_c", "emergency"))  # hwmon tempN_* (m°C)
 
 # -- gpu_metrics layouts (kgd_pp_interface.h) ------------------------------------------------
 
@@ -271,7 +273,7 @@ def throttle_meta(table: dict[int, tuple[str, str]]) -> dict[str, Any]:
 # -- gpu_metrics decoding ---------------------------------------------------------------------
 
 
-class MetricsError(Exception):
+class MetricsError(AnubisError):
     """gpu_metrics cannot be decoded; the message is one line for `anubis sensors`."""
 
 
@@ -353,6 +355,11 @@ class MetricsFile:
         self.fd: int | None = None
 
     def read(self) -> bytes:
+        """The whole table (at most `MAX` bytes) from offset 0; reopens once after a failed read.
+
+        OSError (PermissionError included) propagates: discovery turns it into a reason,
+        the sampler into no reading.
+        """
         if self.fd is not None:
             try:
                 return os.pread(self.fd, self.MAX, 0)
@@ -362,6 +369,7 @@ class MetricsFile:
         return os.pread(self.fd, self.MAX, 0)
 
     def close(self) -> None:
+        """Close the kept descriptor (errors ignored)."""
         if self.fd is not None:
             with contextlib.suppress(OSError):
                 os.close(self.fd)
@@ -381,7 +389,13 @@ class _Reader:
 
 @dataclass
 class AmdgpuSource(Source):
-    """One amdgpu card (discrete or APU)."""
+    """One amdgpu card (discrete or APU): its power, energy, temperatures, clocks, busy
+    ratios, VRAM, power caps and throttle reasons, from hwmon, the device's sysfs files
+    and ``gpu_metrics`` (module docstring: which file gives what, in which unit).
+
+    Unavailable, with the reason, when no attribute of the card reads; a card
+    without any power reading is named in `missing`.
+    """
 
     order: ClassVar[int] = 12
     card: DrmCard | None = None
@@ -391,6 +405,8 @@ class AmdgpuSource(Source):
 
     @classmethod
     def discover(cls, ctx: DiscoveryContext) -> list[Source]:
+        """One source per amdgpu card under ``/sys/class/drm`` (`drm_cards`); one unavailable
+        source with the reason when there is none."""
         cards = drm_cards(ctx.root, ("amdgpu",), ("amdgpu",))
         if not cards:
             return [cls(name="amdgpu", reason="no amdgpu GPU under /sys/class/drm or hwmon")]
@@ -407,340 +423,59 @@ class AmdgpuSource(Source):
         card = self.card
         assert card is not None
         notes: list[str] = []
-        blob: bytes | None = None
-        lay: Layout | None = None
-        mpath = card.device / "gpu_metrics"
-        if mpath.exists():
-            mf = MetricsFile(mpath)
-            try:
-                blob = mf.read()
-                lay = layout_for(blob)
-                self.metrics = mf
-            except PermissionError:
-                notes.append("gpu_metrics not readable")
-                mf.close()
-            except (OSError, MetricsError) as e:
-                notes.append(str(e) if isinstance(e, MetricsError) else f"gpu_metrics: {e}")
-                mf.close()
-                blob = None
-        hw = card.hwmon
-        self.apu = lay.apu if lay is not None else _looks_like_apu(card, hw, self.cpu_model)
-        pfx = f"amdgpu.{card.name}"
-        domain = f"apu:{card.slot}" if self.apu else f"gpu:{card.slot}"
-        base_meta: dict[str, Any] = {"chip": "amdgpu", "domain": domain, "pci": card.slot}
-        power_scope = "apu-package" if self.apu else "gpu"
-
-        def ch(suffix: str, label: str, kind: str, unit: str, method: str, period: float,
-               scope: str = "gpu", **meta: Any) -> Channel:  # fmt: skip
-            m = {**base_meta, **meta}
-            if kind not in ("power", "energy"):
-                m.pop("domain", None)
-            return Channel(
-                id=f"{pfx}.{suffix}",
-                label=f"{card.name} {label}",
-                source=self.name,
-                kind=kind,
-                unit=unit,
-                scope=scope,
-                method=method,
-                update_period_s=period,
-                meta=m,
-            )
-
-        fast: list[_Reader] = []
-        state: list[_Reader] = []
-        limits: list[_Reader] = []
-        mfast: list[_Reader] = []  # from gpu_metrics
-
-        # Power: hwmon first (the documented ABI), gpu_metrics where hwmon has none.
-        have_power = False
-        power_note = (
-            "APU socket (PPT) power: contains its CPU cores and integrated GPU"
-            if self.apu
-            else "GPU socket (chip) power, not total board power"
-        )
-        if hw is not None:
-            # power2 is an APU's second PPT window (fastPPT beside slowPPT): the same package.
-            for n, item in ((1, "average"), (1, "input"), (2, "average"), (2, "input")):
-                f = hw / f"power{n}_{item}"
-                if readable(f):
-                    label = read_label(hw / f"power{n}_label") or ("PPT" if n == 1 else f"power{n}")
-                    avg = item == "average"
-                    c = ch(f"power{'' if n == 1 else n}{'_avg' if avg else ''}",
-                           f"{label} power ({'average' if avg else 'input'})", "power", "W",
-                           "average:driver" if avg else "instant", POWER_PERIOD_S, power_scope,
-                           note=power_note, file=f"hwmon power{n}_{item}")  # fmt: skip
-                    fast.append(_Reader(c, _attr(f, 1e-6, "power")))
-                    have_power = True
-        if blob is not None and lay is not None and not have_power:
-            name = "curr_socket_power" if "curr_socket_power" in lay.fields else (
-                "average_socket_power")  # fmt: skip
-            c = ch(
-                "power_socket",
-                "socket power (gpu_metrics)",
-                "power",
-                "W",
-                "average:driver",
-                STATE_PERIOD_S,
-                power_scope,
-                note=power_note,
-                file=f"gpu_metrics {name}",
-            )
-            mfast.append(_Reader(c, _metric(lay, name, lay.power_scale, "power")))
-            have_power = True
-        socket_id = next((r.channel.id for r in fast + mfast if r.channel.kind == "power"), None)
-
-        # Energy: the gpu_metrics accumulator (v1.x only).
-        if blob is not None and lay is not None and "energy_accumulator" in lay.fields:
-            wraps = lay.version < (1, 4)
-            counter = EnergyCounter(
-                f"{pfx}.energy", ENERGY_WRAP_COUNTS * ENERGY_UNIT_J if wraps else None
-            )
-            note = (
-                "unit 2^-16 J: documented from gpu_metrics v1.4 on; v1.0-v1.3 leave it "
-                "undocumented (ROCm uses the same 15.3 µJ)"
-                if wraps
-                else "unit 2^-16 J (gpu_metrics v1.4+)"
-            )
-            energy_ch = ch("energy", "energy (gpu_metrics accumulator)", "energy", "J", "counter",
-                           STATE_PERIOD_S, power_scope, note=note, unit_assumed=wraps,
-                           file="gpu_metrics energy_accumulator")  # fmt: skip
-            mfast.append(_Reader(energy_ch, _energy(lay, counter)))
-            if not wraps:
-                # Documented unit: the counter's power is the preferred reading of the socket.
-                p = ch(
-                    "power_counter",
-                    "power (from energy counter)",
-                    "power",
-                    "W",
-                    "derived",
-                    STATE_PERIOD_S,
-                    power_scope,
-                    energy_channel=energy_ch.id,
-                    note=power_note,
-                )
-                mfast.append(_Reader(p, _energy_power(counter)))
-
-        # APU rails inside the package meter (gpu_metrics v2.x/v3.0).
-        if blob is not None and lay is not None and lay.apu:
-            for name, label, scope in (
-                ("average_gfx_power", "integrated GPU power (gpu_metrics)", "gpu-integrated"),
-                ("average_cpu_power", "CPU rail power (gpu_metrics)", "soc-rail"),
-                ("average_soc_power", "SoC rail power (gpu_metrics)", "soc-rail"),
-                ("average_all_core_power", "CPU cores power (gpu_metrics)", "soc-rail"),
-            ):
-                if name in lay.fields:
-                    meta: dict[str, Any] = {"file": f"gpu_metrics {name}",
-                                            "domain": f"{domain}:{name}"}  # fmt: skip
-                    if socket_id:
-                        meta["within"] = socket_id
-                    c = ch(
-                        name.removeprefix("average_"),
-                        label,
-                        "power",
-                        "W",
-                        "average:driver",
-                        STATE_PERIOD_S,
-                        scope,
-                        **meta,
-                    )
-                    mfast.append(_Reader(c, _metric(lay, name, lay.power_scale, "power")))
-
-        # Temperatures: hwmon by label, with their critical limits.
-        temp_labels: set[str] = set()
-        if hw is not None:
-            for f in sorted(hw.glob("temp*_input"), key=lambda p: attr_index(p.name)):
-                n = attr_index(f.name)
-                if not readable(f):
-                    continue
-                label = read_label(hw / f"temp{n}_label") or f"temp{n}"
-                temp_labels.add(label)
-                meta = {"file": f"hwmon temp{n}_input"}
-                crit = limit_c(hw / f"temp{n}_crit")
-                if crit is not None:
-                    meta["critical_c"] = crit
-                emerg = limit_c(hw / f"temp{n}_emergency")
-                if emerg is not None:
-                    meta["emergency_c"] = emerg
-                c = ch(
-                    f"temp_{_slug(label)}",
-                    f"{label} temperature",
-                    "temperature",
-                    "°C",
-                    "instant",
-                    STATE_PERIOD_S,
-                    **meta,
-                )
-                state.append(_Reader(c, _attr(f, 1e-3, "temperature")))
-        if blob is not None and lay is not None:
-            for name, label in (
-                ("temperature_hotspot", "junction"),
-                ("temperature_mem", "mem"),
-                ("temperature_edge", "edge"),
-                ("temperature_gfx", "gfx"),
-                ("temperature_soc", "soc"),
-                ("temperature_vrgfx", "vrgfx"),
-                ("temperature_vrsoc", "vrsoc"),
-                ("temperature_vrmem", "vrmem"),
-            ):
-                # On APUs hwmon's edge is GfxTemperature (METRICS_TEMPERATURE_EDGE in
-                # smu_v13_0_4_ppt.c): the same reading, shown once.
-                same = "edge" if label == "gfx" else label
-                if name in lay.fields and label not in temp_labels and same not in temp_labels:
-                    c = ch(
-                        f"temp_{label}",
-                        f"{label} temperature (gpu_metrics)",
-                        "temperature",
-                        "°C",
-                        "instant",
-                        STATE_PERIOD_S,
-                        file=f"gpu_metrics {name}",
-                    )
-                    mfast.append(_Reader(c, _metric(lay, name, lay.temp_scale, "temperature")))
-
-        # Voltages: in0 vddgfx, in1 vddnb (APUs), mV.
-        if hw is not None:
-            for f in sorted(hw.glob("in*_input"), key=lambda p: attr_index(p.name)):
-                n = attr_index(f.name)
-                if readable(f):
-                    label = read_label(hw / f"in{n}_label") or f"in{n}"
-                    c = ch(f"voltage_{_slug(label)}", f"{label} voltage", "voltage", "V",
-                           "instant", STATE_PERIOD_S, file=f"hwmon in{n}_input")  # fmt: skip
-                    state.append(_Reader(c, _attr(f, 1e-3, "voltage")))
-
-        # Clocks: hwmon freqN, else the active pp_dpm level, else gpu_metrics.
-        for which, hw_label, dpm, gm in (
-            ("gfx", "sclk", "pp_dpm_sclk", ("current_gfxclk", "average_gfxclk_frequency")),
-            ("mem", "mclk", "pp_dpm_mclk", ("current_uclk", "average_uclk_frequency")),
-        ):
-            label = "graphics clock (sclk)" if which == "gfx" else "memory clock (mclk)"
-            cid = f"clock_{'gfx' if which == 'gfx' else 'mem'}"
-            src_reader = None
-            if hw is not None:
-                for f in sorted(hw.glob("freq*_input")):
-                    # freq1 is sclk, freq2 mclk (amdgpu_pm.c hwmon DOC); the label says so too.
-                    flabel = read_label(f.with_name(f.name.replace("_input", "_label")))
-                    if flabel == hw_label or (
-                        flabel is None
-                        and f.name == ("freq1_input" if which == "gfx" else "freq2_input")
-                    ):
-                        if readable(f):
-                            src_reader = (_attr(f, 1.0, "frequency"), f"hwmon {f.name}")
-                        break
-            if src_reader is None and _dpm_current(card.device / dpm) is not None:
-                src_reader = (_dpm_reader(card.device / dpm), dpm)
-            if src_reader is not None:
-                c = ch(
-                    cid,
-                    label,
-                    "frequency",
-                    "Hz",
-                    "instant",
-                    STATE_PERIOD_S,
-                    file=src_reader[1],
-                    **_dpm_max(card.device / dpm),
-                )
-                state.append(_Reader(c, src_reader[0]))
-            elif blob is not None and lay is not None:
-                gname: str | None = next(
-                    (g for g in gm if field_value(blob, lay, g) is not None),
-                    next((g for g in gm if g in lay.fields), None),
-                )
-                if gname is not None:
-                    c = ch(
-                        cid,
-                        f"{label} (gpu_metrics)",
-                        "frequency",
-                        "Hz",
-                        "instant",
-                        STATE_PERIOD_S,
-                        file=f"gpu_metrics {gname}",
-                    )
-                    mfast.append(_Reader(c, _metric(lay, gname, 1e6, "frequency")))
-
-        # Busy percent and VRAM.
-        for fname, suffix, label in (
-            ("gpu_busy_percent", "busy", "busy"),
-            ("mem_busy_percent", "mem_busy", "memory controller busy"),
-        ):
-            f = card.device / fname
-            if readable(f):
-                c = ch(suffix, label, "utilization", "ratio", "instant", STATE_PERIOD_S, file=fname)
-                state.append(_Reader(c, _attr(f, 0.01, "utilization")))
-        if (
-            blob is not None
-            and lay is not None
-            and not any(r.channel.id.endswith(".busy") for r in state)
-        ):
-            c = ch(
-                "busy",
-                "busy (gpu_metrics)",
-                "utilization",
-                "ratio",
-                "average:driver",
-                STATE_PERIOD_S,
-                file="gpu_metrics average_gfx_activity",
-            )
-            mfast.append(
-                _Reader(c, _metric(lay, "average_gfx_activity", lay.activity_scale, "utilization"))
-            )
-        for fname, label in (("mem_info_vram_used", "VRAM used"),
-                             ("mem_info_vram_total", "VRAM total")):  # fmt: skip
-            f = card.device / fname
-            if readable(f):
-                c = ch(fname.removeprefix("mem_info_"), label, "memory", "bytes", "instant",
-                       LIMIT_PERIOD_S if fname.endswith("total") else STATE_PERIOD_S,
-                       file=fname)  # fmt: skip
-                (limits if fname.endswith("total") else state).append(_Reader(c, _attr(f, 1.0)))
-
-        # Throttle reasons (gpu_metrics only).
-        if blob is not None and lay is not None:
-            tr = _throttle_reader(lay)
-            if tr is not None:
-                fn, table, what = tr
-                c = ch(
-                    "throttle",
-                    f"throttle reasons ({what})",
-                    "throttle",
-                    "flags",
-                    "instant",
-                    STATE_PERIOD_S,
-                    **throttle_meta(table),
-                    file=f"gpu_metrics {what}",
-                )
-                mfast.append(_Reader(c, fn))
-
-        # Power caps (limits, never summed).
-        if hw is not None:
-            for n, what in ((1, ""), (1, "_min"), (1, "_max"), (1, "_default"), (2, ""),
-                            (2, "_min"), (2, "_max"), (2, "_default")):  # fmt: skip
-                f = hw / f"power{n}_cap{what}"
-                if readable(f):
-                    pl = read_label(hw / f"power{n}_label") if n > 1 else None
-                    c = ch(f"power{'' if n == 1 else n}_cap{what}",
-                           f"{pl + ' ' if pl else ''}power cap{what.replace('_', ' ')}",
-                           "power", "W", "instant", LIMIT_PERIOD_S, power_scope, is_limit=True,
-                           file=f"hwmon {f.name}")  # fmt: skip
-                    limits.append(_Reader(c, _attr(f, 1e-6, "power")))
-
-        for readers, period, cost in ((fast, POWER_PERIOD_S, 1e-5), (state, STATE_PERIOD_S, 4e-5),
-                                      (limits, LIMIT_PERIOD_S, 2e-5)):  # fmt: skip
+        blob, lay = self._open_metrics(card, notes)
+        self.apu = lay.apu if lay is not None else _looks_like_apu(card, card.hwmon, self.cpu_model)
+        b = _CardBuild(self.name, card, self.apu, blob, lay)
+        b.power()
+        b.energy()
+        b.apu_rails()
+        b.temperatures()
+        b.voltages()
+        for clock in _CLOCKS:
+            b.clock(*clock)
+        b.busy()
+        b.vram()
+        b.throttle()
+        b.power_caps()
+        for readers, period, cost in ((b.fast, POWER_PERIOD_S, 1e-5),
+                                      (b.state, STATE_PERIOD_S, 4e-5),
+                                      (b.limits, LIMIT_PERIOD_S, 2e-5)):  # fmt: skip
             if readers:
                 self.groups.append(self._group(readers, period, cost, None))
-        if mfast and self.metrics is not None:
+        if b.mfast and self.metrics is not None:
             notes_list: list[tuple[str, dict[str, Any]]] = []
-            self.groups.append(self._group(mfast, STATE_PERIOD_S, 1e-4, self.metrics, notes_list))
+            self.groups.append(self._group(b.mfast, STATE_PERIOD_S, 1e-4, self.metrics, notes_list))
         kind = "APU" if self.apu else "discrete GPU"
         mver = f", gpu_metrics v{lay.version[0]}.{lay.version[1]}" if lay else ""
         self.available = bool(self.groups)
         self.reason = f"{kind} {card.slot}{mver}" + (f"; {'; '.join(notes)}" if notes else "")
         if not self.groups:
             self.reason += "; no readable hwmon or gpu_metrics attribute"
-        if not have_power:
+        if not b.have_power:
             self.missing.append(
                 f"{card.name} power not measured: no power1_average, "
                 "power1_input or gpu_metrics socket power"
             )
+
+    def _open_metrics(self, card: DrmCard, notes: list[str]) -> tuple[bytes | None, Layout | None]:
+        """(the first gpu_metrics blob, its Layout) and `self.metrics` kept open; (None, None)
+        with a line in `notes` when the file is absent, unreadable or of an unknown revision."""
+        mpath = card.device / "gpu_metrics"
+        if not mpath.exists():
+            return None, None
+        mf = MetricsFile(mpath)
+        try:
+            blob = mf.read()
+            lay = layout_for(blob)
+        except PermissionError:
+            notes.append("gpu_metrics not readable")
+        except (OSError, MetricsError) as e:
+            notes.append(str(e) if isinstance(e, MetricsError) else f"gpu_metrics: {e}")
+        else:
+            self.metrics = mf
+            return blob, lay
+        mf.close()
+        return None, None
 
     def _group(
         self,
@@ -768,8 +503,283 @@ class AmdgpuSource(Source):
         return ReadGroup([r.channel for r in readers], read, period, cost_s=cost, notes=notes)
 
     def close(self) -> None:
+        """Close the kept ``gpu_metrics`` descriptor."""
         if self.metrics is not None:
             self.metrics.close()
+
+
+# (which, hwmon freq label, pp_dpm file, gpu_metrics fields in preference order)
+_CLOCKS = (
+    ("gfx", "sclk", "pp_dpm_sclk", ("current_gfxclk", "average_gfxclk_frequency")),
+    ("mem", "mclk", "pp_dpm_mclk", ("current_uclk", "average_uclk_frequency")),
+)
+# gpu_metrics temperature fields → the hwmon label they would duplicate.
+_METRIC_TEMPS = (
+    ("temperature_hotspot", "junction"),
+    ("temperature_mem", "mem"),
+    ("temperature_edge", "edge"),
+    ("temperature_gfx", "gfx"),
+    ("temperature_soc", "soc"),
+    ("temperature_vrgfx", "vrgfx"),
+    ("temperature_vrsoc", "vrsoc"),
+    ("temperature_vrmem", "vrmem"),
+)
+_APU_RAILS = (
+    ("average_gfx_power", "integrated GPU power (gpu_metrics)", "gpu-integrated"),
+    ("average_cpu_power", "CPU rail power (gpu_metrics)", "soc-rail"),
+    ("average_soc_power", "SoC rail power (gpu_metrics)", "soc-rail"),
+    ("average_all_core_power", "CPU cores power (gpu_metrics)", "soc-rail"),
+)
+
+
+class _CardBuild:
+    """The channels of one card, built once at discovery into four reader lists: `fast`
+    (hwmon power), `state`, `limits` (hwmon and device files) and `mfast` (gpu_metrics)."""
+
+    def __init__(
+        self, source: str, card: DrmCard, apu: bool, blob: bytes | None, lay: Layout | None
+    ) -> None:
+        self.source, self.card, self.apu = source, card, apu
+        self.hw = card.hwmon
+        # gpu_metrics, decoded (a blob is only kept with its layout)
+        self.metrics = (blob, lay) if blob is not None and lay is not None else None
+        self.domain = f"apu:{card.slot}" if apu else f"gpu:{card.slot}"
+        self.power_scope = "apu-package" if apu else "gpu"
+        self.power_note = (
+            "APU socket (PPT) power: contains its CPU cores and integrated GPU"
+            if apu
+            else "GPU socket (chip) power, not total board power"
+        )
+        self.fast: list[_Reader] = []
+        self.state: list[_Reader] = []
+        self.limits: list[_Reader] = []
+        self.mfast: list[_Reader] = []
+        self.have_power = False
+        self.socket_id: str | None = None  # the first power channel: APU rails are inside it
+        self.temp_labels: set[str] = set()
+
+    def ch(self, suffix: str, label: str, kind: str, unit: str, method: str, period: float,
+           scope: str = "gpu", **meta: Any) -> Channel:  # fmt: skip
+        """A channel of this card; ``domain`` is kept on power and energy channels only."""
+        m = {"chip": "amdgpu", "domain": self.domain, "pci": self.card.slot, **meta}
+        if kind not in ("power", "energy"):
+            m.pop("domain", None)
+        return Channel(
+            id=f"amdgpu.{self.card.name}.{suffix}",
+            label=f"{self.card.name} {label}",
+            source=self.source,
+            kind=kind,
+            unit=unit,
+            scope=scope,
+            method=method,
+            update_period_s=period,
+            meta=m,
+        )
+
+    def power(self) -> None:
+        """hwmon ``power{1,2}_{average,input}`` (µW); gpu_metrics socket power where hwmon has none.
+
+        power2 is an APU's second PPT window (fastPPT beside slowPPT): the same package.
+        """
+        hw = self.hw
+        for n, item in ((1, "average"), (1, "input"), (2, "average"), (2, "input")):
+            if hw is None:
+                break
+            f = hw / f"power{n}_{item}"
+            if readable(f):
+                label = read_label(hw / f"power{n}_label") or ("PPT" if n == 1 else f"power{n}")
+                avg = item == "average"
+                c = self.ch(f"power{'' if n == 1 else n}{'_avg' if avg else ''}",
+                            f"{label} power ({'average' if avg else 'input'})", "power", "W",
+                            "average:driver" if avg else "instant", POWER_PERIOD_S,
+                            self.power_scope, note=self.power_note,
+                            file=f"hwmon power{n}_{item}")  # fmt: skip
+                self.fast.append(_Reader(c, _attr(f, 1e-6, "power")))
+                self.have_power = True
+        self.socket_id = next((r.channel.id for r in self.fast), None)
+        if self.metrics is None or self.have_power:
+            return
+        lay = self.metrics[1]
+        name = "curr_socket_power" if "curr_socket_power" in lay.fields else "average_socket_power"
+        c = self.ch("power_socket", "socket power (gpu_metrics)", "power", "W", "average:driver",
+                    STATE_PERIOD_S, self.power_scope, note=self.power_note,
+                    file=f"gpu_metrics {name}")  # fmt: skip
+        self.mfast.append(_Reader(c, _metric(lay, name, lay.power_scale, "power")))
+        self.have_power = True
+        self.socket_id = c.id
+
+    def energy(self) -> None:
+        """The gpu_metrics ``energy_accumulator`` (v1.x only; 2^-16 J units) and, where that
+        unit is documented (v1.4+), the power derived from it."""
+        if self.metrics is None or "energy_accumulator" not in self.metrics[1].fields:
+            return
+        lay = self.metrics[1]
+        wraps = lay.version < (1, 4)
+        pfx = f"amdgpu.{self.card.name}"
+        counter = EnergyCounter(
+            f"{pfx}.energy", ENERGY_WRAP_COUNTS * ENERGY_UNIT_J if wraps else None
+        )
+        note = (
+            "unit 2^-16 J: documented from gpu_metrics v1.4 on; v1.0-v1.3 leave it "
+            "undocumented (ROCm uses the same 15.3 µJ)"
+            if wraps
+            else "unit 2^-16 J (gpu_metrics v1.4+)"
+        )
+        energy_ch = self.ch("energy", "energy (gpu_metrics accumulator)", "energy", "J",
+                            "counter", STATE_PERIOD_S, self.power_scope, note=note,
+                            unit_assumed=wraps, file="gpu_metrics energy_accumulator")  # fmt: skip
+        self.mfast.append(_Reader(energy_ch, _energy(lay, counter)))
+        if not wraps:
+            # Documented unit: the counter's power is the preferred reading of the socket.
+            p = self.ch("power_counter", "power (from energy counter)", "power", "W", "derived",
+                        STATE_PERIOD_S, self.power_scope, energy_channel=energy_ch.id,
+                        note=self.power_note)  # fmt: skip
+            self.mfast.append(_Reader(p, _energy_power(counter)))
+
+    def apu_rails(self) -> None:
+        """APU rails inside the package meter (gpu_metrics v2.x/v3.0; mW → W)."""
+        if self.metrics is None or not self.metrics[1].apu:
+            return
+        lay = self.metrics[1]
+        for name, label, scope in _APU_RAILS:
+            if name not in lay.fields:
+                continue
+            meta: dict[str, Any] = {"file": f"gpu_metrics {name}",
+                                    "domain": f"{self.domain}:{name}"}  # fmt: skip
+            if self.socket_id:
+                meta["within"] = self.socket_id
+            c = self.ch(name.removeprefix("average_"), label, "power", "W", "average:driver",
+                        STATE_PERIOD_S, scope, **meta)  # fmt: skip
+            self.mfast.append(_Reader(c, _metric(lay, name, lay.power_scale, "power")))
+
+    def temperatures(self) -> None:
+        """hwmon ``tempN_input`` by label (m°C) with ``tempN_crit``/``tempN_emergency``; then
+        the gpu_metrics temperatures hwmon does not have."""
+        if self.hw is not None:
+            for t in hwmon_inputs(self.hw, "temp", TEMP_LIMITS):
+                self.temp_labels.add(t.name)
+                c = self.ch(f"temp_{slug(t.name, 'temp')}", f"{t.name} temperature",
+                            "temperature", "°C", "instant", STATE_PERIOD_S, **t.meta)  # fmt: skip
+                self.state.append(_Reader(c, _attr(t.path, 1e-3, "temperature")))
+        if self.metrics is None:
+            return
+        lay = self.metrics[1]
+        for name, label in _METRIC_TEMPS:
+            # On APUs hwmon's edge is GfxTemperature (METRICS_TEMPERATURE_EDGE in
+            # smu_v13_0_4_ppt.c): the same reading, shown once.
+            same = "edge" if label == "gfx" else label
+            if name in lay.fields and not {label, same} & self.temp_labels:
+                c = self.ch(f"temp_{label}", f"{label} temperature (gpu_metrics)",
+                            "temperature", "°C", "instant", STATE_PERIOD_S,
+                            file=f"gpu_metrics {name}")  # fmt: skip
+                self.mfast.append(_Reader(c, _metric(lay, name, lay.temp_scale, "temperature")))
+
+    def voltages(self) -> None:
+        """hwmon ``inN_input`` (mV → V): in0 vddgfx, in1 vddnb (APUs)."""
+        for v in hwmon_inputs(self.hw, "in") if self.hw is not None else []:
+            c = self.ch(f"voltage_{slug(v.name, 'temp')}", f"{v.name} voltage", "voltage", "V",
+                        "instant", STATE_PERIOD_S, **v.meta)  # fmt: skip
+            self.state.append(_Reader(c, _attr(v.path, 1e-3, "voltage")))
+
+    def _hwmon_clock(self, which: str, hw_label: str) -> tuple[Any, str] | None:
+        """(reader, file) of hwmon's ``freqN_input`` (Hz) for `which`, if it reads.
+
+        freq1 is sclk, freq2 mclk (amdgpu_pm.c hwmon DOC); the label says so too.
+        """
+        if self.hw is None:
+            return None
+        for f in sorted(self.hw.glob("freq*_input")):
+            flabel = read_label(f.with_name(f.name.replace("_input", "_label")))
+            if flabel == hw_label or (
+                flabel is None and f.name == ("freq1_input" if which == "gfx" else "freq2_input")
+            ):
+                return (_attr(f, 1.0, "frequency"), f"hwmon {f.name}") if readable(f) else None
+        return None
+
+    def clock(self, which: str, hw_label: str, dpm: str, gm: tuple[str, ...]) -> None:
+        """One clock (Hz): hwmon ``freqN_input``, else the ``*`` level of `dpm` (MHz), else
+        the first gpu_metrics field of `gm` that reads (MHz)."""
+        label = "graphics clock (sclk)" if which == "gfx" else "memory clock (mclk)"
+        cid = f"clock_{which}"
+        dev = self.card.device
+        src_reader = self._hwmon_clock(which, hw_label)
+        if src_reader is None and _dpm_current(dev / dpm) is not None:
+            src_reader = (_dpm_reader(dev / dpm), dpm)
+        if src_reader is not None:
+            c = self.ch(cid, label, "frequency", "Hz", "instant", STATE_PERIOD_S,
+                        file=src_reader[1], **_dpm_max(dev / dpm))  # fmt: skip
+            self.state.append(_Reader(c, src_reader[0]))
+            return
+        if self.metrics is None:
+            return
+        blob, lay = self.metrics
+        gname: str | None = next(
+            (g for g in gm if field_value(blob, lay, g) is not None),
+            next((g for g in gm if g in lay.fields), None),
+        )
+        if gname is not None:
+            c = self.ch(cid, f"{label} (gpu_metrics)", "frequency", "Hz", "instant",
+                        STATE_PERIOD_S, file=f"gpu_metrics {gname}")  # fmt: skip
+            self.mfast.append(_Reader(c, _metric(lay, gname, 1e6, "frequency")))
+
+    def busy(self) -> None:
+        """``gpu_busy_percent``, ``mem_busy_percent`` (% → ratio); gpu_metrics
+        ``average_gfx_activity`` when the first does not read."""
+        for fname, suffix, label in (
+            ("gpu_busy_percent", "busy", "busy"),
+            ("mem_busy_percent", "mem_busy", "memory controller busy"),
+        ):
+            f = self.card.device / fname
+            if readable(f):
+                c = self.ch(suffix, label, "utilization", "ratio", "instant", STATE_PERIOD_S,
+                            file=fname)  # fmt: skip
+                self.state.append(_Reader(c, _attr(f, 0.01, "utilization")))
+        if self.metrics is None or any(r.channel.id.endswith(".busy") for r in self.state):
+            return
+        lay = self.metrics[1]
+        c = self.ch("busy", "busy (gpu_metrics)", "utilization", "ratio", "average:driver",
+                    STATE_PERIOD_S, file="gpu_metrics average_gfx_activity")  # fmt: skip
+        self.mfast.append(
+            _Reader(c, _metric(lay, "average_gfx_activity", lay.activity_scale, "utilization"))
+        )
+
+    def vram(self) -> None:
+        """``mem_info_vram_used`` (bytes, a state reading) and ``mem_info_vram_total`` (a limit)."""
+        for fname, label in (("mem_info_vram_used", "VRAM used"),
+                             ("mem_info_vram_total", "VRAM total")):  # fmt: skip
+            f = self.card.device / fname
+            if readable(f):
+                total = fname.endswith("total")
+                c = self.ch(fname.removeprefix("mem_info_"), label, "memory", "bytes", "instant",
+                            LIMIT_PERIOD_S if total else STATE_PERIOD_S, file=fname)  # fmt: skip
+                (self.limits if total else self.state).append(_Reader(c, _attr(f, 1.0)))
+
+    def throttle(self) -> None:
+        """Throttle reasons as one flags channel (gpu_metrics only, `_throttle_reader`)."""
+        tr = _throttle_reader(self.metrics[1]) if self.metrics is not None else None
+        if tr is None:
+            return
+        fn, table, what = tr
+        c = self.ch("throttle", f"throttle reasons ({what})", "throttle", "flags", "instant",
+                    STATE_PERIOD_S, **throttle_meta(table), file=f"gpu_metrics {what}")  # fmt: skip
+        self.mfast.append(_Reader(c, fn))
+
+    def power_caps(self) -> None:
+        """hwmon ``power{1,2}_cap{,_min,_max,_default}`` (µW → W): limit channels, never summed."""
+        hw = self.hw
+        if hw is None:
+            return
+        for n in (1, 2):
+            for what in ("", "_min", "_max", "_default"):
+                f = hw / f"power{n}_cap{what}"
+                if not readable(f):
+                    continue
+                pl = read_label(hw / f"power{n}_label") if n > 1 else None
+                c = self.ch(f"power{'' if n == 1 else n}_cap{what}",
+                            f"{pl + ' ' if pl else ''}power cap{what.replace('_', ' ')}",
+                            "power", "W", "instant", LIMIT_PERIOD_S, self.power_scope,
+                            is_limit=True, file=f"hwmon {f.name}")  # fmt: skip
+                self.limits.append(_Reader(c, _attr(f, 1e-6, "power")))
 
 
 # -- readers (each a function of a context: t, gpu_metrics blob, notes) --------------------------
@@ -911,10 +921,6 @@ def _dpm_reader(path: Path) -> Any:
         return v if v is not None and _sane("frequency", v) else None
 
     return fn
-
-
-def _slug(label: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_") or "temp"
 
 
 def _looks_like_apu(card: DrmCard, hw: Path | None, cpu_model: str = "") -> bool:

@@ -38,6 +38,7 @@ class SysfsRoot:
             self.root = linked_view(self.root)
 
     def path(self, absolute: str) -> Path:
+        """`absolute` (``/sys/class/hwmon``) under this root."""
         return self.root / absolute.lstrip("/")
 
     def read(self, absolute: str | Path) -> str | None:
@@ -58,6 +59,7 @@ class SysfsRoot:
         return text or None
 
     def glob(self, absolute_dir: str, pattern: str) -> list[Path]:
+        """Sorted matches of `pattern` in `absolute_dir` under this root; [] if unlistable."""
         d = self.path(absolute_dir)
         try:
             return sorted(d.glob(pattern))
@@ -172,6 +174,56 @@ def attr_index(name: str) -> int:
     """The number in an attribute or device name (``temp3_input`` → 3, ``card1`` → 1); 0 if none."""
     m = re.search(r"(\d+)", name)
     return int(m.group(1)) if m else 0
+
+
+def slug(label: str, default: str) -> str:
+    """A channel-id part from a label: lower case, each run of other characters one ``_``
+    ("Package id 0" → ``package_id_0``); `default` when nothing is left."""
+    return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_") or default
+
+
+TEMP_CRIT = (("critical_c", "crit"),)
+"""`hwmon_inputs` limits: ``tempN_crit`` (m°C) as meta ``critical_c`` (°C)."""
+
+
+@dataclass(frozen=True)
+class HwmonInput:
+    """One readable ``<typ>N_input`` attribute of a hwmon chip (see `hwmon_inputs`)."""
+
+    path: Path
+    typ: str  # temp | in | curr | power | energy
+    index: int  # N
+    label: str | None  # ``<typ>N_label``; None if absent or not readable
+    meta: dict[str, Any]  # {"file": "hwmon <typ>N_input", and each limit found, in °C}
+
+    @property
+    def name(self) -> str:
+        """The label, else ``<typ>N`` ("edge", "temp3")."""
+        return self.label or f"{self.typ}{self.index}"
+
+
+def hwmon_inputs(hw: Path, typ: str, limits: tuple[tuple[str, str], ...] = ()) -> list[HwmonInput]:
+    """Every ``<typ>N_input`` of hwmon directory `hw` that reads (or answers EPERM, see
+    `readable`), in N order, with its ``<typ>N_label``.
+
+    `limits` is (meta key, attribute suffix) pairs read beside a temperature
+    (``("critical_c", "crit")`` reads ``tempN_crit``; m°C → °C through
+    `limit_c`; placeholders and absent files add nothing). Units of the
+    input itself are the hwmon ABI's (Documentation/hwmon/sysfs-interface.rst:
+    m°C, mV, mA, µW, µJ); the caller scales them.
+    """
+    out: list[HwmonInput] = []
+    for f in sorted(hw.glob(f"{typ}*_input"), key=lambda p: attr_index(p.name)):
+        n = attr_index(f.name)
+        if not readable(f):
+            continue
+        meta: dict[str, Any] = {"file": f"hwmon {typ}{n}_input"}
+        for key, suffix in limits:
+            c = limit_c(hw / f"{typ}{n}_{suffix}")
+            if c is not None:
+                meta[key] = c
+        out.append(HwmonInput(f, typ, n, read_label(hw / f"{typ}{n}_label"), meta))
+    return out
 
 
 def read_int(p: Path | str) -> int | None:
@@ -380,6 +432,23 @@ class EnergyCounter:
         return raw_j + self.offset, power
 
 
+def derived_power(energy: Channel, cid: str, label: str) -> Channel:
+    """The power channel (W, method ``derived``: ΔE/Δt between two readings) read beside the
+    energy counter channel `energy`; same source, scope, period and meta, plus
+    ``energy_channel`` naming the counter."""
+    return Channel(
+        id=cid,
+        label=label,
+        source=energy.source,
+        kind="power",
+        unit="W",
+        scope=energy.scope,
+        method="derived",
+        update_period_s=energy.update_period_s,
+        meta={**energy.meta, "energy_channel": energy.id},
+    )
+
+
 @dataclass
 class Source(ABC):
     """A family of sensors, discovered once.
@@ -405,6 +474,7 @@ class Source(ABC):
 
     @property
     def channels(self) -> list[Channel]:
+        """Every channel of every group, in group order (the order `ReadGroup.read` fills)."""
         return [c for g in self.groups for c in g.channels]
 
     def close(self) -> None:  # noqa: B027 - optional hook, most sources hold nothing open

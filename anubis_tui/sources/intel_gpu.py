@@ -23,22 +23,24 @@ files, each 0 or 1); xe's ``xe_gt_freq.c`` (``tileT/gtG/freq0/act_freq``,
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from anubis_tui.records import Channel, Value
 from anubis_tui.sources.base import (
+    TEMP_CRIT,
     DiscoveryContext,
     EnergyCounter,
     ReadGroup,
     Source,
     attr_index,
-    limit_c,
+    derived_power,
+    hwmon_inputs,
     read_int,
     read_label,
     readable,
+    slug,
 )
 from anubis_tui.sources.drm import DrmCard, drm_cards
 
@@ -136,13 +138,22 @@ def find_gts(card: DrmCard) -> list[_Gt]:
 
 @dataclass
 class IntelGpuSource(Source):
-    """One Intel GPU (i915 or xe), discrete or integrated."""
+    """One Intel GPU (i915 or xe), discrete or integrated: card energy and power, limits,
+    temperatures, voltages, GT clocks and throttle reasons (module docstring: which file
+    gives what, in which unit).
+
+    An integrated GPU has no hwmon meter (its power is inside RAPL): its
+    reason says so and it reads clocks and throttle reasons only. A discrete
+    card whose meter cannot be read is named in `missing` with the fix.
+    """
 
     order: ClassVar[int] = 13
     card: DrmCard | None = None
 
     @classmethod
     def discover(cls, ctx: DiscoveryContext) -> list[Source]:
+        """One source per i915/xe card under ``/sys/class/drm`` (`drm_cards`); one unavailable
+        source with the reason when there is none."""
         cards = drm_cards(ctx.root, ("i915", "xe"), ("i915", "xe"))
         if not cards:
             return [cls(name="intel-gpu", reason="no i915 or xe GPU under /sys/class/drm or hwmon")]
@@ -156,169 +167,27 @@ class IntelGpuSource(Source):
     def _setup(self) -> None:
         card = self.card
         assert card is not None
-        drv = card.driver
-        pfx = f"{drv}.{card.name}"
-        kind_word = "integrated" if card.on_root_bus else "discrete"
-        base_meta: dict[str, Any] = {"chip": drv, "pci": card.slot}
-
-        def ch(suffix: str, label: str, kind: str, unit: str, method: str, period: float,
-               **meta: Any) -> Channel:  # fmt: skip
-            return Channel(
-                id=f"{pfx}.{suffix}",
-                label=f"{card.name} {label}",
-                source=self.name,
-                kind=kind,
-                unit=unit,
-                scope="gpu",
-                method=method,
-                update_period_s=period,
-                meta={**base_meta, **meta},
-            )
-
-        hw = card.hwmon
-        energy_groups: list[ReadGroup] = []
-        state: list[tuple[Channel, Any]] = []
-        limits: list[tuple[Channel, Any]] = []
-        notes: list[str] = []
-        if hw is not None:
-            meters = sorted(hw.glob("energy*_input"), key=lambda p: attr_index(p.name))
-            card_power_id: str | None = None
-            for f in meters:
-                n = attr_index(f.name)
-                if not readable(f):
-                    notes.append(f"{f.name} not readable")
-                    self.missing.append(
-                        f"{card.name} {f.name} not readable: its power is not measured "
-                        f"(fix: chmod a+r {f} as root)"
-                    )
-                    continue
-                label = read_label(hw / f"energy{n}_label") or DEFAULT_LABELS[drv].get(
-                    n, f"meter{n}"
-                )
-                slug = _slug(label)
-                domain = f"gpu:{card.slot}" if slug == "card" else f"gpu:{card.slot}:{slug}"
-                meta: dict[str, Any] = {"domain": domain, "file": f"hwmon energy{n}_input"}
-                if slug != "card" and card_power_id is not None:
-                    meta["within"] = card_power_id
-                    meta["note"] = "the GPU package, inside the card meter: never added to it"
-                e = ch(f"energy_{slug}", f"{label} energy", "energy", "J", "counter",
-                       ENERGY_PERIOD_S, **meta)  # fmt: skip
-                p = ch(f"power_{slug}", f"{label} power", "power", "W", "derived",
-                       ENERGY_PERIOD_S, **{**meta, "energy_channel": e.id})  # fmt: skip
-                if slug == "card":
-                    card_power_id = p.id
-                energy_groups.append(_energy_group(e, p, f))
-            for f in sorted(hw.glob("power*_input"), key=lambda p: attr_index(p.name)):
-                n = attr_index(f.name)
-                if readable(f):
-                    label = read_label(hw / f"power{n}_label") or DEFAULT_LABELS[drv].get(n, "")
-                    c = ch(f"power{n}_input", f"{label} power (input)".strip(), "power", "W",
-                           "instant", ENERGY_PERIOD_S, file=f"hwmon power{n}_input",
-                           domain=f"gpu:{card.slot}" if label == "card" else
-                           f"gpu:{card.slot}:{_slug(label or str(n))}")  # fmt: skip
-                    state.append((c, _attr(f, 1e-6, "power")))
-            for f in sorted(hw.glob("temp*_input"), key=lambda p: attr_index(p.name)):
-                n = attr_index(f.name)
-                if readable(f):
-                    label = read_label(hw / f"temp{n}_label") or f"temp{n}"
-                    tmeta: dict[str, Any] = {"file": f"hwmon temp{n}_input"}
-                    crit = limit_c(hw / f"temp{n}_crit")
-                    if crit is not None:
-                        tmeta["critical_c"] = crit
-                    c = ch(
-                        f"temp_{_slug(label)}",
-                        f"{label} temperature",
-                        "temperature",
-                        "°C",
-                        "instant",
-                        STATE_PERIOD_S,
-                        **tmeta,
-                    )
-                    state.append((c, _attr(f, 1e-3, "temperature")))
-            for f in sorted(hw.glob("in*_input"), key=lambda p: attr_index(p.name)):
-                n = attr_index(f.name)
-                if readable(f):
-                    label = read_label(hw / f"in{n}_label") or f"in{n}"
-                    c = ch(
-                        f"voltage_{_slug(label)}",
-                        f"{label} voltage",
-                        "voltage",
-                        "V",
-                        "instant",
-                        STATE_PERIOD_S,
-                        file=f"hwmon in{n}_input",
-                    )
-                    state.append((c, _attr(f, 1e-3, "voltage")))
-            for f in sorted(hw.glob("power*_max"), key=lambda p: attr_index(p.name)):
-                n = attr_index(f.name)
-                if not f.name.endswith(("_max",)) or "rated" in f.name:
-                    continue
-                label = read_label(hw / f"power{n}_label") or DEFAULT_LABELS[drv].get(n, f"{n}")
-                for fname, suffix, what in (
-                    (f"power{n}_max", f"power{n}_max", "power limit PL1 (power{n}_max)"),
-                    (f"power{n}_rated_max", f"power{n}_rated_max", "rated TDP (default)"),
-                ):
-                    g = hw / fname
-                    if readable(g):
-                        c = ch(
-                            suffix,
-                            f"{label} {what}",
-                            "power",
-                            "W",
-                            "instant",
-                            LIMIT_PERIOD_S,
-                            is_limit=True,
-                            file=f"hwmon {fname}",
-                        )
-                        limits.append((c, _attr(g, 1e-6, "limit")))
-        gts = find_gts(card)
-        for gt in gts:
-            if gt.act is not None:
-                extra = {}
-                mx = _read(gt.rp0)
-                if mx:
-                    extra["max_hz"] = mx * 1e6
-                c = ch(
-                    f"{gt.name}.clock_actual",
-                    f"{gt.name} gfx clock (actual)",
-                    "frequency",
-                    "Hz",
-                    "instant",
-                    STATE_PERIOD_S,
-                    file=str(gt.act.name),
-                    **extra,
-                )
-                state.append((c, _attr(gt.act, 1e6, "frequency")))
-            if gt.cur is not None:
-                c = ch(
-                    f"{gt.name}.clock_requested",
-                    f"{gt.name} gfx clock (requested)",
-                    "frequency",
-                    "Hz",
-                    "instant",
-                    STATE_PERIOD_S,
-                    file=str(gt.cur.name),
-                )
-                state.append((c, _attr(gt.cur, 1e6, "frequency")))
-            if gt.reasons or gt.status is not None:
-                flags: dict[int, str] = {}
-                own: dict[str, str] = {}
-                for bit, (name, _) in enumerate(gt.reasons):
-                    flags[1 << bit] = REASONS.get(name, name)
-                    own[str(1 << bit)] = name
-                status_bit = 1 << len(gt.reasons)
-                flags[status_bit] = "throttled"
-                own[str(status_bit)] = "status (no reason named)"
-                c = ch(f"{gt.name}.throttle", f"{gt.name} throttle reasons", "throttle", "flags",
-                       "instant", STATE_PERIOD_S, flags=flags, reasons=own,
-                       file="throttle_reason_*")  # fmt: skip
-                state.append((c, _reasons(gt)))
-        self.groups.extend(energy_groups)
-        for rows, period, cost in ((state, STATE_PERIOD_S, 4e-5), (limits, LIMIT_PERIOD_S, 1e-5)):
+        b = _IntelBuild(self, card)
+        if b.hw is not None:
+            b.energy(b.hw)
+            b.power_inputs(b.hw)
+            b.temperatures(b.hw)
+            b.voltages(b.hw)
+            b.power_limits(b.hw)
+        for gt in find_gts(card):
+            b.gt(gt)
+        self.groups.extend(b.energy_groups)
+        for rows, period, cost in ((b.state, STATE_PERIOD_S, 4e-5),
+                                   (b.limits, LIMIT_PERIOD_S, 1e-5)):  # fmt: skip
             if rows:
                 self.groups.append(_group(rows, period, cost))
         self.available = bool(self.groups)
-        if hw is None:
+        self._explain(card, b.notes)
+
+    def _explain(self, card: DrmCard, notes: list[str]) -> None:
+        """Set `reason` (and `missing` for a discrete card without hwmon)."""
+        drv = card.driver
+        if card.hwmon is None:
             what = "integrated GPU" if card.on_root_bus else "GPU"
             self.reason = (
                 f"{what} {card.slot} on {drv}: no hwmon power meter (an integrated GPU's power "
@@ -327,11 +196,144 @@ class IntelGpuSource(Source):
             if not card.on_root_bus:  # an integrated GPU is inside RAPL: not a missing meter
                 self.missing.append(f"{card.name} power not measured: {drv} exposes no hwmon")
         else:
+            kind_word = "integrated" if card.on_root_bus else "discrete"
             self.reason = f"{kind_word} GPU {card.slot} on {drv}" + (
                 f"; {'; '.join(notes)}" if notes else ""
             )
         if not self.groups:
             self.reason += "; nothing readable"
+
+
+class _IntelBuild:
+    """The channels of one card, built once at discovery: `energy_groups` (one per meter),
+    `state` and `limits` rows of (channel, reader)."""
+
+    def __init__(self, src: IntelGpuSource, card: DrmCard) -> None:
+        self.src, self.card, self.drv = src, card, card.driver
+        self.hw = card.hwmon
+        self.energy_groups: list[ReadGroup] = []
+        self.state: list[tuple[Channel, Any]] = []
+        self.limits: list[tuple[Channel, Any]] = []
+        self.notes: list[str] = []
+
+    def ch(self, suffix: str, label: str, kind: str, unit: str, method: str, period: float,
+           **meta: Any) -> Channel:  # fmt: skip
+        """A channel of this card (scope ``gpu``)."""
+        return Channel(
+            id=f"{self.drv}.{self.card.name}.{suffix}",
+            label=f"{self.card.name} {label}",
+            source=self.src.name,
+            kind=kind,
+            unit=unit,
+            scope="gpu",
+            method=method,
+            update_period_s=period,
+            meta={"chip": self.drv, "pci": self.card.slot, **meta},
+        )
+
+    def _default_label(self, n: int, default: str) -> str:
+        return DEFAULT_LABELS[self.drv].get(n, default)
+
+    def energy(self, hw: Path) -> None:
+        """hwmon ``energyN_input`` (µJ counters) and the power derived from each; the package
+        meter (xe's ``pkg``) is ``within`` the card's. An unreadable meter is a note and a
+        `missing` line with its fix."""
+        slot = self.card.slot
+        card_power_id: str | None = None
+        for f in sorted(hw.glob("energy*_input"), key=lambda p: attr_index(p.name)):
+            n = attr_index(f.name)
+            if not readable(f):
+                self.notes.append(f"{f.name} not readable")
+                self.src.missing.append(
+                    f"{self.card.name} {f.name} not readable: its power is not measured "
+                    f"(fix: chmod a+r {f} as root)"
+                )
+                continue
+            label = read_label(hw / f"energy{n}_label") or self._default_label(n, f"meter{n}")
+            s = slug(label, "x")
+            domain = f"gpu:{slot}" if s == "card" else f"gpu:{slot}:{s}"
+            meta: dict[str, Any] = {"domain": domain, "file": f"hwmon energy{n}_input"}
+            if s != "card" and card_power_id is not None:
+                meta["within"] = card_power_id
+                meta["note"] = "the GPU package, inside the card meter: never added to it"
+            e = self.ch(f"energy_{s}", f"{label} energy", "energy", "J", "counter",
+                        ENERGY_PERIOD_S, **meta)  # fmt: skip
+            p = derived_power(e, f"{self.drv}.{self.card.name}.power_{s}",
+                              f"{self.card.name} {label} power")  # fmt: skip
+            if s == "card":
+                card_power_id = p.id
+            self.energy_groups.append(_energy_group(e, p, f))
+
+    def power_inputs(self, hw: Path) -> None:
+        """hwmon ``powerN_input`` (µW → W, instant)."""
+        slot = self.card.slot
+        for a in hwmon_inputs(hw, "power"):
+            n = a.index
+            label = a.label or self._default_label(n, "")
+            c = self.ch(f"power{n}_input", f"{label} power (input)".strip(), "power", "W",
+                        "instant", ENERGY_PERIOD_S, file=f"hwmon power{n}_input",
+                        domain=f"gpu:{slot}" if label == "card" else
+                        f"gpu:{slot}:{slug(label or str(n), 'x')}")  # fmt: skip
+            self.state.append((c, _attr(a.path, 1e-6, "power")))
+
+    def temperatures(self, hw: Path) -> None:
+        """hwmon ``tempN_input`` (m°C → °C) with ``tempN_crit``."""
+        for t in hwmon_inputs(hw, "temp", TEMP_CRIT):
+            c = self.ch(f"temp_{slug(t.name, 'x')}", f"{t.name} temperature", "temperature",
+                        "°C", "instant", STATE_PERIOD_S, **t.meta)  # fmt: skip
+            self.state.append((c, _attr(t.path, 1e-3, "temperature")))
+
+    def voltages(self, hw: Path) -> None:
+        """hwmon ``inN_input`` (mV → V)."""
+        for v in hwmon_inputs(hw, "in"):
+            c = self.ch(f"voltage_{slug(v.name, 'x')}", f"{v.name} voltage", "voltage", "V",
+                        "instant", STATE_PERIOD_S, **v.meta)  # fmt: skip
+            self.state.append((c, _attr(v.path, 1e-3, "voltage")))
+
+    def power_limits(self, hw: Path) -> None:
+        """hwmon ``powerN_max`` (PL1) and ``powerN_rated_max`` (TDP), µW → W, as limits."""
+        for f in sorted(hw.glob("power*_max"), key=lambda p: attr_index(p.name)):
+            n = attr_index(f.name)
+            if "rated" in f.name:
+                continue
+            label = read_label(hw / f"power{n}_label") or self._default_label(n, f"{n}")
+            for fname, what in (
+                (f"power{n}_max", f"power limit PL1 (power{n}_max)"),
+                (f"power{n}_rated_max", "rated TDP (default)"),
+            ):
+                g = hw / fname
+                if readable(g):
+                    c = self.ch(fname, f"{label} {what}", "power", "W", "instant",
+                                LIMIT_PERIOD_S, is_limit=True, file=f"hwmon {fname}")  # fmt: skip
+                    self.limits.append((c, _attr(g, 1e-6, "limit")))
+
+    def gt(self, gt: _Gt) -> None:
+        """One GT's actual and requested clocks (MHz → Hz) and its throttle-reason flags."""
+        if gt.act is not None:
+            mx = _read(gt.rp0)
+            extra = {"max_hz": mx * 1e6} if mx else {}
+            c = self.ch(f"{gt.name}.clock_actual", f"{gt.name} gfx clock (actual)", "frequency",
+                        "Hz", "instant", STATE_PERIOD_S, file=str(gt.act.name),
+                        **extra)  # fmt: skip
+            self.state.append((c, _attr(gt.act, 1e6, "frequency")))
+        if gt.cur is not None:
+            c = self.ch(f"{gt.name}.clock_requested", f"{gt.name} gfx clock (requested)",
+                        "frequency", "Hz", "instant", STATE_PERIOD_S,
+                        file=str(gt.cur.name))  # fmt: skip
+            self.state.append((c, _attr(gt.cur, 1e6, "frequency")))
+        if gt.reasons or gt.status is not None:
+            flags: dict[int, str] = {}
+            own: dict[str, str] = {}
+            for bit, (name, _) in enumerate(gt.reasons):
+                flags[1 << bit] = REASONS.get(name, name)
+                own[str(1 << bit)] = name
+            status_bit = 1 << len(gt.reasons)
+            flags[status_bit] = "throttled"
+            own[str(status_bit)] = "status (no reason named)"
+            c = self.ch(f"{gt.name}.throttle", f"{gt.name} throttle reasons", "throttle", "flags",
+                        "instant", STATE_PERIOD_S, flags=flags, reasons=own,
+                        file="throttle_reason_*")  # fmt: skip
+            self.state.append((c, _reasons(gt)))
 
 
 def _energy_group(e: Channel, p: Channel, f: Path) -> ReadGroup:
@@ -416,7 +418,3 @@ def _read(p: Path | None) -> int | None:
         return read_int(p)
     except PermissionError:
         return None
-
-
-def _slug(label: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_") or "x"

@@ -44,31 +44,45 @@ def one_line_error(p, code=2):
     return lines[0]
 
 
-@pytest.mark.parametrize(
-    "args",
-    [
-        ["record", "--duration", "inf"],
-        ["record", "--duration", "1e300"],
-        ["record", "--duration", "nan"],
-        ["record", "--rate", "1e9"],
-        ["record", "--rate", "inf"],
-        ["record", "--rate", "0.5"],
-        ["record", "--plan", ""],
-        ["record", "--plan", "off:nan"],
-        ["record", "--plan", "py-spy@1e9:3"],
-        ["bench", "--duration", "-1"],
-        ["record", "--plan", "threads=0:5"],
-        ["record", "--plan", "power_limit_w=1e9:5"],
-        ["run", "--models-dir", "/nonexistent/models"],
-        ["report", "recordings/vm-2core-cpu-sweep.msgpack", "--budget", "nan"],
-        ["report", "recordings/vm-2core-cpu-sweep.msgpack", "--plot", "x.gif"],
-        ["compare", "recordings/vm-2core-cpu-sweep.msgpack", "/nonexistent.msgpack"],
-        ["agent", "--rate", "0"],
-        ["agent", "--record", "/nonexistent/dir/x.msgpack", "--no-model"],
-    ],
-)
-def test_bad_flags_are_one_line(args):
-    one_line_error(run(*args, "--no-model") if args[0] == "record" else run(*args))
+# Each bad flag, and what its one line must name: the flag (and, where there is one, the
+# bad part of its value), so that the user knows which of their words to change. A line
+# that says something true about another flag (``--plan ... --no-model``) fails here.
+BAD_FLAGS = [
+    (["record", "--duration", "inf", "--no-model"], ["--duration", "inf"]),
+    (["record", "--duration", "1e300", "--no-model"], ["--duration", "1e300"]),
+    (["record", "--duration", "nan", "--no-model"], ["--duration", "nan"]),
+    (["record", "--rate", "1e9", "--no-model"], ["--rate", "1e9"]),
+    (["record", "--rate", "inf", "--no-model"], ["--rate", "inf"]),
+    (["record", "--rate", "0.5", "--no-model"], ["--rate", "0.5"]),
+    (["record", "--threads", "0", "--no-model"], ["--threads", "0"]),
+    # A plan is parsed before any model loads: these need no --no-model.
+    (["record", "--plan", ""], ["--plan", "empty"]),
+    (["record", "--plan", "off:nan"], ["--plan", "off:nan", "seconds"]),
+    (["record", "--plan", "py-spy@1e9:3"], ["--plan", "py-spy@1e9:3", "rate"]),
+    (["record", "--plan", "threads=0:5"], ["--plan", "threads=0:5", "threads"]),
+    (["record", "--plan", "power_limit_w=1e9:5"], ["--plan", "power_limit_w"]),
+    (["record", "--plan", "off:5", "--no-model"], ["--plan", "--no-model"]),
+    (["record", "--export", "nope:1", "--no-model"], ["--export", "nope"]),
+    (["record", "--prompt-file", "/nonexistent/prompts.txt"], ["/nonexistent/prompts.txt"]),
+    (["bench", "--duration", "-1"], ["--duration", "-1"]),
+    (["sweep", "--rates", "7"], ["--rates", "7 Hz"]),
+    (["sweep", "--knob", "threads"], ["--knob", "threads"]),
+    (["run", "--models-dir", "/nonexistent/models"], ["--models-dir", "/nonexistent/models"]),
+    (["report", "recordings/vm-2core-cpu-sweep.msgpack", "--budget", "nan"], ["--budget", "nan"]),
+    (["report", "recordings/vm-2core-cpu-sweep.msgpack", "--plot", "x.gif"], ["--plot", "x.gif"]),
+    (["compare", "recordings/vm-2core-cpu-sweep.msgpack", "/nonexistent.msgpack"],
+     ["/nonexistent.msgpack"]),
+    (["agent", "--rate", "0"], ["--rate", "0"]),
+    (["agent", "--record", "/nonexistent/dir/x.msgpack", "--no-model"],
+     ["/nonexistent/dir/x.msgpack"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "named"), BAD_FLAGS, ids=[" ".join(a) for a, _ in BAD_FLAGS])
+def test_bad_flags_are_one_line_that_names_the_flag(args, named):
+    line = one_line_error(run(*args))
+    for part in named:
+        assert part in line, f"{line!r} does not name {part!r}"
 
 
 @pytest.mark.parametrize(
