@@ -277,7 +277,12 @@ class Header:
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    """One tick of the sampler: `values` aligned to the channel table."""
+    """One tick of the sampler at `t` (ns since the session start).
+
+    `values` has one entry per channel of the table so far (Header plus every
+    ChannelsAdded, in order), each in its channel's `unit` (SI) or None for no
+    reading.
+    """
 
     t: int
     values: list[Value]

@@ -46,7 +46,13 @@ EXIT_LOAD_FAILED = 3
 
 @dataclass
 class Spec:
-    """What the worker runs; the parent serialises it as JSON on argv."""
+    """What the worker runs; the parent serialises it as JSON on argv.
+
+    `t0_ns` is the parent's CLOCK_MONOTONIC at the session start (ns), the zero
+    of every stamp; `n_ctx`, `n_batch`, `n_ubatch` and `max_tokens` are in
+    tokens; `batch_s` is how often queued records are flushed (s); `gpu_layers`
+    -1 offloads every layer.
+    """
 
     model: str
     t0_ns: int

@@ -124,7 +124,13 @@ class PipeOut:
 
 
 class RecordingWriter:
-    """Writes records to `out` from its own thread."""
+    """Writes records to `out` (msgpack, `recording.format`) from its own thread.
+
+    The Header is written and fsynced at once; `submit` never blocks. The
+    thread flushes every `flush_s` s and fsyncs a regular file every
+    `fsync_s` s. A write error stops writing: `error` holds one line and
+    `on_error` gets it. Counters: `dropped` (queue full), `written`, `bytes`.
+    """
 
     def __init__(
         self,
