@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-import msgpack
 import numpy as np
 
 from anubis_tui.config import NotRegularFile, open_regular
@@ -41,6 +40,7 @@ from anubis_tui.records import (
     Tokens,
     record_from_plain,
 )
+from anubis_tui.stream import Limits, StreamReader
 
 CHUNK = 1 << 16
 
@@ -53,18 +53,18 @@ def _no_ext(code: int, data: bytes) -> Any:
     raise RecordError(f"msgpack extension type {code} is not allowed in a recording")
 
 
-def new_unpacker() -> msgpack.Unpacker:
-    return msgpack.Unpacker(
-        raw=False,
-        strict_map_key=True,
-        max_buffer_size=MAX_BUFFER,
-        max_str_len=MAX_STR,
-        max_bin_len=MAX_STR,
-        max_array_len=MAX_ARRAY,
-        max_map_len=MAX_MAP,
-        max_ext_len=1 << 10,  # small ones reach ext_hook, which refuses them by name
-        ext_hook=_no_ext,
-    )
+RECORD_LIMITS = Limits(
+    buffer=MAX_BUFFER,
+    str_len=MAX_STR,
+    bin_len=MAX_STR,
+    array_len=MAX_ARRAY,
+    map_len=MAX_MAP,
+    ext_len=1 << 10,  # small ones reach ext_hook, which refuses them by name
+    strict_map_key=True,
+    ext_hook=_no_ext,
+)
+"""Bounds on every msgpack object of a recording (recording/format.py), shared by the
+agent's stream as `session.remote` reads it."""
 
 
 @dataclass
@@ -82,7 +82,7 @@ class RecordStream:
     """Incremental reader: feed bytes as they arrive (a growing file, a pipe), take records."""
 
     def __init__(self) -> None:
-        self.unpacker = new_unpacker()
+        self.reader = StreamReader(RECORD_LIMITS, on_error="stop")
         self.header: Header | None = None
         self.recovery = Recovery()
         self.failed = False
@@ -95,36 +95,22 @@ class RecordStream:
             return []
         out: list[Record] = []
         self._fed += len(data)
-        try:
-            self.unpacker.feed(data)
-        except msgpack.BufferFull:
-            self._fail("an object larger than the reader's limit")
-            return out
-        while True:
-            try:
-                obj = self.unpacker.unpack()
-            except msgpack.OutOfData:
-                break
-            except (
-                ValueError,
-                TypeError,
-                RecordError,
-                msgpack.ExtraData,
-                msgpack.FormatError,
-                msgpack.StackError,
-            ) as e:
-                self._fail(f"corrupt data ({type(e).__name__}: {e})")
-                break
+        batch = self.reader.feed(data)
+        for obj, end in zip(batch.objects, batch.ends, strict=True):
             try:
                 rec = record_from_plain(obj)
                 self._check(rec)
             except RecordError as e:
                 self._fail(str(e))
-                break
-            self._offset = self.unpacker.tell()
+                return out
+            self._offset = end
             self.recovery.records += 1
             self.recovery.bytes_read = self._offset
             out.append(rec)
+        if batch.too_big:
+            self._fail("an object larger than the reader's limit")
+        elif batch.error is not None:
+            self._fail(f"corrupt data ({type(batch.error).__name__}: {batch.error})")
         return out
 
     def _check(self, rec: Record) -> None:

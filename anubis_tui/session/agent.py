@@ -23,6 +23,7 @@ from typing import Any
 import msgpack
 
 from anubis_tui.session.core import Outcome, Session
+from anubis_tui.stream import Limits, StreamReader
 
 MAX_COMMAND_BYTES = 1 << 16  # one command, packed
 MAX_DEPTH = 8  # nesting of maps and lists in one command
@@ -32,22 +33,18 @@ MAX_TEXT = 4096  # characters of a label, a path, a name
 BASE_KEYS = frozenset({"id", "cmd"})
 
 
-def unpacker() -> msgpack.Unpacker:
-    """The agent's one input decoder, with its limits: used for the whole session.
-
-    Sizes are msgpack's own (``max_*`` of `msgpack.Unpacker`); nesting deeper
-    than msgpack's stack raises `msgpack.StackError`, and `check_shape` bounds
-    it further.
-    """
-    return msgpack.Unpacker(
-        max_buffer_size=4 * MAX_COMMAND_BYTES,
-        max_str_len=MAX_COMMAND_BYTES,
-        max_bin_len=MAX_COMMAND_BYTES,
-        max_array_len=MAX_ARRAY_LEN,
-        max_map_len=MAX_MAP_LEN,
-        max_ext_len=0,
-        strict_map_key=False,
-    )
+LIMITS = Limits(
+    buffer=4 * MAX_COMMAND_BYTES,
+    str_len=MAX_COMMAND_BYTES,
+    bin_len=MAX_COMMAND_BYTES,
+    array_len=MAX_ARRAY_LEN,
+    map_len=MAX_MAP_LEN,
+    ext_len=0,
+    strict_map_key=False,
+)
+"""The agent's input limits, for the whole session. Sizes are msgpack's own (``max_*`` of
+`msgpack.Unpacker`); nesting deeper than msgpack's stack is a `msgpack.StackError`, and
+`check_shape` bounds it further."""
 
 
 class Intake:
@@ -61,25 +58,17 @@ class Intake:
     """
 
     def __init__(self) -> None:
-        self._u = unpacker()
+        self._reader = StreamReader(LIMITS, on_error="resync")
 
     def feed(self, chunk: bytes) -> tuple[list[dict[Any, Any]], list[str]]:
-        maps: list[dict[Any, Any]] = []
-        not_maps = 0
+        batch = self._reader.feed(chunk)  # a limit, malformed bytes, too deep: resynchronised
+        maps = [m for m in batch.objects if isinstance(m, dict)]
+        not_maps = len(batch.objects) - len(maps)
         bad: str | None = None
-        try:
-            self._u.feed(chunk)
-            for msg in self._u:
-                if isinstance(msg, dict):
-                    maps.append(msg)
-                else:
-                    not_maps += 1
-        except msgpack.BufferFull:
+        if batch.too_big:
             bad = f"input over {4 * MAX_COMMAND_BYTES} bytes without a whole command; dropped"
-            self._u = unpacker()
-        except Exception as e:  # a limit, malformed bytes, too deep: resynchronise
-            bad = f"bad command: {type(e).__name__}: {str(e)[:120]}; input dropped"
-            self._u = unpacker()
+        elif batch.error is not None:
+            bad = f"bad command: {batch.why(120)}; input dropped"
         said = []
         if not_maps:
             said.append(f"{not_maps} inputs that are not command maps")
