@@ -111,16 +111,23 @@ class StreamReader:
         objects: list[Any] = []
         ends: list[int] = []
         self.fed += len(chunk)
+        u, base = self._u, self._base
+        add, mark, tell = objects.append, ends.append, u.tell  # the recording reader's hot loop
         try:
-            self._u.feed(chunk)
-            for obj in self._u:
-                objects.append(obj)
-                self.offset = self._base + self._u.tell()
-                ends.append(self.offset)
+            u.feed(chunk)
+            for obj in u:
+                add(obj)
+                mark(base + tell())
         except Exception as e:  # hostile bytes: a limit, not msgpack, too deep, a bad ext
+            self._consumed(ends)
             self._fault()
             return Decoded(objects, ends, e)
+        self._consumed(ends)
         return Decoded(objects, ends)
+
+    def _consumed(self, ends: list[int]) -> None:
+        if ends:
+            self.offset = ends[-1]
 
     def _fault(self) -> None:
         if self.on_error == "stop":

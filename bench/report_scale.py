@@ -4,8 +4,11 @@ Writes a synthetic recording (test input, not a measurement) through the
 real writer: `--channels` channels (power, temperatures, throttle flags),
 `--segments` profiler segments of `--segment-s` seconds, samples at
 `--rate` Hz where each group is due at its own period (most values nil, as
-in a real session), decode tokens in 50 ms batches. Then loads it and
-builds the report in a fresh process, and prints seconds and peak RSS.
+in a real session), decode tokens in 50 ms batches. Then builds the report
+as `anubis report` does (`report_file`: one pass, a chunk at a time) in a
+fresh process, and prints wall and CPU seconds and peak RSS. ``--file PATH``
+reports an existing recording instead of writing one (build the 24 h case
+once, keep it).
 
     python bench/report_scale.py [--channels 2000] [--segments 1000] [--check]
 
@@ -14,7 +17,8 @@ recording made by `bench/reader_load.py`'s generator (channels at 10, 2 and
 1 Hz, a decode batch every 50 ms); the goal for 24 h is a report in at most
 200 MB of peak RSS and 30 s (``--check`` fails above them).
 
-    python bench/report_scale.py --hours 24 [--check]
+    python bench/report_scale.py --hours 24 [--check] [--keep /tmp/24h.msgpack]
+    python bench/report_scale.py --file /tmp/24h.msgpack --hours 24 --check
 """
 
 from __future__ import annotations
@@ -111,13 +115,14 @@ def write(path: Path, channels: int, segments: int, segment_s: float, rate: floa
 CHILD = """
 import sys, time, resource, json
 t = time.perf_counter()
-from anubis_tui.recording.reader import load
-from anubis_tui.analysis.report import report, render
-rec = load(sys.argv[1])
+c = time.process_time()
+from anubis_tui.analysis.report import report_file, render
+fold = report_file(sys.argv[1])  # what `anubis report` does: one pass, a chunk at a time
 t_load = time.perf_counter() - t
-r = report(rec)
+r = fold.result(fold.recovery)
 render(r)
 print(json.dumps({"load_s": t_load, "total_s": time.perf_counter() - t,
+                  "cpu_s": time.process_time() - c,
                   "segments": len(r["segments"]),
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
@@ -133,13 +138,17 @@ def main() -> int:
     ap.add_argument("--max-s", type=float, default=15.0, help="bound for --check (goal: 5 s)")
     ap.add_argument("--hours", type=float, help="the long-session case: hours at 10 Hz")
     ap.add_argument("--max-mb", type=float, default=200.0, help="peak RSS bound (--hours)")
+    ap.add_argument("--file", type=Path, help="report this recording instead of writing one")
+    ap.add_argument("--keep", type=Path, help="write the --hours recording here and keep it")
     a = ap.parse_args()
     if a.hours is not None:
         a.max_s = 30.0 if a.max_s == 15.0 else a.max_s
     with tempfile.TemporaryDirectory() as d:
-        path = Path(d) / "scale.msgpack"
+        path = a.file or a.keep or Path(d) / "scale.msgpack"
         t = time.perf_counter()
-        if a.hours is not None:
+        if a.file is not None:
+            what = str(a.file)
+        elif a.hours is not None:
             sys.path.insert(0, str(ROOT / "bench"))
             from reader_load import make
 
@@ -149,7 +158,7 @@ def main() -> int:
             samples = write(path, a.channels, a.segments, a.segment_s, a.rate)
             what = f"{samples} samples × {a.channels} channels, {a.segments} segments"
         size = path.stat().st_size
-        print(f"wrote {what}: {size / 2**20:.1f} MiB in {time.perf_counter() - t:.1f} s")
+        print(f"{what}: {size / 2**20:.1f} MiB ({time.perf_counter() - t:.1f} s)")
         p = subprocess.run(
             [sys.executable, "-c", CHILD, str(path)], capture_output=True, text=True, check=False
         )
@@ -158,7 +167,8 @@ def main() -> int:
             return 1
         r = json.loads(p.stdout)
     print(
-        f"report: load {r['load_s']:.2f} s, total {r['total_s']:.2f} s, {r['segments']} segments, "
+        f"report: fold {r['load_s']:.2f} s, total {r['total_s']:.2f} s wall, "
+        f"{r['cpu_s']:.2f} s CPU, {r['segments']} segments, "
         f"peak RSS {r['peak_rss_mb']:.0f} MB ({r['peak_rss_mb'] * 2**20 / size:.1f}× the file)"
     )
     if a.check and r["total_s"] > a.max_s:

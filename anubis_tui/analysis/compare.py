@@ -218,6 +218,59 @@ def compare(
     return compare_chunks(ca, cb, max_regression_pct, chunk_s, gate_energy)
 
 
+def _need(w: float, wlo: float, whi: float, threshold: float, unit: str, n: float) -> str:
+    """What would decide an inconclusive metric: more runs or more baseline time (`needed`)."""
+    k = needed(w, wlo, whi, threshold, n)
+    many = MAX_RUNS_SHOWN if unit == "runs" else MAX_RUNS_SHOWN * max(1.0, n)
+    if k is None:
+        return "the change sits on the threshold: no length decides it"
+    if k > many:
+        more = (
+            f"over {MAX_RUNS_SHOWN} runs a side"
+            if unit == "runs"
+            else f"over {MAX_RUNS_SHOWN}× this baseline time"
+        )
+        return more + ": the change is about the threshold, or the noise far above it"
+    if unit == "runs":
+        return f"about {math.ceil(k)} runs a side"
+    return f"about {math.ceil(k)} s of baseline a side, or several runs a side"
+
+
+def _metric_row(
+    sa: Side, sb: Side, unit: str, higher: bool, max_regression_pct: float
+) -> dict[str, Any]:
+    """One metric's change of B against A, its interval, verdict and what would decide it."""
+    row: dict[str, Any] = {}
+    ci = interval(sa, sb, unit)
+    if ci is None:
+        row.update(change_pct=None, low_pct=None, high_pct=None)
+        if sa.mean is None or sb.mean is None:
+            row["verdict"] = "no data"
+        else:
+            row["change_pct"] = 100 * (sb.mean - sa.mean) / abs(sa.mean) if sa.mean else None
+            row["verdict"] = INCONCLUSIVE
+            row["need"] = "at least 2 runs a side" if unit == "runs" else "longer runs"
+        return row
+    change, lo, hi = ci
+    # worse is positive: lower tok/s, higher J/token
+    w, wlo, whi = (-change, -hi, -lo) if higher else (change, lo, hi)
+    row.update(change_pct=change, low_pct=lo, high_pct=hi, worse_pct=w)
+    row["verdict"] = verdict(w, wlo, whi, max_regression_pct)
+    if row["verdict"] == INCONCLUSIVE:
+        n = max(sa.n, sb.n) if unit == "runs" else max(sa.seconds, sb.seconds)
+        row["need"] = _need(w, wlo, whi, max_regression_pct, unit, n)
+    return row
+
+
+def _outcome(rows: Sequence[dict[str, Any]]) -> str:
+    verdicts = [r["verdict"] for r in rows if r["gated"]]
+    if REGRESSION in verdicts:
+        return REGRESSION
+    if all(v == NO_REGRESSION for v in verdicts):
+        return NO_REGRESSION
+    return INCONCLUSIVE
+
+
 def compare_chunks(
     ca: list[list[Figures]],
     cb: list[list[Figures]],
@@ -246,7 +299,6 @@ def compare_chunks(
         return out
     rows = []
     for key, label, higher, gated in METRICS:
-        gated = gated and (gate_energy or key != "j_per_token")
         if unit == "runs":
             sa, sb = run_side(ca, key), run_side(cb, key)
         else:
@@ -254,55 +306,14 @@ def compare_chunks(
         row: dict[str, Any] = {
             "metric": key,
             "label": label,
-            "gated": gated,
+            "gated": gated and (gate_energy or key != "j_per_token"),
             "a": sa.plain(),
             "b": sb.plain(),
         }
-        ci = interval(sa, sb, unit)
-        if ci is None:
-            row.update(change_pct=None, low_pct=None, high_pct=None)
-            if sa.mean is None or sb.mean is None:
-                row["verdict"] = "no data"
-            else:
-                row["change_pct"] = 100 * (sb.mean - sa.mean) / abs(sa.mean) if sa.mean else None
-                row["verdict"] = INCONCLUSIVE
-                row["need"] = "at least 2 runs a side" if unit == "runs" else "longer runs"
-        else:
-            change, lo, hi = ci
-            # worse is positive: lower tok/s, higher J/token
-            w, wlo, whi = (-change, -hi, -lo) if higher else (change, lo, hi)
-            row.update(change_pct=change, low_pct=lo, high_pct=hi, worse_pct=w)
-            row["verdict"] = verdict(w, wlo, whi, max_regression_pct)
-            if row["verdict"] == INCONCLUSIVE:
-                n = max(sa.n, sb.n) if unit == "runs" else max(sa.seconds, sb.seconds)
-                k = needed(w, wlo, whi, max_regression_pct, n)
-                many = MAX_RUNS_SHOWN if unit == "runs" else MAX_RUNS_SHOWN * max(1.0, n)
-                if k is None:
-                    row["need"] = "the change sits on the threshold: no length decides it"
-                elif k > many:
-                    more = (
-                        f"over {MAX_RUNS_SHOWN} runs a side"
-                        if unit == "runs"
-                        else f"over {MAX_RUNS_SHOWN}× this baseline time"
-                    )
-                    row["need"] = (
-                        more + ": the change is about the threshold, or the noise far above it"
-                    )
-                elif unit == "runs":
-                    row["need"] = f"about {math.ceil(k)} runs a side"
-                else:
-                    row["need"] = (
-                        f"about {math.ceil(k)} s of baseline a side, or several runs a side"
-                    )
+        row.update(_metric_row(sa, sb, unit, higher, max_regression_pct))
         rows.append(row)
     out["rows"] = rows
-    verdicts = [r["verdict"] for r in rows if r["gated"]]
-    if REGRESSION in verdicts:
-        out["outcome"] = REGRESSION
-    elif all(v == NO_REGRESSION for v in verdicts):
-        out["outcome"] = NO_REGRESSION
-    else:
-        out["outcome"] = INCONCLUSIVE
+    out["outcome"] = _outcome(rows)
     out["failed"] = [r["label"] for r in rows if r["gated"] and r["verdict"] == REGRESSION]
     return out
 

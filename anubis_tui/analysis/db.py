@@ -34,6 +34,7 @@ from typing import Any
 from anubis_tui.analysis.identity import UNKNOWN
 from anubis_tui.analysis.results import SCHEMA, ResultError, canonical, check_row
 from anubis_tui.errors import AnubisError
+from anubis_tui.profilerspec import segment_label
 
 STORE_VERSION = 1
 BUSY_TIMEOUT_S = 5.0
@@ -46,6 +47,8 @@ RANKABLE = {
     "power_w": ("W", False),
     "prompt_tokens_per_s": ("prompt tok/s", True),
     "ttft_s": ("TTFT s", False),
+    # on the shipped text, where the recording has it (sweep --quality; issue 26)
+    "perplexity": ("PPL", False),
 }
 ALIASES = {
     "j_per_token": "energy_per_output_token_j",
@@ -55,6 +58,7 @@ ALIASES = {
     "decode_tps": "decode_tokens_per_s",
     "watts": "power_w",
     "ttft": "ttft_s",
+    "ppl": "perplexity",
 }
 
 _DDL = """
@@ -386,7 +390,7 @@ def setting_texts(rows: Sequence[dict[str, Any]]) -> dict[str, str]:
         prof = s.get("profiler")
         if prof:
             rate = s.get("profiler_rate_hz")
-            parts.append(f"{prof}@{rate:g}" if _num(rate) else str(prof))
+            parts.append(segment_label(str(prof), rate if _num(rate) else None) or str(prof))
         out[r["row_id"]] = " ".join(parts) or str(s.get("name") or "baseline")
     return out
 
@@ -404,6 +408,19 @@ def _knob(k: str, v: Any) -> str:
     if _num(v):
         return f"{v:g}"
     return str(v)
+
+
+def quality_text(row: dict[str, Any], with_variant: bool = True) -> str:
+    """'54.36 ± 4.00 (requantized from Q4_K_M)': the row's perplexity on the shipped text with
+    llama.cpp's standard error and (`with_variant`) its variant label; '—' without one."""
+    ppl = value(row, "perplexity")
+    if ppl is None:
+        return "—"
+    q = row.get("quality")
+    q = q if isinstance(q, dict) else {}
+    se, variant = q.get("ppl_se"), q.get("variant")
+    text = f"{ppl:.2f}" + (f" ± {se:.2f}" if _num(se) else "")
+    return text + (f" ({variant})" if with_variant and isinstance(variant, str) and variant else "")
 
 
 def by_class(rows: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -728,7 +745,8 @@ def to_html(rows: Sequence[dict[str, Any]], key: str = "energy_per_output_token_
         )
         parts.append(
             "<table><tr><th>rank</th><th class='l'>setting</th><th>tok/s</th><th>95 %</th>"
-            "<th>J/token</th><th>95 %</th><th>W</th><th>max °C</th><th class='l'>flags</th>"
+            "<th>J/token</th><th>95 %</th><th>W</th><th>max °C</th><th>PPL</th>"
+            "<th class='l'>flags</th>"
             "<th class='l'>row</th></tr>"
         )
         for x in c["ranked"]:
@@ -741,6 +759,7 @@ def to_html(rows: Sequence[dict[str, Any]], key: str = "energy_per_output_token_
                 f"<td>{_fmt(value(r, 'energy_per_output_token_j'))}</td>"
                 f"<td>{_ci_text(ci(r, 'energy_per_output_token_j'))}</td>"
                 f"<td>{_fmt(value(r, 'power_w'))}</td><td>{_fmt(r.get('temperature_max_c'))}</td>"
+                f"<td>{html.escape(quality_text(r))}</td>"
                 f"<td class='l flag'>{html.escape('; '.join(r.get('flags') or []))}</td>"
                 f"<td class='l'>{r['row_id']}</td></tr>"
             )

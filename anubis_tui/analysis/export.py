@@ -156,7 +156,10 @@ def _plot(rec: Recording, out: IO[bytes], fmt: str) -> None:
 
 def plot_sweep(r: dict[str, Any], out: IO[bytes], fmt: str = "png") -> None:
     """A sweep's report as a figure: overhead against rate (log axis, one line per profiler,
-    error bars over repeats) and the settings' tok/s against J/token with the Pareto front."""
+    error bars over repeats; left out when the sweep tried no profiler at a rate) and the
+    settings' tok/s against J/token with the Pareto front; for a ``sweep --quality``
+    (``r["quality"]``, `analysis.quality.quality_table`) J/token against perplexity with its
+    front and the recommended setting (`analysis.quality.draw_front`)."""
     try:
         import matplotlib
 
@@ -166,19 +169,28 @@ def plot_sweep(r: dict[str, Any], out: IO[bytes], fmt: str = "png") -> None:
         raise ExportError("--plot needs matplotlib: pip install matplotlib") from None
     sw = r.get("sweep") or {}
     rows = [row for row in sw.get("rows", []) if row.get("rate_hz")]
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(13, 5))
+    quality = r.get("quality") if (r.get("quality") or {}).get("rows") else None
+    panels: list[Any] = [_draw_settings]
+    if rows or not quality:
+        panels.insert(0, lambda ax, r: _draw_overhead(ax, sw, rows))
+    if quality:
+        from anubis_tui.analysis.quality import draw_front
+
+        panels.append(lambda ax, r: draw_front(ax, quality))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 5), squeeze=False)
     try:
-        _plot_sweep(plt, fig, a1, a2, r, sw, rows, out, fmt)
+        for draw, ax in zip(panels, axes[0], strict=True):
+            draw(ax, r)
+        fig.tight_layout()
+        fig.savefig(out, format=fmt)
     except (ValueError, OverflowError, RuntimeError) as e:
         raise ExportError(f"cannot plot this sweep: {str(e).splitlines()[0][:200]}") from None
     finally:
         plt.close(fig)
 
 
-def _plot_sweep(
-    plt: Any, fig: Any, a1: Any, a2: Any, r: dict[str, Any], sw: dict[str, Any],
-    rows: list[dict[str, Any]], out: IO[bytes], fmt: str,
-) -> None:  # fmt: skip
+def _draw_overhead(a1: Any, sw: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    """Each profiler's Δ J/token and Δ tok/s against its rate, the budget shaded."""
     for prof in sorted({row["profiler"] for row in rows}):
         mine = sorted((row for row in rows if row["profiler"] == prof), key=lambda x: x["rate_hz"])
         xs = [row["rate_hz"] for row in mine]
@@ -200,6 +212,10 @@ def _plot_sweep(
     a1.set_ylabel("% against the baseline beside it")
     a1.set_title("profiler overhead (mean ± sd over repeats)")
     a1.legend(fontsize=7)
+
+
+def _draw_settings(a2: Any, r: dict[str, Any]) -> None:
+    """The settings' decode tok/s against J/token, the Pareto front in red."""
     sets = [
         g
         for g in r.get("settings", [])
@@ -214,5 +230,3 @@ def _plot_sweep(
     a2.set_xlabel("decode tok/s")
     a2.set_ylabel("J/token")
     a2.set_title("settings (red: Pareto front)")
-    fig.tight_layout()
-    fig.savefig(out, format=fmt)

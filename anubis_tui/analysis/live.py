@@ -89,6 +89,10 @@ class Snapshot:
     knob_state: dict[str, str] = field(default_factory=dict)  # why a knob can't change ("")
     counter_jpt: list[tuple[Channel, float | None]] = field(default_factory=list)
     # measured energy counters other than the system's (a GPU's), with J/token over 10 s
+    quality: dict[str, Any] | None = None  # the current setting's ``quality`` Event payload
+    quality_base: dict[str, Any] | None = None  # the baseline setting's (the starting knobs)
+    # PPL(current)/PPL(baseline) and its 95 % interval (analysis.quality.ratio_interval)
+    quality_vs: tuple[float, float, float] | None = None
 
 
 class LiveState:
@@ -127,6 +131,9 @@ class LiveState:
         self.ack_ms: float | None = None  # a remote session's last key-to-acknowledgement time
         # Measured energy counters besides the system's: index → (t, joules, tokens) points.
         self.counter_points: dict[int, deque[tuple[int, float, int]]] = {}
+        self.qualities: list[dict[str, Any]] = []  # ``quality`` Event payloads, in order
+        self._quality_key: object = None
+        self._quality: tuple[Any, Any, Any] = (None, None, None)
 
     # -- feeding ------------------------------------------------------------------
 
@@ -214,6 +221,8 @@ class LiveState:
             self.rate_event_hz = p.get("sampler_hz")
         elif e.kind == "marker" or e.kind in SETTING_EVENTS:
             self.marks.append(self._bin_idx)
+        elif e.kind == "quality":
+            self.qualities.append(p)
         if e.kind == "remote_ack" and isinstance(p.get("latency_ms"), int | float):
             self.ack_ms = float(p["latency_ms"])
         # Knob values are the segment fold's (it follows knobs and knob Events); what can
@@ -260,10 +269,16 @@ class LiveState:
         return out
 
     def _throttle_warning(self, throttle: list[ChannelView], tps: float | None) -> str | None:
+        """The warning ("tok/s down N% while FLAGS active: …") when a throttle flag, idle aside, is
+        lit now and tok/s now is under 90 % of the best 1 s bin of the last 30 s (after at
+        least 10 s of history); None otherwise."""
         now_flags = sorted({a for v in throttle for a in v.active if a != "idle"})
         if not now_flags or tps is None or len(self.bins_tps) < 10:
             return None
-        recent_best = max(list(self.bins_tps)[-30:])
+        # seconds without tok/s (a load, a pause) are NaN: max() over them would depend on
+        # their place, so they are left out
+        recent = [b for b in list(self.bins_tps)[-30:] if not math.isnan(b)]
+        recent_best = max(recent, default=0.0)
         if recent_best > 0 and tps < 0.9 * recent_best:
             drop = 100 * (1 - tps / recent_best)
             return (
@@ -271,6 +286,26 @@ class LiveState:
                 "throttled, not slower code"
             )
         return None
+
+    def _setting_quality(
+        self,
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None, tuple[float, float, float] | None]:
+        """(the current setting's quality payload, the baseline setting's, their PPL ratio
+        with its 95 % interval). A setting's perplexity is the ``quality`` Event of its model
+        file and KV type (`analysis.quality.match`); the baseline setting is the knobs the
+        session started with. Worked out again only when a quality Event or a knob came."""
+        if not self.qualities:
+            return None, None, None
+        knobs = self.segs.knobs
+        base_knobs = self.segs.initial_knobs or knobs
+        key = (len(self.qualities), repr(knobs), repr(base_knobs))
+        if key != self._quality_key:
+            from anubis_tui.analysis.quality import match, ratio_interval  # scipy: only here
+
+            cur, base = match(knobs, self.qualities), match(base_knobs, self.qualities)
+            vs = ratio_interval(cur, base) if cur and base and cur is not base else None
+            self._quality_key, self._quality = key, (cur, base, vs)
+        return self._quality
 
     def snapshot(self) -> Snapshot:
         with self.lock:
@@ -286,6 +321,8 @@ class LiveState:
             baseline = None
             if current is not None and current.baseline_index is not None:
                 baseline = next(f for f in segments if f.index == current.baseline_index)
+
+            quality, quality_base, quality_vs = self._setting_quality()
 
             def val(cid: str) -> float | None:
                 i = self.index.get(cid)
@@ -333,6 +370,9 @@ class LiveState:
                 knobs=dict(self.segs.knobs),
                 knob_state=dict(self.knob_state),
                 counter_jpt=counter_jpt,
+                quality=quality,
+                quality_base=quality_base,
+                quality_vs=quality_vs,
             )
 
     def new_events(self, since: int) -> tuple[list[Event], int]:

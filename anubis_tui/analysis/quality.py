@@ -116,66 +116,87 @@ def _better_beyond_noise(b: dict[str, Any], a: dict[str, Any]) -> bool:
     return bool(r and r[2] < 1.0)
 
 
+def _row(g: dict[str, Any], qualities: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """A setting's row: its speed and energy with their half-widths, its perplexity."""
+    q = match(g.get("knobs") or {}, qualities) or {}
+    return {
+        "name": g.get("name"),
+        "decode_tps": g.get("decode_tps"),
+        "tps_ci": g.get("tps_ci"),
+        "j_per_token": g.get("j_per_token"),
+        "jpt_ci": g.get("jpt_ci"),
+        "j_per_token_measured": g.get("j_per_token_measured"),
+        "ppl": q.get("ppl"),
+        "ppl_se": q.get("ppl_se"),
+        "ppl_ci95": q.get("ci95"),
+        "variant": q.get("variant") or "",
+        "_q": q or None,
+    }
+
+
+def _against(r: dict[str, Any], base: dict[str, Any], max_increase_pct: float) -> None:
+    """Set `r`'s PPL ratio to the baseline, its verdict and its J/token saving."""
+    ratio = ratio_interval(r["_q"], base["_q"]) if r["_q"] and base["_q"] else None
+    r["ppl_vs"] = list(ratio) if ratio else None
+    r["quality"] = "baseline" if r is base else verdict(ratio, max_increase_pct)
+    jb = base.get("j_per_token")
+    r["saving_pct"] = (
+        100 * (1 - r["j_per_token"] / jb) if jb and r["j_per_token"] is not None else None
+    )
+
+
+def _on_front(r: dict[str, Any], rows: Sequence[dict[str, Any]]) -> bool:
+    """No other setting is no worse in both J/token and PPL and better beyond the noise."""
+    if r["ppl"] is None or r["j_per_token"] is None:
+        return False
+    return not any(
+        o is not r
+        and o["ppl"] is not None
+        and o["j_per_token"] is not None
+        and o["j_per_token"] <= r["j_per_token"]
+        and o["ppl"] <= r["ppl"]
+        and _better_beyond_noise(o, r)
+        for o in rows
+    )
+
+
+def _pick(rows: Sequence[dict[str, Any]]) -> tuple[dict[str, Any] | None, list[Any]]:
+    """The least J/token within the budget, and the settings tied with it (intervals overlap)."""
+    ok = [
+        r for r in rows if r["quality"] in ("baseline", "within") and r["j_per_token"] is not None
+    ]
+    if not ok:
+        return None, []
+    pick = min(ok, key=lambda r: r["j_per_token"])
+    lo = pick["j_per_token"] + (pick.get("jpt_ci") or 0.0)
+    tied = [
+        r["name"] for r in ok if r is not pick and r["j_per_token"] - (r.get("jpt_ci") or 0.0) <= lo
+    ]
+    return pick, tied
+
+
 def quality_table(
     settings: Sequence[dict[str, Any]],
     qualities: Sequence[dict[str, Any]],
     max_increase_pct: float = MAX_PPL_INCREASE_PCT,
 ) -> dict[str, Any]:
-    """Rows per setting with perplexity and its verdict, the Pareto front and the pick."""
-    rows: list[dict[str, Any]] = []
-    for g in settings:
-        if g.get("profiler"):
-            continue  # profiler segments change no model or cache: quality is the baseline's
-        q = match(g.get("knobs") or {}, qualities)
-        rows.append(
-            {
-                "name": g.get("name"),
-                "decode_tps": g.get("decode_tps"),
-                "tps_ci": g.get("tps_ci"),
-                "j_per_token": g.get("j_per_token"),
-                "jpt_ci": g.get("jpt_ci"),
-                "j_per_token_measured": g.get("j_per_token_measured"),
-                "ppl": q.get("ppl") if q else None,
-                "ppl_se": q.get("ppl_se") if q else None,
-                "ppl_ci95": q.get("ci95") if q else None,
-                "variant": (q.get("variant") or "") if q else "",
-                "_q": q,
-            }
-        )
+    """Rows per setting with perplexity and its verdict, the Pareto front and the pick.
+
+    `settings` are the report's settings rows, `qualities` the ``quality`` Event payloads.
+    Returns ``{"rows", "baseline", "max_ppl_increase_pct", "recommended",
+    "recommended_tied"}``; each row has ``ppl``, ``ppl_se``, ``ppl_ci95``, ``ppl_vs``
+    (ratio to the baseline with its 95 % interval), ``quality`` (verdict), ``saving_pct``
+    (J/token saved against the baseline, %), ``pareto`` and ``variant``.
+    """
+    # profiler segments change no model or cache: their quality is the baseline's
+    rows = [_row(g, qualities) for g in settings if not g.get("profiler")]
     base = next((r for r in rows if r["name"] == "baseline"), rows[0] if rows else None)
     for r in rows:
-        ratio = ratio_interval(r["_q"], base["_q"]) if base and r["_q"] and base["_q"] else None
-        r["ppl_vs"] = list(ratio) if ratio else None
-        r["quality"] = "baseline" if r is base else verdict(ratio, max_increase_pct)
-        jb = base.get("j_per_token") if base else None
-        r["saving_pct"] = (
-            100 * (1 - r["j_per_token"] / jb) if jb and r["j_per_token"] is not None else None
-        )
+        if base is not None:
+            _against(r, base, max_increase_pct)
     for r in rows:
-        if r["ppl"] is None or r["j_per_token"] is None:
-            r["pareto"] = False
-            continue
-        r["pareto"] = not any(
-            o is not r
-            and o["ppl"] is not None
-            and o["j_per_token"] is not None
-            and o["j_per_token"] <= r["j_per_token"]
-            and o["ppl"] <= r["ppl"]
-            and _better_beyond_noise(o, r)
-            for o in rows
-        )
-    ok = [
-        r for r in rows if r["quality"] in ("baseline", "within") and r["j_per_token"] is not None
-    ]
-    pick = min(ok, key=lambda r: r["j_per_token"]) if ok else None
-    tied = []
-    if pick is not None:
-        lo = pick["j_per_token"] + (pick.get("jpt_ci") or 0.0)
-        tied = [
-            r["name"]
-            for r in ok
-            if r is not pick and r["j_per_token"] - (r.get("jpt_ci") or 0.0) <= lo
-        ]
+        r["pareto"] = _on_front(r, rows)
+    pick, tied = _pick(rows)
     for r in rows:
         r.pop("_q", None)
     return {
@@ -233,3 +254,71 @@ def render_quality(t: dict[str, Any]) -> list[str]:
     else:
         lines.append("  no setting is known to be within the quality budget")
     return lines
+
+
+def _short(name: str) -> str:
+    """A setting's name, cut for a legend."""
+    return name if len(name) <= 40 else name[:39] + "…"
+
+
+def _ppl_bar(r: dict[str, Any], base_ppl: float | None) -> list[float]:
+    """The PPL interval drawn: the paired ratio's 95 % interval times the baseline's PPL where
+    there is one (what the verdict reads: ratio × PPL(baseline) = PPL(setting) on the same
+    tokens), else the setting's own 95 % interval."""
+    vs = r.get("ppl_vs")
+    if vs and base_ppl:
+        return [vs[1] * base_ppl, vs[2] * base_ppl]
+    return list(r.get("ppl_ci95") or [r["ppl"], r["ppl"]])
+
+
+def _draw_points(ax: Any, rows: Sequence[dict[str, Any]], base_ppl: float | None) -> None:
+    """Each setting with its intervals and its label (the variant label below the name)."""
+    for r in rows:
+        ci = _ppl_bar(r, base_ppl)
+        xerr = [[max(0.0, r["ppl"] - ci[0])], [max(0.0, ci[1] - r["ppl"])]]
+        ax.errorbar(
+            r["ppl"], r["j_per_token"], xerr=xerr, yerr=r.get("jpt_ci") or 0.0, fmt="o",
+            color="C3" if r.get("pareto") else "C0", capsize=3, ms=5,
+        )  # fmt: skip
+        label = str(r["name"]) + (f"\n({r['variant']})" if r.get("variant") else "")
+        ax.annotate(label, (r["ppl"], r["j_per_token"]), fontsize=6, xytext=(4, 4),
+                    textcoords="offset points")  # fmt: skip
+
+
+def draw_front(ax: Any, t: dict[str, Any]) -> None:
+    """The quality front on a matplotlib Axes: J/token (y, with its 90 % half-width) against
+    perplexity (x, with its paired 95 % interval against the baseline, `_ppl_bar`), each
+    setting labelled (its variant label too), the Pareto front in red and joined, the quality
+    budget as a vertical line at the baseline's PPL × (1 + budget), and the recommended
+    setting starred and named.
+
+    `t` is `quality_table`'s result; settings without a PPL or a J/token are left out."""
+    rows = [r for r in t.get("rows") or [] if r.get("ppl") is not None and r.get("j_per_token")]
+    base = next((r for r in rows if r["name"] == t.get("baseline")), None)
+    _draw_points(ax, rows, base["ppl"] if base else None)
+    _draw_marks(ax, t, rows, base)
+    estimated = all(r.get("j_per_token_measured") is None for r in rows)
+    ax.set_xlabel("perplexity on the shipped text (95 %, paired against the baseline)")
+    ax.set_ylabel("J/token (90 %)" + (" — estimated, no measured meter" if estimated else ""))
+    ax.set_title("energy against quality (red: Pareto front)")
+    ax.margins(x=0.12, y=0.12)  # room for the labels
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="best")
+
+
+def _draw_marks(
+    ax: Any, t: dict[str, Any], rows: Sequence[dict[str, Any]], base: dict[str, Any] | None
+) -> None:
+    """The front joined in PPL order, the budget line and the recommended setting's star."""
+    front = sorted((r for r in rows if r.get("pareto")), key=lambda r: r["ppl"])
+    if len(front) > 1:
+        ax.plot([r["ppl"] for r in front], [r["j_per_token"] for r in front], "C3-", lw=1,
+                label="Pareto front")  # fmt: skip
+    pct = float(t.get("max_ppl_increase_pct") or MAX_PPL_INCREASE_PCT)
+    if base is not None:
+        ax.axvline(base["ppl"] * (1 + pct / 100), color="0.5", ls="--", lw=0.8,
+                   label=f"baseline PPL +{pct:g} %")  # fmt: skip
+    pick = next((r for r in rows if r["name"] == t.get("recommended")), None)
+    if pick is not None:
+        ax.plot(pick["ppl"], pick["j_per_token"], "*", color="gold", mec="k", ms=16, zorder=5,
+                label=f"recommended: {_short(str(pick['name']))}")  # fmt: skip

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import statistics
-from typing import Any
-
-import numpy as np
+from collections.abc import Iterable
+from pathlib import Path
+from typing import IO, Any
 
 from anubis_tui.analysis.segments import (
     DEFINITIONS,
@@ -18,23 +18,188 @@ from anubis_tui.analysis.segments import (
     total,
 )
 from anubis_tui.analysis.sweep import BUDGET_PCT, render_sweep, sweep_of, sweep_report
-from anubis_tui.analysis.windows import energy_j, idle_power, request_energy, window
-from anubis_tui.recording.reader import Recording
-from anubis_tui.records import PLAUSIBLE
+from anubis_tui.analysis.windows import RunFold
+from anubis_tui.recording.reader import (
+    OutOfOrder,
+    RecordFile,
+    Recording,
+    Recovery,
+    in_time_order,
+    read_all,
+    time_ordered,
+)
+from anubis_tui.records import Channel, Event, Header, Record
+
+KEPT_EVENTS = ("sweep", "warmup", "cooldown", "quality")
+"""Events the report keeps whole (a sweep's description, `sweep --quality` results)."""
 
 
-def _col_stats(rec: Recording, cid: str) -> tuple[float | None, float | None]:
+class ReportFold:
+    """Everything `report` prints, folded from records in time order in one pass
+    (`SegmentFold` for the segments and settings, `RunFold` for the whole run). Memory
+    grows with requests, segments and events kept (`KEPT_EVENTS`), not with samples.
+    """
+
+    def __init__(self) -> None:
+        self.segments = SegmentFold()
+        self.run: RunFold | None = None
+        self.header: Header | None = None
+        self.kept: list[Event] = []
+        self.recovery = Recovery()
+
+    def consume(self, rec: Record) -> None:
+        self.segments.consume(rec)
+        if isinstance(rec, Header):
+            self.header = rec
+            self.run = RunFold(rec)
+            return
+        if self.run is None:
+            return
+        if isinstance(rec, Event) and rec.kind in KEPT_EVENTS:
+            self.kept.append(rec)
+        self.run.consume(rec)
+
+    def consume_all(self, records: Iterable[Record]) -> ReportFold:
+        it = iter(records)
+        if self.run is None:  # up to the Header
+            for r in it:
+                self.consume(r)
+                if self.run is not None:
+                    break
+        seg, run, kept = self.segments.consume, self.run, self.kept
+        if run is None:
+            return self
+        for r in it:  # the hot loop: a day at 10 Hz is millions of records
+            seg(r)
+            if type(r) is Event and r.kind in KEPT_EVENTS:
+                kept.append(r)
+            run.consume(r)
+        return self
+
+    def result(self, recovery: Recovery, budget_pct: float = BUDGET_PCT) -> dict[str, Any]:
+        """The report (see `report`); call once, after the last record."""
+        run, header = self.run, self.header
+        if run is None or header is None:
+            raise ValueError("no Header was folded")
+        run.finish()
+        duration_s = float(run.last) / 1e9
+        start_s = run.first / 1e9 if run.first is not None else 0.0
+        end = int(duration_s * 1e9) + 1
+        sf = self.segments
+        figs = sf.figures()
+        settings = sf.settings()
+        fastest, best = energy_optimal(settings)
+        fast_tied, lean_tied = energy_optimal_ties(settings)
+        sweep = sweep_of(self.kept)
+        energy_ch = _channel(run, "system.energy")
+        return {
+            "duration_s": duration_s - start_s,  # what this file holds
+            "host": header.host.get("hostname"),
+            "created_utc": header.created_utc,
+            "model": header.model.get("name"),
+            "headline": _headline(sf, run, energy_ch.method if energy_ch else None),
+            "tokens": _tokens(run, end),
+            "energy": _energy(run, end),
+            "power_w": _power(run),
+            "temperature_c": _temperatures(run),
+            "throttle": {"share": run.columns.throttle_share()},
+            "sampler": {
+                "rate_hz": _stats(run, "anubis.sampler.rate")[0],
+                "jitter_p99_s": _stats(run, "anubis.sampler.jitter_p99")[1],
+                "cpu_ratio": _stats(run, "anubis.sampler.cpu")[0],
+                "anubis_cpu_ratio": _stats(run, "proc.self.cpu")[0],
+            },
+            # issue 23: J per request and its method
+            "requests_energy": run.requests.energy(has_channel="system.energy" in run.index),
+            "segments": [f.plain() for f in figs],
+            "settings": [f.plain() for f in settings],
+            "fastest": fastest.name if fastest else None,
+            "energy_optimal": best.name if best else None,
+            # every setting tied with those within the noise (90 % intervals, `segments.tied`)
+            "fastest_tied": [f.name for f in fast_tied],
+            "energy_optimal_tied": [f.name for f in lean_tied],
+            "speed_budget": SPEED_BUDGET,
+            "initial_knobs": sf.initial_knobs or {},
+            "segment_definitions": DEFINITIONS,
+            "sweep": sweep_report(figs, sweep, budget_pct) if sweep is not None else None,
+            "recovery": {
+                "truncated": recovery.truncated,
+                "records": recovery.records,
+                "stopped_at": recovery.stopped_at,
+                "reason": recovery.reason,
+            },
+        }
+
+
+def _channel(run: RunFold, cid: str) -> Channel | None:
+    return next((c for c in run.channels if c.id == cid), None)
+
+
+def _stats(run: RunFold, cid: str) -> tuple[float | None, float | None]:
     """(mean, max) of a channel's readings; implausible ones (recorded by an older anubis,
     before the sampler dropped them) never count (records.PLAUSIBLE)."""
-    col = rec.column(cid)
-    if col is None:
-        return None, None
-    v = col[~np.isnan(col)]
-    kind = next((c.kind for c in rec.channels if c.id == cid), "")
-    if kind in PLAUSIBLE:
-        lo, hi = PLAUSIBLE[kind]
-        v = v[(v >= lo) & (v <= hi)]
-    return (float(v.mean()), float(v.max())) if len(v) else (None, None)
+    j = run.index.get(cid)
+    return run.columns.stats(j) if j is not None else (None, None)
+
+
+def _tokens(run: RunFold, end: int) -> dict[str, Any]:
+    q = run.requests
+    return {
+        "generated": run.decode[0],
+        "prompt": run.decode[1],
+        "requests": q.ends,
+        "decode_tps": run.decode_tps(end),
+        "prompt_tps": (q.prompt_tok / (q.prompt_ns / 1e9)) if q.prompt_ns else None,
+        "ttft_s": statistics.median(q.ttfts) if q.ttfts else None,
+    }
+
+
+def _energy(run: RunFold, end: int) -> dict[str, Any]:
+    energy_ch = _channel(run, "system.energy")
+    power_ch = _channel(run, "system.power")
+    dec = run.decode[0]
+    e = run.energy_j(end)
+    counters: dict[str, dict[str, Any]] = {}
+    for c in run.channels:
+        if c.kind == "energy" and c.method == "counter" and c.id != "system.energy":
+            j = run.energy_j(end, c.id)
+            if j is not None:
+                counters[c.id] = {
+                    "joules": j,
+                    "scope": c.scope,
+                    "j_per_token": j / dec if dec else None,
+                }
+    return {
+        "joules": e,
+        "j_per_token": (e / dec) if e is not None and dec else None,
+        "method": energy_ch.method if energy_ch else None,
+        "scope": energy_ch.scope if energy_ch else None,
+        "integration": energy_ch.meta.get("integration") if energy_ch else None,
+        "system_power": power_ch.meta.get("reason") if power_ch else None,
+        "uncovered": _strings(power_ch.meta.get("uncovered")) if power_ch else [],
+        "counters": counters,
+    }
+
+
+def _power(run: RunFold) -> dict[str, Any]:
+    by_scope: dict[str, dict[str, Any]] = {}
+    for c in run.channels:
+        if c.kind == "power" and not c.meta.get("is_limit"):
+            mean, mx = _stats(run, c.id)
+            if mean is not None:
+                by_scope[c.id] = {"mean": mean, "max": mx, "scope": c.scope, "method": c.method}
+    p_mean, p_max = _stats(run, "system.power")
+    return {"mean": p_mean, "max": p_max, "channels": by_scope}
+
+
+def _temperatures(run: RunFold) -> dict[str, Any]:
+    temps = {}
+    for c in run.channels:
+        if c.kind == "temperature":
+            _, mx = _stats(run, c.id)
+            if mx is not None:
+                temps[c.id] = mx
+    return {"max": max(temps.values()) if temps else None, "channels": temps}
 
 
 def _strings(v: object) -> list[str]:
@@ -42,116 +207,41 @@ def _strings(v: object) -> list[str]:
 
 
 def report(rec: Recording, budget_pct: float = BUDGET_PCT) -> dict[str, Any]:
-    end = int(rec.duration_s * 1e9)
-    whole = window(rec, 0, end + 1)
-    ends = [e for e in rec.events if e.kind == "request_end"]
-    ttfts = [e.payload["ttft_ns"] / 1e9 for e in ends if e.payload.get("ttft_ns")]
-    prompt_ns = sum(e.payload["ttft_ns"] for e in ends if e.payload.get("ttft_ns"))
-    prompt_tok = sum(
-        int(e.payload.get("prompt_tokens") or 0) for e in ends if e.payload.get("ttft_ns")
-    )
-    energy_ch = next((c for c in rec.channels if c.id == "system.energy"), None)
-    power_ch = next((c for c in rec.channels if c.id == "system.power"), None)
-    by_scope: dict[str, dict[str, Any]] = {}
-    for c in rec.channels:
-        if c.kind == "power" and not c.meta.get("is_limit"):
-            mean, mx = _col_stats(rec, c.id)
-            if mean is not None:
-                by_scope[c.id] = {
-                    "mean": mean,
-                    "max": mx,
-                    "scope": c.scope,
-                    "method": c.method,
-                }
-    temps = {}
-    for c in rec.channels:
-        if c.kind == "temperature":
-            _, mx = _col_stats(rec, c.id)
-            if mx is not None:
-                temps[c.id] = mx
-    counters: dict[str, dict[str, Any]] = {}
-    for c in rec.channels:
-        if c.kind == "energy" and c.method == "counter" and c.id != "system.energy":
-            j = energy_j(rec, 0, end + 1, c.id)
-            if j is not None:
-                counters[c.id] = {
-                    "joules": j,
-                    "scope": c.scope,
-                    "j_per_token": j / whole.decode_tokens if whole.decode_tokens else None,
-                }
-    p_mean, p_max = _col_stats(rec, "system.power")
-    rate_mean, _ = _col_stats(rec, "anubis.sampler.rate")
-    _, jit_max = _col_stats(rec, "anubis.sampler.jitter_p99")
-    cpu_mean, _ = _col_stats(rec, "anubis.sampler.cpu")
-    self_cpu, _ = _col_stats(rec, "proc.self.cpu")
-    sf = SegmentFold().consume_all(rec.records)
-    figs = sf.figures()
-    segs = [f.plain() for f in figs]
-    sweep = sweep_of(rec.events)
-    settings = sf.settings()
-    fastest, best = energy_optimal(settings)
-    fast_tied, lean_tied = energy_optimal_ties(settings)
-    headline = _headline(sf, rec, energy_ch.method if energy_ch else None)
-    return {
-        "duration_s": rec.duration_s - rec.start_s,  # what this file holds
-        "host": rec.header.host.get("hostname"),
-        "created_utc": rec.header.created_utc,
-        "model": rec.header.model.get("name"),
-        "headline": headline,
-        "tokens": {
-            "generated": int(rec.tok_count[rec.tok_decode].sum()),
-            "prompt": int(rec.tok_count[~rec.tok_decode].sum()),
-            "requests": len(ends),
-            "decode_tps": whole.decode_tps,
-            "prompt_tps": (prompt_tok / (prompt_ns / 1e9)) if prompt_ns else None,
-            "ttft_s": statistics.median(ttfts) if ttfts else None,
-        },
-        "energy": {
-            "joules": whole.energy_j,
-            "j_per_token": whole.j_per_token,
-            "method": energy_ch.method if energy_ch else None,
-            "scope": energy_ch.scope if energy_ch else None,
-            "integration": energy_ch.meta.get("integration") if energy_ch else None,
-            "system_power": power_ch.meta.get("reason") if power_ch else None,
-            "uncovered": _strings(power_ch.meta.get("uncovered")) if power_ch else [],
-            "counters": counters,
-        },
-        "power_w": {"mean": p_mean, "max": p_max, "channels": by_scope},
-        "temperature_c": {"max": max(temps.values()) if temps else None, "channels": temps},
-        "throttle": {"share": whole.throttle_share},
-        "sampler": {
-            "rate_hz": rate_mean,
-            "jitter_p99_s": jit_max,
-            "cpu_ratio": cpu_mean,
-            "anubis_cpu_ratio": self_cpu,
-        },
-        "requests_energy": request_energy(rec),  # issue 23: J per request and its method
-        "segments": segs,
-        "settings": [f.plain() for f in settings],
-        "fastest": fastest.name if fastest else None,
-        "energy_optimal": best.name if best else None,
-        # every setting tied with those within the noise (90 % intervals, `segments.tied`)
-        "fastest_tied": [f.name for f in fast_tied],
-        "energy_optimal_tied": [f.name for f in lean_tied],
-        "speed_budget": SPEED_BUDGET,
-        "initial_knobs": sf.initial_knobs or {},
-        "segment_definitions": DEFINITIONS,
-        "sweep": sweep_report(figs, sweep, budget_pct) if sweep is not None else None,
-        "recovery": {
-            "truncated": rec.recovery.truncated,
-            "records": rec.recovery.records,
-            "stopped_at": rec.recovery.stopped_at,
-            "reason": rec.recovery.reason,
-        },
-    }
+    """The summary of a loaded recording: `ReportFold` over its records (stable keys)."""
+    return ReportFold().consume_all(rec.records).result(rec.recovery, budget_pct)
 
 
-def _headline(sf: SegmentFold, rec: Recording, method: str | None) -> dict[str, Any]:
+def report_file(src: str | Path | IO[bytes]) -> ReportFold:
+    """Fold a recording file in one pass, reading it a chunk at a time (`RecordFile`):
+    memory does not grow with its samples. Returns the fold: `result(fold.recovery)` is
+    the report, and `kept` holds the events a caller may want (quality results).
+
+    A file whose records are more than `HOLD_NS` out of time order (anubis never
+    writes one) is sorted in memory instead. Raises ReaderError for a file that is
+    not a recording.
+    """
+    f = RecordFile(src)
+    fold = ReportFold()
+    try:
+        for batch in in_time_order(f.batches()):
+            fold.consume_all(batch)
+    except OutOfOrder:
+        if not isinstance(src, str | Path):
+            raise
+        records, recovery = read_all(src)
+        fold = ReportFold().consume_all(time_ordered(records))
+        fold.recovery = recovery
+        return fold
+    fold.recovery = f.recovery
+    return fold
+
+
+def _headline(sf: SegmentFold, run: RunFold, method: str | None) -> dict[str, Any]:
     """The recording's figures by the segment arithmetic (active decode time; loads, pauses
     and gaps outside), measured J/token first, and idle power from the pauses."""
     t = total(sf)
-    idle = idle_power(rec)
-    meas = measured_counters(rec.header)
+    idle = run.idle.result(run.channels)
+    meas = measured_counters(run.header)
 
     def idle_w(key: str) -> float | None:
         v = idle.get(key) if idle else None

@@ -1,6 +1,6 @@
 """Result rows: every setting of a recording as one comparable row (schema ``anubis-result/1``).
 
-A row is a plain dict (JSON-ready) with five parts:
+A row is a plain dict (JSON-ready) with six parts:
 
 * ``identity``: hardware, runtime, model, workload and measurement, from
   `anubis_tui.analysis.identity.identity` (the recording's Header), and the
@@ -9,9 +9,15 @@ A row is a plain dict (JSON-ready) with five parts:
   limit or nvpmodel of the setting, the runtime, the model's sha256, the
   workload and the energy scope and method. Rows rank only inside a class;
 * ``figures``: decode and prompt tok/s, TTFT, J/token, active J/token,
-  J/request and power, each ``{value, unit, n, sd, ci95}``; idle power, the
-  maximum temperature, the throttle share by flag, the steady-state verdict
-  and the profiler's cost;
+  J/request and power, each ``{value, unit, n, sd, ci95}``, and perplexity
+  (``{value, unit "PPL", n tokens, se, ci95}``); idle power, the maximum
+  temperature, the throttle share by flag, the steady-state verdict and the
+  profiler's cost;
+* ``quality``: where the recording has a ``quality`` Event for the setting's
+  model file and KV type (``sweep --quality``), its perplexity on the shipped
+  text with llama.cpp's standard error, what it was computed on (tokens,
+  context, text and model sha256) and the variant label ("requantized from
+  Q4_K_M", `anubis_tui.inference.variants`); None otherwise;
 * ``flags``: why a row must not rank first (no steady state, throttling,
   too little data, an estimated energy method);
 * ``provenance``: the recording's sha256 and path, the anubis version and
@@ -37,6 +43,7 @@ import re
 import statistics
 import warnings
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +53,8 @@ from scipy import stats
 from anubis_tui import __version__
 from anubis_tui.analysis.compare import chunked_fold
 from anubis_tui.analysis.identity import UNKNOWN, identity
+from anubis_tui.analysis.quality import EVENT as QUALITY_EVENT
+from anubis_tui.analysis.quality import match
 from anubis_tui.analysis.report import report
 from anubis_tui.analysis.segments import Figures, SegmentFold
 from anubis_tui.analysis.sweep import sweep_of
@@ -391,94 +400,178 @@ def rows_of(
         digest = sha256_file(path)
     except OSError as e:
         raise ResultError(f"cannot read {path}: {e.strerror}") from None
-    ident = identity(rec.header, rec.records)
     r = summary if summary is not None else report(rec)
     fold = SegmentFold().consume_all(rec.records)
-    settings = fold.settings()
-    chunks = setting_chunks(rec.records)
-    requests = _requests(rec, fold)
-    warmup = _warmup(rec)
     # Idle power as `anubis report` measures it (its pauses); active J/token subtracts it the
     # same way: idle W ÷ decode tok/s per token (Kepler's and ML.ENERGY's "active" energy).
     idle = (r.get("headline") or {}).get("idle") or {}
-    idle_w = _finite(idle.get("system_w")) if isinstance(idle, dict) else None
-    created = (now or dt.datetime.now(dt.UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    rows = []
-    for f in settings:
-        ch = chunks.get(f.name, [])
-        tps_s = interval([c.decode_tps for c in ch if c.decode_tps is not None])
-        jpt_s = interval([c.j_per_token for c in ch if c.j_per_token is not None])
-        pw_s = interval([c.power_w for c in ch if c.power_w is not None])
-        req = request_figures(requests.get(f.name, []))
-        per_req = req["output_tokens_per_request"]["value"]
-        active = (
-            f.j_per_token - idle_w / f.decode_tps
-            if f.j_per_token is not None and idle_w is not None and f.decode_tps
-            else None
-        )
-        throttle = {k: v for k, v in f.throttle_share.items() if k not in THROTTLE_NOT}
-        throttled = sorted(k for k, v in throttle.items() if v > 0)
-        steady = {**steady_verdict(ch), "warmup": warmup}
-        flags = []
-        if steady["steady"] is not True:
-            flags.append("no steady state" if steady["steady"] is False else "steady state unknown")
-        if throttled:
-            flags.append("throttled: " + ",".join(throttled))
-        if not f.enough_data:
-            flags.append("too little data")
-        cfields = class_of(ident, f.knobs)
-        cid = class_id(cfields)
-        setting = _setting(f, ident.get("setting") or {})
-        row = {
-            "schema": SCHEMA,
-            "row_id": hashlib.sha256(f"{digest}:{f.name}".encode()).hexdigest()[:16],
-            "class_id": cid,
-            "class": cfields,
-            "class_unknown": unknown_fields(cfields),
-            "identity": {**{k: v for k, v in ident.items() if k != "setting"}, "setting": setting},
-            "setting": setting,
-            "figures": {
-                "decode_tokens_per_s": figure(f.decode_tps, "token/s", tps_s),
-                "prompt_tokens_per_s": req["prompt_tokens_per_s"],
-                "ttft_s": req["ttft_s"],
-                "energy_per_output_token_j": figure(f.j_per_token, "J/token", jpt_s),
-                "active_energy_per_output_token_j": figure(
-                    active, "J/token", _scaled(jpt_s, 1.0) if active is not None else None
-                ),
-                "energy_per_request_j": figure(
-                    f.j_per_token * per_req if f.j_per_token is not None and per_req else None,
-                    "J/request",
-                    _scaled(jpt_s, per_req),
-                ),
-                "power_w": figure(f.power_w, "W", pw_s),
-                "output_tokens_per_request": req["output_tokens_per_request"],
-            },
-            "active_s": f.active_s,
-            "output_tokens": f.decode_tokens,
-            "segments": f.segments,
-            "enough_data": f.enough_data,
-            "pareto": f.pareto,
-            "idle_power_w": idle_w,
-            "idle": idle or None,
-            "temperature_max_c": f.temp_max_c,
-            "throttle_share": f.throttle_share,
-            "throttled": throttled,
-            "steady_state": steady,
-            "profiler_cost": _profiler_cost(f, r, r["segments"]),
-            "flags": flags,
-            "provenance": {
-                "recording_sha256": digest,
-                "recording_path": str(Path(path).resolve()),
-                "host": rec.header.host.get("hostname"),
-                "anubis_version": __version__,
-                "recording_anubis_version": rec.header.app_version,
-                "recording_created_utc": rec.header.created_utc,
-                "created_utc": created,
-                "truncated": rec.recovery.truncated,
-            },
-        }
-        rows.append(row)
-    return rows
+    ctx = _RowContext(
+        ident=identity(rec.header, rec.records),
+        summary=r,
+        chunks=setting_chunks(rec.records),
+        requests=_requests(rec, fold),
+        warmup=_warmup(rec),
+        idle=idle if isinstance(idle, dict) else {},
+        qualities=[e.payload for e in rec.events if e.kind == QUALITY_EVENT],
+        provenance={
+            "recording_sha256": digest,
+            "recording_path": str(Path(path).resolve()),
+            "host": rec.header.host.get("hostname"),
+            "anubis_version": __version__,
+            "recording_anubis_version": rec.header.app_version,
+            "recording_created_utc": rec.header.created_utc,
+            "created_utc": (now or dt.datetime.now(dt.UTC)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "truncated": rec.recovery.truncated,
+        },
+    )
+    return [_row(f, ctx) for f in fold.settings()]
+
+
+@dataclass(frozen=True)
+class _RowContext:
+    """What every row of one recording shares (`rows_of`)."""
+
+    ident: dict[str, Any]
+    summary: dict[str, Any]
+    chunks: dict[str, list[Figures]]
+    requests: dict[str, list[dict[str, Any]]]
+    warmup: dict[str, Any] | None
+    idle: dict[str, Any]
+    qualities: list[Any]
+    provenance: dict[str, Any]
+
+    @property
+    def idle_w(self) -> float | None:
+        return _finite(self.idle.get("system_w"))
+
+
+def _figures(f: Figures, ch: Sequence[Figures], req: dict[str, dict[str, Any]], idle_w: float | None
+             ) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """A setting's figures with their intervals over its chunks (`interval`)."""
+    tps_s = interval([c.decode_tps for c in ch if c.decode_tps is not None])
+    jpt_s = interval([c.j_per_token for c in ch if c.j_per_token is not None])
+    pw_s = interval([c.power_w for c in ch if c.power_w is not None])
+    per_req = req["output_tokens_per_request"]["value"]
+    active = (
+        f.j_per_token - idle_w / f.decode_tps
+        if f.j_per_token is not None and idle_w is not None and f.decode_tps
+        else None
+    )
+    return {
+        "decode_tokens_per_s": figure(f.decode_tps, "token/s", tps_s),
+        "prompt_tokens_per_s": req["prompt_tokens_per_s"],
+        "ttft_s": req["ttft_s"],
+        "energy_per_output_token_j": figure(f.j_per_token, "J/token", jpt_s),
+        "active_energy_per_output_token_j": figure(
+            active, "J/token", _scaled(jpt_s, 1.0) if active is not None else None
+        ),
+        "energy_per_request_j": figure(
+            f.j_per_token * per_req if f.j_per_token is not None and per_req else None,
+            "J/request",
+            _scaled(jpt_s, per_req),
+        ),
+        "power_w": figure(f.power_w, "W", pw_s),
+        "output_tokens_per_request": req["output_tokens_per_request"],
+    }
+
+
+def _flags(f: Figures, steady: dict[str, Any], throttled: Sequence[str]) -> list[str]:
+    """Why a row must not rank first."""
+    flags = []
+    if steady["steady"] is not True:
+        flags.append("no steady state" if steady["steady"] is False else "steady state unknown")
+    if throttled:
+        flags.append("throttled: " + ",".join(throttled))
+    if not f.enough_data:
+        flags.append("too little data")
+    return flags
+
+
+# What a row keeps of a ``quality`` Event (`inference.quality.Perplexity.payload`): not the
+# per-token NLLs, which only a paired comparison inside one recording needs.
+QUALITY_KEYS = (
+    "ppl", "ppl_se", "ci95", "nll_mean", "nll_se", "tokens", "chunks", "n_ctx", "kv_type",
+    "offload", "flash_attn", "model", "model_sha256", "quantization", "variant", "text",
+    "text_sha256", "tokens_sha256", "llama_cpp", "cached",
+)  # fmt: skip
+
+
+def quality_of(
+    knobs: dict[str, Any], qualities: Sequence[Any], model_sha256: str | None = None
+) -> dict[str, Any] | None:
+    """The setting's perplexity on the shipped text, from the recording's ``quality`` Events
+    (`analysis.quality.match`: the model file and KV type of the setting; where the knobs do
+    not name the model, the figure of the recording's model, `model_sha256`): PPL (no unit),
+    its standard error (llama.cpp's), its 95 % interval, what it was computed on and the
+    variant label ("requantized from Q4_K_M"); None when the recording has none for it."""
+    qs = [p for p in qualities if isinstance(p, dict)]
+    if not knobs.get("model") and model_sha256 and model_sha256 != UNKNOWN:
+        qs = [p for p in qs if p.get("model_sha256") == model_sha256]
+    q = match(knobs, qs)
+    if q is None or _finite(q.get("ppl")) is None:
+        return None
+    out = {k: q.get(k) for k in QUALITY_KEYS}
+    ci = out["ci95"]
+    out["ci95"] = None
+    if isinstance(ci, list | tuple) and len(ci) == 2:
+        lo, hi = _finite(ci[0]), _finite(ci[1])
+        out["ci95"] = [lo, hi] if lo is not None and hi is not None else None
+    out["variant"] = str(out["variant"] or "")
+    return out
+
+
+def _perplexity(q: dict[str, Any] | None) -> dict[str, Any]:
+    """The perplexity figure: value, its standard error (``se``) and 95 % interval; ``n`` is
+    the scored tokens."""
+    if q is None:
+        return figure(None, "PPL")
+    tokens = q.get("tokens")
+    n = tokens if isinstance(tokens, int) and not isinstance(tokens, bool) and tokens > 0 else 0
+    return {**figure(q["ppl"], "PPL", {"n": n, "ci95": q["ci95"]}), "se": _finite(q["ppl_se"])}
+
+
+def _row(f: Figures, ctx: _RowContext) -> dict[str, Any]:
+    """One setting's row (`rows_of`)."""
+    ch = ctx.chunks.get(f.name, [])
+    throttle = {k: v for k, v in f.throttle_share.items() if k not in THROTTLE_NOT}
+    throttled = sorted(k for k, v in throttle.items() if v > 0)
+    steady = {**steady_verdict(ch), "warmup": ctx.warmup}
+    cfields = class_of(ctx.ident, f.knobs)
+    setting = _setting(f, ctx.ident.get("setting") or {})
+    model_sha = (ctx.ident.get("model") or {}).get("sha256")
+    quality = quality_of(f.knobs or _start_knobs(ctx.ident), ctx.qualities, model_sha)
+    figures = _figures(f, ch, request_figures(ctx.requests.get(f.name, [])), ctx.idle_w)
+    figures["perplexity"] = _perplexity(quality)
+    digest = ctx.provenance["recording_sha256"]
+    return {
+        "schema": SCHEMA,
+        "row_id": hashlib.sha256(f"{digest}:{f.name}".encode()).hexdigest()[:16],
+        "class_id": class_id(cfields),
+        "class": cfields,
+        "class_unknown": unknown_fields(cfields),
+        "identity": {**{k: v for k, v in ctx.ident.items() if k != "setting"}, "setting": setting},
+        "setting": setting,
+        "figures": figures,
+        "quality": quality,
+        "active_s": f.active_s,
+        "output_tokens": f.decode_tokens,
+        "segments": f.segments,
+        "enough_data": f.enough_data,
+        "pareto": f.pareto,
+        "idle_power_w": ctx.idle_w,
+        "idle": ctx.idle or None,
+        "temperature_max_c": f.temp_max_c,
+        "throttle_share": f.throttle_share,
+        "throttled": throttled,
+        "steady_state": steady,
+        "profiler_cost": _profiler_cost(f, ctx.summary, ctx.summary["segments"]),
+        "flags": _flags(f, steady, throttled),
+        "provenance": dict(ctx.provenance),
+    }
+
+
+def _start_knobs(ident: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in (ident.get("setting") or {}).items() if v != UNKNOWN}
 
 
 _HEX = re.compile(r"[0-9a-f]{8,64}")
@@ -497,12 +590,7 @@ def _strs(v: Any) -> bool:
     return isinstance(v, list) and all(isinstance(x, str) for x in v)
 
 
-def _shape(row: dict[str, Any]) -> str | None:
-    """What is wrong with the shape of the parts readers use (None: nothing). Keys this version
-    does not know are kept as they are (a newer minor version may add some)."""
-    for k in ("identity", "setting", "figures", "provenance"):
-        if not isinstance(row[k], dict):
-            return f"{k} is not an object"
+def _shape_class(row: dict[str, Any]) -> str | None:
     cls = row.get("class", {})
     if not isinstance(cls, dict) or not all(isinstance(g, dict) for g in cls.values()):
         return "class is not an object of objects"
@@ -513,6 +601,10 @@ def _shape(row: dict[str, Any]) -> str | None:
     for k in ("flags", "throttled", "class_unknown"):
         if not _strs(row.get(k, [])):
             return f"{k} is not a list of strings"
+    return None
+
+
+def _shape_setting(row: dict[str, Any]) -> str | None:
     setting = row["setting"]
     if not all(_scalar(v) for v in setting.values()):
         return "a setting is not a value"
@@ -522,19 +614,35 @@ def _shape(row: dict[str, Any]) -> str | None:
         return "setting name or profiler is not a string"
     if not _num_or_none(setting.get("profiler_rate_hz")):
         return "profiler_rate_hz is not a number"
+    return None
+
+
+def _shape_figure(name: str, f: Any) -> str | None:
+    if not isinstance(f, dict):
+        return f"figure {name} is not an object"
+    if not (_num_or_none(f.get("value")) and _num_or_none(f.get("sd"))):
+        return f"figure {name}: value or sd is not a number"
+    n = f.get("n", 0)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        return f"figure {name}: n is not a count"
+    ci = f.get("ci95")
+    if ci is not None and not (
+        isinstance(ci, list) and len(ci) == 2 and all(_finite(x) is not None for x in ci)
+    ):
+        return f"figure {name}: ci95 is not [low, high]"
+    if not _num_or_none(f.get("se")):
+        return f"figure {name}: se is not a number"
+    return None
+
+
+def _shape_figures(row: dict[str, Any]) -> str | None:
     for name, f in row["figures"].items():
-        if not isinstance(f, dict):
-            return f"figure {name} is not an object"
-        if not (_num_or_none(f.get("value")) and _num_or_none(f.get("sd"))):
-            return f"figure {name}: value or sd is not a number"
-        n = f.get("n", 0)
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            return f"figure {name}: n is not a count"
-        ci = f.get("ci95")
-        if ci is not None and not (
-            isinstance(ci, list) and len(ci) == 2 and all(_finite(x) is not None for x in ci)
-        ):
-            return f"figure {name}: ci95 is not [low, high]"
+        if (problem := _shape_figure(name, f)) is not None:
+            return problem
+    return None
+
+
+def _shape_rest(row: dict[str, Any]) -> str | None:
     for k in ("temperature_max_c", "idle_power_w"):
         if not _num_or_none(row.get(k)):
             return f"{k} is not a number"
@@ -545,6 +653,18 @@ def _shape(row: dict[str, Any]) -> str | None:
         and isinstance(st.get("reason", ""), str | None)
     ):
         return "steady_state is not {steady, reason}"
+    q = row.get("quality")
+    if q is not None and not (
+        isinstance(q, dict)
+        and _num_or_none(q.get("ppl"))
+        and _num_or_none(q.get("ppl_se"))
+        and isinstance(q.get("variant", ""), str)
+    ):
+        return "quality is not {ppl, ppl_se, variant}"
+    return None
+
+
+def _shape_provenance(row: dict[str, Any]) -> str | None:
     prov = row["provenance"]
     if not isinstance(prov.get("recording_sha256"), str) or not _HEX.fullmatch(
         prov["recording_sha256"]
@@ -552,6 +672,21 @@ def _shape(row: dict[str, Any]) -> str | None:
         return "provenance has no recording_sha256"
     if not all(_scalar(v) for v in prov.values()):
         return "a provenance field is not a value"
+    return None
+
+
+_SHAPE_CHECKS = (_shape_class, _shape_setting, _shape_figures, _shape_rest, _shape_provenance)
+
+
+def _shape(row: dict[str, Any]) -> str | None:
+    """What is wrong with the shape of the parts readers use (None: nothing). Keys this version
+    does not know are kept as they are (a newer minor version may add some)."""
+    for k in ("identity", "setting", "figures", "provenance"):
+        if not isinstance(row[k], dict):
+            return f"{k} is not an object"
+    for check in _SHAPE_CHECKS:
+        if (problem := check(row)) is not None:
+            return problem
     return None
 
 

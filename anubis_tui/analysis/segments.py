@@ -48,6 +48,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from anubis_tui.profilerspec import ProfilerSetting, segment_label
 from anubis_tui.records import (
     Channel,
     ChannelsAdded,
@@ -105,9 +106,8 @@ def segment_setting(e: Event) -> tuple[str | None, float | None]:
     prof = p.get("profiler")
     if not isinstance(prof, str) or not prof:
         return None, None
-    if p.get("mode") == "native":
-        prof += " --native"
-    return prof, _num(p.get("rate_hz"))
+    native = p.get("mode") == "native"
+    return ProfilerSetting(prof, 0.0, native).segment_profiler, _num(p.get("rate_hz"))
 
 
 def _canon(v: Any) -> Any:
@@ -170,7 +170,7 @@ def setting_name(
             if knobs.get(k) != initial.get(k):
                 parts.append(f"{KNOB_SHORT.get(k, k)}={show_knob(k, knobs.get(k))}")
     if profiler is not None:
-        parts.append(f"{profiler}@{rate_hz:g}" if rate_hz else profiler)
+        parts.append(segment_label(profiler, rate_hz) or profiler)
     return " ".join(parts) or "baseline"
 
 
@@ -365,21 +365,23 @@ class SegmentFold:
             ids = {c.id: i for i, c in enumerate(self.channels)}
             self._meas_i = [ids[c] for c in measured_counters(rec) if c in ids]
             return
-        if isinstance(rec, ChannelsAdded):
-            self._add_channels(rec.channels)
-        t = getattr(rec, "t", self.t)
-        if isinstance(t, int):
-            self.t = max(self.t, t)
+        kind = type(rec)  # records are final dataclasses: `is` is the cheap isinstance
+        if kind is ChannelsAdded:
+            self._add_channels(rec.channels)  # type: ignore[union-attr]
+        t = rec.t  # type: ignore[union-attr]
+        if t > self.t:
+            self.t = t
         seg = self.segments[-1]
-        seg.end_ns = max(seg.end_ns, self.t)
-        if isinstance(rec, Sample):
-            self._sample(rec, seg)
-        elif isinstance(rec, Tokens):
-            if rec.phase == "decode":
-                self._tokens(rec, seg)
-        elif isinstance(rec, Event):
-            self._event(rec, seg)
-        elif isinstance(rec, Footer):
+        if self.t > seg.end_ns:
+            seg.end_ns = self.t
+        if kind is Tokens:
+            if rec.phase == "decode":  # type: ignore[union-attr]
+                self._tokens(rec, seg)  # type: ignore[arg-type]
+        elif kind is Sample:
+            self._sample(rec, seg)  # type: ignore[arg-type]
+        elif kind is Event:
+            self._event(rec, seg)  # type: ignore[arg-type]
+        elif kind is Footer:
             self._close_piece(seg)
             self.ended = True
 

@@ -38,6 +38,7 @@ from scipy import stats as sps
 
 from anubis_tui.analysis.segments import Figures
 from anubis_tui.config import read_regular
+from anubis_tui.profilerspec import ProfilerSetting
 
 BUDGET_PCT = 2.0
 MAX_ARTIFACT = 256 << 20
@@ -93,16 +94,19 @@ def _spread_pct(values: Sequence[float]) -> float | None:
 
 
 def _rate_of(name: str) -> tuple[str, float | None]:
-    """``py-spy@100n`` → (``py-spy --native``, 100.0); knob settings → (name, None)."""
-    prof, at, rate = name.partition("@")
-    if not at:
+    """``py-spy@100n`` → (``py-spy --native``, 100.0); knob settings → (name, None).
+
+    The treatment's name is parsed by `ProfilerSetting.parse`, the one parser.
+    """
+    if "@" not in name:
         return name, None
-    native = rate.endswith("n")
     try:
-        hz = float(rate.rstrip("n"))
+        setting = ProfilerSetting.parse(name)
     except ValueError:
         return name, None
-    return prof + (" --native" if native else ""), hz
+    if setting.segment_profiler is None:
+        return name, None
+    return setting.segment_profiler, setting.rate_hz
 
 
 def bounds(
@@ -174,6 +178,99 @@ def decide(
     return out
 
 
+def _pair_figures(
+    done: Sequence[tuple[Figures, dict[str, Any]]], by_index: dict[int, Figures]
+) -> tuple[list[float], list[float], list[float]]:
+    """Per repeat, against the baseline beside it: ΔW in % of its power, samples per joule of
+    extra energy, and the profile's distinct stacks."""
+    d_w_pct: list[float] = []
+    per_joule: list[float] = []
+    stacks: list[float] = []
+    for f, d in done:
+        b = by_index.get(f.baseline_index) if f.baseline_index is not None else None
+        if b is not None and b.power_w and d.get("power_w") is not None:
+            d_w_pct.append(100 * d["power_w"] / b.power_w)
+        n = distinct_stacks(f.artifact)
+        if n is not None:
+            stacks.append(float(n))
+        if b is not None and f.samples and f.j_per_token and b.j_per_token:
+            extra_j = (f.j_per_token - b.j_per_token) * f.decode_tokens
+            if extra_j > 0:
+                per_joule.append(f.samples / extra_j)
+    return d_w_pct, per_joule, stacks
+
+
+def _series(segs: Sequence[Figures], by_index: dict[int, Figures]) -> dict[str, list[float]]:
+    """A treatment's values over its repeats, by row key (`sweep_report`)."""
+    done = [(f, f.delta) for f in segs if f.delta is not None]
+
+    def vals(key: str) -> list[float]:
+        return [d[key] for _, d in done if d.get(key) is not None]
+
+    d_w_pct, per_joule, stacks = _pair_figures(done, by_index)
+    return {
+        "decode_tps_pct": vals("decode_tps_pct"),
+        "power_w": vals("power_w"),
+        "power_pct": d_w_pct,
+        "j_per_token_pct": vals("j_per_token_pct"),
+        "j_per_token_measured_pct": vals("j_per_token_measured_pct"),
+        "temp_max_c": vals("temp_max_c"),
+        "throttle_share": [
+            max((v for k, v in f.throttle_share.items() if k != "idle"), default=0.0) for f in segs
+        ],
+        "profiler_cpu": [f.profiler_cpu for f in segs if f.profiler_cpu is not None],
+        "samples": [float(f.samples) for f in segs if f.samples is not None],
+        "distinct_stacks": stacks,
+        "samples_per_joule": per_joule,
+    }
+
+
+def _treatment_row(
+    name: str, segs: Sequence[Figures], xs: dict[str, list[float]], noise: dict[str, Any]
+) -> dict[str, Any]:
+    """One treatment's row: mean and sd of each of its series `xs` (`_series`) over repeats,
+    and whether its deltas are beyond the baselines' spread `noise`."""
+    prof, rate = _rate_of(name)
+    row: dict[str, Any] = {
+        "treatment": name,
+        "profiler": prof if rate is not None else None,
+        "rate_hz": rate,
+        "repeats": sum(1 for f in segs if f.delta is not None),
+        "segments": len(segs),
+        "not_comparable": sorted({f.not_comparable for f in segs if f.not_comparable}),
+    }
+    for key, vs in xs.items():
+        row[key], row[f"{key}_sd"] = _mean_sd(vs)
+    row["tps_measurable"] = _measurable(row["decode_tps_pct"], noise["decode_tps_pct"])
+    row["jpt_measurable"] = _measurable(row["j_per_token_pct"], noise["j_per_token_pct"])
+    if row["jpt_measurable"] is False:  # no measurable extra energy: no samples per joule
+        row["samples_per_joule"] = row["samples_per_joule_sd"] = None
+    return row
+
+
+def _noise(base: Sequence[Figures]) -> tuple[dict[str, Any], dict[str, tuple[float, int]]]:
+    """The baselines' own spread between repeats (% of their mean, by row key), and each
+    cost's noise floor (`bounds`): a difference of two segments, each as noisy as the
+    baselines, so √2 × their spread, with their degrees of freedom."""
+    noise = {
+        key: _spread_pct([v for f in base if (v := getattr(f, attr)) is not None])
+        for key, attr in (
+            ("decode_tps_pct", "decode_tps"),
+            ("j_per_token_pct", "j_per_token"),
+            ("j_per_token_measured_pct", "j_per_token_measured"),
+        )
+    }
+    floors = {
+        key: (math.sqrt(2) * n, len(base) - 1)
+        for key, n in (
+            ("tok/s", noise["decode_tps_pct"]),
+            ("measured J/token", noise["j_per_token_measured_pct"]),
+        )
+        if n is not None and len(base) >= 2
+    }
+    return noise, floors
+
+
 def sweep_report(
     figs: Sequence[Figures], sweep: dict[str, Any], budget_pct: float = BUDGET_PCT
 ) -> dict[str, Any]:
@@ -185,18 +282,8 @@ def sweep_report(
     # stopping, a reload) before it carry the step before's tags and are no part of either.
     steps = [f for f in figs if f.cause == "sweep"]
     base = [f for f in steps if f.tags.get("role") == "baseline" and f.enough_data]
-    noise_tps = _spread_pct([f.decode_tps for f in base if f.decode_tps is not None])
-    noise_jpt = _spread_pct([f.j_per_token for f in base if f.j_per_token is not None])
-    noise_meas = _spread_pct(
-        [f.j_per_token_measured for f in base if f.j_per_token_measured is not None]
-    )
+    noise, floors = _noise(base)
     measured = any(f.j_per_token_measured is not None for f in steps)
-    # A cost's noise floor: a difference of two segments, each as noisy as the baselines.
-    floors = {
-        key: (math.sqrt(2) * noise, len(base) - 1)
-        for key, noise in (("tok/s", noise_tps), ("measured J/token", noise_meas))
-        if noise is not None and len(base) >= 2
-    }
     rows = []
     for name in sweep.get("treatments", []):
         segs = [
@@ -204,79 +291,16 @@ def sweep_report(
             for f in steps
             if f.tags.get("role") == "treatment" and f.tags.get("treatment") == name
         ]
-        done = [(f, f.delta) for f in segs if f.delta is not None]
-
-        def vals(key: str, pairs: list[tuple[Figures, dict[str, Any]]] = done) -> list[float]:
-            return [d[key] for _, d in pairs if d.get(key) is not None]
-
-        d_tps, d_w, d_jpt, d_meas, d_c = (
-            vals("decode_tps_pct"),
-            vals("power_w"),
-            vals("j_per_token_pct"),
-            vals("j_per_token_measured_pct"),
-            vals("temp_max_c"),
-        )
-        d_w_pct = []
-        per_joule = []
-        stacks = []
-        for f, d in done:
-            b = by_index.get(f.baseline_index) if f.baseline_index is not None else None
-            if b is not None and b.power_w and d.get("power_w") is not None:
-                d_w_pct.append(100 * d["power_w"] / b.power_w)
-            n = distinct_stacks(f.artifact)
-            if n is not None:
-                stacks.append(n)
-            if b is not None and f.samples and f.j_per_token and b.j_per_token:
-                extra_j = (f.j_per_token - b.j_per_token) * f.decode_tokens
-                if extra_j > 0:
-                    per_joule.append(f.samples / extra_j)
-        throttle = [
-            max((v for k, v in f.throttle_share.items() if k != "idle"), default=0.0) for f in segs
-        ]
-        cpu = [f.profiler_cpu for f in segs if f.profiler_cpu is not None]
-        samples = [f.samples for f in segs if f.samples is not None]
-        prof, rate = _rate_of(name)
-        row: dict[str, Any] = {
-            "treatment": name,
-            "profiler": prof if rate is not None else None,
-            "rate_hz": rate,
-            "repeats": len(done),
-            "segments": len(segs),
-            "not_comparable": sorted({f.not_comparable for f in segs if f.not_comparable}),
-        }
-        for key, xs in (
-            ("decode_tps_pct", d_tps),
-            ("power_w", d_w),
-            ("power_pct", d_w_pct),
-            ("j_per_token_pct", d_jpt),
-            ("j_per_token_measured_pct", d_meas),
-            ("temp_max_c", d_c),
-            ("throttle_share", throttle),
-            ("profiler_cpu", cpu),
-            ("samples", [float(s) for s in samples]),
-            ("distinct_stacks", [float(s) for s in stacks]),
-            ("samples_per_joule", per_joule),
-        ):
-            m, sd = _mean_sd(xs)
-            row[key] = m
-            row[f"{key}_sd"] = sd
-        row["tps_measurable"] = _measurable(row["decode_tps_pct"], noise_tps)
-        row["jpt_measurable"] = _measurable(row["j_per_token_pct"], noise_jpt)
-        if row["jpt_measurable"] is False:  # no measurable extra energy: no samples per joule
-            row["samples_per_joule"] = row["samples_per_joule_sd"] = None
-        costs = {"tok/s": [-x for x in d_tps]}
+        xs = _series(segs, by_index)
+        row = _treatment_row(name, segs, xs, noise)
+        costs = {"tok/s": [-x for x in xs["decode_tps_pct"]]}
         if measured:
-            costs["measured J/token"] = d_meas
+            costs["measured J/token"] = xs["j_per_token_measured_pct"]
         row.update(decide(costs, budget_pct, floors))
         rows.append(row)
     warm = sweep.get("warmup") or {}
     return {
-        "noise": {
-            "decode_tps_pct": noise_tps,
-            "j_per_token_pct": noise_jpt,
-            "j_per_token_measured_pct": noise_meas,
-            "baselines": len(base),
-        },
+        "noise": {**noise, "baselines": len(base)},
         "budget_pct": budget_pct,
         "energy_decides": measured,
         "rows": rows,

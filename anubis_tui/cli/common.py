@@ -252,3 +252,20 @@ def attach_from(
         seed=cfg.seed,
     )
     return spec, facts, a
+
+
+def workload_from(
+    args: argparse.Namespace, config: Config, t0_ns: int, *, remote: bool = False
+) -> tuple[Spec | None, ModelFacts | None, Any]:
+    """(spec, model facts, AttachSpec) from ``--attach``, the model flags or ``--no-model``
+    (then all None); CliError (one line) for flags that do not go together."""
+    no_model = bool(getattr(args, "no_model", False))
+    if args.attach is not None:  # a server people run instead of our worker
+        if no_model or remote:
+            what = "--no-model" if no_model else "--remote"
+            raise CliError(f"--attach drives a server here: it cannot go with {what}")
+        return attach_from(args, config, t0_ns)
+    if no_model or remote:
+        return None, None, None
+    spec, facts = spec_from(args, config, t0_ns)
+    return spec, facts, None

@@ -215,7 +215,7 @@ def render_list(rows: list[dict[str, Any]]) -> str:
             lines.append(f"  not recorded: {', '.join(unknown)}")
         lines.append(
             f"  {'row':<16} {'setting':<30} {'tok/s':>8} {'J/token':>9} {'W':>7} {'max°C':>6}"
-            f"  recording / flags"
+            f"  {'PPL':>13}  recording / flags"
         )
         texts = db.setting_texts(rs)
         for r in rs:
@@ -224,11 +224,18 @@ def render_list(rows: list[dict[str, Any]]) -> str:
                 f"{_v(db.value(r, 'decode_tokens_per_s')):>8} "
                 f"{_v(db.value(r, 'energy_per_output_token_j')):>9} "
                 f"{_v(db.value(r, 'power_w')):>7} {_v(r.get('temperature_max_c'), 3):>6}  "
+                f"{db.quality_text(r, with_variant=False):>13}  "
                 f"{Path(str(r['provenance'].get('recording_path'))).name}"
+                + _variant(r)
                 + (f"  [{'; '.join(r['flags'])}]" if r.get("flags") else "")
             )
         lines.append("")
     return "\n".join(lines).rstrip() or "no rows"
+
+
+def _variant(r: dict[str, Any]) -> str:
+    v = (r.get("quality") or {}).get("variant") if isinstance(r.get("quality"), dict) else None
+    return f"  ({v})" if isinstance(v, str) and v else ""
 
 
 def render_top(t: list[dict[str, Any]], key: str, n: int) -> str:

@@ -1,17 +1,17 @@
 """`anubis record`: a headless session recorded to msgpack, optionally running a profiler plan.
 
-The plan runs in a thread and acts only through the session's control
-surface; the main thread waits for the plan, the duration or a signal,
-whichever comes first. SIGINT and SIGTERM always end the session cleanly,
-with a Footer, even while a profiler relaunches the worker.
+The flags are parsed here; the session is built by `session.factory.make_session`
+and run by `session.headless.Headless`: the plan runs in a thread and acts
+only through the session's control surface, the main thread waits for the
+plan, the duration or a signal, whichever comes first. SIGINT and SIGTERM
+always end the session cleanly, with a Footer, even while a profiler
+relaunches the worker.
 """
 
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
 import time
 from typing import Any
 
@@ -20,12 +20,10 @@ from anubis_tui.cli.common import (
     add_attach_args,
     add_export_args,
     add_model_args,
-    attach_exports,
-    attach_from,
     open_recording,
     positive_float,
     rate_hz,
-    spec_from,
+    workload_from,
 )
 from anubis_tui.config import Config
 
@@ -55,91 +53,50 @@ def add_parser(sub: Any) -> None:
 
 def cmd_record(args: argparse.Namespace, config: Config) -> int:
     from anubis_tui.recording.format import default_path
-    from anubis_tui.session import Session
-    from anubis_tui.session.plan import parse_plan
-    from anubis_tui.session.sampler import clamp_rate
+    from anubis_tui.session.factory import make_session
+    from anubis_tui.session.headless import Headless
 
     t0 = time.monotonic_ns()
-    plan = None
-    if args.plan is not None:
-        if args.no_model:
-            raise CliError("--plan profiles the inference: it cannot go with --no-model")
-        try:
-            plan = parse_plan(args.plan)
-        except ValueError as e:
-            raise CliError(f"bad --plan: {e}") from None
-    if args.rate is not None:
-        config = config.replace(rate_hz=clamp_rate(args.rate))
-    spec = facts = attach = None
-    if args.attach is not None:  # a server people run instead of our worker
-        if args.no_model:
-            raise CliError("--attach drives a server's model: it cannot go with --no-model")
-        spec, facts, attach = attach_from(args, config, t0)
-    elif not args.no_model:
-        spec, facts = spec_from(args, config, t0)
+    plan = _plan(args)
+    spec, facts, attach = workload_from(args, config, t0)
     path = args.output or default_path(config.record_dir)
     out, log = open_recording(path, args.force)
-    session = Session(
-        config,
-        spec=spec,
-        model=facts,
-        t0_ns=t0,
-        log_path=log,
-        log_replace=args.force,
-        attach=attach,
-    )
-    exports = attach_exports(session, args.export)
+    session = make_session(
+        config, spec, model=facts, attach=attach, rate_hz=args.rate, t0_ns=t0,
+        log_path=log, log_replace=args.force, exports=args.export,
+        on_export_drop=lambda m: print(f"anubis: {m}", file=sys.stderr),
+    )  # fmt: skip
+    # (PluginError, HeadlessError: one line each, from cli.main)
     session.start_recording(path, out=out)
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: Any) -> None:
-        stop.set()
-
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    reason = "duration"
-    try:
-        try:
-            session.start()
-        except OSError as e:
-            stop.set()
-            reason = "start failed"
-            raise CliError(str(e) if not e.strerror else f"cannot start: {e.strerror}") from None
-        done = None
+    with Headless(session) as run:
         if plan is not None:
-            done = threading.Event()
-            threading.Thread(
-                target=_run_plan, args=(session, plan, stop, done), name="plan", daemon=True
-            ).start()
-        end = time.monotonic() + args.duration if args.duration and plan is None else None
-        # One wait, whatever ends it first: a signal, the plan, the duration, the worker
-        # or the recording failing.
-        while not stop.wait(0.2):
-            if done is not None and done.is_set():
-                reason = "plan"
-                break
-            # (A plan watches the worker itself: a scalene relaunch may bring it back.)
-            dead = spec is not None and not session.worker_alive() and session.worker_error
-            if done is None and dead:
-                reason = "worker"
-                break
-            if session.writer is not None and session.writer.error:
-                reason = "recording error"
-                break
-            if end is not None and time.monotonic() >= end:
-                break
-        else:
-            reason = "signal"
-        stop.set()  # a plan still running stops at its next step
-    finally:
-        footer = session.stop(reason)
-        for sink in exports:
-            sink.close()
-        for s, h in old.items():
-            signal.signal(s, h)
+            run.wait(run.plan(plan), "plan")
+        else:  # the worker's death ends a run without a plan (a plan watches it itself)
+            run.wait(duration_s=args.duration, watch_worker=spec is not None)
+    return _said(session, run.footer, path)
+
+
+def _plan(args: argparse.Namespace) -> Any:
+    """The parsed ``--plan`` (None without one); CliError (one line) for a bad one."""
+    from anubis_tui.session.plan import parse_plan
+
+    if args.plan is None:
+        return None
+    if args.no_model:
+        raise CliError("--plan profiles the inference: it cannot go with --no-model")
+    try:
+        return parse_plan(args.plan)
+    except ValueError as e:
+        raise CliError(f"bad --plan: {e}") from None
+
+
+def _said(session: Any, footer: Any, path: str) -> int:
+    """The closing line on stderr: what reached the file, and why it failed if it did."""
     w = session.writer
     where = "stdout" if path == "-" else path
     kept = w.samples_flushed if w is not None else 0  # what reached the file, not what was sent
-    msg = f"anubis: recorded {kept} samples, {footer.totals['tokens_decode']} tokens to {where}"
+    tokens = footer.totals["tokens_decode"] if footer is not None else 0
+    msg = f"anubis: recorded {kept} samples, {tokens} tokens to {where}"
     failed = False
     if w is not None and w.error:
         msg += f" — {w.error}"
@@ -149,31 +106,3 @@ def cmd_record(args: argparse.Namespace, config: Config) -> int:
         failed = True
     print(msg, file=sys.stderr)
     return 1 if failed else 0
-
-
-def _run_plan(session: Any, plan: list[Any], stop: threading.Event, done: threading.Event) -> None:
-    """Each step in turn once the model is loaded; a worker that dies ends the plan."""
-    try:
-        err = session.wait_loaded()
-        if err:
-            print(f"anubis: plan not run: {err}", file=sys.stderr)
-            return
-        for step in plan:
-            if stop.is_set():
-                return
-            said = []
-            for name, value in step.knobs.items():
-                said.append(session.set_knob(name, value).message)
-            if step.profiler is not None:
-                said.append(session.profiler_apply(step.profiler).message)
-            print(
-                f"anubis: plan {step.describe()} for {step.seconds:g} s: {'; '.join(said)}",
-                file=sys.stderr,
-            )
-            end = time.monotonic() + step.seconds
-            while not stop.wait(0.2) and time.monotonic() < end:
-                if not session.worker_alive() and session.worker_error:
-                    print(f"anubis: plan ended: {session.worker_error}", file=sys.stderr)
-                    return
-    finally:
-        done.set()

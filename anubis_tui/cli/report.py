@@ -6,6 +6,7 @@ import argparse
 import io
 import json
 import os
+import sys
 from typing import Any
 
 from anubis_tui.cli.common import CliError, jsonable, load_recording, positive_float
@@ -38,14 +39,21 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_report(args: argparse.Namespace, config: Config) -> int:
-    from anubis_tui.analysis.report import render, report
+    from anubis_tui.analysis.report import render, report_file
 
     if args.plot and os.path.splitext(args.plot)[1].lower() not in PLOT_FORMATS:
         raise CliError(f"--plot {args.plot}: the name must end in {', '.join(PLOT_FORMATS)}")
     if args.rows and args.path == "-":
         raise CliError("--rows needs a recording file (its sha256 names the rows), not -")
-    rec = load_recording(args.path)
-    r = report(rec, budget_pct=args.budget)
+    # One pass, a chunk at a time: a day-long recording reports in bounded memory (issue 20).
+    # A ReaderError is an AnubisError: the CLI prints its one line.
+    fold = report_file(sys.stdin.buffer if args.path == "-" else args.path)
+    r = fold.result(fold.recovery, budget_pct=args.budget)
+    qs = [e.payload for e in fold.kept if e.kind == "quality"]  # sweep --quality (issue 26)
+    if qs:  # before --plot, which draws its front
+        from anubis_tui.analysis.quality import quality_table
+
+        r["quality"] = quality_table(r.get("settings") or [], qs, args.max_ppl_increase)
     if args.plot:
         from anubis_tui.analysis.export import plot_sweep
         from anubis_tui.cli.export import write_new
@@ -56,14 +64,10 @@ def cmd_report(args: argparse.Namespace, config: Config) -> int:
     if args.rows:
         from anubis_tui.cli.db import write_rows
 
-        write_rows(rec, args.path, r, args.rows, args.force)
+        # result rows need every record (identity, chunks): loaded whole
+        write_rows(load_recording(args.path), args.path, r, args.rows, args.force)
         if args.rows == "-":
             return 0
-    qs = [e.payload for e in rec.events if e.kind == "quality"]  # sweep --quality (issue 26)
-    if qs:
-        from anubis_tui.analysis.quality import quality_table
-
-        r["quality"] = quality_table(r.get("settings") or [], qs, args.max_ppl_increase)
     print(json.dumps(jsonable(r), indent=1, allow_nan=False) if args.json else render(r))
     if qs and not args.json:
         from anubis_tui.analysis.quality import render_quality

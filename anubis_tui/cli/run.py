@@ -7,6 +7,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +17,11 @@ from anubis_tui.cli.common import (
     add_attach_args,
     add_export_args,
     add_model_args,
-    attach_from,
     rate_hz,
-    spec_from,
+    workload_from,
 )
 from anubis_tui.config import Config
+from anubis_tui.records import Event, Record
 
 
 def add_parser(sub: Any) -> None:
@@ -75,49 +76,27 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
 
         if why := host_problem(args.remote):
             raise CliError(f"--remote {args.remote!r}: {why}")
-    from anubis_tui.recording.format import default_path
     from anubis_tui.session.sampler import clamp_rate
     from anubis_tui.ui.app import LiveOptions, make_app  # textual is imported here only
 
     if why := encoding.terminal_problem():
         raise CliError(why)
-
     if args.rate is not None:
         config = config.replace(rate_hz=clamp_rate(args.rate))
-    dirs = [Path(d).expanduser() for d in args.models_dir]
+    dirs = [Path(d).expanduser() for d in args.models_dirs]
     for d in dirs:
         if not d.is_dir():
             raise CliError(f"--models-dir {d}: not a directory")
-    spec = facts = attach = None
-    if args.attach is not None:  # a server people run instead of our worker
-        if args.no_model or args.remote:
-            raise CliError(
-                "--attach drives a server here: it cannot go with --no-model or --remote"
-            )
-        spec, facts, attach = attach_from(args, config, time.monotonic_ns())
-    elif not args.no_model and not args.remote:
-        spec, facts = spec_from(args, config, time.monotonic_ns())
-    record = None
-    if not args.no_record:
-        record = args.record or default_path(config.record_dir)
-        if os.path.lexists(record):
-            raise CliError(f"{record} exists; choose another --record path")
-        try:
-            Path(record).parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise CliError(f"cannot create {Path(record).parent}: {e.strerror}") from None
-    log = (
-        Path(record + ".log")
-        if record
-        else Path(tempfile.mkdtemp(prefix="anubis-run-")) / "llama.log"
-    )
+    spec, facts, attach = workload_from(args, config, time.monotonic_ns(), remote=bool(args.remote))
+    record = _record_path(args, config)
+    failed: list[str] = []
     app = make_app(
         config,
         live=LiveOptions(
             spec=spec,
             model=facts,
             record_path=record,
-            log_path=log,
+            log_path=_log_path(record),
             scalene_ready=args.scalene_ready,
             pyspy_native=args.pyspy_native,
             models_dirs=dirs,
@@ -126,6 +105,7 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
             remote_cmd=args.remote_cmd,
             ssh=args.ssh,
             attach=attach,
+            sinks=[_recording_errors(failed, record)],
         ),
     )
     app.run()
@@ -134,4 +114,43 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
     for path in dict.fromkeys(app.recorded):
         if os.path.isfile(path):
             print(f"anubis: recorded to {path}", file=sys.stderr)
+    if failed:  # like `record`: the error, and a non-zero exit (issue 20)
+        print(f"anubis: {failed[0]}", file=sys.stderr)
+        return app.return_code or 1
     return app.return_code or 0
+
+
+def _record_path(args: argparse.Namespace, config: Config) -> str | None:
+    """Where the session records (None with --no-record); a path that exists is refused."""
+    from anubis_tui.recording.format import default_path
+
+    if args.no_record:
+        return None
+    record: str = args.record or default_path(config.record_dir)
+    if os.path.lexists(record):
+        raise CliError(f"{record} exists; choose another --record path")
+    try:
+        Path(record).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CliError(f"cannot create {Path(record).parent}: {e.strerror}") from None
+    return record
+
+
+def _log_path(record: str | None) -> Path:
+    """The worker's llama.cpp log: beside the recording, or in a new temporary folder."""
+    if record:
+        return Path(record + ".log")
+    return Path(tempfile.mkdtemp(prefix="anubis-run-")) / "llama.log"
+
+
+def _recording_errors(failed: list[str], record: str | None) -> Callable[[Record], None]:
+    """A sink keeping each ``recording_error`` Event's reason (local or remote session):
+    the app shows it and goes on; the exit status says it at the end."""
+
+    def sink(rec: Record) -> None:
+        if isinstance(rec, Event) and rec.kind == "recording_error":
+            where = rec.payload.get("path") or record
+            reason = str(rec.payload.get("reason") or "the recording failed")
+            failed.append(f"{where}: {reason}" if where else reason)
+
+    return sink

@@ -7,9 +7,7 @@ sweep's report is printed at the end and by `anubis report` at any time.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -131,142 +129,142 @@ def parse_knobs(items: list[str]) -> dict[str, list[Any]]:
 
 
 def cmd_sweep(args: argparse.Namespace, config: Config) -> int:
-    from anubis_tui.analysis.report import render, report
     from anubis_tui.recording.format import default_path
-    from anubis_tui.recording.reader import load
-    from anubis_tui.session import Session
-    from anubis_tui.session.sampler import clamp_rate
-    from anubis_tui.session.sweep import PROFILERS, Sweep, SweepOptions, treatments
+    from anubis_tui.session.factory import make_session
+    from anubis_tui.session.headless import JOB_JOIN_S, Headless
 
     t0 = time.monotonic_ns()
     knobs = parse_knobs(args.knob)
-    prof_text = (
+    profilers, rates = _profilers(args, knobs)
+    if args.cooldown_s < 0:
+        raise CliError("--cooldown-s must be 0 or more")
+    spec, facts, attach = _workload(args, config, knobs, t0)
+    qualities = _qualities(args, spec, knobs)
+    path = args.output or default_path(config.record_dir).replace(".msgpack", "-sweep.msgpack")
+    out, log = open_recording(path, args.force)
+    session = make_session(
+        config, spec, model=facts, attach=attach, rate_hz=args.rate, t0_ns=t0, log_path=log,
+        log_replace=args.force,
+    )  # fmt: skip
+    session.start_recording(path, out=out)
+    with Headless(session, say=_say) as run:  # HeadlessError: one line, from cli.main
+        for q in qualities:
+            session.emit_event("quality", **q)
+        sweep = _make_sweep(session, args, profilers, rates, knobs)
+        ended = run.wait(sweep.run, "sweep", watch_worker=False, join_s=JOB_JOIN_S)
+    return _finish(session, args, path, ended)
+
+
+def _say(msg: str) -> None:
+    print(f"anubis: sweep {msg}", file=sys.stderr)
+
+
+def _profilers(
+    args: argparse.Namespace, knobs: dict[str, list[Any]]
+) -> tuple[list[str], list[float]]:
+    """The profilers and rates asked for (none by default when only knobs are swept)."""
+    from anubis_tui.session.sweep import PROFILERS
+
+    text = (
         args.profilers if args.profilers is not None else ("none" if knobs else DEFAULT_PROFILERS)
     )
-    profilers = (
-        [] if prof_text == "none" else [p.strip() for p in prof_text.split(",") if p.strip()]
-    )
-    rates = parse_rates(args.rates) if profilers else []
+    profilers = [] if text == "none" else [p.strip() for p in text.split(",") if p.strip()]
     bad = [p for p in profilers if p not in PROFILERS]
     if bad:  # before the model loads
         raise CliError(f"--profilers: unknown profiler {bad[0]!r}; one of {', '.join(PROFILERS)}")
-    if args.cooldown_s < 0:
-        raise CliError("--cooldown-s must be 0 or more")
-    if args.rate is not None:
-        config = config.replace(rate_hz=clamp_rate(args.rate))
-    attach = None
-    if args.attach is not None:  # sweep a running server: profilers and device knobs only
+    return profilers, parse_rates(args.rates) if profilers else []
+
+
+def _workload(
+    args: argparse.Namespace, config: Config, knobs: dict[str, list[Any]], t0: int
+) -> tuple[Any, Any, Any]:
+    """(spec, facts, attach); a server swept with --attach takes profilers and device knobs."""
+    if args.attach is not None:
         from anubis_tui.session.knobs import KNOB_BY_NAME
 
         served = [k for k in knobs if KNOB_BY_NAME[k].group != "device"]
         if served or args.quality:
             what = f"--knob {served[0]}" if served else "--quality"
             raise CliError(f"{what} is set by the server: it cannot go with --attach")
-        spec, facts, attach = attach_from(args, config, t0)
-    else:
-        spec, facts = spec_from(args, config, t0)
-    qualities: list[dict[str, Any]] = []
-    if args.quality:  # before the session: its time and energy are in no segment (issue 26)
-        from anubis_tui.cli.models import sweep_quality
+        return attach_from(args, config, t0)
+    spec, facts = spec_from(args, config, t0)
+    return spec, facts, None
 
-        qualities = sweep_quality(
-            spec, knobs, lambda m: print(f"anubis: sweep {m}", file=sys.stderr)
-        )
-    path = args.output or default_path(config.record_dir).replace(".msgpack", "-sweep.msgpack")
-    out, log = open_recording(path, args.force)
-    session = Session(
-        config,
-        spec=spec,
-        model=facts,
-        t0_ns=t0,
-        log_path=log,
-        log_replace=args.force,
-        attach=attach,
-    )
-    session.start_recording(path, out=out)
-    stop = threading.Event()
 
-    def on_signal(signum: int, frame: Any) -> None:
-        stop.set()
+def _qualities(args: argparse.Namespace, spec: Any, knobs: dict[str, list[Any]]) -> list[Any]:
+    """Perplexities before the session (--quality): their time and energy are in no segment."""
+    if not args.quality:
+        return []
+    from anubis_tui.cli.models import sweep_quality
 
-    def say(msg: str) -> None:
-        print(f"anubis: sweep {msg}", file=sys.stderr)
+    return sweep_quality(spec, knobs, _say)
 
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    ended: list[str | None] = ["not started"]
+
+def _make_sweep(
+    session: Any,
+    args: argparse.Namespace,
+    profilers: list[str],
+    rates: list[float],
+    knobs: dict[str, list[Any]],
+) -> Any:
+    """The `Sweep` of what differs from the session's starting setting; CliError if nothing."""
+    from anubis_tui.session.sweep import Sweep, SweepOptions, treatments
+
     try:
-        try:
-            session.start()
-        except OSError as e:
-            raise CliError(str(e) if not e.strerror else f"cannot start: {e.strerror}") from None
-        for q in qualities:
-            session.emit_event("quality", **q)
-        try:
-            items, notes = treatments(profilers, rates, knobs, session.knob_values())
-        except ValueError as e:
-            raise CliError(str(e)) from None
-        for n in notes:
-            say(n)
-        if not items:
-            raise CliError("nothing to sweep: every setting asked for is the starting one")
-        opts = SweepOptions(
-            segment_s=args.segment_s,
-            repeats=args.repeats,
-            warmup_s=args.warmup_s,
-            cooldown_s=args.cooldown_s,
-            seed=args.seed,
-            max_s=args.max_s,
-            budget_pct=args.budget,
-        )
-        sweep = Sweep(session, items, opts, say=say)
-        n_seg = 2 * len(items) * opts.repeats + 1
-        say(
-            f"{len(items)} treatments × {opts.repeats} repeats: "
-            f"{n_seg} segments of {opts.segment_s:g} s"
-        )
+        items, notes = treatments(profilers, rates, knobs, session.knob_values())
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    for n in notes:
+        _say(n)
+    if not items:
+        raise CliError("nothing to sweep: every setting asked for is the starting one")
+    opts = SweepOptions(
+        segment_s=args.segment_s,
+        repeats=args.repeats,
+        warmup_s=args.warmup_s,
+        cooldown_s=args.cooldown_s,
+        seed=args.seed,
+        max_s=args.max_s,
+        budget_pct=args.budget,
+    )
+    n_seg = 2 * len(items) * opts.repeats + 1
+    _say(
+        f"{len(items)} treatments × {opts.repeats} repeats: "
+        f"{n_seg} segments of {opts.segment_s:g} s"
+    )
+    return Sweep(session, items, opts, say=_say)
 
-        def run_sweep() -> None:
-            try:
-                ended[0] = sweep.run(stop)
-            except Exception as e:  # an error, not a traceback and an exit 0
-                ended[0] = f"{type(e).__name__}: {e}"
 
-        runner = threading.Thread(target=run_sweep, daemon=True)
-        runner.start()
-        failed: str | None = None
-        while runner.is_alive():
-            runner.join(0.2)
-            w = session.writer
-            if w is not None and w.error:
-                failed = w.error  # a full disk: the sweep is worth nothing without its file
-                stop.set()
-            if stop.is_set():
-                break
-        runner.join(30)
-        if failed:
-            ended[0] = failed
-    finally:
-        session.stop("sweep" if ended[0] is None else "signal" if stop.is_set() else "error")
-        for s, h in old.items():
-            signal.signal(s, h)
-    w = session.writer
-    if w is not None and w.error and ended[0] is None:
-        ended[0] = w.error  # the recording failed at the very end (the Footer)
-    if ended[0] is not None:
-        say(f"ended early: {ended[0]}")
-    if w is not None and w.error:
+def _finish(session: Any, args: argparse.Namespace, path: str, ended: Any) -> int:
+    """Say how the sweep ended; report it (and write its rows) unless its file failed."""
+    err = session.recording_error
+    # Not done: a signal or a failed recording ended the wait before the sweep saw it.
+    early = ended.job_error if ended.job_done else ended.reason
+    if err and (early is None or ended.reason == "recording error"):
+        early = err  # the recording failed (at the very end, the Footer, too)
+    if early is not None:
+        _say(f"ended early: {early}")
+    if err:
         # What really reached the file, not what was sent; no report of a broken file.
-        raise CliError(f"sweep: {w.error}; {w.samples_flushed} samples in {path}")
+        kept = session.writer.samples_flushed if session.writer is not None else 0
+        raise CliError(f"sweep: {err}; {kept} samples in {path}")
     if path != "-":
-        rec = load(path)
-        summary = report(rec, budget_pct=args.budget)
-        print(render(summary))
-        if args.quality:
-            from anubis_tui.cli.models import quality_lines
+        _report(args, path)
+    return 0 if early is None else 1
 
-            print("\n".join(quality_lines(rec.events, summary, args.max_ppl_increase)))
-        from anubis_tui.cli.db import write_rows  # the results database's rows (issue 24)
 
-        write_rows(rec, path, summary, str(Path(path).with_suffix(".rows.jsonl")), force=True)
-        say(f"recorded to {path}; profiles in {Path(path).with_suffix('.profiles')}")
-    return 0 if ended[0] is None else 1
+def _report(args: argparse.Namespace, path: str) -> None:
+    """The sweep's report on stdout, and its rows in the results database (issue 24)."""
+    from anubis_tui.analysis.report import render, report
+    from anubis_tui.cli.db import write_rows
+    from anubis_tui.recording.reader import load
+
+    rec = load(path)  # ReaderError: one line, from cli.main
+    summary = report(rec, budget_pct=args.budget)
+    print(render(summary))
+    if args.quality:
+        from anubis_tui.cli.models import quality_lines
+
+        print("\n".join(quality_lines(rec.events, summary, args.max_ppl_increase)))
+    write_rows(rec, path, summary, str(Path(path).with_suffix(".rows.jsonl")), force=True)
+    _say(f"recorded to {path}; profiles in {Path(path).with_suffix('.profiles')}")

@@ -35,7 +35,6 @@ import hashlib
 import json
 import math
 import os
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -453,23 +452,17 @@ def run_child(model: Path, setting: Setting, *, timeout_s: float = CHILD_TIMEOUT
     hit = cached(model, setting)
     if hit is not None:
         return hit
-    spec = json.dumps({"model": str(model), **asdict(setting)})
+    from anubis_tui.inference.child import run_module
+
+    out = run_module(
+        "anubis_tui.inference.quality",
+        {"model": str(model), **asdict(setting)},
+        what=f"perplexity of {model.name} (kv {setting.kv_type})",
+        error=QualityError,
+        timeout_s=timeout_s,
+    )
     try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "anubis_tui.inference.quality", spec],
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise QualityError(f"perplexity of {model.name} took more than {timeout_s:g} s") from None
-    if proc.returncode != 0:
-        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-        why = lines[-1] if lines else f"exit status {proc.returncode}"
-        raise QualityError(f"perplexity of {model.name} (kv {setting.kv_type}) failed: {why}")
-    try:
-        result = Perplexity.from_plain(json.loads(proc.stdout.strip().splitlines()[-1]))
+        result = Perplexity.from_plain(json.loads(out.strip().splitlines()[-1]))
     except (ValueError, TypeError, KeyError, IndexError):
         raise QualityError(
             f"perplexity of {model.name}: the child's answer is unreadable"
@@ -509,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
         model = Path(spec.pop("model"))
         setting = Setting(**spec)
     except (ValueError, TypeError, KeyError) as e:
-        print(f"bad spec: {e}", file=sys.stderr)
+        print(f"anubis: bad spec: {e}", file=sys.stderr)
         return 2
     import llama_cpp
 
@@ -519,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = compute(model, setting)
     except QualityError as e:
-        print(str(e), file=sys.stderr)
+        print(f"anubis: {e}", file=sys.stderr)
         return 1
     print(json.dumps(dict(result.payload(), cached=False)))
     return 0

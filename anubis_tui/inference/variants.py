@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from anubis_tui.errors import AnubisError
+from anubis_tui.inference.child import run_module
 
 # --types names → llama.cpp's LLAMA_FTYPE_MOSTLY_* (llama.h, enum llama_ftype)
 TYPES: dict[str, str] = {
@@ -156,28 +156,26 @@ def quantize(
     except OSError as e:
         raise VariantError(f"cannot create {out_dir}: {e.strerror}") from None
     tmp = out_dir / f".{target.name}.{os.getpid()}.tmp"
-    spec = json.dumps(
-        {"src": str(src), "dst": str(tmp), "ftype": TYPES[qtype], "threads": threads or 0}
-    )
+    spec = {"src": str(src), "dst": str(tmp), "ftype": TYPES[qtype], "threads": threads or 0}
+
+    def disk(d: Path = out_dir, need: int = facts.file_size) -> str:
+        free = _free_bytes(d)
+        return (
+            f" ({d} has {free / 2**20:.0f} MiB free: is the disk full?)"
+            if free is not None and free < need
+            else ""
+        )
+
     try:
-        try:
-            proc = subprocess.run(
-                [sys.executable, "-m", "anubis_tui.inference.variants", spec],
-                capture_output=True,
-                text=True,
-                timeout=timeout_s,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            raise VariantError(
-                f"quantizing {src.name} to {qtype} took over {timeout_s:g} s"
-            ) from None
-        if proc.returncode != 0:
-            why = _reason(proc.stderr, proc.returncode)
-            free = _free_bytes(out_dir)
-            if free is not None and free < facts.file_size:
-                why += f" ({out_dir} has {free / 2**20:.0f} MiB free: is the disk full?)"
-            raise VariantError(f"{src.name} → {qtype}: {why}")
+        run_module(
+            "anubis_tui.inference.variants",
+            spec,
+            what=f"{src.name} → {qtype}",
+            error=VariantError,
+            timeout_s=timeout_s,
+            llama_first=True,
+            hint=disk,
+        )
         try:
             got = read_gguf(tmp)
         except ModelError as e:
@@ -224,24 +222,6 @@ def _free_bytes(d: Path) -> int | None:
     except OSError:
         return None
     return st.f_bavail * st.f_frsize
-
-
-def _reason(stderr: str, rc: int) -> str:
-    """llama.cpp's own last error line, else the child's, else how it ended."""
-    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
-    ours = [ln for ln in lines if ln.startswith("anubis:")]
-    theirs = [ln for ln in lines if not ln.startswith("anubis:")]
-    for ln in reversed(theirs):
-        low = ln.lower()
-        if any(w in low for w in ("error", "failed", "invalid", "unsupported")):
-            # llama.cpp's progress lines have no newline: keep from its function name on
-            cut = max(ln.rfind("llama_model_quantize:"), ln.rfind("llama_model_quantize_impl:"))
-            return ln[cut if cut >= 0 else 0 :][:200]
-    if ours:
-        return ours[-1].removeprefix("anubis:").strip()
-    if rc < 0:
-        return f"the quantizer was killed by signal {-rc}"
-    return theirs[-1][:200] if theirs else f"the quantizer exited with status {rc}"
 
 
 def main(argv: list[str] | None = None) -> int:

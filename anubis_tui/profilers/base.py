@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from anubis_tui.plugins import load_plugins
-
-RATES_HZ = (1, 10, 50, 100, 250, 500, 1000)
+from anubis_tui.profilerspec import RATES_HZ
 
 PTRACE_FIX = (
     "no ptrace permission: run anubis as root, or give it CAP_SYS_PTRACE "

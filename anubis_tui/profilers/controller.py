@@ -18,17 +18,16 @@ implements: it never reaches into the worker, the sampler or the bus.
 from __future__ import annotations
 
 import contextlib
-import math
 import tempfile
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from anubis_tui.profilers.base import RATES_HZ, Profiler, profiler_classes
 from anubis_tui.profilers.pyspy import PySpy, speedscope_hot_frames
 from anubis_tui.profilers.scalene import Scalene, scalene_command, scalene_env, scalene_hot_lines
+from anubis_tui.profilerspec import ProfilerSetting
 
 FRAMES_EVERY_S = 2.0
 
@@ -63,60 +62,6 @@ class Host(Protocol):
         """A short test worker under a launcher, the real one untouched; None if it works."""
 
     def has_model(self) -> bool: ...
-
-
-@dataclass
-class Step:
-    """One step of a sweep plan: profiler (None = off), rate, py-spy native mode, seconds."""
-
-    profiler: str | None
-    rate_hz: float
-    native: bool
-    seconds: float
-
-
-def plan_seconds(part: str, secs: str) -> float:
-    """A plan step's seconds: a finite number in (0, 86400]; ValueError naming the step."""
-    try:
-        seconds = float(secs)
-    except ValueError:
-        raise ValueError(f"plan step {part!r}: {secs!r} is not a number of seconds") from None
-    if not (math.isfinite(seconds) and 0 < seconds <= 86400):
-        raise ValueError(f"plan step {part!r}: seconds must be in (0, 86400]")
-    return seconds
-
-
-def profiler_state(part: str, what: str, seconds: float) -> Step:
-    """``off``, ``py-spy@100``, ``py-spy@1000n`` (native), ``scalene@100`` → a Step."""
-    if what == "off":
-        return Step(None, 0, False, seconds)
-    name, _, rate = what.partition("@")
-    if name not in ("py-spy", "scalene"):
-        raise ValueError(f"plan step {part!r}: profiler must be py-spy or scalene")
-    native = rate.endswith("n")
-    try:
-        rate_hz = float(rate.rstrip("n") or 100)
-    except ValueError:
-        raise ValueError(f"plan step {part!r}: {rate!r} is not a rate") from None
-    if rate_hz not in RATES_HZ:
-        raise ValueError(f"plan step {part!r}: rate must be one of {RATES_HZ}")
-    return Step(name, rate_hz, native, seconds)
-
-
-def parse_plan(text: str) -> list[Step]:
-    """``off:10,py-spy@100:10,py-spy@1000n:10,scalene@100:10`` → steps."""
-    steps = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        what, sep, secs = part.rpartition(":")
-        if not sep:
-            raise ValueError(f"plan step {part!r} needs :SECONDS")
-        steps.append(profiler_state(part, what, plan_seconds(part, secs)))
-    if not steps:
-        raise ValueError("empty plan")
-    return steps
 
 
 class ProfilerController:
@@ -206,15 +151,19 @@ class ProfilerController:
             self._pyspy_off(art, samples, **extra)
         elif self.active == "scalene":
             art = self.scalene.stop()
-            self.active = None
-            self._emit(
-                "profiler_off",
-                profiler="scalene",
-                artifact=str(art) if art else None,
-                ready=None if reason else "scalene-off",
-                **extra,
-            )
+            ready = None if reason else "scalene-off"
+            self._off("scalene", artifact=str(art) if art else None, ready=ready, **extra)
             self._scalene_findings(art)
+
+    def _off(self, profiler: str, **payload: Any) -> None:
+        """End `profiler`'s segment: the one place a ``profiler_off`` Event is emitted.
+
+        `payload` (each optional, see `anubis_tui.records`): ``samples`` (int),
+        ``artifact`` (path or None), ``ready`` (the state left behind, e.g.
+        ``scalene-off``: the worker still runs under scalene) and ``reason``.
+        """
+        self.active = None
+        self._emit("profiler_off", profiler=profiler, **payload)
 
     # -- py-spy ----------------------------------------------------------------------------
 
@@ -236,14 +185,7 @@ class ProfilerController:
     def _pyspy_off(self, art: Path | None, samples: int | None, **extra: Any) -> None:
         """py-spy has stopped: its findings, then the profiler_off that ends the segment."""
         self._pyspy_findings(art, samples)
-        self.active = None
-        self._emit(
-            "profiler_off",
-            profiler="py-spy",
-            samples=samples,
-            artifact=str(art) if art else None,
-            **extra,
-        )
+        self._off("py-spy", samples=samples, artifact=str(art) if art else None, **extra)
 
     def _pyspy_findings(self, art: Path | None, samples: int | None) -> None:
         frames = None
@@ -298,12 +240,27 @@ class ProfilerController:
         err = self.host.probe_worker(scalene_command(self.scalene_rate, probe_art), scalene_env())
         return f"scalene cannot run llama.cpp on this machine: {err}" if err else None
 
-    def _back_to_plain(self, err: str) -> str:
-        """A relaunch under scalene failed: end its segment, and run the plain worker again."""
-        self._emit("profiler_off", profiler="scalene", reason=err)
-        again = self._relaunch(False, self.scalene_rate)
+    def _under_scalene(self, rate: float) -> Failure | None:
+        """``profiler_ready`` → relaunch under scalene at `rate` → on failure, plain again.
+
+        The one copy of that sequence. The relaunch (a model load) belongs to
+        the scalene-loaded segment, not the baseline, so ``profiler_ready``
+        comes first. None when the worker now runs under scalene with profiling
+        off; else a Failure (also a ``profiler_error``) once the plain worker
+        is back (or saying why it is not).
+        """
+        self._emit("profiler_ready", profiler="scalene-off", rate_hz=rate)
+        err = self._relaunch(True, rate)
+        if err is None:
+            return None
+        again = self._leave_scalene(reason=err)
         tail = "plain inference restarted" if again is None else f"and plain restart: {again}"
-        return f"scalene: {err}; {tail}"
+        return self._error(f"scalene: {err}; {tail}")
+
+    def _leave_scalene(self, reason: str | None = None) -> str | None:
+        """End the scalene-loaded segment and relaunch the worker plain; None, or why not."""
+        self._off("scalene", **({"reason": reason} if reason else {}))
+        return self._relaunch(False, self.scalene_rate)
 
     def _scalene_on(self) -> str | None:
         pid = self.host.worker_pid()
@@ -372,11 +329,9 @@ class ProfilerController:
             err = self._scalene_usable()
             if err:
                 return self._error(err)
-            # The relaunch (model load) belongs to the scalene-loaded segment, not the baseline.
-            self._emit("profiler_ready", profiler="scalene-off", rate_hz=self.scalene_rate)
-            err = self._relaunch(True, self.scalene_rate)
-            if err:
-                return self._error(self._back_to_plain(err))
+            failed = self._under_scalene(self.scalene_rate)
+            if failed:
+                return failed
         if self.active == "scalene":
             self._end_active()
             return "scalene off (worker stays under scalene: s turns it back on)"
@@ -410,8 +365,7 @@ class ProfilerController:
         self._pyspy_findings(art, samples)
         err = self._pyspy_start(new)
         if err:
-            self.active = None
-            self._emit("profiler_off", profiler="py-spy", samples=samples, reason=err)
+            self._off("py-spy", samples=samples, reason=err)
             return self._error(err)
         self._emit(
             "profiler_rate",
@@ -434,11 +388,9 @@ class ProfilerController:
         if was_on:
             art = self.scalene.stop()
             self._scalene_findings(art)
-        self._emit("profiler_ready", profiler="scalene-off", rate_hz=new)
-        err = self._relaunch(True, new)  # scalene's rate is fixed per launch
-        if err:
-            self.active = None
-            return self._error(self._back_to_plain(err))
+        failed = self._under_scalene(new)  # scalene's rate is fixed per launch
+        if failed:
+            return failed
         if was_on:
             err = self._scalene_on()
             if err:
@@ -453,30 +405,28 @@ class ProfilerController:
             )
         return f"scalene now every {1000 / new:g} ms (worker restarted)"
 
-    def apply(self, step: Step) -> str:
-        """Put the session in `step`'s profiler state (for sweep plans)."""
+    def apply(self, setting: ProfilerSetting) -> str:
+        """Put the session in `setting` (plans, sweeps): whatever runs stops first."""
         with self.lock:
             if self.active == "py-spy":
                 self._toggle_pyspy()
             elif self.active == "scalene":
                 self._toggle_scalene()
-            if step.profiler is None:
+            if setting.profiler is None:
                 return "off"
-            if step.profiler == "py-spy":
+            if setting.profiler == "py-spy":
                 if self.scalene.under_scalene:
-                    self._emit("profiler_off", profiler="scalene")
-                    err = self._relaunch(False, self.scalene_rate)
+                    err = self._leave_scalene()
                     if err:
                         return self._error(err)
-                self.pyspy.native = step.native
-                self.pyspy_rate = step.rate_hz
+                self.pyspy.native = setting.native
+                self.pyspy_rate = setting.rate_hz
                 return self._toggle_pyspy()
-            self.scalene_rate = step.rate_hz
-            if self.scalene.under_scalene and self.scalene.rate_hz != step.rate_hz:
-                self._emit("profiler_ready", profiler="scalene-off", rate_hz=step.rate_hz)
-                err = self._relaunch(True, step.rate_hz)
-                if err:
-                    return self._error(self._back_to_plain(err))
+            self.scalene_rate = setting.rate_hz
+            if self.scalene.under_scalene and self.scalene.rate_hz != setting.rate_hz:
+                failed = self._under_scalene(setting.rate_hz)
+                if failed:
+                    return failed
             return self._toggle_scalene()
 
     def check(self, name: str) -> str | None:
@@ -495,8 +445,7 @@ class ProfilerController:
                 self._end_active()
             if not self.scalene.under_scalene:
                 return "off"
-            self._emit("profiler_off", profiler="scalene")
-            err = self._relaunch(False, self.scalene_rate)
+            err = self._leave_scalene()
             return self._error(err) if err else "off, worker plain again"
 
     def reload_worker(self) -> str | None:
@@ -517,10 +466,9 @@ class ProfilerController:
             err = self._scalene_usable()
             if err:
                 return self._error(err)
-            self._emit("profiler_ready", profiler="scalene-off", rate_hz=self.scalene_rate)
-            err = self._relaunch(True, self.scalene_rate)
-            if err:
-                return self._error(self._back_to_plain(err))
+            failed = self._under_scalene(self.scalene_rate)
+            if failed:
+                return failed
             return "worker under scalene, profiling off: s turns it on"
 
     def shutdown(self) -> None:

@@ -9,8 +9,10 @@ it stopped. `load` turns a recording into columnar numpy arrays.
 
 from __future__ import annotations
 
+import bisect
 import io
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -40,7 +42,7 @@ from anubis_tui.records import (
     Tokens,
     record_from_plain,
 )
-from anubis_tui.stream import Limits, StreamReader
+from anubis_tui.stream import Limits, StreamReader, chunks
 
 CHUNK = 1 << 16
 
@@ -99,18 +101,21 @@ class RecordStream:
         for obj, end in zip(batch.objects, batch.ends, strict=True):
             try:
                 rec = record_from_plain(obj)
-                self._check(rec)
+                if self.header is None or type(rec) in (Header, ChannelsAdded):
+                    self._check(rec)
             except RecordError as e:
                 self._fail(str(e))
-                return out
+                break
             self._offset = end
-            self.recovery.records += 1
-            self.recovery.bytes_read = self._offset
             out.append(rec)
-        if batch.too_big:
-            self._fail("an object larger than the reader's limit")
-        elif batch.error is not None:
-            self._fail(f"corrupt data ({type(batch.error).__name__}: {batch.error})")
+        else:
+            if batch.too_big:
+                self._fail("an object larger than the reader's limit")
+            elif batch.error is not None:
+                self._fail(f"corrupt data ({type(batch.error).__name__}: {batch.error})")
+        self.recovery.records += len(out)
+        if out:
+            self.recovery.bytes_read = self._offset
         return out
 
     def _check(self, rec: Record) -> None:
@@ -148,30 +153,106 @@ class RecordStream:
 
 def read_all(src: str | Path | IO[bytes]) -> tuple[list[Record], Recovery]:
     """All complete records and how reading ended. ReaderError only if there is no header."""
-    f, close = _open(src)
-    stream = RecordStream()
-    records: list[Record] = []
-    try:
-        while True:
-            chunk = f.read(CHUNK)
-            if not chunk:
-                break
-            records.extend(stream.feed(chunk))
-            if stream.failed:
-                break
-    except OSError as e:
-        raise ReaderError(f"cannot read recording: {e.strerror or e}") from None
-    finally:
-        if close:
-            f.close()
-    rec = stream.finish()
-    if stream.header is None:
-        raise ReaderError(f"not an anubis recording ({rec.reason or 'empty file'})")
-    if (not records or not isinstance(records[-1], Footer)) and not rec.truncated:
-        rec.truncated = True
-        rec.stopped_at = rec.bytes_read
-        rec.reason = rec.reason or "no footer: the recording was not closed cleanly"
-    return records, rec
+    it = RecordFile(src)
+    records = list(it)
+    return records, it.recovery
+
+
+class RecordFile:
+    """A recording's records in file order, read a chunk (`CHUNK` bytes) at a time.
+
+    Iterate once; memory is one chunk plus one record, whatever the file's size.
+    `recovery` says how reading ended once the iteration is over (as `read_all`);
+    `offset` is the byte offset just past the last record handed out. Raises
+    ReaderError if the file cannot be opened or read, or holds no Header.
+    """
+
+    def __init__(self, src: str | Path | IO[bytes]) -> None:
+        self.src = src
+        self.recovery = Recovery()
+        self.header: Header | None = None
+        self.offset = 0
+
+    def __iter__(self) -> Iterator[Record]:
+        for batch in self.batches():
+            yield from batch
+
+    def batches(self) -> Iterator[list[Record]]:
+        """The records a chunk at a time (a list per chunk read; empty lists are skipped)."""
+        f, close = _open(self.src)
+        stream = RecordStream()
+        last: Record | None = None
+        try:
+            for chunk in chunks(f.read, CHUNK, errors_end=False):
+                batch = stream.feed(chunk)
+                if batch:
+                    last = batch[-1]
+                    self.header = stream.header
+                    self.offset = stream.recovery.bytes_read
+                    yield batch
+                if stream.failed:
+                    break
+        except OSError as e:
+            raise ReaderError(f"cannot read recording: {e.strerror or e}") from None
+        finally:
+            if close:
+                f.close()
+        rec = self.recovery = stream.finish()
+        if stream.header is None:
+            raise ReaderError(f"not an anubis recording ({rec.reason or 'empty file'})")
+        if not isinstance(last, Footer) and not rec.truncated:
+            rec.truncated = True
+            rec.stopped_at = rec.bytes_read
+            rec.reason = rec.reason or "no footer: the recording was not closed cleanly"
+
+
+HOLD_NS = 60_000_000_000
+"""How far back in time a record may come after a later-stamped one and still be put in
+order by `in_time_order` (the writer holds 150 ms; an ack may overtake a token batch)."""
+
+
+class OutOfOrder(ReaderError):
+    """A record stamped more than `HOLD_NS` before one already passed on."""
+
+
+def in_time_order(
+    batches: Iterable[list[Record]], hold_ns: int = HOLD_NS
+) -> Iterator[list[Record]]:
+    """Batches of records (`RecordFile.batches`) in the order of `time_ordered` (by stamp,
+    stable): a record is passed on once a record stamped `hold_ns` later has been read,
+    so memory is that window of stamps, not the file.
+
+    Raises OutOfOrder when a record is stamped before one already passed on (more
+    than `hold_ns` out of order; the caller sorts in memory instead).
+    """
+    buf_t: list[int] = []
+    buf_r: list[Record] = []
+    released = 0  # the stamp of the last record passed on
+    for batch in batches:
+        try:
+            ts = [r.t for r in batch]  # type: ignore[union-attr]
+        except AttributeError:  # the Header
+            ts = [getattr(r, "t", 0) for r in batch]
+        low = min(ts)
+        if low < released:
+            raise OutOfOrder(
+                f"a record stamped {(released - low) / 1e9:.1f} s before one already read"
+            )
+        unsorted = (buf_t and low < buf_t[-1]) or ts != sorted(ts)
+        buf_t += ts
+        buf_r += batch
+        if unsorted:
+            order = sorted(range(len(buf_t)), key=buf_t.__getitem__)  # stable
+            buf_t = [buf_t[i] for i in order]
+            buf_r = [buf_r[i] for i in order]
+        cut = bisect.bisect_left(buf_t, buf_t[-1] - hold_ns) if buf_t else 0
+        if cut:
+            released = buf_t[cut - 1]
+            out, buf_r = buf_r[:cut], buf_r[cut:]
+            buf_t = buf_t[cut:]
+            yield out
+    if buf_r:
+        yield buf_r
 
 
 def _open(src: str | Path | IO[bytes]) -> tuple[IO[bytes], bool]:

@@ -15,15 +15,27 @@ agent goes on with the next one.
 
 from __future__ import annotations
 
+import functools
 import math
+import os
+import queue
+import sys
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgpack
 
-from anubis_tui.session.core import Outcome, Session
-from anubis_tui.stream import Limits, StreamReader
+from anubis_tui.records import Event
+from anubis_tui.session.core import Outcome
+from anubis_tui.session.surface import Commands
+from anubis_tui.stream import Limits, StreamReader, chunks
+
+if TYPE_CHECKING:
+    from anubis_tui.recording.writer import RecordingWriter
+    from anubis_tui.session.surface import ControlSurface
 
 MAX_COMMAND_BYTES = 1 << 16  # one command, packed
 MAX_DEPTH = 8  # nesting of maps and lists in one command
@@ -31,6 +43,8 @@ MAX_MAP_LEN = 64  # keys of one map (msgpack Unpacker limit)
 MAX_ARRAY_LEN = 1024  # items of one list (msgpack Unpacker limit)
 MAX_TEXT = 4096  # characters of a label, a path, a name
 BASE_KEYS = frozenset({"id", "cmd"})
+COMMAND_QUEUE = 256  # commands waiting to run; more are refused (one ack a chunk)
+HEARTBEAT_S = 1.0  # the stream carries something at least this often (remote stall display)
 
 
 LIMITS = Limits(
@@ -127,11 +141,11 @@ class Command:
     """A command: its arguments and the session method it calls with them."""
 
     args: dict[str, Arg]
-    call: Callable[[Session, dict[str, Any]], Outcome]
+    call: Callable[[Commands, dict[str, Any]], Outcome]
     doc: str
 
 
-def _record(s: Session, a: dict[str, Any]) -> Outcome:
+def _record(s: Commands, a: dict[str, Any]) -> Outcome:
     path = a["path"]
     if path in ("", "-"):
         return Outcome(False, "record: a file path on the agent's machine (stdout is the stream)")
@@ -238,49 +252,177 @@ def command_id(msg: Any) -> int | str | None:
     return cid
 
 
-def parse(msg: Any) -> tuple[Any, str, Command | None, dict[str, Any] | str]:
-    """(id, name, command, its arguments) or (id, name, None, why it is refused)."""
+class Request(NamedTuple):
+    """One input map, checked once: its id, its name, and the command with its arguments,
+    or (`command` None) why it is refused, as `args`."""
+
+    id: Any
+    name: str
+    command: Command | None
+    args: dict[str, Any] | str
+
+    @property
+    def is_stop(self) -> bool:
+        """A well-formed ``stop`` (the loop runs it out of band, before queued commands)."""
+        return self.command is STOP
+
+
+def _refused(cid: Any, name: str, why: str) -> Request:
+    return Request(cid, name, None, why)
+
+
+def parse(msg: Any) -> Request:
+    """The one check of a command's shape: `Request` (id, name, command, arguments), or
+    (id, name, None, why it is refused); never raises."""
+    try:
+        return _parse(msg)
+    except Exception as e:  # a hostile value must not end the agent's loop
+        return _refused(None, "?", f"bad command: {type(e).__name__}")
+
+
+def _parse(msg: Any) -> Request:
     if not isinstance(msg, dict):
-        return None, "?", None, "a command is a map with id and cmd"
+        return _refused(None, "?", "a command is a map with id and cmd")
     cid = command_id(msg)
     cmd = msg.get("cmd")
     if not isinstance(cmd, str):
-        return cid, "?", None, "cmd must be a string"
+        return _refused(cid, "?", "cmd must be a string")
     why = check_shape(msg)
     if why:
-        return cid, cmd[:40], None, why
+        return _refused(cid, cmd[:40], why)
     c = STOP if cmd == "stop" else COMMANDS.get(cmd)
     if c is None:
         names = ", ".join(sorted([*COMMANDS, "stop"]))
-        return cid, cmd[:40], None, f"unknown command {cmd[:40]!r}; commands: {names}"
+        return _refused(cid, cmd[:40], f"unknown command {cmd[:40]!r}; commands: {names}")
     extra = sorted(str(k)[:40] for k in msg if k not in BASE_KEYS and k not in c.args)
     if extra:
         takes = ", ".join(c.args) or "no arguments"
-        return cid, cmd, None, f"{cmd}: unknown key {', '.join(extra)} ({cmd} takes {takes})"
+        return _refused(cid, cmd, f"{cmd}: unknown key {', '.join(extra)} ({cmd} takes {takes})")
     try:
         args = {k: _arg(msg, k, a) for k, a in c.args.items()}
     except (ValueError, TypeError, OverflowError) as e:
-        return cid, cmd, None, f"{cmd}: {e}"
-    return cid, cmd, c, args
+        return _refused(cid, cmd, f"{cmd}: {e}")
+    return Request(cid, cmd, c, args)
 
 
-def run_command(session: Session, msg: Any) -> tuple[Any, str, Outcome]:
-    """Run one command map on `session`: (its id, its name, the outcome); never raises.
+def execute(surface: Commands, req: Request) -> Outcome:
+    """Run a parsed command on `surface`; never raises (any failure is a failed Outcome).
 
-    ``stop`` is only checked here (the agent's loop ends the session).
+    ``stop`` only answers here: the agent's loop ends the session.
     """
+    c, args, cmd = req.command, req.args, req.name
+    if c is None or isinstance(args, str):
+        return Outcome(False, str(args))
     try:
-        cid, cmd, c, args = parse(msg)
-        if c is None or isinstance(args, str):
-            return cid, cmd, Outcome(False, str(args))
-    except Exception as e:  # a hostile value must not end the agent's loop
-        return None, "?", Outcome(False, f"bad command: {type(e).__name__}")
-    try:
-        out = c.call(session, args)
+        out = c.call(surface, args)
         if not isinstance(out, Outcome):
-            return cid, cmd, Outcome(False, f"{cmd}: no outcome")
-        return cid, cmd, out
+            return Outcome(False, f"{cmd}: no outcome")
+        return out
     except (ValueError, TypeError) as e:
-        return cid, cmd, Outcome(False, f"{cmd}: {e}")
+        return Outcome(False, f"{cmd}: {e}")
     except Exception as e:  # OverflowError, RecursionError, anything: the loop goes on
-        return cid, cmd, Outcome(False, f"{cmd} failed: {type(e).__name__}: {str(e)[:200]}")
+        return Outcome(False, f"{cmd} failed: {type(e).__name__}: {str(e)[:200]}")
+
+
+def run_command(surface: Commands, msg: Any) -> tuple[Any, str, Outcome]:
+    """Check and run one command map: (its id, its name, the outcome); never raises."""
+    req = parse(msg)
+    return req.id, req.name, execute(surface, req)
+
+
+class AgentLoop:
+    """The agent's protocol loop on a started session: commands in, acks out, heartbeats.
+
+    One thread reads `fd_in` (stdin) through `Intake` and checks each map once
+    (`parse`); a ``stop`` is run at once, out of band (a command that hangs, a
+    model reload, must not hold it), the others wait in a queue of
+    `COMMAND_QUEUE` and run one at a time, in order, on a second thread: acks
+    keep the commands' order. Each ack is an ``ack`` Event written and flushed at
+    once. `beat` (called by the headless wait every 0.2 s) sends the `stream`
+    a ``heartbeat`` Event each `HEARTBEAT_S` s, straight to the stream (not to
+    the bus or a local copy). `end(reason)` is how the loop ends the run:
+    ``stop command``, ``stdin closed``, ``the consumer went away``.
+    """
+
+    def __init__(
+        self,
+        surface: ControlSurface,
+        stream: RecordingWriter,
+        end: Callable[[str], None],
+        stop: threading.Event,
+        fd_in: int = 0,
+    ) -> None:
+        self.s = surface
+        self.stream = stream
+        self.end = end
+        self.stop = stop
+        self.fd_in = fd_in
+        self.commands: queue.Queue[Request] = queue.Queue(COMMAND_QUEUE)
+        self._beat = 0.0
+
+    def start(self) -> None:
+        """The reading and the running threads (daemons: the run's end is theirs)."""
+        threading.Thread(target=self._read, name="agent-in", daemon=True).start()
+        threading.Thread(target=self._run, name="agent-commands", daemon=True).start()
+
+    def ack(self, req: Request, out: Outcome) -> None:
+        """The ack after the command's own Events, written and flushed now (not in 0.5 s)."""
+        self.s.emit_event("ack", id=req.id, cmd=req.name, ok=out.ok, message=out.message)
+        self.s.flush(0.5)
+        self.stream.flush_soon()
+
+    def _read(self) -> None:
+        intake = Intake()  # one set of limits for the whole session, also after a refusal
+        for chunk in chunks(functools.partial(os.read, self.fd_in), 65536):
+            # Invalid input is answered once a read, not once an object: 2 MB of zero
+            # bytes is 2 million msgpack integers, and must not become 2 million acks.
+            maps, said = intake.feed(chunk)
+            if self._take(maps, said) or self.stop.is_set():
+                return
+        self.end("stdin closed")
+
+    def _take(self, maps: list[dict[Any, Any]], said: list[str]) -> bool:
+        """Queue the commands of one read (a stop runs now); True once stopped."""
+        refused = 0
+        for msg in maps:
+            req = parse(msg)
+            if req.name == "stop":  # answered now, also when refused
+                self.ack(req, execute(self.s, req))
+                if req.is_stop:
+                    self.end("stop command")
+                    return True
+                continue
+            try:
+                self.commands.put_nowait(req)
+            except queue.Full:
+                refused += 1
+        if refused:
+            said.append(f"{refused} commands refused: {COMMAND_QUEUE} are waiting")
+        if said:
+            self.ack(Request(None, "?", None, ""), Outcome(False, "; ".join(said)))
+        return False
+
+    def _run(self) -> None:
+        """One command at a time, in order (a knob may reload the model)."""
+        while not self.stop.is_set():
+            try:
+                req = self.commands.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            out = execute(self.s, req)
+            try:
+                self.ack(req, out)
+            except Exception as e:  # never the end of the loop
+                print(f"anubis: agent: cannot acknowledge {req.name}: {e}", file=sys.stderr)
+
+    def beat(self) -> None:
+        """The end of a consumer that went away, or a heartbeat when one is due."""
+        if self.stream.error:
+            self.end("the consumer went away")
+            return
+        now = time.monotonic()
+        if now - self._beat >= HEARTBEAT_S:
+            # Straight to the stream (not the bus, not the copy): a link that carries
+            # nothing for 2 s is stalled, whatever the sampling rate.
+            self._beat = now
+            self.stream.submit(Event(self.s.now_ns(), "heartbeat", {}))

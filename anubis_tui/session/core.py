@@ -28,23 +28,25 @@ from anubis_tui.config import Config
 from anubis_tui.device import ControlError, DeviceSettings, JournalError, restore
 from anubis_tui.inference.attach import AttachClient, AttachSpec
 from anubis_tui.inference.client import WorkerClient, create_log, exit_reason
-from anubis_tui.inference.models import ModelError, ModelFacts, cache_dir, read_gguf
+from anubis_tui.inference.models import ModelFacts, cache_dir
 from anubis_tui.inference.worker import BUILTIN_PROMPTS, Spec
-from anubis_tui.profilers.controller import Failure, ProfilerController, Step
+from anubis_tui.profilers.controller import Failure, ProfilerController
+from anubis_tui.profilerspec import ProfilerSetting
 from anubis_tui.recording.format import default_path, make_header
 from anubis_tui.recording.writer import RecordingError, RecordingWriter, open_output
-from anubis_tui.records import Event, Footer, Record
+from anubis_tui.records import Channel, Event, Footer, Record
 from anubis_tui.session.bus import Bus, Sink, Totals
 from anubis_tui.session.knobs import (
-    BATCH_STEPS,
-    KNOB_BY_NAME,
-    KNOBS,
+    DEVICE,
+    LIVE,
+    InferenceKnob,
+    Knob,
+    KnobContext,
+    KnobRefused,
     KnobValueError,
-    check_knob_value,
-    kv_next,
-    layer_steps,
+    LiveKnob,
+    knob_table,
     model_files,
-    step_in,
 )
 from anubis_tui.session.sampler import Sampler
 from anubis_tui.sources.base import Source
@@ -88,11 +90,11 @@ class Session:
     ) -> None:
         self.config = config
         self.attach = attach  # a server to drive instead of our worker (inference/attach.py)
-        self.spec = spec
         self.model = model
         self.t0_ns = t0_ns if t0_ns is not None else time.monotonic_ns()
-        if spec is not None:
-            spec.t0_ns = self.t0_ns  # worker stamps share the session's zero
+        # The session's own copy (the caller's Spec is never changed): worker stamps share
+        # the session's zero, and knobs replace it whole (`_set_knob`).
+        self.spec = dataclasses.replace(spec, t0_ns=self.t0_ns) if spec is not None else None
         if sources is None:
             cfg = dict(discovery_config or {})
             if config.cpu_tdp_w:
@@ -143,6 +145,8 @@ class Session:
         self._device_knobs = device_knobs
         self.device: DeviceSettings | None = None
         self._knob_lock = threading.Lock()
+        self.knob_table: dict[str, Knob] = knob_table()  # name → Knob, in KNOBS order
+        self.exports: list[Any] = []  # --export sinks (`session.factory`), closed by `stop`
 
     # -- wiring ----------------------------------------------------------------------------
 
@@ -207,6 +211,29 @@ class Session:
     @property
     def writer(self) -> RecordingWriter | None:
         return self._writer
+
+    @property
+    def recording_error(self) -> str | None:
+        """Why the recording stopped being written (a full disk), if it did; kept after stop."""
+        w = self._writer
+        return w.error if w is not None else None
+
+    @property
+    def channels(self) -> list[Channel]:
+        """The sampler's channels, in the order of a Sample's values."""
+        return self.sampler.channels
+
+    def flush(self, timeout: float = 2.0) -> None:
+        """Deliver every record stamped up to now to the sinks (`Bus.flush`), within `timeout` s."""
+        self.bus.flush(timeout)
+
+    def now_ns(self) -> int:
+        """The session clock: ns since t0, as the records are stamped."""
+        return self.bus.now()
+
+    def profiler_check(self, name: str) -> str | None:
+        """Why profiler `name` cannot run here (None if it can; `ProfilerController.check`)."""
+        return self.profilers.check(name)
 
     @property
     def rate_hz(self) -> float:
@@ -392,6 +419,8 @@ class Session:
             self.device.close()
         self.sampler.stop()
         self.bus.close()
+        for sink in self.exports:  # after the bus drained: they saw every record
+            sink.close()
         footer = self._make_footer(reason)
         if self._writer is not None:
             self._writer.close(self._make_footer(reason, totals=self._record_totals))
@@ -525,19 +554,19 @@ class Session:
         msg = self.profilers.step_rate(step)
         return self._command("profiler_rate", Outcome(self._profiler_ok(msg), msg), step=step)
 
-    def profiler_apply(self, step: Step) -> Outcome:
-        """Put the profilers in a plan step's state."""
-        why = self.attached_profiler_why(step.profiler) if step.profiler else None
+    def profiler_apply(self, setting: ProfilerSetting) -> Outcome:
+        """Put the profilers in `setting` (a plan step's or a sweep treatment's)."""
+        why = self.attached_profiler_why(setting.profiler) if setting.profiler else None
         if why:
-            self.profilers.apply(dataclasses.replace(step, profiler=None))
-            return self._command("profiler_apply", Outcome(False, why), profiler=step.profiler)
-        msg = self.profilers.apply(step)
+            self.profilers.apply(ProfilerSetting.OFF)
+            return self._command("profiler_apply", Outcome(False, why), profiler=setting.profiler)
+        msg = self.profilers.apply(setting)
         return self._command(
             "profiler_apply",
             Outcome(self._profiler_ok(msg), msg),
-            profiler=step.profiler,
-            rate_hz=step.rate_hz,
-            native=step.native,
+            profiler=setting.profiler,
+            rate_hz=setting.rate_hz,
+            native=setting.native,
         )
 
     def profiler_plain(self) -> Outcome:
@@ -631,47 +660,33 @@ class Session:
         v = w.loaded_info.get("gpu_offload") if w is not None else None
         return v if isinstance(v, bool) else None
 
+    def _knob_context(self) -> KnobContext:
+        """What the knobs read of this session now (`anubis_tui.session.knobs.KnobContext`)."""
+        return KnobContext(
+            spec=self.spec,
+            device=self.device,
+            attached=self.attach is not None,
+            attached_model=self.attach.model if self.attach is not None else None,
+            gpu_offload=self._gpu_offload(),
+            model_layers=self.model.layers if self.model is not None else None,
+            model_choices=self.model_choices,
+            cpu_count=os.cpu_count() or 1,
+        )
+
     def _knob(self, name: str) -> tuple[Any, str]:
         """A knob's value now, and why it cannot be changed here ("" when it can)."""
-        k = KNOB_BY_NAME[name]
-        if k.group == "device":
-            ctl = self.device.controls.get(name) if self.device is not None else None
-            if ctl is None:
-                return None, "device knobs are off"
-            try:
-                value = ctl.value()
-            except (ControlError, OSError):
-                value = None
-            blocked = self.device.blocked_by() if self.device is not None and ctl.writable else None
-            return value, ctl.reason or blocked or ""
-        spec = self.spec
-        if spec is None:
-            return None, "no model"
-        if self.attach is not None:  # inference knobs belong to the attached server
-            return (self.attach.model if name == "model" else None), "set by the server"
-        if name == "threads":
-            return spec.threads, ""
-        if name == "gpu_layers":
-            why = "CPU-only build" if self._gpu_offload() is False else ""
-            return spec.gpu_layers, why
-        if name == "n_batch":
-            return spec.n_batch, ""
-        if name == "flash_attn":
-            return spec.flash_attn, ""
-        if name == "kv_type":
-            return spec.kv_type, ""
-        return spec.model, ("" if len(self.model_choices()) > 1 else "1 GGUF file")
+        return self.knob_table[name].read(self._knob_context())
 
     def knob_values(self) -> dict[str, Any]:
-        return {k.name: self._knob(k.name)[0] for k in KNOBS}
+        return {n: self._knob(n)[0] for n in self.knob_table}
 
     def knob_state(self) -> dict[str, str]:
         """Each knob's reason it cannot be changed here ("" when it can)."""
-        return {k.name: self._knob(k.name)[1] for k in KNOBS}
+        return {n: self._knob(n)[1] for n in self.knob_table}
 
     def emit_knobs(self) -> None:
         """A ``knobs`` Event: every knob's value and whether it can change (panel, segments)."""
-        state = {k.name: self._knob(k.name) for k in KNOBS}
+        state = {n: self._knob(n) for n in self.knob_table}
         self.emit_event(
             "knobs",
             values={n: v for n, (v, _) in state.items()},
@@ -680,30 +695,14 @@ class Session:
 
     def knob_step(self, name: str, direction: int) -> Outcome:
         """One step of a knob's ladder (lower keys step down or cycle, upper keys step up)."""
-        k = KNOB_BY_NAME.get(name)
+        k = self.knob_table.get(name) if isinstance(name, str) else None
         if k is None:
             return self._command("knob", Outcome(False, f"no knob {name!r}"), name=name)
-        value, why = self._knob(name)
+        ctx = self._knob_context()
+        value, why = k.read(ctx)
         if why:
             return self._command("knob", Outcome(False, f"{k.label}: {why}"), name=name)
-        nxt: Any
-        if name == "threads":
-            nxt = max(1, min(os.cpu_count() or 1, int(value or 1) + (1 if direction > 0 else -1)))
-        elif name == "gpu_layers":
-            layers = self.model.layers if self.model is not None else None
-            nxt = step_in(layer_steps(layers), value, direction, wrap=False)
-        elif name == "n_batch":
-            nxt = step_in(BATCH_STEPS, value, direction, wrap=True)
-        elif name == "flash_attn":
-            nxt = not value
-        elif name == "kv_type":
-            nxt = kv_next(str(value))
-        elif name == "model":
-            files = [str(p) for p in self.model_choices()]
-            nxt = step_in(files, str(value), direction, wrap=True)
-        else:
-            assert self.device is not None
-            nxt = self.device.controls[name].step(value, direction)
+        nxt = k.next(value, direction, ctx)
         if nxt == value:
             return self._command(
                 "knob", Outcome(True, f"{k.label} stays at {show_knob(name, value)}"), name=name
@@ -712,70 +711,68 @@ class Session:
 
     def set_knob(self, name: str, value: Any) -> Outcome:
         """Set one knob; a reload keeps its time out of the figures; a failure goes back."""
-        k = KNOB_BY_NAME.get(name)
+        k = self.knob_table.get(name) if isinstance(name, str) else None
         if k is None:
             return self._command("knob", Outcome(False, f"no knob {name!r}"), name=name)
         try:  # one typed check (type, finite, range) before anything acts
-            value = check_knob_value(name, value)
+            value = k.check(value)
         except KnobValueError as e:  # the refused value is recorded as text: it may not pack
             shown = repr(value)[:80]
             return self._command("knob", Outcome(False, str(e)), name=name, value=shown)
         with self._knob_lock:
-            out = self._set_knob(name, value)
+            out = self._set_knob(k, value)
         return self._command("knob", out, name=name, value=value)
 
     def _knob_event(self, name: str, value: Any, previous: Any, **extra: Any) -> None:
         self.emit_event("knob", name=name, value=value, previous=previous, **extra)
 
-    def _set_knob(self, name: str, value: Any) -> Outcome:
-        k = KNOB_BY_NAME[name]
-        previous, why = self._knob(name)
+    def _set_knob(self, k: Knob, value: Any) -> Outcome:
+        """Apply a checked value by how `k` applies (device, live or reload)."""
+        ctx = self._knob_context()
+        previous, why = k.read(ctx)
         if why:
             return Outcome(False, f"{k.label}: {why}")
-        shown = f"{k.label} {show_knob(name, previous)} → {show_knob(name, value)}"
         if value == previous:
-            return Outcome(True, f"{k.label} stays at {show_knob(name, value)}")
-        if k.group == "device":
-            assert self.device is not None
-            try:
-                previous = self.device.set(name, value)
-            except (ControlError, JournalError, OSError) as e:
-                return Outcome(False, f"{k.label}: {e}")
-            self._knob_event(name, value, previous)
-            self.emit_knobs()
-            return Outcome(True, f"{shown} (put back when anubis exits)")
-        spec = self.spec
-        assert spec is not None
-        if name == "threads":
-            n = int(value)
-            if n <= 0:
-                return Outcome(False, "threads must be positive")
-            w = self._worker
-            if w is None or w.exited.is_set() or not w.set_threads(n):
-                return Outcome(False, "threads: no inference running")
-            spec.threads = n
-            self._knob_event(name, n, previous, threads_batch=n)  # the worker sets both
-            return Outcome(True, shown)
-        change: dict[str, Any] = {name: value}
-        if name == "kv_type" and value != "f16" and not spec.flash_attn:
-            return Outcome(False, "a quantized KV cache needs flash attention: press f first")
-        if name == "flash_attn" and not value and spec.kv_type != "f16":
-            return Outcome(False, f"the KV cache is {spec.kv_type}: it needs flash attention")
-        if name == "gpu_layers" and value != 0 and self._gpu_offload() is False:
-            return Outcome(False, "this llama.cpp build cannot offload layers to a GPU")
-        if name == "n_batch":
-            change["n_ubatch"] = min(int(value), 512)
-        if name == "model":
-            try:
-                facts = read_gguf(Path(str(value)))
-            except ModelError as e:
-                return Outcome(False, f"model: {e}")
-            change["model"] = str(facts.path)
-        return self._reload_knob(name, value, previous, change, shown)
+            return Outcome(True, f"{k.label} stays at {show_knob(k.name, value)}")
+        shown = f"{k.label} {show_knob(k.name, previous)} → {show_knob(k.name, value)}"
+        if k.applies == DEVICE:
+            return self._device_knob(k, value, previous, shown)
+        assert isinstance(k, InferenceKnob)
+        try:
+            change = k.change(value, ctx)
+        except KnobRefused as e:
+            return Outcome(False, str(e))
+        if k.applies == LIVE:
+            return self._live_knob(k, value, previous, change, shown)
+        return self._reload_knob(k, value, previous, change, shown)
+
+    def _device_knob(self, k: Knob, value: Any, previous: Any, shown: str) -> Outcome:
+        assert self.device is not None
+        try:
+            previous = self.device.set(k.name, value)
+        except (ControlError, JournalError, OSError) as e:
+            return Outcome(False, f"{k.label}: {e}")
+        self._knob_event(k.name, value, previous)
+        self.emit_knobs()
+        return Outcome(True, f"{shown} (put back when anubis exits)")
+
+    def _live_knob(
+        self, k: InferenceKnob, value: Any, previous: Any, change: dict[str, Any], shown: str
+    ) -> Outcome:
+        """A knob the running worker takes at once (threads): no reload, a new Spec copy."""
+        assert isinstance(k, LiveKnob) and self.spec is not None
+        w = self._worker
+        if w is None or w.exited.is_set() or not k.apply_live(w, value):
+            return Outcome(False, f"{k.name}: no inference running")
+        self.spec = dataclasses.replace(self.spec, **change)
+        self._knob_event(k.name, value, previous, **k.live_extra(value))
+        return Outcome(True, shown)
 
     def _reload_knob(
-        self, name: str, value: Any, previous: Any, change: dict[str, Any], shown: str
+        self, k: Knob, value: Any, previous: Any, change: dict[str, Any], shown: str
     ) -> Outcome:
+        """Restart the worker with `change` applied to a copy of the Spec; on failure, go back."""
+        name = k.name
         old = self.spec
         assert old is not None
         self.spec = dataclasses.replace(old, **change)
@@ -797,6 +794,6 @@ class Session:
         self.emit_knobs()
         return Outcome(
             False,
-            f"{KNOB_BY_NAME[name].label} {show_knob(name, value)} failed: {err}; "
+            f"{k.label} {show_knob(name, value)} failed: {err}; "
             f"back to {show_knob(name, previous)}{tail}",
         )

@@ -9,29 +9,36 @@ with knobs only leaves the profiler as it is.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from anubis_tui.profilers.controller import Step, plan_seconds, profiler_state
+from anubis_tui.profilerspec import ProfilerSetting
 from anubis_tui.session.knobs import parse_knob_value
 
 
 @dataclass(frozen=True)
 class PlanStep:
     seconds: float
-    profiler: Step | None = None  # None: the profiler stays as it is
+    profiler: ProfilerSetting | None = None  # None: the profiler stays as it is
     knobs: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> str:
         parts = [f"{k}={v}" for k, v in self.knobs.items()]
         if self.profiler is not None:
-            p = self.profiler
-            parts.append(
-                "off"
-                if p.profiler is None
-                else f"{p.profiler}@{p.rate_hz:g}{'n' if p.native else ''}"
-            )
+            parts.append(self.profiler.format())
         return "+".join(parts)
+
+
+def plan_seconds(part: str, secs: str) -> float:
+    """A plan step's seconds: a finite number in (0, 86400]; ValueError naming the step."""
+    try:
+        seconds = float(secs)
+    except ValueError:
+        raise ValueError(f"plan step {part!r}: {secs!r} is not a number of seconds") from None
+    if not (math.isfinite(seconds) and 0 < seconds <= 86400):
+        raise ValueError(f"plan step {part!r}: seconds must be in (0, 86400]")
+    return seconds
 
 
 def parse_plan(text: str) -> list[PlanStep]:
@@ -46,7 +53,7 @@ def parse_plan(text: str) -> list[PlanStep]:
             raise ValueError(f"plan step {part!r} needs WHAT:SECONDS")
         seconds = plan_seconds(part, secs)
         knobs: dict[str, Any] = {}
-        profiler: Step | None = None
+        profiler: ProfilerSetting | None = None
         for token in what.split("+"):
             token = token.strip()
             name, eq, value = token.partition("=")
@@ -60,7 +67,10 @@ def parse_plan(text: str) -> list[PlanStep]:
                 continue
             if profiler is not None:
                 raise ValueError(f"plan step {part!r} names two profiler states")
-            profiler = profiler_state(part, token, seconds)
+            try:
+                profiler = ProfilerSetting.parse(token)
+            except ValueError as e:
+                raise ValueError(f"plan step {part!r}: {e}") from None
         steps.append(PlanStep(seconds, profiler, knobs))
     if not steps:
         raise ValueError("empty plan")

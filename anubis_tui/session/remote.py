@@ -120,6 +120,7 @@ class RemoteSession:
         self._e_fresh: set[int] = set()
         self._stderr: deque[str] = deque(maxlen=STDERR_LINES)
         self.bad_records = 0
+        self._record_error: str | None = None
 
     # -- connection --------------------------------------------------------------------
 
@@ -238,11 +239,11 @@ class RemoteSession:
                     self._writer = RecordingWriter(
                         open_output(path),
                         rec,
-                        on_error=lambda msg: self._emit_local("recording_error", reason=msg),
+                        on_error=lambda msg: self._record_failed(msg, path),
                     )
                     self.record_path = path
                 except (RecordingError, OSError) as e:
-                    self._emit_local("recording_error", reason=str(e))
+                    self._record_failed(str(e), path)
         elif isinstance(rec, Event) and rec.kind == "heartbeat":
             return  # the link is alive; nothing to show or keep
         elif isinstance(rec, Event) and rec.kind == "ack":
@@ -314,6 +315,11 @@ class RemoteSession:
             except Exception as e:  # the live view's trouble is not the link's
                 if not (isinstance(rec, Event) and rec.kind == "remote_error"):
                     self._emit_local("remote_error", reason=f"sink: {type(e).__name__}: {e}")
+
+    def _record_failed(self, why: str, path: str) -> None:
+        """The local recording cannot be written: kept (`recording_error`) and an Event."""
+        self._record_error = f"{path}: {why}"
+        self._emit_local("recording_error", reason=why, path=path)
 
     def _emit_local(self, kind: str, **payload: Any) -> None:
         self._to_sinks(Event(self._last_t, kind, payload))
@@ -387,12 +393,24 @@ class RemoteSession:
 
     @property
     def recording_error(self) -> str | None:
-        """Why the local recording stopped (a full disk), if it did."""
-        w = self._writer
-        return w.error if w is not None else None
+        """Why a local recording of this session could not be written (a full disk), if one
+        could not; kept after the link drops and after `stop`."""
+        return self._record_error
+
+    def pause(self) -> Outcome:
+        return self.command("pause")
+
+    def resume(self) -> Outcome:
+        return self.command("resume")
 
     def toggle_pause(self) -> Outcome:
         return self.command("toggle_pause")
+
+    def set_rate(self, rate_hz: float) -> Outcome:
+        return self.command("rate", hz=rate_hz)
+
+    def profiler_plain(self) -> Outcome:
+        return self.command("profiler_plain")
 
     def step_rate(self, direction: int) -> Outcome:
         return self.command("rate_step", direction=direction)

@@ -26,10 +26,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from anubis_tui.profilers.controller import Step
+from anubis_tui.profilerspec import ProfilerSetting
 from anubis_tui.records import Channel, ChannelsAdded, Record, Sample
+
+if TYPE_CHECKING:
+    from anubis_tui.session.surface import ControlSurface
 
 PROFILERS = ("py-spy", "py-spy-native", "scalene")
 STEADY_WINDOW_S = 30.0
@@ -44,7 +47,7 @@ class Treatment:
     """One thing a sweep compares with the baseline: a profiler at a rate, or knob settings."""
 
     name: str
-    profiler: Step | None = None
+    profiler: ProfilerSetting | None = None
     knobs: dict[str, Any] = field(default_factory=dict)
 
 
@@ -66,8 +69,8 @@ def treatments(
             raise ValueError(f"unknown profiler {prof!r}; one of {', '.join(PROFILERS)}")
         for rate in rates:
             name, native = ("py-spy", True) if prof == "py-spy-native" else (prof, False)
-            label = f"{name}@{rate:g}" + ("n" if native else "")
-            out.append(Treatment(label, profiler=Step(name, float(rate), native, 0.0)))
+            ps = ProfilerSetting(name, float(rate), native)
+            out.append(Treatment(ps.format(), profiler=ps))
     names = list(knobs)
     for combo in itertools.product(*(knobs[n] for n in names)) if names else []:
         setting = dict(zip(names, combo, strict=True))
@@ -233,31 +236,32 @@ class Folded:
 
 
 class Sweep:
-    """Runs a sweep on a started session, through its control surface only."""
+    """Runs a sweep on a started session, through its control surface only
+    (`session.surface.ControlSurface`: no bus, no sampler, no profiler controller)."""
 
     def __init__(
         self,
-        session: Any,
+        surface: ControlSurface,
         items: list[Treatment],
         opts: SweepOptions,
         say: Callable[[str], None] = lambda _: None,
     ) -> None:
-        self.s = session
+        self.s = surface
         self.items = items
         self.opts = opts
         self.say = say
-        self.base = dict(session.knob_values())
-        self.watch = Watch(session.sampler.channels)
-        session.add_sink(self.watch)
+        self.base = dict(surface.knob_values())
+        self.watch = Watch(surface.channels)
+        surface.add_sink(self.watch)
         self.target_c: float | None = None
         self._profiling = False
         self.folded: Folded | None = None
         if opts.max_s:
-            self.folded = Folded(session.header)
-            session.add_sink(self.folded)
+            self.folded = Folded(surface.header)
+            surface.add_sink(self.folded)
 
     def _now(self) -> float:
-        return self.s.bus.now() / 1e9
+        return self.s.now_ns() / 1e9
 
     def _wait(self, seconds: float, stop: threading.Event) -> str | None:
         end = time.monotonic() + seconds
@@ -277,7 +281,7 @@ class Sweep:
         # A profiler that cannot run here is found out now, not in the middle of a segment
         # (scalene's check runs a test worker: it would disturb the baseline beside it).
         for prof in sorted({t.profiler.profiler or "" for t in self.items if t.profiler}):
-            why = self.s.profilers.check(prof)
+            why = self.s.profiler_check(prof)
             if why:
                 self.say(f"{prof} left out: {why}")
                 self.s.emit_event("sweep_skip", profiler=prof, reason=why)

@@ -355,6 +355,11 @@ class MetricsFile:
         self.fd: int | None = None
 
     def read(self) -> bytes:
+        """The whole table (at most `MAX` bytes) from offset 0; reopens once after a failed read.
+
+        OSError (PermissionError included) propagates: discovery turns it into a reason,
+        the sampler into no reading.
+        """
         if self.fd is not None:
             try:
                 return os.pread(self.fd, self.MAX, 0)
@@ -364,6 +369,7 @@ class MetricsFile:
         return os.pread(self.fd, self.MAX, 0)
 
     def close(self) -> None:
+        """Close the kept descriptor (errors ignored)."""
         if self.fd is not None:
             with contextlib.suppress(OSError):
                 os.close(self.fd)

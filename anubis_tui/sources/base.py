@@ -38,6 +38,7 @@ class SysfsRoot:
             self.root = linked_view(self.root)
 
     def path(self, absolute: str) -> Path:
+        """`absolute` (``/sys/class/hwmon``) under this root."""
         return self.root / absolute.lstrip("/")
 
     def read(self, absolute: str | Path) -> str | None:
@@ -58,6 +59,7 @@ class SysfsRoot:
         return text or None
 
     def glob(self, absolute_dir: str, pattern: str) -> list[Path]:
+        """Sorted matches of `pattern` in `absolute_dir` under this root; [] if unlistable."""
         d = self.path(absolute_dir)
         try:
             return sorted(d.glob(pattern))
@@ -430,6 +432,23 @@ class EnergyCounter:
         return raw_j + self.offset, power
 
 
+def derived_power(energy: Channel, cid: str, label: str) -> Channel:
+    """The power channel (W, method ``derived``: ΔE/Δt between two readings) read beside the
+    energy counter channel `energy`; same source, scope, period and meta, plus
+    ``energy_channel`` naming the counter."""
+    return Channel(
+        id=cid,
+        label=label,
+        source=energy.source,
+        kind="power",
+        unit="W",
+        scope=energy.scope,
+        method="derived",
+        update_period_s=energy.update_period_s,
+        meta={**energy.meta, "energy_channel": energy.id},
+    )
+
+
 @dataclass
 class Source(ABC):
     """A family of sensors, discovered once.
@@ -455,6 +474,7 @@ class Source(ABC):
 
     @property
     def channels(self) -> list[Channel]:
+        """Every channel of every group, in group order (the order `ReadGroup.read` fills)."""
         return [c for g in self.groups for c in g.channels]
 
     def close(self) -> None:  # noqa: B027 - optional hook, most sources hold nothing open

@@ -19,11 +19,20 @@ BATTERY_PERIOD_S = 1.0  # firmware (EC) dependent; seconds in practice
 
 @dataclass
 class BatterySource(Source):
+    """Each battery's discharge power in W (``power_now`` µW, else ``current_now`` µA ×
+    ``voltage_now`` µV), read every second; None unless the battery is discharging.
+
+    Unavailable, with the reason, without a battery that has either file.
+    """
+
     order: ClassVar[int] = 60
     batteries: list[Path] = field(default_factory=list)
 
     @classmethod
     def discover(cls, ctx: DiscoveryContext) -> list[Source]:
+        """One source for the ``Battery`` supplies under ``/sys/class/power_supply``, or one
+        unavailable source with the reason.
+        """
         supplies = ctx.root.glob("/sys/class/power_supply", "*")
         bats = [p for p in supplies if read_text(p / "type") == "Battery"]
         bats = [p for p in bats if (p / "power_now").exists() or (p / "current_now").exists()]
@@ -53,6 +62,10 @@ class BatterySource(Source):
 
 
 def battery_power_w(b: Path) -> float | None:
+    """Discharge power of battery directory `b` in W: |power_now| / 1e6, else
+    |current_now| × voltage_now / 1e12; None unless ``status`` is ``Discharging`` or
+    when the files do not read.
+    """
     if read_text(b / "status") != "Discharging":
         return None
     p = read_int(b / "power_now")

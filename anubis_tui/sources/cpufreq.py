@@ -24,12 +24,20 @@ INTEL_FLAGS = {0x1: "thermal", 0x2: "thermal"}  # package, core
 
 @dataclass
 class CpufreqSource(Source):
+    """The mean current CPU clock over cpufreq policies (``scaling_cur_freq``, kHz → Hz)
+    and a ``freq_capped`` flag lit while any policy's ``scaling_max_freq`` is below its
+    ``cpuinfo_max_freq``. Unavailable (VM, container) without cpufreq.
+    """
+
     order: ClassVar[int] = 50
     policies: list[Path] = field(default_factory=list)
     _paths: list[tuple[str, str, int | None]] = field(default_factory=list)
 
     @classmethod
     def discover(cls, ctx: DiscoveryContext) -> list[Source]:
+        """One source over ``/sys/devices/system/cpu/cpu*/cpufreq`` (each policy once), or one
+        unavailable source with the reason. ``max_hz`` is the highest ``cpuinfo_max_freq``.
+        """
         dirs = ctx.root.glob("/sys/devices/system/cpu", "cpu[0-9]*/cpufreq")
         policies = [p for p in unique_dirs(dirs) if (p / "scaling_cur_freq").exists()]
         if not policies:
@@ -114,11 +122,21 @@ class _Package:
 
 @dataclass
 class IntelThrottleSource(Source):
+    """Intel ``thermal_throttle`` counters per package: a derived throttle flag (package
+    0x1, core 0x2, lit while throttle time grew since the last read), the package's
+    throttled time (``package_throttle_total_time_ms``, ms → s) and its package and
+    summed core event counts. Read through one CPU per package, never summed across
+    CPUs (the package counters are copies).
+    """
+
     order: ClassVar[int] = 51
     packages: list[_Package] = field(default_factory=list)
 
     @classmethod
     def discover(cls, ctx: DiscoveryContext) -> list[Source]:
+        """One source with the packages of ``cpu*/thermal_throttle`` (grouped by
+        ``topology/physical_package_id``), or one unavailable source (not Intel).
+        """
         dirs = ctx.root.glob("/sys/devices/system/cpu", "cpu[0-9]*/thermal_throttle")
         if not dirs:
             return [cls(name="intel-throttle", reason="no thermal_throttle counters (Intel only)")]

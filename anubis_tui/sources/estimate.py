@@ -42,6 +42,7 @@ TDP_TABLE: list[tuple[str, float]] = [
 
 
 def lookup_tdp(model: str) -> float | None:
+    """The package TDP in W of a CPU model name from `TDP_TABLE` (first match), or None."""
     for pattern, tdp in TDP_TABLE:
         if re.search(pattern, model):
             return tdp
@@ -49,6 +50,7 @@ def lookup_tdp(model: str) -> float | None:
 
 
 def cpu_model(text: str | None) -> str:
+    """The CPU model from /proc/cpuinfo text (``model name``, ``Model`` or ``Hardware``), or ""."""
     for line in (text or "").splitlines():
         key, _, val = line.partition(":")
         if key.strip() in ("model name", "Model", "Hardware"):
@@ -62,12 +64,21 @@ CPU_METERS = ("cpu-package", "apu-package", "platform", "board-input", "soc")
 
 @dataclass
 class CpuEstimateSource(Source):
+    """An estimated CPU package power in W: TDP × (0.1 + 0.9 × u), u the system CPU
+    utilisation over the last interval (psutil ``cpu_times``; since boot on the first
+    read). Method ``estimated`` (module docstring: where the TDP comes from).
+    """
+
     order: ClassVar[int] = 90
     tdp_w: float = 0.0
     _last: tuple[float, float] | None = None
 
     @classmethod
     def discover(cls, ctx: DiscoveryContext) -> list[Source]:
+        """One estimate, unless a source found earlier measures a meter that contains the CPU
+        (`CPU_METERS`, or a Jetson module rail): then one unavailable source saying so.
+        A non-numeric ``cpu_tdp_w`` raises ValueError.
+        """
         measured = [
             c
             for s in ctx.found

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -23,6 +23,7 @@ from anubis_tui.sources.base import (
     EnergyCounter,
     ReadGroup,
     Source,
+    derived_power,
     read_int,
     read_label,
     read_text,
@@ -61,6 +62,10 @@ INPUT_LABELS = re.compile(
 
 
 def chip_scope(chip: str, label: str) -> str:
+    """The meter-tree scope of a hwmon reading from its chip name and label (kernel
+    Documentation/hwmon/*.rst per chip): board input and rails for power monitors,
+    ``cpu-package``/``cpu-core`` by label, ``gpu``, ``storage``, ``dram``, else ``board``.
+    """
     if POWER_MONITORS.match(chip):
         # A monitor on the board's input is the machine's input (Jetson AGX Thor's INA238 "VIN",
         # jetson_stats#900); any other rail it measures has no known place in the tree.
@@ -98,12 +103,23 @@ class _Attr:
 
 @dataclass
 class HwmonSource(Source):
+    """One hwmon chip: every ``temp|in|curr|power|energy<N>_{input,average}`` attribute
+    as a channel in SI units (°C, V, A, W, J; module docstring), grouped by update period.
+
+    Energy counters (µJ) get a derived power channel (W) beside them. The
+    chip's ``update_interval`` (ms) sets the period where present, else
+    `DEFAULT_PERIOD_S`. Scope per `chip_scope`. An attribute that answers
+    EPERM is named in the reason; an unreadable energy counter is left out.
+    """
+
     order: ClassVar[int] = 30
-    attrs: list[_Attr] = field(default_factory=list)
     chip: str = ""
 
     @classmethod
     def discover(cls, ctx: DiscoveryContext) -> list[Source]:
+        """One source per chip under ``/sys/class/hwmon`` with a readable attribute (at most
+        `MAX_CHIPS`), chips of `OWNED_ELSEWHERE` skipped; a second chip of one name is
+        ``<name>-1``. One unavailable source with the reason when there is none."""
         dirs = ctx.root.glob("/sys/class/hwmon", "hwmon*")
         if not dirs:
             return [cls(name="hwmon", reason="no /sys/class/hwmon chips")]
@@ -131,85 +147,18 @@ class HwmonSource(Source):
         return out or [cls(name="hwmon", reason="hwmon chips have no temp/in/curr/power/energy")]
 
     def _build(self, d: Path, ident: str) -> None:
-        # Some drivers keep attributes under device/ (psutil looks in both).
-        files: dict[str, Path] = {}
-        for base in (d / "device", d):
-            try:
-                for f in base.iterdir():
-                    if ATTR_RE.match(f.name):
-                        files[f.name] = f
-            except OSError:
-                continue
-        chip_label = read_label(d / "label") or read_label(d / "device" / "label") or ""
+        files = _attr_files(d)
+        labels = _labels(d, files)
         interval = read_int(d / "update_interval")
         groups: dict[float, tuple[list[Channel], list[_Attr]]] = {}
-        labels: dict[str, str] = {}
-        for fname in files:
-            m = ATTR_RE.match(fname)
-            assert m is not None
-            typ, num, _ = m.groups()
-            labels[fname] = (
-                read_label(files[fname].with_name(f"{typ}{num}_label"))
-                or (chip_label if chip_label and typ in ("power", "energy", "in", "curr") else "")
-                or f"{typ}{num}"
-            )
-        names = sorted(files, key=_natural)
-        if len(names) > MAX_ATTRS_PER_CHIP:
-            # A chip with thousands of attributes would cost the sampler a syscall each. What
-            # the cap drops are per-core readings, never a socket's energy or a power meter
-            # (a 64-core EPYC's amd_energy lists Esocket0 after 64 Ecore counters).
-            names.sort(key=lambda f: _priority(f, labels[f], self.chip))
-            kept = sorted(names[:MAX_ATTRS_PER_CHIP], key=_natural)
-            self.reason = (
-                self.reason
-                + f" {len(names)} attributes, {MAX_ATTRS_PER_CHIP} read (per-core ones dropped);"
-            ).strip()
-            names = kept
-        for fname in names:
-            m = ATTR_RE.match(fname)
-            assert m is not None
-            typ, num, item = m.groups()
+        for fname in self._capped(sorted(files, key=_natural), labels):
+            typ, num, item = _parts(fname)
             f = files[fname]
             label = labels[fname]
-            kind, unit = KIND[typ]
-            if typ == "energy":
-                method = "counter"
-            elif item == "average":
-                avg_ms = read_int(f.with_name(f"{typ}{num}_average_interval"))
-                method = f"average:{avg_ms / 1000:g}s" if avg_ms else "average:driver"
-            else:
-                method = "instant"
             period = interval / 1000 if interval else DEFAULT_PERIOD_S[typ]
-            meta: dict[str, object] = {"chip": self.chip}
-            if typ == "temp":
-                for key, suffix in (("critical_c", "crit"), ("max_c", "max")):
-                    try:
-                        limit = temperature_limit_c(read_int(f.with_name(f"temp{num}_{suffix}")))
-                    except PermissionError:
-                        limit = None
-                    if limit is not None:  # -273150 and 65261850 mean "no limit set"
-                        meta[key] = limit
-            if self.chip == "amdgpu" and typ == "power":
-                meta["note"] = "SoC power; on APUs it includes the CPU"
-            suffix = "" if item == "input" else "_avg"
-            cid = f"hwmon.{ident}.{typ}{num}{suffix}"
-            scope = chip_scope(self.chip, label)
-            if typ in ("power", "energy"):
-                sock = SOCKET_ENERGY.match(label)
-                # amd_energy's Esocket N and RAPL's package-N read the same MSR
-                # (amd/amd_energy README): one domain, counted once.
-                meta["domain"] = f"cpu-package:{sock.group(1)}" if sock else f"{ident}:{typ}{num}"
-            ch = Channel(
-                id=cid,
-                label=f"{ident} {label}",
-                source=self.name,
-                kind=kind,
-                unit=unit,
-                scope=scope,
-                method=method,
-                update_period_s=period,
-                meta=meta,
-            )
+            cid = f"hwmon.{ident}.{typ}{num}{'' if item == 'input' else '_avg'}"
+            ch = self._channel(cid, f"{ident} {label}", typ, period, _method(f, typ, num, item),
+                               self._meta(f, typ, num, label, ident), label)  # fmt: skip
             try:
                 ok = read_int(f) is not None
             except PermissionError:
@@ -219,26 +168,13 @@ class HwmonSource(Source):
                 continue  # e.g. amd_energy restricted to root (CVE-2020-12912)
             chans, attrs = groups.setdefault(period, ([], []))
             chans.append(ch)
-            if typ == "energy":
-                # hwmon energy counters are 64-bit µJ: a drop is a reset, never a wrap.
-                attrs.append(_Attr(str(f), SCALE[typ], "counter", EnergyCounter(cid, None)))
-            else:
+            if typ != "energy":
                 attrs.append(_Attr(str(f), SCALE[typ]))
-            if typ == "energy":
-                chans.append(
-                    Channel(
-                        id=f"{cid}.power",
-                        label=f"{ident} {label} power",
-                        source=self.name,
-                        kind="power",
-                        unit="W",
-                        scope=scope,
-                        method="derived",
-                        update_period_s=period,
-                        meta={**meta, "energy_channel": cid},
-                    )
-                )
-                attrs.append(_Attr(str(f), SCALE[typ], "derived"))
+                continue
+            # hwmon energy counters are 64-bit µJ: a drop is a reset, never a wrap.
+            attrs.append(_Attr(str(f), SCALE[typ], "counter", EnergyCounter(cid, None)))
+            chans.append(derived_power(ch, f"{cid}.power", f"{ident} {label} power"))
+            attrs.append(_Attr(str(f), SCALE[typ], "derived"))
         for period, (chans, attrs) in sorted(groups.items()):
             notes: list[tuple[str, dict[str, Any]]] = []
             self.groups.append(
@@ -247,6 +183,57 @@ class HwmonSource(Source):
         if self.groups:
             self.available = True
             self.reason = (self.reason + f" {self.chip}").strip()
+
+    def _capped(self, names: list[str], labels: dict[str, str]) -> list[str]:
+        """`names`, or the first `MAX_ATTRS_PER_CHIP` of them by `_priority` (said in the reason).
+
+        A chip with thousands of attributes would cost the sampler a syscall each. What
+        the cap drops are per-core readings, never a socket's energy or a power meter
+        (a 64-core EPYC's amd_energy lists Esocket0 after 64 Ecore counters).
+        """
+        if len(names) <= MAX_ATTRS_PER_CHIP:
+            return names
+        ranked = sorted(names, key=lambda f: _priority(f, labels[f], self.chip))
+        self.reason = (
+            self.reason
+            + f" {len(names)} attributes, {MAX_ATTRS_PER_CHIP} read (per-core ones dropped);"
+        ).strip()
+        return sorted(ranked[:MAX_ATTRS_PER_CHIP], key=_natural)
+
+    def _meta(self, f: Path, typ: str, num: str, label: str, ident: str) -> dict[str, object]:
+        """A channel's meta: ``chip``; temperature limits (``tempN_crit``/``_max``, m°C → °C);
+        a power/energy ``domain`` (amd_energy's Esocket N is RAPL's package-N: one domain,
+        counted once, per the kernel's amd_energy documentation)."""
+        meta: dict[str, object] = {"chip": self.chip}
+        if typ == "temp":
+            for key, suffix in (("critical_c", "crit"), ("max_c", "max")):
+                try:
+                    limit = temperature_limit_c(read_int(f.with_name(f"temp{num}_{suffix}")))
+                except PermissionError:
+                    limit = None
+                if limit is not None:  # -273150 and 65261850 mean "no limit set"
+                    meta[key] = limit
+        if self.chip == "amdgpu" and typ == "power":
+            meta["note"] = "SoC power; on APUs it includes the CPU"
+        if typ in ("power", "energy"):
+            sock = SOCKET_ENERGY.match(label)
+            meta["domain"] = f"cpu-package:{sock.group(1)}" if sock else f"{ident}:{typ}{num}"
+        return meta
+
+    def _channel(self, cid: str, label: str, typ: str, period: float, method: str,
+                 meta: dict[str, object], own_label: str) -> Channel:  # fmt: skip
+        kind, unit = KIND[typ]
+        return Channel(
+            id=cid,
+            label=label,
+            source=self.name,
+            kind=kind,
+            unit=unit,
+            scope=chip_scope(self.chip, own_label),
+            method=method,
+            update_period_s=period,
+            meta=meta,
+        )
 
     @staticmethod
     def _reader(
@@ -279,3 +266,51 @@ def _priority(fname: str, label: str, chip: str) -> tuple[int, list[object]]:
 
 def _natural(s: str) -> list[object]:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
+
+
+def _parts(fname: str) -> tuple[str, str, str]:
+    """(type, N, item) of an attribute name matching `ATTR_RE` (``power1_average``)."""
+    m = ATTR_RE.match(fname)
+    assert m is not None
+    typ, num, item = m.groups()
+    return typ, num, item
+
+
+def _attr_files(d: Path) -> dict[str, Path]:
+    """The attributes `ATTR_RE` matches, by name, from `d` and ``d/device`` (some drivers keep
+    them there; psutil looks in both); `d`'s own win."""
+    files: dict[str, Path] = {}
+    for base in (d / "device", d):
+        try:
+            for f in base.iterdir():
+                if ATTR_RE.match(f.name):
+                    files[f.name] = f
+        except OSError:
+            continue
+    return files
+
+
+def _labels(d: Path, files: dict[str, Path]) -> dict[str, str]:
+    """Each attribute's label: its ``<typ>N_label``, else (for meters) the chip's ``label``,
+    else ``<typ>N``."""
+    chip_label = read_label(d / "label") or read_label(d / "device" / "label") or ""
+    labels: dict[str, str] = {}
+    for fname in files:
+        typ, num, _ = _parts(fname)
+        labels[fname] = (
+            read_label(files[fname].with_name(f"{typ}{num}_label"))
+            or (chip_label if chip_label and typ in ("power", "energy", "in", "curr") else "")
+            or f"{typ}{num}"
+        )
+    return labels
+
+
+def _method(f: Path, typ: str, num: str, item: str) -> str:
+    """``counter`` for energy; ``average:<s>`` from ``<typ>N_average_interval`` (ms) for an
+    average (``average:driver`` without it); else ``instant``."""
+    if typ == "energy":
+        return "counter"
+    if item == "average":
+        avg_ms = read_int(f.with_name(f"{typ}{num}_average_interval"))
+        return f"average:{avg_ms / 1000:g}s" if avg_ms else "average:driver"
+    return "instant"

@@ -35,6 +35,7 @@ from anubis_tui.sources.base import (
     ReadGroup,
     Source,
     attr_index,
+    derived_power,
     hwmon_inputs,
     read_int,
     read_label,
@@ -257,8 +258,8 @@ class _IntelBuild:
                 meta["note"] = "the GPU package, inside the card meter: never added to it"
             e = self.ch(f"energy_{s}", f"{label} energy", "energy", "J", "counter",
                         ENERGY_PERIOD_S, **meta)  # fmt: skip
-            p = self.ch(f"power_{s}", f"{label} power", "power", "W", "derived",
-                        ENERGY_PERIOD_S, **{**meta, "energy_channel": e.id})  # fmt: skip
+            p = derived_power(e, f"{self.drv}.{self.card.name}.power_{s}",
+                              f"{self.card.name} {label} power")  # fmt: skip
             if s == "card":
                 card_power_id = p.id
             self.energy_groups.append(_energy_group(e, p, f))

@@ -14,9 +14,11 @@ import importlib
 import importlib.util
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from types import ModuleType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from anubis_tui.errors import AnubisError
 from anubis_tui.records import Channel, Value
@@ -53,6 +55,10 @@ NVML_FLAGS: dict[int, str] = {
 }
 
 
+T = TypeVar("T")
+D = TypeVar("D")
+
+
 class NvmlUnavailable(AnubisError):
     """NVML cannot be used here; the message is the reason shown to the user."""
 
@@ -75,7 +81,17 @@ def load_nvml_module(name: str | None = None) -> ModuleType:
 
 
 class NvmlAdapter:
-    """The one place that calls NVML. Every method returns SI units."""
+    """The one place that calls NVML (module `m`: pynvml or a fake). Every method returns
+    SI units (W, J, °C, Hz, ratios).
+
+    Errors: `init` turns an NVML error into `NvmlUnavailable`. `query` is the
+    one wrapper that turns an NVML error (NOT_SUPPORTED, NO_PERMISSION,
+    GPU_IS_LOST, …) into "not available" (its `default`); the methods that
+    use it say so. The reading methods let an NVMLError through: discovery
+    probes each reading once (`attempt`), and the sampler counts a read that
+    raises and records no value for it. Anything that is not an NVML error
+    (a bug, a broken fake) always propagates.
+    """
 
     def __init__(self, module: ModuleType) -> None:
         self.m = module
@@ -83,7 +99,41 @@ class NvmlAdapter:
     def _is_nvml_error(self, e: BaseException) -> bool:
         return isinstance(e, self.m.NVMLError)
 
+    def _function_missing(self, e: BaseException) -> bool:
+        return getattr(e, "value", None) == getattr(self.m, "NVML_ERROR_FUNCTION_NOT_FOUND", 13)
+
+    def attempt(self, fn: Callable[[], T]) -> tuple[T | None, str | None]:
+        """(fn(), None), or (None, the NVML error's text) when NVML answers an error."""
+        try:
+            return fn(), None
+        except Exception as e:
+            if not self._is_nvml_error(e):
+                raise
+            return None, str(e)
+
+    def query(self, fn: Callable[[], T], default: D) -> T | D:
+        """fn(), or `default` ("not available") when NVML answers an error."""
+        value, err = self.attempt(fn)
+        return default if err is not None or value is None else value
+
+    def _newer_or_older(self, new: str, old: str, *args: Any) -> Any:
+        """``m.<new>(*args)`` where this driver and binding have it, else ``m.<old>(*args)``
+        (a binding without `new`, or NVML_ERROR_FUNCTION_NOT_FOUND from an older driver)."""
+        fn = getattr(self.m, new, None)
+        if fn is not None:
+            try:
+                return fn(*args)
+            except Exception as e:
+                if not self._is_nvml_error(e) or not self._function_missing(e):
+                    raise
+        return getattr(self.m, old)(*args)
+
     def init(self) -> int:
+        """``nvmlInit`` then ``nvmlDeviceGetCount``: the number of GPUs.
+
+        Raises NvmlUnavailable (the reason, one line) on an NVML error or an
+        OSError (no libnvidia-ml.so).
+        """
         try:
             self.m.nvmlInit()
             return int(self.m.nvmlDeviceGetCount())
@@ -93,17 +143,22 @@ class NvmlAdapter:
             raise
 
     def shutdown(self) -> None:
+        """``nvmlShutdown``; any error is ignored (NVML may already be gone)."""
         with contextlib.suppress(Exception):
             self.m.nvmlShutdown()
 
     def handle(self, index: int) -> Any:
+        """``nvmlDeviceGetHandleByIndex``: the opaque handle of GPU `index`. NVMLError
+        propagates (an index past the count, a GPU that fell off the bus)."""
         return self.m.nvmlDeviceGetHandleByIndex(index)
 
     def name(self, h: Any) -> str:
+        """``nvmlDeviceGetName``: the product name ("NVIDIA H200"). NVMLError propagates."""
         n = self.m.nvmlDeviceGetName(h)
         return n.decode() if isinstance(n, bytes) else str(n)
 
     def driver(self) -> str:
+        """``nvmlSystemGetDriverVersion`` ("550.54.15"); "unknown" on any error."""
         try:
             d = self.m.nvmlSystemGetDriverVersion()
             return d.decode() if isinstance(d, bytes) else str(d)
@@ -111,107 +166,124 @@ class NvmlAdapter:
             return "unknown"
 
     def power_avg_w(self, h: Any) -> float:
+        """``nvmlDeviceGetPowerUsage`` (mW) in W: on A100/H100 and later a 1 s average
+        (sensors-spec §1). NVMLError propagates (NOT_SUPPORTED on older boards)."""
         return float(self.m.nvmlDeviceGetPowerUsage(h)) / 1000.0
 
     def fields(self, h: Any, ids: list[tuple[int, int]]) -> list[float | None]:
-        """Field values (mW fields → W); None for a field NVML did not return."""
+        """``nvmlDeviceGetFieldValues`` for (field id, scope) pairs, each value / 1000 (the
+        power fields are mW → W); None for a field whose ``nvmlReturn`` is not SUCCESS.
+
+        The value is read from the union member its ``valueType`` names
+        (nvmlValueType_t: 0 double … 6 unsigned short). NVMLError propagates.
+        """
         out: list[float | None] = []
         for fv in self.m.nvmlDeviceGetFieldValues(h, ids):
             if fv.nvmlReturn != 0:
                 out.append(None)
                 continue
-            vt = int(fv.valueType)
-            v = fv.value
-            raw = {
-                0: getattr(v, "dVal", None),
-                1: getattr(v, "uiVal", None),
-                2: getattr(v, "ulVal", None),
-                3: getattr(v, "ullVal", None),
-                4: getattr(v, "sllVal", None),
-                5: getattr(v, "siVal", None),
-                6: getattr(v, "usVal", None),
-            }.get(vt, getattr(v, "uiVal", None))
+            member = _VALUE_MEMBERS.get(int(fv.valueType), "uiVal")
+            raw = getattr(fv.value, member, None)
             out.append(None if raw is None else float(raw) / 1000.0)
         return out
 
     def energy_j(self, h: Any) -> float:
+        """``nvmlDeviceGetTotalEnergyConsumption`` (mJ since the driver loaded) in J.
+        Volta and later; NVMLError propagates. Costs ~4 ms a call on H200."""
         return float(self.m.nvmlDeviceGetTotalEnergyConsumption(h)) / 1000.0
 
     def temperature_c(self, h: Any) -> float:
-        if hasattr(self.m, "nvmlDeviceGetTemperatureV"):
-            try:
-                return float(self.m.nvmlDeviceGetTemperatureV(h, self.m.NVML_TEMPERATURE_GPU))
-            except Exception as e:
-                if not self._is_nvml_error(e) or not self._function_missing(e):
-                    raise
-        return float(self.m.nvmlDeviceGetTemperature(h, self.m.NVML_TEMPERATURE_GPU))
+        """The GPU die temperature in °C: ``nvmlDeviceGetTemperatureV`` where the driver has
+        it, else ``nvmlDeviceGetTemperature`` (NVML_TEMPERATURE_GPU). NVMLError propagates."""
+        return float(
+            self._newer_or_older(
+                "nvmlDeviceGetTemperatureV", "nvmlDeviceGetTemperature", h,
+                self.m.NVML_TEMPERATURE_GPU,
+            )
+        )  # fmt: skip
 
     def temperature_limits(self, h: Any) -> dict[str, float]:
+        """``nvmlDeviceGetTemperatureThreshold`` as channel meta: ``critical_c`` (SHUTDOWN) and
+        ``trip_c`` (SLOWDOWN), °C; a threshold NVML does not give (`query`) or outside
+        0 < c ≤ the plausible maximum is left out."""
         out: dict[str, float] = {}
         for key, const in (
             ("critical_c", "NVML_TEMPERATURE_THRESHOLD_SHUTDOWN"),
             ("trip_c", "NVML_TEMPERATURE_THRESHOLD_SLOWDOWN"),
         ):
-            try:
-                c = float(self.m.nvmlDeviceGetTemperatureThreshold(h, getattr(self.m, const)))
-            except Exception as e:
-                if not self._is_nvml_error(e):
-                    raise
-                continue
-            if 0 < c <= PLAUSIBLE["temperature"][1]:
+            threshold = getattr(self.m, const)
+            c = self.query(partial(self._threshold_c, h, threshold), None)
+            if c is not None and 0 < c <= PLAUSIBLE["temperature"][1]:
                 out[key] = c
         return out
 
+    def _threshold_c(self, h: Any, threshold: Any) -> float:
+        return float(self.m.nvmlDeviceGetTemperatureThreshold(h, threshold))
+
+    def _clock_const(self, which: str) -> Any:
+        return self.m.NVML_CLOCK_SM if which == "sm" else self.m.NVML_CLOCK_MEM
+
     def clock_hz(self, h: Any, which: str) -> float:
-        const = self.m.NVML_CLOCK_SM if which == "sm" else self.m.NVML_CLOCK_MEM
-        return float(self.m.nvmlDeviceGetClockInfo(h, const)) * 1e6
+        """``nvmlDeviceGetClockInfo`` (MHz) in Hz; `which` "sm" or "mem". NVMLError propagates."""
+        return float(self.m.nvmlDeviceGetClockInfo(h, self._clock_const(which))) * 1e6
 
     def max_clock_hz(self, h: Any, which: str) -> float | None:
-        const = self.m.NVML_CLOCK_SM if which == "sm" else self.m.NVML_CLOCK_MEM
-        try:
-            return float(self.m.nvmlDeviceGetMaxClockInfo(h, const)) * 1e6
-        except Exception as e:
-            if self._is_nvml_error(e):
-                return None
-            raise
+        """``nvmlDeviceGetMaxClockInfo`` (MHz) in Hz; None when not available (`query`)."""
+        const = self._clock_const(which)
+        return self.query(lambda: float(self.m.nvmlDeviceGetMaxClockInfo(h, const)) * 1e6, None)
 
     def memory_bandwidth(self, h: Any) -> tuple[float, str] | None:
-        """Peak memory bandwidth in bytes/s: bus width × max memory clock × 2 (double data rate).
+        """(peak memory bandwidth in bytes/s, how it was found); None when not available.
 
-        HBM and GDDR transfer on both clock edges; NVML reports the memory clock itself.
+        Formula: ``nvmlDeviceGetMemoryBusWidth`` (bits) / 8 × ``nvmlDeviceGetMaxClockInfo``
+        (NVML_CLOCK_MEM, MHz → Hz) × 2: HBM and GDDR transfer on both clock
+        edges and NVML reports the memory clock itself. An NVML error (`query`),
+        a binding without either call, or a zero answer is None.
         """
         try:
-            bits = int(self.m.nvmlDeviceGetMemoryBusWidth(h))
-            clock = float(self.m.nvmlDeviceGetMaxClockInfo(h, self.m.NVML_CLOCK_MEM)) * 1e6
-        except Exception as e:
-            if self._is_nvml_error(e) or isinstance(e, AttributeError):
-                return None
-            raise
+            found = self.query(
+                lambda: (
+                    int(self.m.nvmlDeviceGetMemoryBusWidth(h)),
+                    float(self.m.nvmlDeviceGetMaxClockInfo(h, self.m.NVML_CLOCK_MEM)) * 1e6,
+                ),
+                None,
+            )
+        except AttributeError:  # a binding older than the call
+            return None
+        if found is None:
+            return None
+        bits, clock = found
         if bits <= 0 or clock <= 0:
             return None
         bw = bits / 8 * clock * 2
         return bw, f"NVML: {bits}-bit bus × {clock / 1e6:.0f} MHz × 2"
 
     def utilization(self, h: Any) -> tuple[float, float]:
+        """``nvmlDeviceGetUtilizationRates``: (GPU busy, memory-controller busy) ratios 0..1
+        over the driver's sample period (about 1 s). NVMLError propagates."""
         u = self.m.nvmlDeviceGetUtilizationRates(h)
         return float(u.gpu) / 100.0, float(u.memory) / 100.0
 
     def reasons(self, h: Any) -> int:
-        fn = getattr(self.m, "nvmlDeviceGetCurrentClocksEventReasons", None)
-        if fn is not None:
-            try:
-                return int(fn(h))
-            except Exception as e:
-                # Drivers older than 535 lack the new symbol.
-                if not self._is_nvml_error(e) or not self._function_missing(e):
-                    raise
-        return int(self.m.nvmlDeviceGetCurrentClocksThrottleReasons(h))
+        """The clocks-event reason bits (`NVML_FLAGS`): ``nvmlDeviceGetCurrentClocksEventReasons``,
+        else ``…ThrottleReasons`` (drivers older than 535 lack the new symbol). NVMLError
+        propagates."""
+        return int(
+            self._newer_or_older(
+                "nvmlDeviceGetCurrentClocksEventReasons",
+                "nvmlDeviceGetCurrentClocksThrottleReasons",
+                h,
+            )
+        )
 
     def power_limit_w(self, h: Any) -> float:
+        """``nvmlDeviceGetEnforcedPowerLimit`` (mW) in W. NVMLError propagates."""
         return float(self.m.nvmlDeviceGetEnforcedPowerLimit(h)) / 1000.0
 
-    def _function_missing(self, e: BaseException) -> bool:
-        return getattr(e, "value", None) == getattr(self.m, "NVML_ERROR_FUNCTION_NOT_FOUND", 13)
+
+# nvmlValueType_t → the nvmlValue_t union member that holds it (nvml.h).
+_VALUE_MEMBERS = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal",
+                  6: "usVal"}  # fmt: skip
 
 
 @dataclass
@@ -296,7 +368,15 @@ def _max_hz(a: NvmlAdapter, h: Any, which: str) -> dict[str, float]:
 
 @dataclass
 class NvmlSource(Source):
-    """One source per GPU."""
+    """One NVIDIA GPU through NVML: power (average, instant, memory rail), the energy counter
+    and its power, temperature, SM and memory clocks, utilisation, clocks-event reasons and
+    the enforced power limit; each only where a probe at discovery found it supported.
+
+    Groups (`NVML_CHANNELS`): "fast" power every 100 ms, the energy counter
+    once a second (~4 ms a call), the rest every 250 ms. Unavailable, with
+    the reason, when power, energy, temperature and clocks are all
+    unsupported (Jetson's NVML); a GPU without power is named in `missing`.
+    """
 
     order: ClassVar[int] = 10
     adapter: NvmlAdapter | None = None
@@ -306,6 +386,9 @@ class NvmlSource(Source):
 
     @classmethod
     def discover(cls, ctx: DiscoveryContext) -> list[Source]:
+        """One source per GPU ``nvmlDeviceGetCount`` reports; one unavailable source with
+        the reason when NVML cannot be loaded or initialised, or finds no GPU. NVML is shut
+        down again when no GPU is usable."""
         try:
             module = ctx.config.get("nvml_module")
             if not isinstance(module, ModuleType):
@@ -332,39 +415,8 @@ class NvmlSource(Source):
         i = self.index
         self.handle = h = a.handle(i)
         gpu = a.name(h)
-        probe = _Probe()
-
-        def attempt(key: str, fn: Any) -> Any:
-            try:
-                v = fn()
-            except Exception as e:
-                if not a._is_nvml_error(e):
-                    raise
-                probe.errors[key] = str(e)
-                return None
-            setattr(probe, key, True)
-            return v
-
-        attempt("power_avg", lambda: a.power_avg_w(h))
-        inst = attempt("power_instant", lambda: a.fields(h, [(FI_POWER_INSTANT, SCOPE_GPU)])[0])
-        if inst is None:
-            probe.power_instant = False
-        mem = attempt("power_memory", lambda: a.fields(h, [(FI_POWER_AVERAGE, SCOPE_MEMORY)])[0])
-        if mem is None:
-            probe.power_memory = False
-        attempt("energy", lambda: a.energy_j(h))
-        attempt("temperature", lambda: a.temperature_c(h))
-        attempt("clocks", lambda: a.clock_hz(h, "sm"))
-        attempt("utilization", lambda: a.utilization(h))
-        attempt("reasons", lambda: a.reasons(h))
-        limit = attempt("power_limit", lambda: a.power_limit_w(h))
-
-        supported = [
-            k
-            for k in ("power_avg", "power_instant", "energy", "temperature", "clocks")
-            if getattr(probe, k)
-        ]
-        if not supported:
+        probe, limit = _probe(a, h)
+        if not any(getattr(probe, k) for k in _CORE):
             # Jetson Orin: NVML initialises, reports a GPU, and supports none of this.
             first = next(iter(probe.errors.values()), "not supported")
             self.available = False
@@ -375,95 +427,146 @@ class NvmlSource(Source):
             return
         self.available = True
         self.reason = f"{gpu}, driver {a.driver()}"
-        if not (probe.power_avg or probe.power_instant or probe.energy):
-            # Older boards and drivers answer NOT_SUPPORTED for power while temperature
-            # and clocks work (nvidia-smi shows "N/A"): say so, or the GPU silently
-            # drops out of system power and J/token.
-            why = probe.errors.get("power_avg") or probe.errors.get("energy") or "not supported"
-            self.reason += f"; power not measured: NVML {why} for power and energy"
-            self.missing.append(f"GPU{i} ({gpu}) power not measured: NVML {why}")
-        pfx = f"gpu{i}"
-        note = {"device": gpu}
+        self._power_missing(probe, gpu)
         rows = [r for r in NVML_CHANNELS if getattr(probe, r.probe)]
         if not probe.power_limit or limit is None:
             rows = [r for r in rows if r.suffix != "power_limit"]
+        for key, build in (("fast", self._fast_group), ("energy", self._energy_group),
+                           ("state", self._state_group)):  # fmt: skip
+            group = build([r for r in rows if r.group == key], gpu)
+            if group is not None:
+                self.groups.append(group)
 
-        def channel(r: _Row) -> Channel:
-            meta: dict[str, Any] = {**note, **r.meta}
-            if r.dynamic_meta is not None:
-                meta.update(r.dynamic_meta(a, h))
-            if r.suffix == "energy":
-                meta["read_every_s"] = ENERGY_PERIOD_S
-            if r.suffix == "power_counter":
-                meta["energy_channel"] = f"{pfx}.energy"
-            return Channel(
-                id=f"{pfx}.{r.suffix}",
-                label=r.label.format(i=i),
-                source=self.name,
-                kind=r.kind,
-                unit=r.unit,
-                scope=r.scope,
-                method=r.method,
-                update_period_s=GROUP_PERIODS[r.group],
-                meta=meta,
-            )
+    def _power_missing(self, probe: _Probe, gpu: str) -> None:
+        """Older boards and drivers answer NOT_SUPPORTED for power while temperature and
+        clocks work (nvidia-smi shows "N/A"): say so in the reason and `missing`, or the GPU
+        silently drops out of system power and J/token."""
+        if probe.power_avg or probe.power_instant or probe.energy:
+            return
+        why = probe.errors.get("power_avg") or probe.errors.get("energy") or "not supported"
+        self.reason += f"; power not measured: NVML {why} for power and energy"
+        self.missing.append(f"GPU{self.index} ({gpu}) power not measured: NVML {why}")
 
-        fast = [r for r in rows if r.group == "fast"]
-        if fast:
-            field_ids = [r.nvml_field for r in fast if r.nvml_field is not None]
+    def _channel(self, r: _Row, gpu: str) -> Channel:
+        """The channel of row `r` for this GPU (``gpu<i>.<suffix>``)."""
+        a = self.adapter
+        assert a is not None
+        pfx = f"gpu{self.index}"
+        meta: dict[str, Any] = {"device": gpu, **r.meta}
+        if r.dynamic_meta is not None:
+            meta.update(r.dynamic_meta(a, self.handle))
+        if r.suffix == "energy":
+            meta["read_every_s"] = ENERGY_PERIOD_S
+        if r.suffix == "power_counter":
+            meta["energy_channel"] = f"{pfx}.energy"
+        return Channel(
+            id=f"{pfx}.{r.suffix}",
+            label=r.label.format(i=self.index),
+            source=self.name,
+            kind=r.kind,
+            unit=r.unit,
+            scope=r.scope,
+            method=r.method,
+            update_period_s=GROUP_PERIODS[r.group],
+            meta=meta,
+        )
 
-            def read_fast(t_ns: int) -> list[Value]:
-                fv = iter(a.fields(h, field_ids) if field_ids else [])
-                return [a.power_avg_w(h) if r.nvml_field is None else next(fv) for r in fast]
+    def _fast_group(self, fast: list[_Row], gpu: str) -> ReadGroup | None:
+        """Power every 100 ms: GetPowerUsage and the NVML power fields in one call."""
+        if not fast:
+            return None
+        a, h = self.adapter, self.handle
+        assert a is not None
+        field_ids = [r.nvml_field for r in fast if r.nvml_field is not None]
 
-            self.groups.append(
-                ReadGroup([channel(r) for r in fast], read_fast, POWER_PERIOD_S, cost_s=8e-6)
-            )
+        def read_fast(t_ns: int) -> list[Value]:
+            fv = iter(a.fields(h, field_ids) if field_ids else [])
+            return [a.power_avg_w(h) if r.nvml_field is None else next(fv) for r in fast]
 
-        energy = [r for r in rows if r.group == "energy"]
-        if energy:
-            # A 64-bit mJ counter since the driver loaded: a drop is a reset (reload).
-            counter = EnergyCounter(f"{pfx}.energy", None)
-            notes: list[tuple[str, dict[str, Any]]] = []
+        chans = [self._channel(r, gpu) for r in fast]
+        return ReadGroup(chans, read_fast, POWER_PERIOD_S, cost_s=8e-6)
 
-            def read_energy(t_ns: int) -> list[Value]:
-                dt = (t_ns - counter.last_t) / 1e9
-                e, p = counter.update(a.energy_j(h), t_ns, notes)
-                # A window under half the update period may not have moved.
-                return [e, p if dt >= POWER_PERIOD_S / 2 else None]
+    def _energy_group(self, energy: list[_Row], gpu: str) -> ReadGroup | None:
+        """The energy counter (J) and its power (W) once a second."""
+        if not energy:
+            return None
+        a, h = self.adapter, self.handle
+        assert a is not None
+        # A 64-bit mJ counter since the driver loaded: a drop is a reset (reload).
+        counter = EnergyCounter(f"gpu{self.index}.energy", None)
+        notes: list[tuple[str, dict[str, Any]]] = []
 
-            self.groups.append(
-                ReadGroup(
-                    [channel(r) for r in energy],
-                    read_energy,
-                    ENERGY_PERIOD_S,
-                    cost_s=4e-3,
-                    notes=notes,
-                )
-            )
+        def read_energy(t_ns: int) -> list[Value]:
+            dt = (t_ns - counter.last_t) / 1e9
+            e, p = counter.update(a.energy_j(h), t_ns, notes)
+            # A window under half the update period may not have moved.
+            return [e, p if dt >= POWER_PERIOD_S / 2 else None]
 
-        state = [r for r in rows if r.group == "state"]
-        if state:
+        chans = [self._channel(r, gpu) for r in energy]
+        return ReadGroup(chans, read_energy, ENERGY_PERIOD_S, cost_s=4e-3, notes=notes)
 
-            def read_state(t_ns: int) -> list[Value]:
-                done: dict[str, Any] = {}  # one NVML call per reader, per read
-                out: list[Value] = []
-                for r in state:
-                    assert r.read is not None
-                    key, pick = r.read
-                    if key not in done:
-                        done[key] = STATE_READERS[key](a, h)
-                    v = done[key]
-                    out.append(v[pick] if pick is not None else v)
-                return out
+    def _state_group(self, state: list[_Row], gpu: str) -> ReadGroup | None:
+        """Temperature, clocks, utilisation, reasons and limit every 250 ms; one NVML call per
+        `STATE_READERS` key and read."""
+        if not state:
+            return None
+        a, h = self.adapter, self.handle
+        assert a is not None
 
-            self.groups.append(
-                ReadGroup([channel(r) for r in state], read_state, STATE_PERIOD_S, cost_s=2e-5)
-            )
+        def read_state(t_ns: int) -> list[Value]:
+            done: dict[str, Any] = {}  # one NVML call per reader, per read
+            out: list[Value] = []
+            for r in state:
+                assert r.read is not None
+                key, pick = r.read
+                if key not in done:
+                    done[key] = STATE_READERS[key](a, h)
+                v = done[key]
+                out.append(v[pick] if pick is not None else v)
+            return out
+
+        chans = [self._channel(r, gpu) for r in state]
+        return ReadGroup(chans, read_state, STATE_PERIOD_S, cost_s=2e-5)
 
     def close(self) -> None:
+        """``nvmlShutdown``, by the first GPU's source only (they share one NVML session)."""
         if self._owner and self.adapter is not None:
             self.adapter.shutdown()
+
+
+# The probes of which at least one must pass for the GPU to be worth reading.
+_CORE = ("power_avg", "power_instant", "energy", "temperature", "clocks")
+
+
+def _field(a: NvmlAdapter, h: Any, fid: tuple[int, int]) -> float | None:
+    return a.fields(h, [fid])[0]
+
+
+def _probe(a: NvmlAdapter, h: Any) -> tuple[_Probe, float | None]:
+    """Each reading tried once (`NvmlAdapter.attempt`): which this GPU supports, the NVML
+    error text of each that failed, and the enforced power limit (W) or None."""
+    probe = _Probe()
+
+    def attempt(key: str, fn: Callable[[], Any]) -> Any:
+        v, err = a.attempt(fn)
+        if err is not None:
+            probe.errors[key] = err
+            return None
+        setattr(probe, key, True)
+        return v
+
+    attempt("power_avg", lambda: a.power_avg_w(h))
+    for key, fid in (("power_instant", (FI_POWER_INSTANT, SCOPE_GPU)),
+                     ("power_memory", (FI_POWER_AVERAGE, SCOPE_MEMORY))):  # fmt: skip
+        if attempt(key, partial(_field, a, h, fid)) is None:
+            setattr(probe, key, False)  # NVML answered, but not for this field
+    attempt("energy", lambda: a.energy_j(h))
+    attempt("temperature", lambda: a.temperature_c(h))
+    attempt("clocks", lambda: a.clock_hz(h, "sm"))
+    attempt("utilization", lambda: a.utilization(h))
+    attempt("reasons", lambda: a.reasons(h))
+    limit = attempt("power_limit", lambda: a.power_limit_w(h))
+    return probe, limit
 
 
 def gpu_memory_bandwidth(index: int = 0) -> tuple[float, str, str] | None:

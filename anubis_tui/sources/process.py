@@ -31,6 +31,11 @@ class _Tracked:
 
 @dataclass
 class ProcessSource(Source):
+    """psutil: system CPU utilisation (ratio of all cores) and memory used (bytes), and per
+    role (`ROLES`) a process's CPU (ratio of one core) and resident memory (bytes).
+    A role with no process reads None; `attach` sets one.
+    """
+
     order: ClassVar[int] = 80
     tracked: dict[str, _Tracked] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -38,6 +43,7 @@ class ProcessSource(Source):
 
     @classmethod
     def discover(cls, ctx: DiscoveryContext) -> list[Source]:
+        """Always one available source (psutil is a dependency); anubis itself is ``self``."""
         src = cls(name="process", available=True, reason=f"psutil {psutil.__version__}")
         chans = [
             Channel(

@@ -20,6 +20,7 @@ from anubis_tui.sources.base import (
     EnergyCounter,
     ReadGroup,
     Source,
+    derived_power,
     read_int,
     read_text,
     unique_dirs,
@@ -48,6 +49,9 @@ def rapl_domain(qualified: str) -> str:
 
 
 def zone_scope(name: str) -> str:
+    """The meter-tree scope of a RAPL zone's leaf name (``package-0`` → ``cpu-package``,
+    ``core``, ``uncore``, ``dram``, ``psys`` → ``platform``); other names as they are.
+    """
     if name.startswith("package"):
         return "cpu-package"
     return {"core": "cpu-core", "uncore": "uncore", "dram": "dram", "psys": "platform"}.get(
@@ -75,6 +79,10 @@ def vendor_range_uj(ctx: DiscoveryContext) -> int | None:
 
 @dataclass
 class Zone:
+    """One powercap RAPL zone: its directory, qualified name, provider (MMIO or MSR), the
+    wrap range of its ``energy_uj`` counter (µJ) and the EnergyCounter that unwraps it.
+    """
+
     path: Path
     name: str  # qualified: package-0, package-0/core, psys
     mmio: bool
@@ -85,6 +93,7 @@ class Zone:
 
     @property
     def range_uj(self) -> int | None:
+        """The counter's wrap range in µJ: ``max_energy_range_uj``, else the vendor's usual one."""
         return self.max_range_uj or self.assumed_range_uj
 
     def __post_init__(self) -> None:
@@ -95,53 +104,33 @@ class Zone:
 
 @dataclass
 class RaplSource(Source):
+    """Every readable RAPL zone: its energy counter (``energy_uj``, µJ → J, unwrapped at
+    ``max_energy_range_uj``) and the power derived from it (W), read every millisecond.
+
+    Unavailable, with the reason (and the chmod / sysfs.conf fix when
+    ``energy_uj`` is root-only, CVE-2020-8694), when no zone reads. A zone
+    whose ``max_energy_range_uj`` cannot be read wraps at this vendor's usual
+    range (`ASSUMED_RANGE_UJ`), said in the reason.
+    """
+
     order: ClassVar[int] = 20
     zones: list[Zone] = field(default_factory=list)
 
     @classmethod
     def discover(cls, ctx: DiscoveryContext) -> list[Source]:
+        """One source for every zone under ``/sys/class/powercap`` (`ZONE_RE`, a zone and its
+        subzones), or one unavailable source with the reason."""
         base = ctx.root.path("/sys/class/powercap")
         if not base.is_dir():
             return [cls(name="rapl", reason="no /sys/class/powercap (no RAPL, or not exposed)")]
-        candidates: list[Path] = []
-        for p in sorted(base.iterdir()):
-            if ZONE_RE.match(p.name) and p.is_dir():
-                candidates.append(p)
-                candidates.extend(
-                    sorted(c for c in p.iterdir() if ZONE_RE.match(c.name) and c.is_dir())
-                )
         found: dict[str, Zone] = {}
         denied: list[str] = []
         range_denied: list[str] = []
-        for p in unique_dirs(candidates):
-            name = _read_name(p)
-            if name is None:
-                continue
-            parent = p.name.count(":") == 2
-            if parent:
-                # /sys/class/powercap/intel-rapl:0:0 is a symlink: its zone parent is in devices/.
-                real_parent = p.resolve().parent
-                parent_name = _read_name(real_parent) or real_parent.name
-                name = f"{parent_name}/{name}"
-            mmio = "mmio" in p.name
-            try:
-                first = read_int(p / "energy_uj")
-            except PermissionError:
-                denied.append(name)
-                continue
-            if first is None:
-                continue
-            try:
-                max_range = read_int(p / "max_energy_range_uj")
-            except PermissionError:
-                # Only energy_uj was made readable (the usual sysfs.conf workaround after
-                # CVE-2020-8694): this costs the wrap range, not the zone.
-                max_range = None
-                range_denied.append(name)
-            zone = Zone(p, name, mmio, max_range or None, vendor_range_uj(ctx))
-            prev = found.get(name)
-            if prev is None or (mmio and not prev.mmio):
-                found[name] = zone
+        for p in unique_dirs(_candidates(base)):
+            zone = _zone(p, ctx, denied, range_denied)
+            prev = found.get(zone.name) if zone is not None else None
+            if zone is not None and (prev is None or (zone.mmio and not prev.mmio)):
+                found[zone.name] = zone
         if not found:
             if denied:
                 return [
@@ -149,14 +138,21 @@ class RaplSource(Source):
                 ]
             return [cls(name="rapl", reason="powercap has no readable RAPL zone")]
         src = cls(name="rapl", available=True, zones=list(found.values()))
-        src.reason = "powercap " + ", ".join(z.name for z in src.zones)
+        src._explain(denied, range_denied)
+        src._build()
+        return [src]
+
+    def _explain(self, denied: list[str], range_denied: list[str]) -> None:
+        """The reason: the zones read, those denied (also in `missing`), and the wrap range
+        assumed where ``max_energy_range_uj`` was not readable."""
+        self.reason = "powercap " + ", ".join(z.name for z in self.zones)
         if denied:
-            src.reason += f" (not readable: {', '.join(sorted(set(denied)))})"
-            src.missing += [f"RAPL {d} energy not readable: {PERMISSION_FIX}" for d in denied]
-        assumed = [z for z in src.zones if z.name in range_denied]
+            self.reason += f" (not readable: {', '.join(sorted(set(denied)))})"
+            self.missing += [f"RAPL {d} energy not readable: {PERMISSION_FIX}" for d in denied]
+        assumed = [z for z in self.zones if z.name in range_denied]
         if assumed:
             rng = assumed[0].range_uj
-            src.reason += (
+            self.reason += (
                 f"; max_energy_range_uj not readable ({', '.join(z.name for z in assumed)}): "
                 + (
                     f"wraps assumed at {rng / 1e6:,.0f} J (2^32 energy units of this vendor)"
@@ -164,8 +160,6 @@ class RaplSource(Source):
                     else "a drop in the counter counts as a reset"
                 )
             )
-        src._build()
-        return [src]
 
     def _build(self) -> None:
         chans: list[Channel] = []
@@ -181,32 +175,18 @@ class RaplSource(Source):
                 meta["wrap_range"] = "assumed" if z.assumed_range_uj else "unknown"
             if leaf == "psys":
                 meta["note"] = "platform power; contains the packages, never summed with them"
-            chans.append(
-                Channel(
-                    id=f"{cid}.energy",
-                    label=f"RAPL {z.name} energy",
-                    source=self.name,
-                    kind="energy",
-                    unit="J",
-                    scope=zone_scope(leaf),
-                    method="counter",
-                    update_period_s=RAPL_PERIOD_S,
-                    meta=meta,
-                )
+            energy = Channel(
+                id=f"{cid}.energy",
+                label=f"RAPL {z.name} energy",
+                source=self.name,
+                kind="energy",
+                unit="J",
+                scope=zone_scope(leaf),
+                method="counter",
+                update_period_s=RAPL_PERIOD_S,
+                meta=meta,
             )
-            chans.append(
-                Channel(
-                    id=f"{cid}.power",
-                    label=f"RAPL {z.name} power",
-                    source=self.name,
-                    kind="power",
-                    unit="W",
-                    scope=zone_scope(leaf),
-                    method="derived",
-                    update_period_s=RAPL_PERIOD_S,
-                    meta={**meta, "energy_channel": f"{cid}.energy"},
-                )
-            )
+            chans += [energy, derived_power(energy, f"{cid}.power", f"RAPL {z.name} power")]
         self.groups = [ReadGroup(chans, self._read, RAPL_PERIOD_S, cost_s=2e-5)]
 
     def _read(self, t_ns: int) -> list[Value]:
@@ -227,3 +207,45 @@ def _read_name(p: Path) -> str | None:
         return read_text(p / "name")
     except OSError:
         return None
+
+
+def _candidates(base: Path) -> list[Path]:
+    """Zone directories under powercap: each top zone, then its subzones."""
+    candidates: list[Path] = []
+    for p in sorted(base.iterdir()):
+        if ZONE_RE.match(p.name) and p.is_dir():
+            candidates.append(p)
+            candidates.extend(
+                sorted(c for c in p.iterdir() if ZONE_RE.match(c.name) and c.is_dir())
+            )
+    return candidates
+
+
+def _zone(
+    p: Path, ctx: DiscoveryContext, denied: list[str], range_denied: list[str]
+) -> Zone | None:
+    """The Zone at `p`, named ``<parent>/<name>`` for a subzone; None if it has no name or
+    its ``energy_uj`` does not read (root-only ones are added to `denied`; a zone whose
+    ``max_energy_range_uj`` is root-only is added to `range_denied`)."""
+    name = _read_name(p)
+    if name is None:
+        return None
+    if p.name.count(":") == 2:
+        # /sys/class/powercap/intel-rapl:0:0 is a symlink: its zone parent is in devices/.
+        real_parent = p.resolve().parent
+        name = f"{_read_name(real_parent) or real_parent.name}/{name}"
+    try:
+        first = read_int(p / "energy_uj")
+    except PermissionError:
+        denied.append(name)
+        return None
+    if first is None:
+        return None
+    try:
+        max_range = read_int(p / "max_energy_range_uj")
+    except PermissionError:
+        # Only energy_uj was made readable (the usual sysfs.conf workaround after
+        # CVE-2020-8694): this costs the wrap range, not the zone.
+        max_range = None
+        range_denied.append(name)
+    return Zone(p, name, "mmio" in p.name, max_range or None, vendor_range_uj(ctx))

@@ -73,6 +73,7 @@ class Meter:
     why: str
 
     def to_plain(self) -> dict[str, object]:
+        """The meter as a JSON-ready dict (``anubis sensors --json``)."""
         return {
             "channel": self.channel,
             "label": self.label,
@@ -154,46 +155,68 @@ def choose_system_power(
     counter-derived one is preferred (exact energy), then an averaged one,
     then an instant one. `missing` lists meters the sources found but cannot
     read ("GPU0 power not measured: NVML Not Supported"); they, and every part
-    that is estimated, go into `uncovered`.
+    that is estimated, go into `uncovered`. None when there is no power
+    channel at all (not even an estimate).
     """
-    power = [c for c in channels if c.kind == "power" and not c.meta.get("is_limit")]
-    energy = {c.id: c for c in channels if c.kind == "energy" and c.method == "counter"}
-    meters: dict[str, Meter] = {}
+    tree = _MeterTree(channels, missing)
+    for tier in (_board_input, _platform, _module_rails, _components, _battery, _estimate):
+        sp = tier(tree)
+        if sp is not None:
+            return sp
+    return None
 
-    def note(c: Channel, role: str, parent: str | None, why: str) -> None:
-        meters[c.id] = Meter(c.id, c.label, c.scope, c.method, role, parent, why)
 
-    # One channel per quantity: the same meter read several ways, or two drivers of one domain.
-    reps: list[Channel] = []
-    by_q: dict[tuple[str, ...], list[Channel]] = {}
-    for c in power:
-        if c.method != "estimated":
-            by_q.setdefault(_quantity(c), []).append(c)
-    for cs in by_q.values():
-        cs.sort(key=_pick_order)
-        reps.append(cs[0])
-        for other in cs[1:]:
-            if other.source == cs[0].source:
-                note(
-                    other,
-                    "alternative",
-                    cs[0].id,
-                    f"the same meter as {cs[0].id}, read another way",
-                )
-            else:
-                note(other, "same-domain", cs[0].id, f"measures the same domain as {cs[0].id}")
-    ids = {c.id for c in reps}
+class _MeterTree:
+    """The power channels placed in the meter tree: one representative per quantity
+    (`reps`), the outermost ones (`roots`), and the role noted for each meter."""
 
-    def container(c: Channel) -> Channel | None:
+    def __init__(self, channels: list[Channel], missing: list[str] | tuple[str, ...]) -> None:
+        self.power = [c for c in channels if c.kind == "power" and not c.meta.get("is_limit")]
+        self.energy = {c.id: c for c in channels if c.kind == "energy" and c.method == "counter"}
+        self.missing = missing
+        self.uncovered = list(missing)
+        self.meters: dict[str, Meter] = {}
+        self.reps = self._representatives()
+        self.ids = {c.id for c in self.reps}
+        self.roots = self._roots()
+
+    def note(self, c: Channel, role: str, parent: str | None, why: str) -> None:
+        """Record the role `c` plays (the last word on a channel wins)."""
+        self.meters[c.id] = Meter(c.id, c.label, c.scope, c.method, role, parent, why)
+
+    def _representatives(self) -> list[Channel]:
+        """One channel per quantity: the same meter read several ways, or two drivers of
+        one domain, count once (`_pick_order` chooses)."""
+        reps: list[Channel] = []
+        by_q: dict[tuple[str, ...], list[Channel]] = {}
+        for c in self.power:
+            if c.method != "estimated":
+                by_q.setdefault(_quantity(c), []).append(c)
+        for cs in by_q.values():
+            cs.sort(key=_pick_order)
+            first = cs[0]
+            reps.append(first)
+            for other in cs[1:]:
+                if other.source == first.source:
+                    why = f"the same meter as {first.id}, read another way"
+                    self.note(other, "alternative", first.id, why)
+                else:
+                    self.note(
+                        other, "same-domain", first.id, f"measures the same domain as {first.id}"
+                    )
+        return reps
+
+    def _container(self, c: Channel) -> Channel | None:
+        """The measured meter `c` is inside: its ``within``, else the nearest by scope."""
         within = c.meta.get("within")
-        if isinstance(within, str) and within in ids:
-            return next(p for p in reps if p.id == within)
+        if isinstance(within, str) and within in self.ids:
+            return next(p for p in self.reps if p.id == within)
         outer = CONTAINED_BY.get(c.scope)
         if outer is None:
             return None
         cands = [
             p
-            for p in reps
+            for p in self.reps
             if p is not c
             and p.scope in outer
             and (c.scope not in SAME_SOURCE or p.source == c.source)
@@ -201,101 +224,126 @@ def choose_system_power(
         cands.sort(key=lambda p: (p.source != c.source, p.scope != "board-input"))
         return cands[0] if cands else None
 
-    roots: list[Channel] = []
-    for c in reps:
-        parent = container(c)
-        if parent is not None:
-            note(c, "inside", parent.id, f"inside {parent.id}: never added to it")
-        elif c.scope in CONTAINED_BY or c.meta.get("module_rail"):
-            roots.append(c)
-        else:
-            note(c, "not-placed", None, f"scope {c.scope!r}: its place in the machine is unknown")
+    def _roots(self) -> list[Channel]:
+        roots: list[Channel] = []
+        for c in self.reps:
+            parent = self._container(c)
+            if parent is not None:
+                self.note(c, "inside", parent.id, f"inside {parent.id}: never added to it")
+            elif c.scope in CONTAINED_BY or c.meta.get("module_rail"):
+                roots.append(c)
+            else:
+                why = f"scope {c.scope!r}: its place in the machine is unknown"
+                self.note(c, "not-placed", None, why)
+        return roots
 
-    def counters_for(chosen: list[Channel]) -> tuple[str, ...]:
+    def counters_for(self, chosen: list[Channel]) -> tuple[str, ...]:
+        """The energy counters of `chosen`, when every one of them has one; else ()."""
         cids = [c.meta.get("energy_channel") for c in chosen]
-        if all(isinstance(i, str) and i in energy for i in cids):
+        if all(isinstance(i, str) and i in self.energy for i in cids):
             return tuple(str(i) for i in cids)
         return ()
 
-    uncovered = list(missing)
-
-    def make(tier: str, chosen: list[Channel], why: str) -> SystemPower:
+    def make(self, tier: str, chosen: list[Channel], why: str) -> SystemPower:
+        """The SystemPower of `tier` summing `chosen`; every other meter noted as unused."""
         for c in chosen:
-            note(c, "chosen", None, f"counted in system power ({tier})")
-        for c in roots:
-            if c.id not in meters:
-                note(c, "unused", None, f"not needed: system power is {tier}")
-        for c in power:
-            if c.id not in meters:
-                note(c, "unused", None, "estimate not needed: measured meters cover this")
+            self.note(c, "chosen", None, f"counted in system power ({tier})")
+        for c in self.roots:
+            if c.id not in self.meters:
+                self.note(c, "unused", None, f"not needed: system power is {tier}")
+        for c in self.power:
+            if c.id not in self.meters:
+                self.note(c, "unused", None, "estimate not needed: measured meters cover this")
+        counters = self.counters_for(chosen)
         methods = {c.method for c in chosen}
-        method = (
-            "estimated"
-            if "estimated" in methods
-            else ("counter" if counters_for(chosen) else "derived")
-        )
-        order = {c.id: k for k, c in enumerate(power)}
-        if missing:  # a meter that exists but cannot be read is named in the reason itself
-            why = why + "; " + "; ".join(dict.fromkeys(missing))
+        method = "estimated" if "estimated" in methods else ("counter" if counters else "derived")
+        order = {c.id: k for k, c in enumerate(self.power)}
+        if self.missing:  # a meter that exists but cannot be read is named in the reason itself
+            why = why + "; " + "; ".join(dict.fromkeys(self.missing))
         return SystemPower(
             channels=tuple(c.id for c in chosen),
-            energy_channels=counters_for(chosen),
+            energy_channels=counters,
             tier=tier,
             method=method,
             reason=why,
-            meters=tuple(sorted(meters.values(), key=lambda m: order.get(m.channel, 0))),
-            uncovered=tuple(dict.fromkeys(uncovered)),
+            meters=tuple(sorted(self.meters.values(), key=lambda m: order.get(m.channel, 0))),
+            uncovered=tuple(dict.fromkeys(self.uncovered)),
         )
 
-    board = [c for c in roots if c.scope == "board-input"]
-    if board:
-        b = board[0]
-        note_ = b.meta.get("note")
-        if isinstance(note_, str) and "excludes" in note_:
-            uncovered.append(f"{b.label}: {note_}")
-        return make("board-input", [b], f"{b.label}: power into the board, the widest scope")
-    psys = [c for c in roots if c.scope == "platform"]
-    if psys:
-        return make("platform", psys[:1], "RAPL psys: platform power (contains the CPU packages)")
-    rails = [c for c in roots if c.meta.get("module_rail")]
-    branch = [c for c in roots if c.scope in BRANCHES]
-    if rails:
-        rail_names = " + ".join(str(c.meta.get("rail", c.label)) for c in rails)
-        uncovered.append("the carrier board: no VDD_IN rail on this module")
-        return make(
-            "module-rails",
-            rails + [c for c in branch if c.scope == "gpu"],
-            f"sum of the module's rails {rail_names} (measured; no VDD_IN on this module)",
-        )
-    if branch:
-        parts = sorted(branch, key=lambda c: BRANCHES.index(c.scope))
-        names: list[str] = []
-        gpus = [c for c in parts if c.scope == "gpu"]
-        if gpus:
-            names.append(f"{len(gpus)} GPU")
-        for scope, name in (
-            ("apu-package", "APU package"),
-            ("cpu-package", "CPU package"),
-            ("dram", "DRAM"),
-            ("soc", "PMIC rails (internal only)"),
-        ):
-            if any(c.scope == scope for c in parts):
-                names.append(name)
-        why = " + ".join(names) + " (measured)"
-        if not any(c.scope in CPU_BRANCHES for c in parts):
-            est = [c for c in power if c.method == "estimated" and c.scope == "cpu-package"]
-            if est:
-                parts += est[:1]
-                why += " + CPU package (estimated: no RAPL here)"
-                uncovered.append("the CPU: estimated from CPU load, not measured (no RAPL here)")
-        uncovered.append("the rest of the board (fans, disks, PSU losses): no input meter")
-        return make("components", parts, why)
-    batt = [c for c in power if c.scope == "battery" and c.method != "estimated"]
-    if batt:
-        uncovered.append("everything while on AC power: battery discharge is the only meter")
-        return make("battery", batt[:1], "battery discharge (only while on battery)")
-    est = [c for c in power if c.method == "estimated"]
-    if est:
-        uncovered.append("the whole machine: no power meter, estimated from CPU load")
-        return make("estimate", est[:1], "no power sensor: estimated from CPU load")
-    return None
+    def branches(self) -> list[Channel]:
+        """The outermost meters whose scope is one of `BRANCHES`."""
+        return [c for c in self.roots if c.scope in BRANCHES]
+
+
+def _board_input(t: _MeterTree) -> SystemPower | None:
+    board = [c for c in t.roots if c.scope == "board-input"]
+    if not board:
+        return None
+    b = board[0]
+    note_ = b.meta.get("note")
+    if isinstance(note_, str) and "excludes" in note_:
+        t.uncovered.append(f"{b.label}: {note_}")
+    return t.make("board-input", [b], f"{b.label}: power into the board, the widest scope")
+
+
+def _platform(t: _MeterTree) -> SystemPower | None:
+    psys = [c for c in t.roots if c.scope == "platform"]
+    if not psys:
+        return None
+    return t.make("platform", psys[:1], "RAPL psys: platform power (contains the CPU packages)")
+
+
+def _module_rails(t: _MeterTree) -> SystemPower | None:
+    rails = [c for c in t.roots if c.meta.get("module_rail")]
+    if not rails:
+        return None
+    rail_names = " + ".join(str(c.meta.get("rail", c.label)) for c in rails)
+    t.uncovered.append("the carrier board: no VDD_IN rail on this module")
+    return t.make(
+        "module-rails",
+        rails + [c for c in t.branches() if c.scope == "gpu"],
+        f"sum of the module's rails {rail_names} (measured; no VDD_IN on this module)",
+    )
+
+
+_BRANCH_NAMES = (
+    ("apu-package", "APU package"),
+    ("cpu-package", "CPU package"),
+    ("dram", "DRAM"),
+    ("soc", "PMIC rails (internal only)"),
+)
+
+
+def _components(t: _MeterTree) -> SystemPower | None:
+    branch = t.branches()
+    if not branch:
+        return None
+    parts = sorted(branch, key=lambda c: BRANCHES.index(c.scope))
+    gpus = [c for c in parts if c.scope == "gpu"]
+    names = [f"{len(gpus)} GPU"] if gpus else []
+    names += [name for scope, name in _BRANCH_NAMES if any(c.scope == scope for c in parts)]
+    why = " + ".join(names) + " (measured)"
+    if not any(c.scope in CPU_BRANCHES for c in parts):
+        est = [c for c in t.power if c.method == "estimated" and c.scope == "cpu-package"]
+        if est:
+            parts += est[:1]
+            why += " + CPU package (estimated: no RAPL here)"
+            t.uncovered.append("the CPU: estimated from CPU load, not measured (no RAPL here)")
+    t.uncovered.append("the rest of the board (fans, disks, PSU losses): no input meter")
+    return t.make("components", parts, why)
+
+
+def _battery(t: _MeterTree) -> SystemPower | None:
+    batt = [c for c in t.power if c.scope == "battery" and c.method != "estimated"]
+    if not batt:
+        return None
+    t.uncovered.append("everything while on AC power: battery discharge is the only meter")
+    return t.make("battery", batt[:1], "battery discharge (only while on battery)")
+
+
+def _estimate(t: _MeterTree) -> SystemPower | None:
+    est = [c for c in t.power if c.method == "estimated"]
+    if not est:
+        return None
+    t.uncovered.append("the whole machine: no power meter, estimated from CPU load")
+    return t.make("estimate", est[:1], "no power sensor: estimated from CPU load")

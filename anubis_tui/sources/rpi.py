@@ -16,7 +16,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from anubis_tui.records import Channel, Value
 from anubis_tui.sources.base import DiscoveryContext, ReadGroup, Source, read_int, read_text
@@ -62,6 +62,16 @@ def parse_pmic(text: str) -> dict[str, float]:
 
 @dataclass
 class RaspberryPiSource(Source):
+    """A Raspberry Pi's firmware throttle flags (sysfs ``get_throttled``, else ``vcgencmd
+    get_throttled``; bits per `RPI_FLAGS`/`RPI_STICKY`), the ``rpi_volt`` hwmon
+    under-voltage alarm, and on a Pi 5 the PMIC rails (``vcgencmd pmic_read_adc``, W per
+    rail and their total).
+
+    Unavailable, with the reason, off a Pi. A vcgencmd that fails or is
+    absent on a Pi 5 is named in `missing` with the fix (group video,
+    raspi-utils).
+    """
+
     order: ClassVar[int] = 26
     throttled_path: Path | None = None
     vcgencmd: str | None = None
@@ -71,94 +81,16 @@ class RaspberryPiSource(Source):
 
     @classmethod
     def discover(cls, ctx: DiscoveryContext) -> list[Source]:
+        """One source when a firmware interface answers; else one unavailable source whose
+        reason names what was missing."""
         src = cls(name="rpi")
-        paths = ctx.root.glob("/sys/devices/platform/soc", "soc:firmware/get_throttled")
-        paths += ctx.root.glob("/sys/devices/platform", "soc@*/*firmware*/get_throttled")
-        src.throttled_path = paths[0] if paths else None
-        model = read_text(ctx.root.path("/proc/device-tree/model")) or ""
-        vc = shutil.which("vcgencmd")
-        if vc and (src.throttled_path is None or "Raspberry Pi" in model):
-            src.vcgencmd = vc
-        for hw in ctx.root.glob("/sys/class/hwmon", "hwmon*"):
-            if read_text(hw / "name") == "rpi_volt" and (hw / "in0_lcrit_alarm").exists():
-                src.volt_alarm = hw / "in0_lcrit_alarm"
-                break
-        if src.throttled_path is None and src.vcgencmd:
-            out, err = run_tool(src.vcgencmd, "get_throttled")
-            src.flags_tool = out is not None
-            if out is None:
-                src.missing.append(f"firmware throttle flags not read: {vcgencmd_fix(err)}")
-        chans: list[Channel] = []
-        if src.throttled_path is not None or src.flags_tool:
-            chans.append(
-                Channel(
-                    id="rpi.throttled",
-                    label="firmware throttle flags",
-                    source=src.name,
-                    kind="throttle",
-                    unit="flags",
-                    scope="soc",
-                    method="instant",
-                    update_period_s=FIRMWARE_PERIOD_S,
-                    meta={
-                        "flags": dict(RPI_FLAGS),
-                        "sticky": dict(RPI_STICKY),
-                        "via": "sysfs" if src.throttled_path else "vcgencmd",
-                    },
-                )
-            )
-        if src.volt_alarm is not None:
-            chans.append(
-                Channel(
-                    id="rpi.undervoltage",
-                    label="rpi_volt under-voltage alarm",
-                    source=src.name,
-                    kind="throttle",
-                    unit="flags",
-                    scope="board-input",
-                    method="instant",
-                    update_period_s=FIRMWARE_PERIOD_S,
-                    meta={"flags": {0x1: "under_voltage"}},
-                )
-            )
-        if chans:
-            src.groups.append(ReadGroup(chans, src._read_flags, FIRMWARE_PERIOD_S))
+        model = src._find(ctx)
+        flags = src._flags_group()
+        if flags is not None:
+            src.groups.append(flags)
         if src.vcgencmd:
-            out, err = run_tool(src.vcgencmd, "pmic_read_adc")
-            rails = parse_pmic(out or "")
-            if out is None and "Raspberry Pi 5" in model:
-                src.missing.append(f"Pi 5 PMIC power not measured: {vcgencmd_fix(err)}")
-            if rails:
-                src.pmic_rails = list(rails)
-                pchans = [
-                    Channel(
-                        id="rpi.pmic.total",
-                        label="PMIC rails total",
-                        source=src.name,
-                        kind="power",
-                        unit="W",
-                        scope="soc",
-                        method="derived",
-                        update_period_s=PMIC_PERIOD_S,
-                        meta={"note": "internal PMIC rails only; excludes USB and the 5 V input"},
-                    )
-                ]
-                pchans += [
-                    Channel(
-                        id=f"rpi.pmic.{r}",
-                        label=f"{r} power",
-                        source=src.name,
-                        kind="power",
-                        unit="W",
-                        scope="soc-rail",
-                        method="derived",
-                        update_period_s=PMIC_PERIOD_S,
-                        meta={"rail": r},
-                    )
-                    for r in src.pmic_rails
-                ]
-                src.groups.append(ReadGroup(pchans, src._read_pmic, PMIC_PERIOD_S, cost_s=5e-3))
-        if "Raspberry Pi 5" in model and not vc:
+            src._pmic(model)
+        if "Raspberry Pi 5" in model and not src.vcgencmd:
             src.missing.append(
                 "Pi 5 PMIC power not measured: vcgencmd not found (it comes with the "
                 "raspi-utils package on Raspberry Pi OS)"
@@ -174,6 +106,124 @@ class RaspberryPiSource(Source):
         if src.missing:
             src.reason += "; " + "; ".join(src.missing)
         return [src]
+
+    def _find(self, ctx: DiscoveryContext) -> str:
+        """Find the get_throttled file, vcgencmd and the rpi_volt alarm; the model name
+        (``/proc/device-tree/model``, "" if none)."""
+        paths = ctx.root.glob("/sys/devices/platform/soc", "soc:firmware/get_throttled")
+        paths += ctx.root.glob("/sys/devices/platform", "soc@*/*firmware*/get_throttled")
+        self.throttled_path = paths[0] if paths else None
+        model = read_text(ctx.root.path("/proc/device-tree/model")) or ""
+        vc = shutil.which("vcgencmd")
+        if vc and (self.throttled_path is None or "Raspberry Pi" in model):
+            self.vcgencmd = vc
+        for hw in ctx.root.glob("/sys/class/hwmon", "hwmon*"):
+            if read_text(hw / "name") == "rpi_volt" and (hw / "in0_lcrit_alarm").exists():
+                self.volt_alarm = hw / "in0_lcrit_alarm"
+                break
+        if self.throttled_path is None and self.vcgencmd:
+            out, err = run_tool(self.vcgencmd, "get_throttled")
+            self.flags_tool = out is not None
+            if out is None:
+                self.missing.append(f"firmware throttle flags not read: {vcgencmd_fix(err)}")
+        return model
+
+    def _flags_group(self) -> ReadGroup | None:
+        """The throttle flags and under-voltage alarm, every 2 s (the firmware's refresh)."""
+        chans: list[Channel] = []
+        if self.throttled_path is not None or self.flags_tool:
+            meta = {
+                "flags": dict(RPI_FLAGS),
+                "sticky": dict(RPI_STICKY),
+                "via": "sysfs" if self.throttled_path else "vcgencmd",
+            }
+            chans.append(
+                self._channel(
+                    "rpi.throttled",
+                    "firmware throttle flags",
+                    "throttle",
+                    "flags",
+                    "soc",
+                    "instant",
+                    FIRMWARE_PERIOD_S,
+                    meta,
+                )
+            )
+        if self.volt_alarm is not None:
+            chans.append(
+                self._channel(
+                    "rpi.undervoltage",
+                    "rpi_volt under-voltage alarm",
+                    "throttle",
+                    "flags",
+                    "board-input",
+                    "instant",
+                    FIRMWARE_PERIOD_S,
+                    {"flags": {0x1: "under_voltage"}},
+                )
+            )
+        return ReadGroup(chans, self._read_flags, FIRMWARE_PERIOD_S) if chans else None
+
+    def _pmic(self, model: str) -> None:
+        """The Pi 5 PMIC rails (W) and their total, once a second, where pmic_read_adc answers."""
+        assert self.vcgencmd
+        out, err = run_tool(self.vcgencmd, "pmic_read_adc")
+        rails = parse_pmic(out or "")
+        if out is None and "Raspberry Pi 5" in model:
+            self.missing.append(f"Pi 5 PMIC power not measured: {vcgencmd_fix(err)}")
+        if not rails:
+            return
+        self.pmic_rails = list(rails)
+        note = {"note": "internal PMIC rails only; excludes USB and the 5 V input"}
+        pchans = [
+            self._channel(
+                "rpi.pmic.total",
+                "PMIC rails total",
+                "power",
+                "W",
+                "soc",
+                "derived",
+                PMIC_PERIOD_S,
+                note,
+            )
+        ]
+        pchans += [
+            self._channel(
+                f"rpi.pmic.{r}",
+                f"{r} power",
+                "power",
+                "W",
+                "soc-rail",
+                "derived",
+                PMIC_PERIOD_S,
+                {"rail": r},
+            )
+            for r in self.pmic_rails
+        ]
+        self.groups.append(ReadGroup(pchans, self._read_pmic, PMIC_PERIOD_S, cost_s=5e-3))
+
+    def _channel(
+        self,
+        cid: str,
+        label: str,
+        kind: str,
+        unit: str,
+        scope: str,
+        method: str,
+        period: float,
+        meta: dict[str, Any],
+    ) -> Channel:
+        return Channel(
+            id=cid,
+            label=label,
+            source=self.name,
+            kind=kind,
+            unit=unit,
+            scope=scope,
+            method=method,
+            update_period_s=period,
+            meta=meta,
+        )
 
     def _read_flags(self, t_ns: int) -> list[Value]:
         out: list[Value] = []

@@ -26,6 +26,9 @@ ZONE_PERIOD_S = 0.5  # Orin tj-thermal was seen polled every 1024 ms; most zones
 
 
 def zone_scope(zone_type: str) -> str:
+    """The meter-tree scope of a thermal zone from its ``type`` (``x86_pkg_temp`` →
+    ``cpu-package``, ``gpu-thermal`` → ``gpu``, ``tj-thermal`` → ``soc`` …); else ``system``.
+    """
     t = zone_type.lower()
     if "pkg" in t or t.startswith(("cpu", "x86")):
         return "cpu-package" if "pkg" in t else "cpu"
@@ -40,11 +43,19 @@ def zone_scope(zone_type: str) -> str:
 
 @dataclass
 class ThermalZoneSource(Source):
+    """Every thermal zone's temperature (``temp``, m°C → °C) with its ``critical`` trip as
+    ``critical_c`` and its first ``passive``/``hot`` trip as ``trip_c``. An empty or
+    exactly 0 m°C reading is None.
+    """
+
     order: ClassVar[int] = 40
     paths: list[str] = field(default_factory=list)
 
     @classmethod
     def discover(cls, ctx: DiscoveryContext) -> list[Source]:
+        """One source over ``/sys/class/thermal/thermal_zone*`` (zones named like an hwmon chip
+        already found skipped; repeated types numbered), or one unavailable source.
+        """
         zones = ctx.root.glob("/sys/class/thermal", "thermal_zone*")
         if not zones:
             return [cls(name="thermal", reason="no /sys/class/thermal zones")]

@@ -28,6 +28,7 @@ file.
 
 from __future__ import annotations
 
+import contextlib
 import sysconfig
 import threading
 import time
@@ -43,13 +44,14 @@ from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Grid
+from textual.css.query import NoMatches
 from textual.widgets import Footer, Log, Static
 from textual.worker import Worker, WorkerState
 
 from anubis_tui.analysis.live import NOTIFY_KINDS, LiveState, Snapshot, recorded_rate_hz
 from anubis_tui.analysis.replay import Replay
 from anubis_tui.config import Config
-from anubis_tui.plugins import PluginError, QueuedExport, export_sinks
+from anubis_tui.plugins import QueuedExport
 from anubis_tui.records import Record
 from anubis_tui.session.knobs import KNOBS
 from anubis_tui.ui.screens import HelpScreen, ModelPicker
@@ -98,6 +100,7 @@ class LiveOptions:
     remote_cmd: str = "anubis agent"
     ssh: str = "ssh"
     attach: Any = None  # an AttachSpec: drive a running server (inference/attach.py)
+    sinks: list[Callable[[Record], None]] = field(default_factory=list)  # also get every record
 
 
 def chart_rows(height: int) -> int:
@@ -162,6 +165,15 @@ for _k in KNOBS:
 
 
 class AnubisApp(App[int]):
+    """The monitor: title line, six figure panels, the knobs strip, charts, the replay
+    timeline, the throttle warning, the event log (l) and the footer.
+
+    It shows a `LiveState` (`state`) and acts through the session's control
+    surface (`session`: a `Session`, a `RemoteSession`, or None while starting or
+    in a replay). `LiveApp` and `ReplayApp` differ only in their key bindings;
+    build either with `make_app`. `recorded` lists the files this app's session
+    recorded to. Errors: see the module docstring."""
+
     CSS_PATH = "styles/app.tcss"
     TITLE = "anubis"
     ENABLE_COMMAND_PALETTE = False  # its footer entry would not fit 80 columns beside ours
@@ -223,6 +235,8 @@ class AnubisApp(App[int]):
     # -- layout ---------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
+        """The layout (styles/app.tcss): title, panel grid, knobs, charts, timeline,
+        throttle warning, event log, footer."""
         yield Static("", id="title")
         with Grid(id="panels"):
             yield ThroughputPanel(id="throughput")
@@ -234,7 +248,9 @@ class AnubisApp(App[int]):
         yield KnobsPanel(id="knobs")
         yield Charts()
         yield Timeline()
-        yield Static("", id="warning")
+        warning = Static("", id="warning")
+        warning.display = False  # shown by the frame while a throttle warning holds
+        yield warning
         log = Log(id="log", max_lines=500)
         log.display = False
         log.can_focus = False  # arrow keys belong to the replay, not to scrolling the log
@@ -242,6 +258,9 @@ class AnubisApp(App[int]):
         yield Footer()
 
     def on_mount(self) -> None:
+        """The frame timer (`UI_FPS` a second) and a first frame once laid out; a live app
+        starts its session (unless `LiveOptions.autostart` is False), a replay logs its
+        header and shows the rate it was recorded at."""
         self._panels = list(self.query(Panel))
         self.query_one(MonitorPanel).target_hz = self.config.rate_hz
         self.set_interval(1 / UI_FPS, self.frame)
@@ -272,8 +291,9 @@ class AnubisApp(App[int]):
             self.log_line(f"  not covered: {part}"[:200])
 
     def on_resize(self) -> None:
-        # Charts get taller with the terminal (one line each at 80x24, 3 at 40 lines, 6 at
-        # 60); the panels take the rest, so both grow.
+        """Charts get taller with the terminal (`chart_rows`: one line each at 80x24, 3 at
+        40 lines, 6 at 60); the panels take the rest, so both grow. Text is fitted to the
+        new sizes at once."""
         self.query_one(Charts).set_rows(chart_rows(self.size.height or 24))
         self.call_after_refresh(self.frame)  # text fitted to the new sizes at once
 
@@ -315,14 +335,20 @@ class AnubisApp(App[int]):
         again = f" ({count} more since)" if count else ""
         self._errors[msg] = (now, 0)
         self.log.error("".join(traceback.format_exception(error)))  # Textual's devtools log
-        self.log_line(f"{self.state.t / 1e9:8.1f}s error {msg}{again}")
+        with contextlib.suppress(NoMatches):  # the app is going: its log is gone
+            self.log_line(f"{self.state.t / 1e9:8.1f}s error {msg}{again}")
         self.notify(msg + again, title="error (the app goes on)", severity="error", timeout=10)
 
     # -- session (live) -------------------------------------------------------------
 
     @work(thread=True, exclusive=True, group="session", exit_on_error=False)
     def start_session(self) -> None:
-        from anubis_tui.session import Session
+        """Build and start the session off the event loop (a thread worker): a
+        `RemoteSession` for ``--remote``, else `make_session`. A failure to start
+        (OSError, ssh missing) is a notification and the app stays up without a
+        session; any other exception reaches `report_error`. Results reach widgets
+        through `call_from_thread` only."""
+        from anubis_tui.session.factory import make_session
 
         opts = self.live or LiveOptions()
         if opts.remote:
@@ -332,7 +358,7 @@ class AnubisApp(App[int]):
                 opts.remote,
                 remote_cmd=opts.remote_cmd,
                 ssh=opts.ssh,
-                sinks=[self._inbox.append],
+                sinks=[self._inbox.append, *opts.sinks],
                 record_path=opts.record_path,
             )
             try:
@@ -343,30 +369,23 @@ class AnubisApp(App[int]):
             self.session = remote
             return
         try:
-            session = Session(
+            session = make_session(
                 self.config,
-                spec=opts.spec,
+                opts.spec,
+                [self._inbox.append, *opts.sinks],
                 model=opts.model,
+                attach=opts.attach,
                 log_path=opts.log_path,
-                discovery_config=opts.discovery,
+                discovery=opts.discovery,
                 pyspy_native=opts.pyspy_native,
                 models_dirs=opts.models_dirs,
-                sinks=[self._inbox.append],
-                attach=opts.attach,
+                exports=opts.exports,  # closed by session.stop
+                on_export_error=lambda m: self.call_from_thread(
+                    self.notify, m, severity="error", timeout=10
+                ),
             )
             self.state.consume(session.header)
             self.call_from_thread(self._log_system_power, session.header)
-            try:
-                self._exports = export_sinks(
-                    opts.exports,
-                    session.header,
-                    on_drop=lambda m: session.emit_event("sink_dropped", reason=m),
-                )
-            except PluginError as e:
-                self.call_from_thread(self.notify, str(e), severity="error", timeout=10)
-                self._exports = []
-            for sink in self._exports:
-                session.add_sink(sink)
             if opts.record_path:
                 out = session.start_recording(opts.record_path)
                 if not out.ok:
@@ -399,6 +418,9 @@ class AnubisApp(App[int]):
             self.stop_session()
 
     def stop_session(self) -> None:
+        """Stop the session (device settings put back, the recording's Footer written)
+        and note the files it recorded; idempotent. Called by q and by `run` on every
+        exit path."""
         if self.session is not None:
             self.session.stop("quit")
             self._note_recorded()
@@ -427,6 +449,8 @@ class AnubisApp(App[int]):
         """One frame (a timer at `UI_FPS`, and just after a key's outcome): replay advanced,
         inbox folded, panels redrawn, new Events logged. An error is shown, and the next
         frame comes as usual."""
+        if self._exit or self._closing:
+            return  # a timer that fires while the app is going: its widgets may be gone
         try:
             self._frame()
         except Exception as e:
@@ -447,6 +471,9 @@ class AnubisApp(App[int]):
         self.pump_events()
 
     def draw(self, s: Snapshot) -> None:
+        """Redraw from one `Snapshot`: the title (mode, host, model, t in s, recording,
+        paused, a remote link's state), every panel, the throttle warning and the
+        charts; the replay timeline in a replay."""
         mode = "REPLAY" if self.replay is not None else "LIVE"
         host = s.header.host.get("hostname", "") if s.header else ""
         model = (s.header.model.get("name") if s.header else None) or "no model"
@@ -480,6 +507,10 @@ class AnubisApp(App[int]):
             self.query_one(wid, Static).update(text, layout=False)
 
     def pump_events(self) -> None:
+        """New Events to the event log (one line each, at most 200 characters, t in s;
+        request and frame Events left out), and the kinds in `NOTIFY_KINDS` as
+        notifications in a live session (a worker that died says how and its last
+        log line)."""
         events, self._events_seen = self.state.new_events(self._events_seen)
         for e in events:
             if e.kind in QUIET_KINDS:
@@ -509,6 +540,7 @@ class AnubisApp(App[int]):
                 self.recorded.append(p)
 
     def log_line(self, line: str) -> None:
+        """Append one line to the event log (l); the log keeps the last 500 lines."""
         self.query_one("#log", Log).write_line(line)
 
     # -- actions (live): each is one call of the session's control surface ----------------
@@ -527,9 +559,13 @@ class AnubisApp(App[int]):
         self.call_from_thread(self._say, call(s))
 
     def action_pause(self) -> None:
+        """space: pause or resume inference (a ``paused``/``resumed`` Event)."""
         self.control(lambda s: s.toggle_pause())
 
     def action_rate(self, direction: int) -> None:
+        """+/-: the sampler one step faster (`direction` 1) or slower (-1), in Hz; the
+        monitor panel's target follows."""
+
         def step(s: Session) -> Outcome:
             out = s.step_rate(direction)
             rate = s.rate_hz
@@ -539,25 +575,34 @@ class AnubisApp(App[int]):
         self.control(step)
 
     def action_marker(self) -> None:
+        """m: a marker in the recording, labelled with the session time in s."""
         label = f"key m at {self.state.t / 1e9:.1f}s"
         self.control(lambda s: s.marker(label))
 
     def action_record(self) -> None:
+        """r: start or stop recording to a new file; on a remote session whose link
+        dropped, r reconnects instead."""
         if self.live is not None and self.live.remote:  # remote: r reconnects a dropped link
             self.control(lambda s: s.reconnect())
             return
         self.control(lambda s: s.stop_recording() if s.recording else s.start_recording())
 
     def action_profiler(self, name: str) -> None:
+        """p/s: the profiler `name` (``py-spy``, ``scalene``) on the inference worker, on or off."""
         self.control(lambda s: s.profiler_toggle(name))
 
     def action_profiler_rate(self, step: int) -> None:
+        """[ / ]: the running profiler's sampling rate one step down (-1) or up (1)."""
         self.control(lambda s: s.profiler_step_rate(step))
 
     def action_knob(self, name: str, direction: int) -> None:
+        """A knob's key: the knob `name` one step down (-1) or up (1), or cycled."""
         self.control(lambda s: s.knob_step(name, direction))
 
     def action_pick_model(self) -> None:
+        """o: the model picker (GGUF files of the cache and --models-dir, with size,
+        quantization and cached perplexity); the chosen file reloads the worker. A
+        remote session cycles the remote machine's files instead."""
         if self.live is not None and self.live.remote:  # the files are there: o cycles them
             self.control(lambda s: s.knob_step("model", 1))
             return
@@ -580,20 +625,24 @@ class AnubisApp(App[int]):
     # -- actions (replay) ------------------------------------------------------------------
 
     def action_play(self) -> None:
+        """space (replay): play or pause the replay."""
         if self.replay is not None:
             self.replay.playing = not self.replay.playing
 
     def action_seek(self, seconds: float) -> None:
+        """left/right (replay): move the position by `seconds` s (negative: back)."""
         if self.replay is not None:
             self.replay.seek_by(seconds)
             self.query_one(Charts).invalidate()
 
     def action_seek_to(self, where: int) -> None:
+        """home/end (replay): to the start (`where` 0) or the end (-1)."""
         if self.replay is not None:
             self.replay.seek(0 if where == 0 else self.replay.end_ns)
             self.query_one(Charts).invalidate()
 
     def action_speed(self, up: int) -> None:
+        """< / > (replay): the next slower (`up` 0) or faster (1) speed, 0.25× to 16×."""
         if self.replay is not None:
             sp = self.replay.faster(bool(up))
             self.notify(f"speed {sp:g}×", timeout=1)
@@ -601,10 +650,12 @@ class AnubisApp(App[int]):
     # -- common ------------------------------------------------------------------------------
 
     def action_toggle_log(self) -> None:
+        """l: show or hide the event log."""
         log = self.query_one("#log", Log)
         log.display = not log.display
 
     def action_help(self) -> None:
+        """?: the help screen, every key of this mode grouped (`help_groups`)."""
         self.push_screen(HelpScreen(self.help_groups()))
 
     def help_groups(self) -> list[tuple[str, list[tuple[str, str]]]]:
@@ -625,10 +676,14 @@ class AnubisApp(App[int]):
 
 
 class LiveApp(AnubisApp):
+    """The live monitor's keys: `AnubisApp.COMMON` and `AnubisApp.LIVE_BINDINGS`."""
+
     BINDINGS: ClassVar[list[BindingType]] = AnubisApp.COMMON + AnubisApp.LIVE_BINDINGS
 
 
 class ReplayApp(AnubisApp):
+    """A replay's keys: `AnubisApp.COMMON` and `AnubisApp.REPLAY_BINDINGS`."""
+
     BINDINGS: ClassVar[list[BindingType]] = AnubisApp.COMMON + AnubisApp.REPLAY_BINDINGS
 
 

@@ -92,12 +92,15 @@ class DbApp(App[str]):
         self.sort_reverse = False
 
     def compose(self) -> ComposeResult:
+        """Header, the rows table, the detail of the row under the cursor, footer."""
         yield Header()
         yield DataTable(id="rows", cursor_type="row", zebra_stripes=True)
         yield Static(id="detail")
         yield Footer()
 
     def on_mount(self) -> None:
+        """The columns (`COLUMNS`), the rows by class then J/token, the cursor on the
+        selected row."""
         t = self.query_one(DataTable)
         for key, title in COLUMNS:
             t.add_column(title, key=key)
@@ -174,13 +177,16 @@ class DbApp(App[str]):
         return key if key in self.rows else None
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        """The row under the cursor is shown in the detail view and kept as selected."""
         self.selected_row_id = event.row_key.value
         self._show()
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        """enter on a row: replay its recording (`action_replay`)."""
         self.action_replay()
 
     def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        """A click on a column's header sorts by it; a second click reverses."""
         keys = [k for k, _ in COLUMNS]
         col = keys.index(str(event.column_key.value))
         if col == self.sort_col:
@@ -189,14 +195,18 @@ class DbApp(App[str]):
         self._fill()
 
     def action_sort_next(self) -> None:
+        """s: sort by the next column (within each class)."""
         self.sort_col = (self.sort_col + 1) % len(COLUMNS)
         self._fill()
 
     def action_reverse(self) -> None:
+        """r: reverse the sort."""
         self.sort_reverse = not self.sort_reverse
         self._fill()
 
     def action_replay(self) -> None:
+        """enter: leave the app with the row's recording path (the command replays it);
+        a recording no longer on disk is a notification instead."""
         rid = self._current()
         if rid is None:
             return

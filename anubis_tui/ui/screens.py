@@ -59,13 +59,16 @@ class HelpScreen(ModalScreen[None]):
         return Group(grid, note)
 
     def compose(self) -> ComposeResult:
+        """The help grid (`help_text`) in a scrolling container."""
         with VerticalScroll(id="help"):
             yield Static(self.help_text(), id="help-text", markup=False)
 
     def action_scroll(self, lines: int) -> None:
+        """Scroll the help by `lines` lines (negative: up)."""
         self.query_one("#help", VerticalScroll).scroll_relative(y=lines, animate=False)
 
     async def action_dismiss(self, result: None = None) -> None:
+        """escape, q or ?: close the help."""
         self.dismiss(None)
 
 
@@ -80,6 +83,8 @@ class ModelPicker(ModalScreen[str | None]):
         self.current = current
 
     def compose(self) -> ComposeResult:
+        """One option per GGUF file: its name, size in MiB, quantization, cached perplexity
+        (`inference.quality.picker_note`), "(running)" for the loaded one, and its folder."""
         opts = []
         for p in self.files:
             mark = " (running)" if self.current and str(p) == self.current else ""
@@ -91,7 +96,9 @@ class ModelPicker(ModalScreen[str | None]):
             yield OptionList(*opts, id="models")
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        """enter: close the picker with the chosen file's path."""
         self.dismiss(event.option.id)
 
     def action_cancel(self) -> None:
+        """escape: close the picker without a choice (None)."""
         self.dismiss(None)

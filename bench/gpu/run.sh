@@ -158,11 +158,18 @@ print(read_gguf(Path('$M')).layers // 2)")
       python3 -m anubis_tui sensors 2>&1 | grep -v -E "^    (sys|proc)\." | tee "$OUT/sensors.txt"
       python3 -m anubis_tui sensors --json > "$OUT/sensors.json"
       ;;
+    quality)  # issue 26: the model quantized to q8_0 and q4_0 under $OUT/quality-models, the three
+              # x KV f16/q8_0 swept with --quality (about 5 min): the report, the quality table
+              # (text and JSON), the front's plot, result rows with perplexity. The variants
+              # (230-280 MB each) are deleted at the end: too big to come back; sidecars stay.
+      bash bench/gpu/quality.sh "$M" "$OUT" --gpu-layers -1 2>&1 | tee "$OUT/quality.txt"
+      rm -f "$OUT"/quality-models/*.gguf
+      ;;
     agent)  # issue 14: anubis agent driven by a consumer process on this machine
       python3 bench/gpu/agent_check.py --gpu-layers -1 2>&1 | tee "$OUT/agent_check.txt"
       ;;
     esac
   done
   ;;
-*) echo "usage: run.sh setup|chunk N|checks [ratio probe plan knobs sweep gate sweeps2 agent attach uicost sensors]"; exit 2 ;;
+*) echo "usage: run.sh setup|chunk N|checks [ratio probe plan knobs sweep gate sweeps2 agent attach uicost sensors quality]"; exit 2 ;;
 esac

@@ -14,7 +14,6 @@ import pytest
 from anubis_tui.config import Config
 from anubis_tui.inference.models import default_model, read_gguf
 from anubis_tui.inference.worker import Spec
-from anubis_tui.profilers.controller import Step, parse_plan
 from anubis_tui.profilers.pyspy import speedscope_frames
 from anubis_tui.profilers.scalene import Scalene, scalene_lines
 from anubis_tui.records import Event
@@ -186,17 +185,6 @@ def test_a_relaunch_that_dies_ends_at_once_and_inference_comes_back(session, mon
         time.sleep(0.1)
     restart = [e for e in ev if e.kind == "worker_restart"][-1]
     assert [e for e in ev if e.kind == "model_loaded" and e.t > restart.t]
-
-
-def test_plan_parsing():
-    assert parse_plan("off:5,py-spy@1000n:6,scalene@10:4") == [
-        Step(None, 0, False, 5),
-        Step("py-spy", 1000, True, 6),
-        Step("scalene", 10, False, 4),
-    ]
-    for bad in ("py-spy@7:5", "gdb@10:5", "off", "off:-1", "", "off:nan", "off:inf", "py-spy@x:3"):
-        with pytest.raises(ValueError):
-            parse_plan(bad)
 
 
 def test_plan_runs_native_1000hz_and_10hz_nonblocking_as_separate_segments(tmp_path):

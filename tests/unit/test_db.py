@@ -444,3 +444,52 @@ def test_a_damaged_stored_row_is_one_line(tmp_path: Path) -> None:
     with sqlite3.connect(dbp) as c:
         c.execute('UPDATE rows SET row = \'{"schema": "anubis-result/7"}\'')
     one_line_error(anubis("db", "top", db_path=dbp), "unknown schema version")
+
+
+def test_perplexity_is_stored_listed_ranked_and_compared(tmp_path: Path) -> None:
+    """Rows with a quality block (sweep --quality): `db list` shows PPL ± se and the variant
+    label, `db top --by ppl` ranks on it within a class, `db compare` and the CSV carry it; a
+    row without one shows — and is never ranked on it."""
+    rows = {r["setting"]["name"]: r for r in rows_of(load(KNOBS), KNOBS)}
+    label = "requantized from Q4_K_M"
+    for name, ppl, variant in (
+        ("baseline", 54.36, ""), ("ngl=9", 54.11, label), ("limit=200W", 95.48, label)
+    ):  # fmt: skip
+        r = rows[name]
+        r["quality"] = {"ppl": ppl, "ppl_se": 4.0, "ci95": [ppl - 8, ppl + 8], "variant": variant}
+        r["figures"]["perplexity"] = {
+            "value": ppl, "unit": "PPL", "n": 2040, "sd": None, "ci95": [ppl - 8, ppl + 8],
+            "se": 4.0,
+        }  # fmt: skip
+    for r in rows.values():
+        r["flags"] = []  # rankable
+    dbp = tmp_path / "r.sqlite"
+    rows_file = tmp_path / "rows.jsonl"
+    rows_file.write_text(dumps_rows(rows.values()))
+    assert anubis("db", "add", str(rows_file), db_path=dbp).returncode == 0
+    listed = anubis("db", "list", db_path=dbp).stdout
+    assert "54.36 ± 4.00" in listed and "95.48 ± 4.00" in listed
+    line = next(ln for ln in listed.splitlines() if "54.11 ± 4.00" in ln)
+    assert f"({label})" in line
+    line = next(ln for ln in listed.splitlines() if rows["ngl=9 limit=200W"]["row_id"] in ln)
+    assert "  —  " in line and "requantized" not in line
+    top = anubis("db", "top", "--by", "ppl", "--json", db_path=dbp)
+    assert top.returncode == 0, top.stderr
+    by_class = {c["class_id"]: c["ranked"] for c in json.loads(top.stdout)}
+    full = by_class[rows["baseline"]["class_id"]]
+    assert [db.value(x["row"], "perplexity") for x in full] == [54.11, 54.36]
+    assert full[1]["tie"] is True  # the intervals overlap: the data cannot tell them apart
+    capped = by_class[rows["limit=200W"]["class_id"]]
+    assert [(x["rank"], db.value(x["row"], "perplexity")) for x in capped] == [
+        (1, 95.48), (None, None)
+    ]  # fmt: skip
+    cmp = anubis(
+        "db", "compare", rows["baseline"]["row_id"], rows["limit=200W"]["row_id"], "--json",
+        "--across-classes", db_path=dbp,
+    )  # fmt: skip
+    fig = next(f for f in json.loads(cmp.stdout)["figures"] if f["figure"] == "perplexity")
+    assert fig["verdict"] == "B worse"
+    assert db.quality_text(rows["ngl=9"]) == f"54.11 ± 4.00 ({label})"
+    csv_text = anubis("db", "export", "--csv", "-", db_path=dbp).stdout
+    table = list(csv.DictReader(io.StringIO(csv_text)))
+    assert sorted(float(t["perplexity"]) for t in table if t["perplexity"]) == [54.11, 54.36, 95.48]

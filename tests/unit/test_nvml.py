@@ -118,3 +118,72 @@ def test_gpu_plus_estimated_cpu_is_labelled_estimated(fake_nvml):
     assert s.system.method == "estimated" and "estimated" in s.system.reason
     for src in sources:
         src.close()
+
+
+class _Lib:
+    """A minimal NVML binding: each call answers what the test sets."""
+
+    NVML_CLOCK_SM, NVML_CLOCK_MEM = 1, 2
+    NVML_ERROR_FUNCTION_NOT_FOUND = 13
+
+    class NVMLError(Exception):
+        def __init__(self, value: int) -> None:
+            super().__init__(f"NVML error {value}")
+            self.value = value
+
+
+def test_query_turns_nvml_errors_into_not_available_and_lets_bugs_through():
+    from anubis_tui.sources.nvml import NvmlAdapter
+
+    a = NvmlAdapter(_Lib)  # type: ignore[arg-type]
+
+    def not_supported():
+        raise _Lib.NVMLError(3)
+
+    assert a.query(not_supported, "n/a") == "n/a"
+    assert a.attempt(not_supported) == (None, "NVML error 3")
+    assert a.query(lambda: 2.5, None) == 2.5
+    with pytest.raises(ZeroDivisionError):  # not an NVML error: a bug stays visible
+        a.query(lambda: 1 / 0, None)
+
+
+def test_newer_call_falls_back_only_when_the_driver_lacks_it():
+    from anubis_tui.sources.nvml import NvmlAdapter
+
+    class Lib(_Lib):
+        answer = 0
+
+        @staticmethod
+        def nvmlDeviceGetCurrentClocksEventReasons(h):
+            raise _Lib.NVMLError(Lib.answer)
+
+        @staticmethod
+        def nvmlDeviceGetCurrentClocksThrottleReasons(h):
+            return 0x4
+
+    a = NvmlAdapter(Lib)  # type: ignore[arg-type]
+    Lib.answer = 13  # NVML_ERROR_FUNCTION_NOT_FOUND: a driver older than 535
+    assert a.reasons(None) == 0x4
+    Lib.answer = 15  # GPU_IS_LOST: a real failure of the new call is not hidden
+    with pytest.raises(_Lib.NVMLError):
+        a.reasons(None)
+
+
+def test_memory_bandwidth_is_none_without_the_calls_and_computed_with_them():
+    from anubis_tui.sources.nvml import NvmlAdapter
+
+    assert NvmlAdapter(_Lib).memory_bandwidth(None) is None  # type: ignore[arg-type]
+
+    class Lib(_Lib):
+        @staticmethod
+        def nvmlDeviceGetMemoryBusWidth(h):
+            return 5120
+
+        @staticmethod
+        def nvmlDeviceGetMaxClockInfo(h, which):
+            return 2619 if which == _Lib.NVML_CLOCK_MEM else 1980
+
+    bw = NvmlAdapter(Lib).memory_bandwidth(None)  # type: ignore[arg-type]
+    assert bw is not None
+    assert bw[0] == pytest.approx(5120 / 8 * 2619e6 * 2)  # bytes/s: width/8 × clock × 2
+    assert bw[1] == "NVML: 5120-bit bus × 2619 MHz × 2"

@@ -94,7 +94,8 @@ def _setting(name: str, model: str, kv: str, jpt: float, ci: float = 0.001) -> d
     }
 
 
-def test_table_front_and_the_least_energy_within_budget() -> None:
+def _study() -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+    """Six settings of four models and two KV types, and their quality figures."""
     rng = np.random.default_rng(3)
     base = rng.gamma(2.0, 1.5, size=1000)
     qs = [
@@ -112,6 +113,11 @@ def test_table_front_and_the_least_energy_within_budget() -> None:
         _setting("model=nope.gguf", "nope.gguf", "f16", 0.050),  # no quality figure
         _setting("kv=q8_0", "q4km.gguf", "q8_0", 0.105),
     ]
+    return settings, qs
+
+
+def test_table_front_and_the_least_energy_within_budget() -> None:
+    settings, qs = _study()
     t = quality_table(settings, qs, 5.0)
     by = {r["name"]: r for r in t["rows"]}
     assert by["baseline"]["quality"] == "baseline"
@@ -232,3 +238,74 @@ def test_list_shows_size_quantization_and_variant(tmp_path: Path) -> None:
     (tmp_path / "junk.gguf").write_bytes(b"nope")
     r = _cli("models", "list", "--models-dir", str(tmp_path))
     assert r.returncode == 0 and "junk.gguf\tunreadable: " in r.stdout
+
+
+def test_plot_draws_the_quality_front_and_names_the_pick() -> None:
+    """`report --plot` on a sweep --quality: J/token against PPL, the front red and joined,
+    the budget line at the baseline's PPL + 5 %, the pick starred and named."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from anubis_tui.analysis.export import plot_sweep
+    from anubis_tui.analysis.quality import draw_front
+
+    settings, qs = _study()
+    qs[2] = dict(qs[2], variant="requantized from Q4_K_M")
+    t = quality_table(settings, qs, 5.0)
+    by = {r["name"]: r for r in t["rows"]}
+    fig, ax = plt.subplots()
+    try:
+        draw_front(ax, t)
+        labels = [a.get_text() for a in ax.texts]
+        # every setting with a PPL and a J/token, the variant under its name; none without
+        assert len(labels) == 5 and "model=nope.gguf" not in " ".join(labels)
+        assert "model=q4_0.gguf\n(requantized from Q4_K_M)" in labels
+        lines = {ln.get_label(): ln for ln in ax.get_lines()}
+        star = lines["recommended: model=q4_0.gguf"]
+        assert list(star.get_xdata()) == [by["model=q4_0.gguf"]["ppl"]]
+        budget = lines["baseline PPL +5 %"]
+        assert budget.get_xdata()[0] == pytest.approx(by["baseline"]["ppl"] * 1.05)
+        front = lines["Pareto front"]  # the four front settings joined, in PPL order
+        assert list(front.get_xdata()) == sorted(r["ppl"] for r in t["rows"] if r["pareto"])
+        # the PPL bars are the paired intervals (what the verdict reads), far tighter than
+        # each figure's own interval over the text
+        q40 = by["model=q4_0.gguf"]
+        lo, hi = q40["ppl_vs"][1] * by["baseline"]["ppl"], q40["ppl_vs"][2] * by["baseline"]["ppl"]
+        assert hi - lo < (q40["ppl_ci95"][1] - q40["ppl_ci95"][0]) / 3
+    finally:
+        plt.close(fig)
+    out = io.BytesIO()
+    plot_sweep({"settings": settings, "quality": t}, out, "png")
+    assert out.getvalue()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_child_reason_and_launch() -> None:
+    """One launcher for the quantizer and the perplexity pass: a failing child's reason in one
+    line (its own, or llama.cpp's first where asked), a timeout, and stdout on success."""
+    from anubis_tui.inference.child import reason, run_module
+
+    log = (
+        "llama_model_loader: loaded meta data\n"
+        "[   1/ 236] token_embd.weight - llama_model_quantize_impl: error: type iq2_xxs "
+        "needs an importance matrix\n"
+        "anubis: llama.cpp's quantizer failed (status 1)\n"
+    )
+    assert reason(log, 1, llama_first=True).startswith("llama_model_quantize_impl: error: type")
+    assert reason(log, 1) == "llama.cpp's quantizer failed (status 1)"
+    assert reason("some progress\n", -9) == "killed by signal 9"
+    assert reason("", 3) == "exit status 3"
+    assert reason("last words\n", 1) == "last words"
+
+    class Boom(Exception):
+        pass
+
+    with pytest.raises(Boom, match=r"^tool: .*No such file"):
+        run_module("json.tool", {"not": "a file"}, what="tool", error=Boom, timeout_s=60)
+    with pytest.raises(Boom, match=r"^slow took more than 0.001 s$"):
+        run_module("json.tool", {}, what="slow", error=Boom, timeout_s=0.001)
+    with pytest.raises(Boom, match=r"No such file.* \(disk\?\)$"):
+        run_module("json.tool", {}, what="t", error=Boom, timeout_s=60, hint=lambda: " (disk?)")

@@ -19,6 +19,7 @@ from anubis_tui.analysis.results import (
     check_row,
     dumps_rows,
     interval,
+    quality_of,
     read_rows,
     rows_of,
     steady_verdict,
@@ -204,3 +205,67 @@ def test_a_sweep_rows_carry_profiler_cost_and_warmup() -> None:
     assert rows["limit=200W"]["class_id"] != rows["baseline"]["class_id"]
     assert rows["limit=200W"]["throttled"] == ["power_cap"]
     assert "throttled: power_cap" in rows["limit=200W"]["flags"]
+
+
+def _quality(model: str, kv: str, ppl: float, sha: str, variant: str = "") -> dict:
+    """A ``quality`` Event's payload as `inference.quality.Perplexity.payload` makes it."""
+    return {
+        "ppl": ppl, "ppl_se": ppl * 0.07, "nll_mean": math.log(ppl), "nll_se": 0.07,
+        "ci95": [ppl * 0.87, ppl * 1.15], "tokens": 2040, "chunks": 8, "n_ctx": 512,
+        "kv_type": kv, "offload": True, "flash_attn": True, "model": model,
+        "model_sha256": sha, "quantization": "Q8_0" if variant else "Q4_K_M",
+        "variant": variant, "text": "sonnets.txt", "text_sha256": "ab" * 32,
+        "tokens_sha256": "cd" * 32, "llama_cpp": "0.3.16", "compute_s": 9.0, "cached": True,
+        "nll": [0.5] * 2040,
+    }  # fmt: skip
+
+
+def test_rows_carry_the_settings_perplexity_and_variant(tmp_path: Path) -> None:
+    """A recording with ``quality`` Events (sweep --quality): each setting's row has its
+    perplexity as a figure (value, se, 95 % interval, tokens) and the quality block with the
+    variant label; a knob setting gets its own model's and KV type's figure."""
+    from anubis_tui.records import Event
+
+    rec = load(KNOBS)
+    plain = rows_of(rec, KNOBS)
+    assert all(r["quality"] is None and r["figures"]["perplexity"]["value"] is None for r in plain)
+    start = next(iter(rec.events)).t
+    model = next(
+        r["setting"]["model_filename"] for r in plain if r["setting"].get("model_filename")
+    )
+    name = Path(model).name
+    label = "requantized from Q4_K_M"
+    rec.events.extend(
+        [
+            Event(start, "quality", _quality("other.gguf", "f16", 80.0, "0" * 64)),
+            Event(start, "quality", _quality(name, "f16", 54.36, "1" * 64)),
+            Event(start, "quality", _quality(name, "q8_0", 54.53, "1" * 64, label)),
+        ]
+    )
+    rows = rows_of(rec, KNOBS)
+    assert len(rows) == len(plain)
+    for row in rows:
+        check_row(row)
+        fig = row["figures"]["perplexity"]
+        assert fig == {
+            "value": 54.36, "unit": "PPL", "n": 2040, "sd": None,
+            "ci95": [54.36 * 0.87, 54.36 * 1.15], "se": pytest.approx(54.36 * 0.07),
+        }  # fmt: skip
+        q = row["quality"]
+        assert q["model"] == name and q["kv_type"] == "f16" and q["variant"] == ""
+        assert "nll" not in q  # the per-token NLLs stay in the recording
+    back = read_rows(dumps_rows(rows), "rows.jsonl")
+    assert back[0]["quality"]["ppl"] == 54.36
+    # the label travels with a variant's figure; other KV types and models have their own
+    q8 = quality_of({"model": model, "kv_type": "q8_0"}, [e.payload for e in rec.events])
+    assert q8 is not None and q8["variant"] == label
+    # no model knob: the recording's own model, by sha256
+    assert quality_of({}, [e.payload for e in rec.events], "0" * 64)["model"] == "other.gguf"
+    assert quality_of({"kv_type": "q4_0"}, [e.payload for e in rec.events]) is None
+    # a damaged quality block is a one-line error, like any other part
+    bad = dict(rows[0], quality={"ppl": "high"})
+    with pytest.raises(ResultError, match="quality is not"):
+        check_row(bad)
+    bad = dict(rows[0], figures=dict(rows[0]["figures"], perplexity={"value": 1.0, "se": "x"}))
+    with pytest.raises(ResultError, match="figure perplexity: se is not a number"):
+        check_row(bad)

@@ -363,3 +363,36 @@ def test_read_int_keeps_the_file_open_and_sees_every_new_value(tmp_path):
     assert base.read_int(tmp_path / "missing") is None
     base.close_attrs(str(tmp_path))
     assert not any(k.startswith(str(tmp_path)) for k in base._OPEN)
+
+
+def test_hwmon_inputs_lists_readable_inputs_in_index_order_with_labels_and_limits(tmp_path):
+    from anubis_tui.sources.base import TEMP_CRIT, hwmon_inputs
+
+    for name, text in {
+        "temp10_input": "30000",
+        "temp2_input": "45000",
+        "temp2_label": "junction",
+        "temp2_crit": "110000",
+        "temp10_crit": "-273150",  # "no limit" placeholder
+        "temp3_input": "",  # empty: no reading, so not a channel
+    }.items():
+        (tmp_path / name).write_text(text + "\n")
+    got = hwmon_inputs(tmp_path, "temp", TEMP_CRIT)
+    assert [(t.index, t.name, t.meta) for t in got] == [
+        (2, "junction", {"file": "hwmon temp2_input", "critical_c": 110.0}),
+        (10, "temp10", {"file": "hwmon temp10_input"}),
+    ]
+
+
+def test_derived_power_sits_beside_its_counter():
+    from anubis_tui.records import Channel
+    from anubis_tui.sources.base import derived_power
+
+    e = Channel(id="x.energy", label="x energy", source="s", kind="energy", unit="J",
+                scope="cpu-package", method="counter", update_period_s=0.1,
+                meta={"domain": "d"})  # fmt: skip
+    p = derived_power(e, "x.power", "x power")
+    assert (p.kind, p.unit, p.method, p.scope, p.update_period_s) == (
+        "power", "W", "derived", "cpu-package", 0.1,
+    )  # fmt: skip
+    assert p.meta == {"domain": "d", "energy_channel": "x.energy"} and e.meta == {"domain": "d"}

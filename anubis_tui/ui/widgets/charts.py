@@ -38,6 +38,8 @@ def spark_rows(data: Sequence[float], width: int, height: int, lo: float, hi: fl
 
 
 def scale(data: Sequence[float], width: int, zero: bool) -> tuple[float, float] | None:
+    """The (low, high) a chart draws the last `width` values of `data` in: their range
+    (from 0 when `zero`), at least 1 unit wide; None when none is finite."""
     vals = [v for v in data[-width:] if math.isfinite(v)]
     if not vals:
         return None
@@ -77,6 +79,7 @@ class Charts(LinePanel):
         self.rows = 1  # lines per chart
 
     def invalidate(self) -> None:
+        """Redraw at the next frame (after a seek or a resize), even with no new bin."""
         self._bins_drawn = -1
 
     def set_rows(self, rows: int) -> None:
@@ -86,6 +89,7 @@ class Charts(LinePanel):
         self.invalidate()
 
     def refresh_from(self, s: Snapshot) -> None:
+        """Redraw when a new 1 s bin came or the width changed; otherwise nothing."""
         width = self.content_region.width or 80
         if len(s.history_tps) == self._bins_drawn and width == self._drawn_width:
             return
@@ -94,6 +98,10 @@ class Charts(LinePanel):
         self.show(self.text(s, width))
 
     def text(self, s: Snapshot, width: int) -> str:
+        """Three charts of `rows` lines each, one column a second, newest at the right:
+        system power in W (1 s mean), the hottest temperature in °C (1 s max) and
+        decode tok/s now (`analysis.rolling`, from 0), each with its visible range;
+        then the profiler/marker strip and the time axis. `width` is in cells."""
         cols = max(10, width - LABEL_W - SCALE_W)
         h = self.rows
         has_temp = bool(s.temps)

@@ -35,17 +35,23 @@ def knob_cells(s: Snapshot, form: int = 0) -> tuple[list[str], list[str]]:
 
 
 class KnobsPanel(Panel):
+    """The knobs strip under the panels: each knob that can change with its key and
+    value on one line; those that cannot, greyed, with the reason, on two more."""
+
     TITLE = "knobs"
     _key: object = None
 
     def refresh_from(self, s: Snapshot) -> None:
         # Knobs change rarely: the text is made again only when they or the width change.
+        """Rebuild the text only when the knobs, their state or the width changed."""
         key = (repr(s.knobs), repr(s.knob_state), self.content_region.width)
         if key != self._key:
             self._key = key
             self.show(self.text(s))  # three lines of fixed height: never a layout
 
     def text(self, s: Snapshot) -> str:
+        """The strip as markup: the changeable knobs on one line (shorter labels before
+        a wrap), then up to two lines of the knobs that cannot change here and why."""
         if not s.knobs and not s.knob_state:
             return "[dim]no knobs (an older recording, or the session is starting)[/]"
         width = max(20, self.content_region.width or 80)

@@ -7,10 +7,15 @@ from anubis_tui.ui.widgets.panel import Panel
 
 
 class MonitorPanel(Panel):
+    """What the monitor costs: sampler rate (Hz) against its target (`target_hz`),
+    its p99 lateness (ms), anubis's and the worker's CPU (% of one core), and a
+    remote session's key-to-acknowledgement time (ms)."""
+
     TITLE = "monitor"
     target_hz: float = 10.0
 
     def text(self, s: Snapshot) -> str:
+        """The panel's lines; ``—`` for a figure not measured yet."""
         sc = s.self_cost
         return (
             f"sampler {fmt(sc['rate_hz'], '.1f')}/{self.target_hz:g} Hz\n"

@@ -41,6 +41,7 @@ class LinePanel(Widget):
         self._width = -1
 
     def show(self, text: str) -> None:
+        """Show `text` (lines of markup): only the lines that changed are repainted."""
         new = text.split("\n")
         old = self._lines
         if new == old:
@@ -64,6 +65,8 @@ class LinePanel(Widget):
         return "\n".join(Text.from_markup(line).plain for line in self._lines)
 
     def render_line(self, y: int) -> Strip:
+        """Line `y` cut to the width at a word's end (Textual's line API); cached until the
+        line's text or the width changes."""
         width = self.content_region.width
         if width != self._width:  # resized: every line is cut anew
             self._width = width
@@ -96,7 +99,9 @@ class Panel(LinePanel):
         return self.content_region.width or 22
 
     def text(self, s: Snapshot) -> str:
+        """The panel's text for one snapshot, as lines of Rich markup (subclasses say)."""
         raise NotImplementedError
 
     def refresh_from(self, s: Snapshot) -> None:
+        """Show `text(s)`: called every frame; only changed lines are repainted."""
         self.show(self.text(s))

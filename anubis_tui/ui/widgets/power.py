@@ -15,13 +15,20 @@ TAGS = {"instant": "inst", "estimated": "est.", "counter": "ctr"}
 
 
 def jfmt(v: float | None) -> str:
+    """J/token with 3 significant digits (``0.320``, ``21.3``), ``—`` for None."""
     return "—" if v is None else f"{v:#.3g}"
 
 
 class PowerPanel(Panel):
+    """System power (W) and its method, J/token now (system and each measured energy
+    counter, e.g. a GPU's), energy so far (J), what system power leaves out, then
+    the other power channels (W) with their method tags."""
+
     TITLE = "power & energy"
 
     def text(self, s: Snapshot) -> str:
+        """The panel's lines, fitted to its width: the method tag (``est.``/``meas.``) is
+        kept at every width, words before it go first."""
         width = max(16, self.text_width)
         ch = s.system_channel
         if ch is None and not s.power:

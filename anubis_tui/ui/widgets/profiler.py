@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.markup import escape
+
 from anubis_tui.analysis.live import Snapshot, fmt
 from anubis_tui.analysis.segments import MIN_SECONDS, MIN_TOKENS, Figures
 from anubis_tui.ui.widgets.panel import Panel, first_fit
@@ -53,17 +55,55 @@ def delta_row(f: Figures) -> str:
 
 
 def frames_line(frames: list[dict[str, Any]]) -> str | None:
+    """``hot FUNCTION NN%``: the hottest frame of a profile and its share of samples."""
     if not frames:
         return None
     f = frames[0]
     return f"hot {str(f.get('function'))[:18]} {fmt(100 * (f.get('share') or 0), '.0f', '%')}"
 
 
+def quality_line(s: Snapshot, width: int) -> str | None:
+    """The current setting's perplexity once known (its ``quality`` Event) and its Δ against
+    the baseline setting's, as one line that fits `width` cells; None while unknown.
+
+    ``PPL 33.10 ±1.80 Δ+2.1% (-0.4..+4.7) vs base``: the perplexity (dimensionless) with
+    its standard error, and PPL(setting)/PPL(baseline) − 1 in % with its 95 % interval
+    (paired over the same tokens where both scored them; `analysis.quality`). A variant
+    requantized from an already quantized file says so (its perplexity understates the
+    loss), cut to ``requant.`` where the line is short."""
+    q = s.quality
+    ppl, se = q.get("ppl") if q else None, q.get("ppl_se") if q else None
+    if not isinstance(ppl, int | float) or not isinstance(se, int | float):
+        return None
+    variant = escape(str(q.get("variant") or "")) if q else ""
+    tag, short_tag = (f" [dim]({variant})[/]", " [dim]requant.[/]") if variant else ("", "")
+    head = f"PPL {ppl:.2f} ±{se:.2f}"
+    if s.quality_base is None:
+        return first_fit(width, f"{head} base not yet{tag}", f"{head}{short_tag}")
+    if s.quality is s.quality_base or s.quality_vs is None:
+        return first_fit(width, f"{head} = base{tag}", f"{head}{short_tag}")
+    r, lo, hi = (100 * (v - 1) for v in s.quality_vs)
+    return first_fit(
+        width,
+        f"{head} Δ{r:+.1f}% ({lo:+.1f}..{hi:+.1f}) vs base{tag}",
+        f"{head} Δ{r:+.1f}% ({lo:+.1f}..{hi:+.1f}){short_tag}",
+        f"PPL {ppl:.2f} Δ{r:+.1f}%{short_tag}",
+        f"PPL {ppl:.1f} Δ{r:+.0f}%",
+    )
+
+
 class ProfilerPanel(Panel):
+    """The setting now and what it costs: the running segment's name and length (s),
+    its Δtok/s, ΔW and ΔJ/token against its baseline over decode time, the
+    profiler's own CPU and samples, the setting's perplexity and its Δ against
+    the baseline setting (`quality_line`), then each finished segment's deltas;
+    the static ceiling line once measured."""
+
     TITLE = "setting & profiler"
     static_line: Any = None  # a callable tok/s → the static-ceiling line, once measured
 
     def text(self, s: Snapshot) -> str:
+        """The panel's lines for one snapshot (markup), fitted to the panel's width."""
         width = self.text_width
         seg = s.segment
         lines = []
@@ -87,6 +127,9 @@ class ProfilerPanel(Panel):
             hot = frames_line(seg.hot_frames)
             if hot:
                 lines.append(hot)
+        ppl = quality_line(s, width)
+        if ppl is not None:  # the setting's quality, under its deltas (issue 26)
+            lines.insert(min(len(lines), 3), ppl)
         done = [f for f in reversed(s.segments[:-1]) if not f.baseline or f.cause == "knob"]
         if done:
             lines.append(

@@ -8,9 +8,13 @@ from anubis_tui.ui.widgets.panel import Panel
 
 
 class ThermalPanel(Panel):
+    """The hottest temperature channels (°C), as many as fit, each with its limit in °C
+    (critical, trip or max)."""
+
     TITLE = "thermal"
 
     def text(self, s: Snapshot) -> str:
+        """One line per channel, hottest first: short label, °C now, /limit in °C."""
         if not s.temps:
             return "no temperature sensor"
         width = max(16, self.content_region.width or 22)

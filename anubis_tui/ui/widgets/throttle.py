@@ -8,9 +8,13 @@ from anubis_tui.ui.widgets.panel import Panel
 
 
 class ThrottlePanel(Panel):
+    """Throttle flags per channel: a flag lit now in reverse video, else its share of
+    readings so far (%); ``boot:`` lists flags that occurred since boot."""
+
     TITLE = "throttle"
 
     def text(self, s: Snapshot) -> str:
+        """One line per throttle channel (as many as fit); ``ok`` where no flag was ever lit."""
         if not s.throttle:
             return "no throttle flags"
         lines = []

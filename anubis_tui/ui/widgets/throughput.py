@@ -7,9 +7,13 @@ from anubis_tui.ui.widgets.panel import Panel, first_fit
 
 
 class ThroughputPanel(Panel):
+    """Decode tok/s now (2 s window, `analysis.rolling`), prompt tok/s of the last
+    request, TTFT in ms (last and median), requests and decode tokens so far."""
+
     TITLE = "throughput"
 
     def text(self, s: Snapshot) -> str:
+        """The panel's four lines, shorter forms where the panel is narrow."""
         w = self.text_width
         ttft, med = fmt(s.ttft_ms, ".0f"), fmt(s.ttft_median_ms, ".0f")
         return "\n".join(
