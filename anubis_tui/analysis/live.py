@@ -70,7 +70,6 @@ class Snapshot:
     system_channel: Channel | None
     energy_j: float | None
     jpt_recent: float | None
-    jpt_total: float | None
     power: list[ChannelView]
     temps: list[ChannelView]
     throttle: list[ChannelView]
@@ -126,7 +125,6 @@ class LiveState:
         self.energy_j: float | None = None
         self._energy_start: float | None = None
         self.sampler_hz: float | None = None
-        self.rate_event_hz: float | None = None
         self.knob_state: dict[str, str] = {}
         self.ack_ms: float | None = None  # a remote session's last key-to-acknowledgement time
         # Measured energy counters besides the system's: index → (t, joules, tokens) points.
@@ -217,8 +215,6 @@ class LiveState:
             self.paused = True
         elif e.kind == "resumed":
             self.paused = False
-        elif e.kind == "rate":
-            self.rate_event_hz = p.get("sampler_hz")
         elif e.kind == "marker" or e.kind in SETTING_EVENTS:
             self.marks.append(self._bin_idx)
         elif e.kind == "quality":
@@ -342,9 +338,6 @@ class LiveState:
                 system_channel=sys_ch,
                 energy_j=self.energy_j,
                 jpt_recent=jpt_recent,
-                jpt_total=(self.energy_j / self.tokens)
-                if self.energy_j is not None and self.tokens
-                else None,
                 power=[v for v in self._views("power") if v.channel.id != "system.power"],
                 temps=self._views("temperature"),
                 throttle=throttle,

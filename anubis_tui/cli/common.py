@@ -166,25 +166,6 @@ def open_recording(path: str, force: bool) -> tuple[Any, Path]:
     return out, log
 
 
-def attach_exports(session: Any, specs: list[str]) -> list[Any]:
-    """The --export sinks, made and added to `session`; `PluginError` (one line) if one fails.
-
-    Each runs on its own thread behind a bounded queue (`plugins.QueuedExport`): a
-    slow or stuck one is dropped, with a ``sink_dropped`` Event and a line on
-    stderr, and the recording keeps every record.
-    """
-    from anubis_tui.plugins import export_sinks
-
-    def dropped(msg: str) -> None:
-        print(f"anubis: {msg}", file=sys.stderr)
-        session.emit_event("sink_dropped", reason=msg)
-
-    sinks = export_sinks(specs, session.header, on_drop=dropped)
-    for sink in sinks:
-        session.add_sink(sink)
-    return sinks
-
-
 def add_attach_args(p: argparse.ArgumentParser) -> None:
     """``--attach URL`` and its options (inference/attach.py, docs/attach.md)."""
     g = p.add_argument_group("attach to a running inference server")

@@ -83,7 +83,7 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
         raise CliError(why)
     if args.rate is not None:
         config = config.replace(rate_hz=clamp_rate(args.rate))
-    dirs = [Path(d).expanduser() for d in args.models_dirs]
+    dirs = [Path(d).expanduser() for d in args.models_dir]
     for d in dirs:
         if not d.is_dir():
             raise CliError(f"--models-dir {d}: not a directory")

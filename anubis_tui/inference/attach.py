@@ -57,7 +57,6 @@ from anubis_tui.errors import AnubisError
 from anubis_tui.inference.worker import BUILTIN_PROMPTS, Spec, chat
 from anubis_tui.records import Event, Record, Tokens
 
-APIS = ("openai", "ollama")
 MAX_LINE = 1 << 20  # one SSE or NDJSON line; a longer one is a broken stream
 MAX_EVENT = 4 << 20  # one SSE event (several data: lines joined)
 MAX_BODY = 8 << 20  # a non-streamed answer (models list, metrics)
@@ -68,7 +67,6 @@ METRIC_COUNTERS = {  # generated-token counters of servers that have /metrics
     "llamacpp:tokens_predicted_total": "llama-server",
     "vllm:generation_tokens_total": "vLLM",
 }
-PROMPT_COUNTERS = ("llamacpp:prompt_tokens_total", "vllm:prompt_tokens_total")
 
 
 class AttachError(AnubisError):

@@ -122,7 +122,6 @@ class Sender:
         self.lock = threading.Lock()
         self._out = bytearray()
         self._closed = threading.Event()
-        self.writes = 0  # socket writes so far (tests: batching holds at any rate)
         if batch_s > 0:
             threading.Thread(
                 target=self._flusher, args=(batch_s,), name="flusher", daemon=True
@@ -137,7 +136,6 @@ class Sender:
         if self._out:
             data, self._out = bytes(self._out), bytearray()
             self.sock.sendall(data)
-            self.writes += 1
 
     def send(self, *records: list[Any]) -> None:
         with self.lock:

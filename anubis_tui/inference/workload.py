@@ -9,7 +9,7 @@ from typing import Any
 
 from anubis_tui.config import read_regular
 from anubis_tui.errors import AnubisError
-from anubis_tui.records import Event, Record, Tokens
+from anubis_tui.records import Event, Record
 
 MAX_PROMPT_FILE = 64 << 20
 
@@ -62,11 +62,8 @@ class TokenStats:
     llama_t_eval_ms: float = 0.0
     llama_n_p_eval: int = 0
     llama_t_p_eval_ms: float = 0.0
-    decode_tokens_in_records: int = 0
 
     def add(self, rec: Record) -> None:
-        if isinstance(rec, Tokens) and rec.phase == "decode":
-            self.decode_tokens_in_records += rec.count
         if not (isinstance(rec, Event) and rec.kind == "request_end"):
             return
         p = rec.payload

@@ -293,10 +293,8 @@ class Recording:
     t: np.ndarray
     values: np.ndarray
     tok_t: np.ndarray
-    tok_t_first: np.ndarray
     tok_count: np.ndarray
     tok_decode: np.ndarray  # bool: decode (True) or prompt
-    tok_request: np.ndarray
     events: list[Event]
     footer: Footer | None
     recovery: Recovery
@@ -375,10 +373,8 @@ def from_records(records: list[Record], recovery: Recovery | None = None) -> Rec
         t=np.array(ts, dtype=np.int64)[order],
         values=values[order] if len(ts) else values,
         tok_t=np.array([x.t for x in toks], dtype=np.int64),
-        tok_t_first=np.array([x.t_first for x in toks], dtype=np.int64),
         tok_count=np.array([x.count for x in toks], dtype=np.int64),
         tok_decode=np.array([x.phase == "decode" for x in toks], dtype=bool),
-        tok_request=np.array([x.request for x in toks], dtype=np.int64),
         events=events,
         footer=footer,
         recovery=recovery or Recovery(records=len(records)),

@@ -101,39 +101,62 @@ class Arg:
     doc: str = ""
 
 
+def _number(key: str, v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise ValueError(f"{key} must be a number")
+    f = float(v)  # an int over 2^1024 raises OverflowError: a failed ack as well
+    if not math.isfinite(f):
+        raise ValueError(f"{key} must be finite")
+    return f
+
+
+def _int(key: str, v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError(f"{key} must be an integer")
+    return v
+
+
+def _step(key: str, v: Any) -> int:
+    if _int(key, v) not in (-1, 1):
+        raise ValueError(f"{key} must be 1 or -1")
+    return int(v)
+
+
+def _text(key: str, v: Any) -> str:
+    if not isinstance(v, str):
+        raise ValueError(f"{key} must be a string")
+    if len(v) > MAX_TEXT:
+        raise ValueError(f"{key} is longer than {MAX_TEXT} characters")
+    return v
+
+
+def _scalar(key: str, v: Any) -> Any:
+    """A knob's value: its range is the knob's own check; here only its kind and size."""
+    if isinstance(v, str):
+        return _text(key, v)
+    if isinstance(v, float) and not math.isfinite(v):
+        raise ValueError(f"{key} must be finite")
+    if not (v is None or isinstance(v, bool | int | float)):
+        raise ValueError(f"{key} must be a number, a string, true/false or nil")
+    return v
+
+
+ARG_KINDS: dict[str, Callable[[str, Any], Any]] = {
+    "number": _number,
+    "int": _int,
+    "step": _step,
+    "text": _text,
+    "scalar": _scalar,
+}
+
+
 def _arg(msg: dict[str, Any], key: str, a: Arg) -> Any:
+    """Argument `key` of `msg`, checked as `a` says; ValueError (one line) if it is not one."""
     if key not in msg:
         if a.required:
             raise ValueError(f"{key} is required")
         return None
-    v = msg[key]
-    if a.kind == "number":
-        if isinstance(v, bool) or not isinstance(v, int | float):
-            raise ValueError(f"{key} must be a number")
-        f = float(v)  # an int over 2^1024 raises OverflowError: a failed ack as well
-        if not math.isfinite(f):
-            raise ValueError(f"{key} must be finite")
-        return f
-    if a.kind in ("int", "step"):
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise ValueError(f"{key} must be an integer")
-        if a.kind == "step" and v not in (-1, 1):
-            raise ValueError(f"{key} must be 1 or -1")
-        return v
-    if a.kind == "text":
-        if not isinstance(v, str):
-            raise ValueError(f"{key} must be a string")
-        if len(v) > MAX_TEXT:
-            raise ValueError(f"{key} is longer than {MAX_TEXT} characters")
-        return v
-    # scalar: a knob's value, checked by the knob itself
-    if not (v is None or isinstance(v, bool | int | float | str)):
-        raise ValueError(f"{key} must be a number, a string, true/false or nil")
-    if isinstance(v, float) and not math.isfinite(v):
-        raise ValueError(f"{key} must be finite")
-    if isinstance(v, str) and len(v) > MAX_TEXT:
-        raise ValueError(f"{key} is longer than {MAX_TEXT} characters")
-    return v
+    return ARG_KINDS[a.kind](key, msg[key])
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import textual
 from textual import work
@@ -52,7 +52,7 @@ from anubis_tui.analysis.live import NOTIFY_KINDS, LiveState, Snapshot, recorded
 from anubis_tui.analysis.replay import Replay
 from anubis_tui.config import Config
 from anubis_tui.plugins import QueuedExport
-from anubis_tui.records import Record
+from anubis_tui.records import Event, Record
 from anubis_tui.session.knobs import KNOBS
 from anubis_tui.ui.screens import HelpScreen, ModelPicker
 from anubis_tui.ui.widgets.charts import Charts
@@ -69,6 +69,7 @@ from anubis_tui.ui.widgets.timeline import Timeline
 if TYPE_CHECKING:
     from textual.actions import ActionParseResult
     from textual.dom import DOMNode
+    from textual.notifications import SeverityLevel
 
     from anubis_tui.inference.models import ModelFacts
     from anubis_tui.inference.worker import Spec
@@ -474,22 +475,7 @@ class AnubisApp(App[int]):
         """Redraw from one `Snapshot`: the title (mode, host, model, t in s, recording,
         paused, a remote link's state), every panel, the throttle warning and the
         charts; the replay timeline in a replay."""
-        mode = "REPLAY" if self.replay is not None else "LIVE"
-        host = s.header.host.get("hostname", "") if s.header else ""
-        model = (s.header.model.get("name") if s.header else None) or "no model"
-        where = self.session.recording if self.session is not None else None
-        rec = f"  ● rec {Path(where).name}" if where else ""
-        paused = "  ⏸ paused" if s.paused else ""
-        lost = ""
-        if self.live is not None and self.live.remote:
-            mode = f"REMOTE {self.live.remote}"
-            r = self.session
-            if r is not None and not getattr(r, "connected", True):
-                why = str(getattr(r, "lost", "") or "")
-                lost = f"  ⚠ disconnected: r reconnects{f' ({why[:60]})' if why else ''}"
-            elif (quiet := getattr(r, "stalled_s", None)) is not None:
-                lost = f"  ⚠ stalled {quiet:.0f} s"
-        self._line("#title", f" anubis {mode}  {host}  {model}  t={s.t_s:.0f}s{rec}{paused}{lost}")
+        self._line("#title", self.title_text(s))
         for panel in self._panels:
             panel.refresh_from(s)
         warn = self.query_one("#warning", Static)
@@ -499,6 +485,32 @@ class AnubisApp(App[int]):
         self.query_one(Charts).refresh_from(s)
         if self.replay is not None:
             self.query_one(Timeline).refresh_from(self.replay, self.size.width or 80)
+
+    def title_text(self, s: Snapshot) -> str:
+        """The title line: mode (LIVE, REPLAY, REMOTE host), host name, model, session time
+        in s, the file being recorded, paused, and a remote link that dropped or stalled."""
+        mode = "REPLAY" if self.replay is not None else "LIVE"
+        host = s.header.host.get("hostname", "") if s.header else ""
+        model = (s.header.model.get("name") if s.header else None) or "no model"
+        where = self.session.recording if self.session is not None else None
+        rec = f"  ● rec {Path(where).name}" if where else ""
+        paused = "  ⏸ paused" if s.paused else ""
+        if self.live is not None and self.live.remote:
+            mode = f"REMOTE {self.live.remote}"
+        return f" anubis {mode}  {host}  {model}  t={s.t_s:.0f}s{rec}{paused}{self._link()}"
+
+    def _link(self) -> str:
+        """A remote session's link: "" while it talks, else disconnected (and why) or
+        stalled (for how many s)."""
+        r = self.session
+        if self.live is None or not self.live.remote or r is None:
+            return ""
+        if not getattr(r, "connected", True):
+            why = str(getattr(r, "lost", "") or "")
+            return f"  ⚠ disconnected: r reconnects{f' ({why[:60]})' if why else ''}"
+        if (quiet := getattr(r, "stalled_s", None)) is not None:
+            return f"  ⚠ stalled {quiet:.0f} s"
+        return ""
 
     def _line(self, wid: str, text: str) -> None:
         """A one-line Static: repainted when its text changes, never laid out again."""
@@ -521,14 +533,10 @@ class AnubisApp(App[int]):
             self.log_line(line[:200])
             sev = NOTIFY_KINDS.get(e.kind)
             if sev is not None and self.replay is None:
-                msg = e.payload.get("reason") or e.payload.get("error") or e.kind
-                if e.kind == "worker_died":
-                    how = e.payload.get("signal") or f"exit {e.payload.get('returncode')}"
-                    tail = e.payload.get("log_tail") or []
-                    msg = f"inference worker died ({how})" + (f": {tail[-1]}" if tail else "")
-                    if srv := e.payload.get("server"):  # an attached server (attach.py)
-                        msg = f"the server at {srv} failed: {e.payload.get('reason')}"
-                self.notify(str(msg)[:300], title=e.kind.replace("_", " "), severity=sev, timeout=8)  # type: ignore[arg-type]
+                level = cast("SeverityLevel", sev)  # NOTIFY_KINDS holds only Textual's levels
+                self.notify(
+                    notice(e)[:300], title=e.kind.replace("_", " "), severity=level, timeout=8
+                )
 
     def _note_recorded(self) -> None:
         s = self.session
@@ -685,6 +693,19 @@ class ReplayApp(AnubisApp):
     """A replay's keys: `AnubisApp.COMMON` and `AnubisApp.REPLAY_BINDINGS`."""
 
     BINDINGS: ClassVar[list[BindingType]] = AnubisApp.COMMON + AnubisApp.REPLAY_BINDINGS
+
+
+def notice(e: Event) -> str:
+    """An Event's notification text: its reason or error; a worker that died says how
+    (signal or exit code) and its last log line; an attached server says which failed."""
+    p = e.payload
+    if e.kind != "worker_died":
+        return str(p.get("reason") or p.get("error") or e.kind)
+    if srv := p.get("server"):  # an attached server (attach.py)
+        return f"the server at {srv} failed: {p.get('reason')}"
+    how = p.get("signal") or f"exit {p.get('returncode')}"
+    tail = p.get("log_tail") or []
+    return f"inference worker died ({how})" + (f": {tail[-1]}" if tail else "")
 
 
 def _raised_in(error: BaseException) -> str:

@@ -112,3 +112,21 @@ async def test_an_error_while_stopping_still_quits():
         await pilot.press("q")
         await until(pilot, lambda: not app.is_running, 5, "exit")
     assert stub.stops == ["quit"]
+
+
+def test_notices_say_what_failed():
+    from anubis_tui.records import Event
+    from anubis_tui.ui.app import notice
+
+    died = {"signal": "SIGKILL", "log_tail": ["llama: out of memory"]}
+    assert notice(Event(1, "worker_died", died)) == (
+        "inference worker died (SIGKILL): llama: out of memory"
+    )
+    assert notice(Event(1, "worker_died", {"returncode": 3})) == "inference worker died (exit 3)"
+    server = {"server": "http://h:8080", "reason": "connection refused"}
+    assert notice(Event(1, "worker_died", server)) == (
+        "the server at http://h:8080 failed: connection refused"
+    )
+    assert notice(Event(1, "sensor_lost", {"reason": "hwmon3 gone"})) == "hwmon3 gone"
+    assert notice(Event(1, "sink_error", {"error": "disk full"})) == "disk full"
+    assert notice(Event(1, "connection_lost", {})) == "connection_lost"
