@@ -74,6 +74,7 @@ def test_pyspy_toggle_and_rate_change_make_events_segments_and_a_speedscope(sess
     # hot frames are records: every ~2 s while py-spy runs
     live = ev.wait("profiler_frames", final=False)
     assert live.payload["frames"] and live.payload["snapshots"] >= 1
+    assert live.payload["samples"] > 0  # py-spy's own count while it runs
     assert _s.profiler_step_rate(+1).message == "py-spy now at 250 Hz"
     rate = ev.wait("profiler_rate", profiler="py-spy")
     assert rate.payload["rate_hz"] == 250 and rate.payload["previous_samples"] > 0

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from anubis_tui.recording.reader import load, read_all, read_bytes
+from anubis_tui.recording.reader import ReaderError, load, read_all, read_bytes
 from anubis_tui.records import Footer, Sample, Tokens
 from tests.conftest import ANUBIS, cli_env
 
@@ -25,6 +25,22 @@ def run(*args, tree="jetson_orin_jp6", timeout=120, **env):
         timeout=timeout,
         check=False,
     )
+
+
+def wait_for_samples(path, n, timeout=60.0):
+    """Until the recording being written at `path` holds `n` Samples (its writer flushes
+    every 0.5 s), however long the start takes on a loaded machine."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        data = path.read_bytes() if path.exists() else b""
+        try:
+            records, _ = read_bytes(data) if data else ([], None)
+        except ReaderError:  # caught in the middle of the header's write
+            records = []
+        if sum(isinstance(r, Sample) for r in records) >= n:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{path} held fewer than {n} samples after {timeout:g} s")
 
 
 def test_record_then_report_with_real_model_on_a_jetson_tree(tmp_path):
@@ -71,7 +87,7 @@ def test_sigint_ends_cleanly_with_a_footer(tmp_path):
         env=cli_env("intel_laptop"),
         stderr=subprocess.PIPE,
     )
-    time.sleep(2.5)
+    wait_for_samples(out, 3)  # recording, with its signal handlers in place: not a fixed sleep
     proc.send_signal(signal.SIGINT)
     assert proc.wait(20) == 0
     records, recov = read_all(out)
@@ -85,7 +101,7 @@ def test_sigkill_leaves_a_file_that_replays_to_within_a_second(tmp_path):
         [*ANUBIS, "record", "-o", str(out), "--rate", "20", "--no-model"],
         env=cli_env("intel_laptop"),
     )
-    time.sleep(3.5)
+    wait_for_samples(out, 20)  # a second of samples on disk before the kill
     killed_at = time.monotonic_ns()
     proc.kill()
     proc.wait(10)
