@@ -23,8 +23,6 @@ token or knob change (the worker reports its backends and the resolved knobs
 only once it runs). `differences` names each field two identities disagree
 on, one line each; a field unknown on one side is not a difference but is
 listed by `unchecked`.
-
-`recording_facts` gathers at record time what older Headers lacked.
 """
 
 from __future__ import annotations
@@ -102,19 +100,6 @@ def model_sha256(path: str, cache: Path, hash_limit: int = HASH_CACHE_MAX_BYTES)
 def _marker(cache: Path, p: Path) -> Path:
     key = hashlib.sha256(str(p.resolve()).encode()).hexdigest()[:32]
     return cache / "sha256" / f"{key}.json"
-
-
-def recording_facts(prompts: list[str], model_path: str | None, cache: Path) -> dict[str, Any]:
-    """What a new Header carries for `identity`: host, model and workload additions.
-
-    Returns ``{"host": {...}, "model": {...}, "config": {...}}`` to merge
-    into the Header's maps of the same names.
-    """
-    return {
-        "host": {"cpu_model": cpu_model(), "llama_cpp": llama_cpp_version()},
-        "model": {"sha256": model_sha256(model_path, cache) if model_path else UNKNOWN},
-        "config": {"prompts_sha256": prompts_sha256(prompts)},
-    }
 
 
 # -- identity of a recording ------------------------------------------------------------------

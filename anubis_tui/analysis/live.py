@@ -46,6 +46,13 @@ NOTIFY_KINDS = {
 
 @dataclass
 class ChannelView:
+    """One channel as a panel shows it: its latest `value` (SI units, None without a reading).
+
+    For throttle channels: the canonical names `active` now and `occurred`
+    since boot (`records.decode_flags`), and `share`, the fraction (0..1) of
+    samples so far in which each flag name was lit.
+    """
+
     channel: Channel
     value: float | None
     active: list[str]
@@ -55,7 +62,20 @@ class ChannelView:
 
 @dataclass
 class Snapshot:
-    """An immutable-enough view for one frame."""
+    """What the panels show in one frame, copied out of `LiveState` (not shared with it).
+
+    Times: `t_s` (s since the session start), `ttft_ms`/`ttft_median_ms` (ms,
+    the last request's and the median). Rates: `decode_tps` is tok/s "now"
+    over `rolling.WINDOW_NS`, `prompt_tps` the last request's prompt tok/s.
+    Power in W (`system_power`), energy in J (`energy_j`, the system energy
+    counter since the start), `jpt_recent` J/token over `rolling.JPT_WINDOW_NS`.
+    `history_*` hold one value per second, oldest first, at most `HISTORY_S`
+    (NaN for a second without data): W, °C (hottest sensor) and tok/s.
+    `self_cost` holds the sampler's rate (Hz) and jitter p99 (s), the CPU use in
+    cores (1.0 = one core busy; psutil cpu_times deltas) of the sampler thread,
+    anubis, the worker and the profiler, and a remote session's
+    acknowledgement time (ms).
+    """
 
     t_s: float
     header: Header | None
@@ -70,7 +90,6 @@ class Snapshot:
     system_channel: Channel | None
     energy_j: float | None
     jpt_recent: float | None
-    jpt_total: float | None
     power: list[ChannelView]
     temps: list[ChannelView]
     throttle: list[ChannelView]
@@ -126,7 +145,6 @@ class LiveState:
         self.energy_j: float | None = None
         self._energy_start: float | None = None
         self.sampler_hz: float | None = None
-        self.rate_event_hz: float | None = None
         self.knob_state: dict[str, str] = {}
         self.ack_ms: float | None = None  # a remote session's last key-to-acknowledgement time
         # Measured energy counters besides the system's: index → (t, joules, tokens) points.
@@ -138,10 +156,12 @@ class LiveState:
     # -- feeding ------------------------------------------------------------------
 
     def consume(self, rec: Record) -> None:
+        """Fold one record under the lock."""
         with self.lock:
             self._consume(rec)
 
     def consume_many(self, recs: list[Record]) -> None:
+        """Fold `recs` in order under one hold of the lock (a bus batch)."""
         with self.lock:
             for r in recs:
                 self._consume(r)
@@ -217,8 +237,6 @@ class LiveState:
             self.paused = True
         elif e.kind == "resumed":
             self.paused = False
-        elif e.kind == "rate":
-            self.rate_event_hz = p.get("sampler_hz")
         elif e.kind == "marker" or e.kind in SETTING_EVENTS:
             self.marks.append(self._bin_idx)
         elif e.kind == "quality":
@@ -308,6 +326,7 @@ class LiveState:
         return self._quality
 
     def snapshot(self) -> Snapshot:
+        """Everything the panels show now, copied under the lock (see `Snapshot` for units)."""
         with self.lock:
             tps = self._decode_tps()
             throttle = self._views("throttle")
@@ -342,9 +361,6 @@ class LiveState:
                 system_channel=sys_ch,
                 energy_j=self.energy_j,
                 jpt_recent=jpt_recent,
-                jpt_total=(self.energy_j / self.tokens)
-                if self.energy_j is not None and self.tokens
-                else None,
                 power=[v for v in self._views("power") if v.channel.id != "system.power"],
                 temps=self._views("temperature"),
                 throttle=throttle,
@@ -376,6 +392,7 @@ class LiveState:
             )
 
     def new_events(self, since: int) -> tuple[list[Event], int]:
+        """Events from index `since` on, and the index to pass next time."""
         with self.lock:
             return self.events[since:], len(self.events)
 
@@ -396,6 +413,7 @@ def _window_jpt(points: deque[tuple[int, float, int]]) -> float | None:
 
 
 def fmt(v: Any, spec: str = ".1f", unit: str = "") -> str:
+    """`v` formatted with `spec` and `unit`, or "—" for None and NaN (no reading)."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "—"
     return f"{v:{spec}}{unit}"

@@ -43,6 +43,13 @@ class Rolling:
         self._n = 0
 
     def consume(self, rec: Record) -> None:
+        """Fold one record: channel tables (to find ``system.energy``), Samples, Tokens and pause
+        Events.
+
+        Decode batches older than the tok/s window (plus a second for chart bins)
+        and energy points older than `JPT_WINDOW_NS` are let go, so memory stays
+        bounded on a long run.
+        """
         if isinstance(rec, Header | ChannelsAdded):
             for c in rec.channels:
                 if c.id == "system.energy":

@@ -1,10 +1,12 @@
-"""Figures over a time window of a recording: tok/s, power, energy, J/token, heat, throttle.
+"""The whole run's figures, folded in one pass: tok/s, energy, J/token, power, heat,
+throttle, idle power and each request's energy.
 
-Every function takes a `Recording` and a window [a, b) in ns since the
-session start. Decode tok/s counts decode tokens stamped in the window over
-its length; energy is the change of the system energy channel across the
-window (hardware counters where the machine has them), so J/token = ΔE /
-decode tokens in the same window.
+`RunFold` takes records in time order (`recording.reader.in_time_order`) and keeps
+sums, not samples, so a day-long recording folds in bounded memory (issue 20).
+Stamps are ns since the session start. Energy is the change of an energy counter
+across a window [a, b), its value at each edge interpolated between readings
+(`counter_at`), so J/token = ΔE ÷ the decode tokens stamped in the window. The
+array functions (`counter_at`, `energy_j`) take a loaded `Recording`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import csv
 import itertools
 from array import array
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import IO, Any
 
 import numpy as np
@@ -34,59 +35,8 @@ from anubis_tui.records import (
 )
 
 
-@dataclass
-class Window:
-    start_s: float
-    end_s: float
-    decode_tokens: int
-    prompt_tokens: int
-    decode_tps: float | None
-    power_w: float | None
-    power_std_w: float | None
-    energy_j: float | None
-    j_per_token: float | None
-    temp_max_c: float | None
-    throttle_share: dict[str, float] = field(default_factory=dict)
-    power_by_channel: dict[str, float] = field(default_factory=dict)
-
-
 def _mask(t: np.ndarray, a: int, b: int) -> np.ndarray:
     return (t >= a) & (t < b)
-
-
-def tokens_in(rec: Recording, a: int, b: int, decode: bool = True) -> int:
-    m = _mask(rec.tok_t, a, b) & (rec.tok_decode == decode)
-    return int(rec.tok_count[m].sum())
-
-
-def decode_tps(rec: Recording, a: int, b: int) -> float | None:
-    """Decode tokens per second in [a, b), excluding prompt processing and gaps.
-
-    Requests that ran wholly inside the window count exactly (tokens − 1 over
-    first-to-last token time, as the worker stamped them). A window holding
-    no whole request falls back to the stamps of its decode batches.
-    """
-    starts = {e.payload.get("request"): e.t for e in rec.events if e.kind == "request_start"}
-    n = 0
-    ns = 0
-    for e in rec.events:
-        if e.kind != "request_end" or not (a <= e.t < b):
-            continue
-        if starts.get(e.payload.get("request"), -1) < a or not e.payload.get("decode_ns"):
-            continue
-        n += int(e.payload["generated"]) - 1
-        ns += int(e.payload["decode_ns"])
-    if ns:
-        return n / (ns / 1e9)
-    m = _mask(rec.tok_t, a, b) & rec.tok_decode
-    if not m.any():
-        return None
-    first = max(a, int(rec.tok_t_first[m].min()))
-    last = min(b, int(rec.tok_t[m].max()))
-    count = int(rec.tok_count[m].sum())
-    if last <= first or count < 2:
-        return None
-    return (count - 1) / ((last - first) / 1e9)
 
 
 def value_at(rec: Recording, cid: str, t: int) -> float | None:
@@ -158,86 +108,7 @@ def energy_j(rec: Recording, a: int, b: int, cid: str = "system.energy") -> floa
     return eb - ea
 
 
-def mean_std(rec: Recording, cid: str, a: int, b: int) -> tuple[float | None, float | None]:
-    col = rec.column(cid)
-    if col is None:
-        return None, None
-    v = col[_mask(rec.t, a, b)]
-    v = v[~np.isnan(v)]
-    if not len(v):
-        return None, None
-    return float(v.mean()), float(v.std())
-
-
-def throttle_share(rec: Recording, a: int, b: int) -> dict[str, float]:
-    """Share of readings in [a, b) in which each canonical flag was active (any source)."""
-    m = _mask(rec.t, a, b)
-    counts: dict[str, int] = {}
-    total: dict[str, int] = {}
-    for c in rec.channels:
-        if c.kind != "throttle":
-            continue
-        col = rec.values[m, rec.index[c.id]]
-        col = col[~np.isnan(col)]
-        names = set(c.meta.get("flags", {}).values())
-        for name in names:
-            total[name] = total.get(name, 0) + len(col)
-        # Masks repeat: decode each distinct one once.
-        masks, n = np.unique(col[(col >= 0) & (col < 2.0**64)], return_counts=True)
-        for v, k in zip(masks, n, strict=True):
-            active, _ = decode_flags(c, int(v))
-            for name in set(active):
-                counts[name] = counts.get(name, 0) + int(k)
-    return {n: counts.get(n, 0) / total[n] for n in sorted(total) if total[n]}
-
-
-def window(rec: Recording, a: int, b: int) -> Window:
-    dec = tokens_in(rec, a, b, True)
-    e = energy_j(rec, a, b)
-    p, sd = mean_std(rec, "system.power", a, b)
-    temps = [
-        mean_max
-        for c in rec.channels
-        if c.kind == "temperature"
-        if (mean_max := _max(rec, c.id, a, b)) is not None
-    ]
-    by_ch = {}
-    for c in rec.channels:
-        if c.kind == "power" and not c.meta.get("is_limit") and c.id != "system.power":
-            mean, _ = mean_std(rec, c.id, a, b)
-            if mean is not None:
-                by_ch[c.id] = mean
-    return Window(
-        start_s=a / 1e9,
-        end_s=b / 1e9,
-        decode_tokens=dec,
-        prompt_tokens=tokens_in(rec, a, b, False),
-        decode_tps=decode_tps(rec, a, b),
-        power_w=p,
-        power_std_w=sd,
-        energy_j=e,
-        j_per_token=(e / dec) if e is not None and dec else None,
-        temp_max_c=max(temps) if temps else None,
-        throttle_share=throttle_share(rec, a, b),
-        power_by_channel=by_ch,
-    )
-
-
-def _max(rec: Recording, cid: str, a: int, b: int) -> float | None:
-    col = rec.column(cid)
-    if col is None:
-        return None
-    v = col[_mask(rec.t, a, b)]
-    v = v[~np.isnan(v)]
-    return float(v.max()) if len(v) else None
-
-
 IDLE_SETTLE_S = 1.0  # power falls for about a second after inference stops
-
-
-def idle_power(rec: Recording) -> dict[str, float | int | None] | None:
-    """Idle power measured in the recording's pauses: `IdleFold` over its records."""
-    return _fold_run(rec).idle.result()
 
 
 def request_energy(rec: Recording, cid: str = "system.energy") -> dict[str, Any]:
@@ -434,8 +305,8 @@ class RequestFold:
         self.spans: list[tuple[int, int, int, int]] = []  # (request, start, end, generated)
         self._cuts: list[int] = []  # every request edge: where a piece of the timeline starts
         self._cut_tokens: list[dict[int, int]] = []  # decode tokens per request in each piece
-        self._tt = -1  # the latest token stamp, and its tokens by request (a cut there takes them)
-        self._tok_bucket: dict[int, int] = {}
+        self._tt = -1  # the latest token stamp, and its batches (a cut there takes them)
+        self._tok_bucket: list[Tokens] = []
 
     def event(self, e: Event) -> None:
         if e.kind not in ("request_start", "request_end"):
@@ -453,13 +324,15 @@ class RequestFold:
             self.spans.append((r, self._open.pop(r), e.t, int(e.payload.get("generated") or 0)))
         self.track.edge(e.t)
         if not self._cuts or self._cuts[-1] != e.t:
-            moved = self._tok_bucket if self._tt == e.t else {}
+            moved: dict[int, int] = {}
+            for tok in self._tok_bucket if self._tt == e.t else ():
+                moved[tok.request] = moved.get(tok.request, 0) + tok.count
             if self._cut_tokens:
                 prev = self._cut_tokens[-1]
                 for r2, k in moved.items():
                     prev[r2] -= k
             self._cuts.append(e.t)
-            self._cut_tokens.append(dict(moved))
+            self._cut_tokens.append(moved)
 
     def _end(self, e: Event, r: Any) -> None:
         p = e.payload
@@ -474,9 +347,9 @@ class RequestFold:
     def tokens(self, rec: Tokens) -> None:
         """A decode batch (prompt batches are not apportioned)."""
         if rec.t != self._tt:
-            self._tt, self._tok_bucket = rec.t, {}
-        b = self._tok_bucket
-        b[rec.request] = b.get(rec.request, 0) + rec.count
+            self._tt = rec.t
+            self._tok_bucket.clear()
+        self._tok_bucket.append(rec)
         if self._cuts:
             d = self._cut_tokens[-1]
             d[rec.request] = d.get(rec.request, 0) + rec.count
@@ -659,7 +532,10 @@ class RunFold:
             tr.finish()
 
     def decode_tps(self, end: int) -> float | None:
-        """`decode_tps` over the whole run [0, end)."""
+        """Decode tokens per second over the whole run [0, `end`) ns, prompt processing and
+        gaps excluded: requests whose start was seen count exactly (Σ(generated − 1) over
+        Σ decode_ns, as the worker stamped them); a run without one falls back to its
+        decode batches ((tokens − 1) over first-to-last stamp). None without either."""
         n, ns = self.requests.decode_rate()
         if ns:
             return n / (ns / 1e9)
@@ -671,7 +547,8 @@ class RunFold:
         return (self.decode[0] - 1) / ((last - first) / 1e9)
 
     def energy_j(self, end: int, cid: str | None = None) -> float | None:
-        """`energy_j` over [0, end) of a counter: None with fewer than two readings."""
+        """Energy (J) of counter `cid` (the system energy by default) over [0, `end`) ns, its
+        values at the edges by `counter_at`; None with fewer than two readings."""
         tr = self.tracks.get(cid or self.cid)
         if tr is None or tr.n < 2 or (cid or self.cid) not in self.index:
             return None
@@ -770,7 +647,8 @@ class ColumnFold:
         return (float(self.sum[j] / n), float(self.max[j])) if n else (None, None)
 
     def throttle_share(self) -> dict[str, float]:
-        """`throttle_share` over every reading folded."""
+        """Each canonical throttle flag's share of readings (0..1) in which it was active,
+        any source (`records.decode_flags`; unknown bits count as ``throttled``)."""
         return {
             n: self.flag_hits.get(n, 0) / self.flag_n[n]
             for n in sorted(self.flag_n)

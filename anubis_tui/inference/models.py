@@ -64,6 +64,15 @@ class ModelError(AnubisError):
 
 @dataclass(frozen=True)
 class ModelFacts:
+    """What a GGUF file's header says about the model (`read_facts`), without loading it.
+
+    `parameters` is the sum of the tensors' element counts; `file_size` is in
+    bytes; `context_length`, `layers` and `embedding_length` are the
+    ``<arch>.*`` keys of the GGUF metadata (None where the file has none);
+    `quantization` is named from ``general.file_type``; `gguf_version` is the
+    header's version field (GGUF spec: ggml/docs/gguf.md).
+    """
+
     path: str
     architecture: str
     name: str
@@ -76,10 +85,14 @@ class ModelFacts:
     gguf_version: int
 
     def plain(self) -> dict[str, Any]:
+        """The facts as a dict of plain values (for a Header's ``model`` map)."""
         return asdict(self)
 
 
 def cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/anubis/models`` (default ``~/.cache``): derived model files and
+    hashes; not created here.
+    """
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "anubis" / "models"
 

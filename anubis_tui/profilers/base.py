@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from anubis_tui.plugins import load_plugins
-from anubis_tui.profilerspec import RATES_HZ
+from anubis_tui.profilerspec import RATES_HZ  # noqa: F401 (re-exported: profilers.controller, cli.sweep)
 
 PTRACE_FIX = (
     "no ptrace permission: run anubis as root, or give it CAP_SYS_PTRACE "
@@ -38,7 +38,6 @@ class Profiler(ABC):
     """One dynamic profiler. Subclasses document what `rate_hz` means for them."""
 
     name: ClassVar[str]
-    rates_hz: ClassVar[tuple[int, ...]] = RATES_HZ
 
     @classmethod
     @abstractmethod

@@ -673,20 +673,22 @@ class Session:
             cpu_count=os.cpu_count() or 1,
         )
 
-    def _knob(self, name: str) -> tuple[Any, str]:
-        """A knob's value now, and why it cannot be changed here ("" when it can)."""
-        return self.knob_table[name].read(self._knob_context())
+    def _knobs_now(self) -> dict[str, tuple[Any, str]]:
+        """Each knob's value now and why it cannot be changed here ("" when it can)."""
+        ctx = self._knob_context()
+        return {n: k.read(ctx) for n, k in self.knob_table.items()}
 
     def knob_values(self) -> dict[str, Any]:
-        return {n: self._knob(n)[0] for n in self.knob_table}
+        """Each knob's value now (None where there is none: no model, no control)."""
+        return {n: v for n, (v, _) in self._knobs_now().items()}
 
     def knob_state(self) -> dict[str, str]:
         """Each knob's reason it cannot be changed here ("" when it can)."""
-        return {n: self._knob(n)[1] for n in self.knob_table}
+        return {n: why for n, (_, why) in self._knobs_now().items()}
 
     def emit_knobs(self) -> None:
         """A ``knobs`` Event: every knob's value and whether it can change (panel, segments)."""
-        state = {n: self._knob(n) for n in self.knob_table}
+        state = self._knobs_now()
         self.emit_event(
             "knobs",
             values={n: v for n, (v, _) in state.items()},

@@ -274,12 +274,26 @@ class Sweep:
 
     def run(self, stop: threading.Event) -> str | None:
         """The whole sweep; None when it ran to the end, else why it ended early."""
-        o = self.opts
         err = self.s.wait_loaded()
         if err:
             return err
-        # A profiler that cannot run here is found out now, not in the middle of a segment
-        # (scalene's check runs a test worker: it would disturb the baseline beside it).
+        self._leave_out_unrunnable()
+        if not self.items:
+            return "no treatment can run here"
+        order = schedule(self.items, self.opts.repeats, self.opts.seed)
+        self._announce(order)
+        started = time.monotonic()
+        why = self._warmup(stop) or self._planned(order, stop)
+        if why is None and self.folded is not None and self.opts.max_s:
+            why = self._extra(len(order), started, stop)
+        if why:
+            return why
+        self._apply(None)
+        return None
+
+    def _leave_out_unrunnable(self) -> None:
+        """A profiler that cannot run here is found out now, not in the middle of a segment
+        (scalene's check runs a test worker: it would disturb the baseline beside it)."""
         for prof in sorted({t.profiler.profiler or "" for t in self.items if t.profiler}):
             why = self.s.profiler_check(prof)
             if why:
@@ -288,9 +302,10 @@ class Sweep:
                 self.items = [
                     t for t in self.items if not t.profiler or t.profiler.profiler != prof
                 ]
-        if not self.items:
-            return "no treatment can run here"
-        order = schedule(self.items, o.repeats, o.seed)
+
+    def _announce(self, order: list[tuple[int, str, Treatment | None]]) -> None:
+        """The ``sweep`` Event: what is compared, how often, in which order."""
+        o = self.opts
         self.s.emit_event(
             "sweep",
             treatments=[t.name for t in self.items],
@@ -302,10 +317,11 @@ class Sweep:
             base=self.base,
             order=[[r, role, t.name if t else "baseline"] for r, role, t in order],
         )
-        started = time.monotonic()
-        why = self._warmup(stop)
-        if why:
-            return why
+
+    def _planned(
+        self, order: list[tuple[int, str, Treatment | None]], stop: threading.Event
+    ) -> str | None:
+        """The planned segments in `order`; None when they all ran."""
         for i, (r, role, t) in enumerate(order):
             if stop.is_set():
                 return "stopped"
@@ -314,11 +330,6 @@ class Sweep:
             why = self._step(i, r, role, t, stop)
             if why:
                 return why
-        if self.folded is not None and o.max_s:
-            why = self._extra(len(order), started, stop)
-            if why:
-                return why
-        self._apply(None)
         return None
 
     def _step(

@@ -49,11 +49,6 @@ def delta_rows(f: Figures, width: int = 80) -> list[str]:
     return [f"{name:<13}{tps:>5} {jpt:>4}J", f"  {watts} {tail}"]
 
 
-def delta_row(f: Figures) -> str:
-    """`delta_rows` on one line (the report's width)."""
-    return delta_rows(f)[0]
-
-
 def frames_line(frames: list[dict[str, Any]]) -> str | None:
     """``hot FUNCTION NN%``: the hottest frame of a profile and its share of samples."""
     if not frames:
