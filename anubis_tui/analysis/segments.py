@@ -368,7 +368,7 @@ class SegmentFold:
         kind = type(rec)  # records are final dataclasses: `is` is the cheap isinstance
         if kind is ChannelsAdded:
             self._add_channels(rec.channels)  # type: ignore[union-attr]
-        t = rec.t  # type: ignore[union-attr]
+        t = rec.t  # every record but the Header (above) has a stamp
         if t > self.t:
             self.t = t
         seg = self.segments[-1]
