@@ -43,6 +43,15 @@ def default_record_dir() -> str:
 
 @dataclass(frozen=True)
 class Config:
+    """Settings from the config file and ``ANUBIS_*`` variables (`load_config`); CLI flags override
+    via `replace`.
+
+    Units in the names: `rate_hz` (sampler Hz), `cpu_tdp_w` (W, for the CPU
+    estimate where no meter exists), `fsync_interval_s` (s). `threads` None and
+    `flash_attn` None mean "decide from the machine"; `gpu_layers` 0 is CPU-only,
+    -1 all layers. `keys` maps binding ids to keys (docs/guide.md).
+    """
+
     rate_hz: float = 10.0
     model: str | None = None
     threads: int | None = None
@@ -58,10 +67,17 @@ class Config:
     keys: dict[str, str] = field(default_factory=dict)
 
     def replace(self, **changes: Any) -> Config:
+        """A copy with `changes` applied, leaving out those that are None (flags the user did not
+        give).
+
+        Raises TypeError for a name that is not a field; values are not checked here
+        (`load_config` checks what it reads).
+        """
         clean = {k: v for k, v in changes.items() if v is not None}
         return dataclasses.replace(self, **clean)
 
     def plain(self) -> dict[str, Any]:
+        """Every field as a dict of plain values (for a recording's Header ``config`` map)."""
         return dataclasses.asdict(self)
 
 
@@ -76,6 +92,9 @@ ENV: dict[str, tuple[str, type]] = {
 
 
 def config_path() -> Path:
+    """``$ANUBIS_CONFIG``, else ``$XDG_CONFIG_HOME/anubis/config.toml`` (default ``~/.config``); it
+    may not exist.
+    """
     if p := os.environ.get("ANUBIS_CONFIG"):
         return Path(p)
     base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
@@ -173,6 +192,13 @@ def _check(cfg: Config, where: str) -> Config:
 
 
 def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Defaults, then the TOML file at `path` (default `config_path()`), then `env` (default
+    os.environ).
+
+    A missing file is no error. Raises ConfigError (one line naming the file or
+    variable) for an unreadable or non-regular file (over 1 MiB included), bad
+    TOML, an unknown key, or a value of the wrong type or out of range.
+    """
     cfg = Config()
     path = path or config_path()
     if os.path.lexists(path):

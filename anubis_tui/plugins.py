@@ -132,6 +132,7 @@ class ExportSink(ABC):
 
 
 def stderr_warn(msg: str) -> None:
+    """Print `msg` on stderr: the default way `load_plugins` reports a plugin it skips."""
     print(msg, file=sys.stderr)
 
 
@@ -239,6 +240,11 @@ class QueuedSink:
             self._busy_since = None
 
     def close(self, timeout: float = 2.0) -> None:
+        """Stop the thread after what is queued, waiting at most `timeout` s (per step) for it.
+
+        A sink that cannot take the stop marker within `timeout` is marked dropped
+        ("closed while behind"); never raises.
+        """
         if self.dropped is None:
             try:
                 self.queue.put(None, timeout=timeout)
@@ -267,6 +273,7 @@ class QueuedExport:
 
     @property
     def dropped(self) -> str | None:
+        """Why the plugin was dropped (one line), or None while it keeps up."""
         return self.queued.dropped
 
     def close(self, timeout: float = CLOSE_S) -> None:

@@ -14,6 +14,7 @@ of that start so other processes' monotonic stamps can be aligned.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -25,6 +26,8 @@ Value = float | int | None
 
 
 class RecordType(IntEnum):
+    """Type code: the first item of every record's plain form (docs/recording-format.md)."""
+
     HEADER = 0
     SAMPLE = 1
     TOKENS = 2
@@ -90,6 +93,7 @@ PHASES = ("prompt", "decode")
 
 
 def valid_method(method: str) -> bool:
+    """Whether `method` is one of `METHODS` or ``average:<window>`` with a non-empty window."""
     return method in METHODS or (method.startswith("average:") and len(method) > 8)
 
 
@@ -120,6 +124,11 @@ class Channel:
             raise ValueError(f"channel {self.id}: unknown method {self.method!r}")
 
     def to_plain(self) -> dict[str, Any]:
+        """The channel as a str-keyed map of msgpack-native values.
+
+        `meta`'s ``flags``/``sticky`` bit keys become decimal strings; `from_plain`
+        turns them back into ints.
+        """
         return {
             "id": self.id,
             "label": self.label,
@@ -229,6 +238,14 @@ def decode_flags(channel: Channel, mask: int | None) -> tuple[list[str], list[st
 
 @dataclass(frozen=True, slots=True)
 class Header:
+    """The first record of a recording: format name, schema (major, minor), channel table, identity.
+
+    `created_utc` is ISO 8601 UTC with milliseconds; `t0_monotonic_ns` is
+    CLOCK_MONOTONIC (ns) at the session start, the zero of every record's `t`;
+    `host`, `model` and `config` are free maps (see `recording.format.make_header`
+    and analysis/identity.py for the keys anubis writes).
+    """
+
     format: str
     schema: tuple[int, int]
     created_utc: str
@@ -240,6 +257,9 @@ class Header:
     config: dict[str, Any]
 
     def to_plain(self) -> list[Any]:
+        """``[RecordType.HEADER, {format, schema, created_utc, t0_monotonic_ns, host, app_version,
+        channels, model, config}]``.
+        """
         return [
             RecordType.HEADER,
             {
@@ -258,12 +278,20 @@ class Header:
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    """One tick of the sampler: `values` aligned to the channel table."""
+    """One tick of the sampler at `t` (ns since the session start).
+
+    `values` has one entry per channel of the table so far (Header plus every
+    ChannelsAdded, in order), each in its channel's `unit` (SI) or None for no
+    reading.
+    """
 
     t: int
     values: list[Value]
 
     def to_plain(self) -> list[Any]:
+        """``[RecordType.SAMPLE, t, values]``: `t` in ns, `values` one per channel (SI units or
+        None).
+        """
         return [RecordType.SAMPLE, self.t, self.values]
 
 
@@ -282,25 +310,39 @@ class Tokens:
     t_first: int
 
     def to_plain(self) -> list[Any]:
+        """``[RecordType.TOKENS, t, count, phase, request, t_first]`` (times in ns)."""
         return [RecordType.TOKENS, self.t, self.count, self.phase, self.request, self.t_first]
 
 
 @dataclass(frozen=True, slots=True)
 class Event:
+    """Something that happened at `t` (ns since the session start).
+
+    `kind` names it (``request_start``, ``knob``, ``paused``, … as listed in
+    docs/recording-format.md); `payload` holds its msgpack-native details.
+    """
+
     t: int
     kind: str
     payload: dict[str, Any] = field(default_factory=dict)
 
     def to_plain(self) -> list[Any]:
+        """``[RecordType.EVENT, t, kind, payload]``."""
         return [RecordType.EVENT, self.t, self.kind, self.payload]
 
 
 @dataclass(frozen=True, slots=True)
 class Footer:
+    """The last record of a cleanly closed recording: `t` (ns) and the session's `totals` map.
+
+    A recording without one was cut short; readers recover what precedes the cut.
+    """
+
     t: int
     totals: dict[str, Any]
 
     def to_plain(self) -> list[Any]:
+        """``[RecordType.FOOTER, t, totals]``."""
         return [RecordType.FOOTER, self.t, self.totals]
 
 
@@ -312,10 +354,60 @@ class ChannelsAdded:
     channels: list[Channel]
 
     def to_plain(self) -> list[Any]:
+        """``[RecordType.CHANNELS, t, [channel maps]]``; the new channels' columns follow the
+        existing ones.
+        """
         return [RecordType.CHANNELS, self.t, [c.to_plain() for c in self.channels]]
 
 
 Record = Header | Sample | Tokens | Event | Footer | ChannelsAdded
+
+
+class ChannelIndex:
+    """The session's channels in the order of `Sample.values`: the Header's, then each
+    `ChannelsAdded` record's, appended (docs/recording-format.md). The one index a sink
+    keeps, so that every sink finds a channel's value the same way.
+
+    `positions` maps a channel id to its place in `Sample.values` (a repeated id: the
+    last one). Not thread-safe: its owner locks.
+    """
+
+    def __init__(self, channels: Iterable[Channel] = ()) -> None:
+        self.channels: list[Channel] = []
+        self.positions: dict[str, int] = {}
+        self.add(channels)
+
+    def __len__(self) -> int:
+        return len(self.channels)
+
+    def add(self, channels: Iterable[Channel]) -> range:
+        """Append `channels`; the positions they take in `Sample.values`."""
+        start = len(self.channels)
+        for c in channels:
+            self.positions[c.id] = len(self.channels)
+            self.channels.append(c)
+        return range(start, len(self.channels))
+
+    def consume(self, rec: Record) -> range:
+        """The positions a Header or ChannelsAdded record adds; an empty range for others."""
+        if isinstance(rec, Header | ChannelsAdded):
+            return self.add(rec.channels)
+        return range(0)
+
+    def position(self, channel_id: str) -> int | None:
+        """Where channel `channel_id` is in `Sample.values`, or None if no such channel."""
+        return self.positions.get(channel_id)
+
+    @staticmethod
+    def value(values: list[Value], i: int | None) -> float | None:
+        """The finite reading at position `i` of a Sample's values (in the channel's SI
+        unit), or None: no such position, no reading, or NaN/infinity."""
+        if i is None or not 0 <= i < len(values):
+            return None
+        v = values[i]
+        if isinstance(v, int | float) and math.isfinite(v):
+            return float(v)
+        return None
 
 
 class RecordError(AnubisError, ValueError):
@@ -340,6 +432,14 @@ def record_from_plain(obj: Any) -> Record:
             _, t, count, phase, request, t_first = obj
             if phase not in PHASES:
                 raise RecordError(f"unknown token phase {phase!r}")
+            if (  # the common case in one test (a day holds millions); `_int` names a bad one
+                type(t) is type(count) is type(request) is type(t_first) is int
+                and 0 <= t <= MAX_T
+                and 0 <= count <= MAX_COUNT
+                and 0 <= request <= MAX_T
+                and 0 <= t_first <= MAX_T
+            ):
+                return Tokens(t, count, phase, request, t_first)
             return Tokens(_int(t), _int(count, MAX_COUNT), phase, _int(request), _int(t_first))
         if code == RecordType.EVENT:
             _, t, kind, payload = obj

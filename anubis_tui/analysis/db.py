@@ -100,6 +100,10 @@ def figure_key(name: str) -> str:
 
 @dataclass
 class AddResult:
+    """What `Store.add` did: recordings added, rows written, and recordings whose row set
+    was replaced.
+    """
+
     recordings: int = 0
     rows: int = 0
     replaced: int = 0  # recordings that were there already (their row sets replaced)
@@ -141,6 +145,7 @@ class Store:
         self.close()
 
     def close(self) -> None:
+        """Close the SQLite connection (uncommitted work is rolled back by SQLite)."""
         self.conn.close()
 
     def _schema(self) -> None:
@@ -191,6 +196,9 @@ class Store:
             raise
 
     def conn_timeout(self) -> float:
+        """The connection's busy timeout in seconds (``PRAGMA busy_timeout``, which SQLite
+        gives in ms).
+        """
         return float(self.conn.execute("PRAGMA busy_timeout").fetchone()[0]) / 1000
 
     # -- writing -------------------------------------------------------------------------
@@ -340,6 +348,9 @@ def _num(v: Any) -> bool:
 
 
 def value(row: dict[str, Any], key: str) -> float | None:
+    """Figure `key` of a row (units in its name: _j, _s, _w, tokens_per_s; see `RANKABLE`),
+    or None when missing, non-numeric or not finite.
+    """
     f = (row.get("figures") or {}).get(key) or {}
     v = f.get("value")
     if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
@@ -348,6 +359,9 @@ def value(row: dict[str, Any], key: str) -> float | None:
 
 
 def ci(row: dict[str, Any], key: str) -> tuple[float, float] | None:
+    """Figure `key`'s 95 % interval (low, high) in the figure's units, or None when the row
+    has none.
+    """
     c = ((row.get("figures") or {}).get(key) or {}).get("ci95")
     if isinstance(c, list) and len(c) == 2 and all(_num(x) for x in c):
         return float(c[0]), float(c[1])
@@ -424,6 +438,7 @@ def quality_text(row: dict[str, Any], with_variant: bool = True) -> str:
 
 
 def by_class(rows: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Rows grouped by ``class_id`` (recordings of one comparable setup), in input order."""
     out: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         out.setdefault(r["class_id"], []).append(r)

@@ -16,11 +16,15 @@ from anubis_tui.records import Sample, Tokens, decode_flags
 
 
 class ExportError(AnubisError):
-    """One line for the user."""
+    """A recording that cannot be exported (no matplotlib, values it cannot plot); one line."""
 
 
 def rolling_tps(rec: Recording, decode: bool, window_ns: int = 1_000_000_000) -> np.ndarray:
-    """Tokens per second over the trailing window at every sample time."""
+    """Tokens/s over (t − `window_ns`, t] at every sample time t: shape (len(rec.t),), float.
+
+    Counts decode tokens when `decode`, prompt tokens otherwise, by their batch
+    stamps (`Recording.tok_t`); 0.0 where none fell in the window.
+    """
     m = rec.tok_decode if decode else ~rec.tok_decode
     tt = rec.tok_t[m]
     cum = np.concatenate([[0], np.cumsum(rec.tok_count[m])])
@@ -30,8 +34,11 @@ def rolling_tps(rec: Recording, decode: bool, window_ns: int = 1_000_000_000) ->
 
 
 def now_series(rec: Recording) -> tuple[np.ndarray, np.ndarray]:
-    """tok/s and J/token "now" at every sample time (NaN for none): `analysis.rolling`'s
-    definitions, the panel's and the exporter's."""
+    """(tok/s, J/token) "now" at every sample time: two float arrays of shape (len(rec.t),).
+
+    `analysis.rolling`'s definitions (the panel's and the exporter's); NaN where
+    there is none (paused, too few tokens, no ``system.energy`` channel).
+    """
     m = rec.tok_decode
     tok_t, tok_n = rec.tok_t[m], rec.tok_count[m]
     tps = rolling.decode_tps_series(tok_t, tok_n, rec.t, rolling.paused_at(rec.events, rec.t))
@@ -83,7 +90,11 @@ def write_csv(rec: Recording, f: IO[str]) -> None:
 
 
 def plot(rec: Recording, out: IO[bytes], fmt: str = "png") -> None:
-    """Power, temperature, tok/s and throttle against time, profiler segments shaded."""
+    """Power (W), temperature (°C), tok/s and throttle against time (s), segments shaded.
+
+    Writes one figure in `fmt` (any matplotlib format: png, svg, pdf) to `out`.
+    Raises ExportError without matplotlib, or for values it cannot draw.
+    """
     try:
         _plot(rec, out, fmt)
     except (ValueError, OverflowError, RuntimeError) as e:

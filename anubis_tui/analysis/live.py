@@ -20,6 +20,7 @@ from anubis_tui.analysis.rolling import JPT_WINDOW_NS, Rolling
 from anubis_tui.analysis.segments import SETTING_EVENTS, Figures, SegmentFold
 from anubis_tui.records import (
     Channel,
+    ChannelIndex,
     ChannelsAdded,
     Event,
     Footer,
@@ -46,6 +47,13 @@ NOTIFY_KINDS = {
 
 @dataclass
 class ChannelView:
+    """One channel as a panel shows it: its latest `value` (SI units, None without a reading).
+
+    For throttle channels: the canonical names `active` now and `occurred`
+    since boot (`records.decode_flags`), and `share`, the fraction (0..1) of
+    samples so far in which each flag name was lit.
+    """
+
     channel: Channel
     value: float | None
     active: list[str]
@@ -55,7 +63,20 @@ class ChannelView:
 
 @dataclass
 class Snapshot:
-    """An immutable-enough view for one frame."""
+    """What the panels show in one frame, copied out of `LiveState` (not shared with it).
+
+    Times: `t_s` (s since the session start), `ttft_ms`/`ttft_median_ms` (ms,
+    the last request's and the median). Rates: `decode_tps` is tok/s "now"
+    over `rolling.WINDOW_NS`, `prompt_tps` the last request's prompt tok/s.
+    Power in W (`system_power`), energy in J (`energy_j`, the system energy
+    counter since the start), `jpt_recent` J/token over `rolling.JPT_WINDOW_NS`.
+    `history_*` hold one value per second, oldest first, at most `HISTORY_S`
+    (NaN for a second without data): W, °C (hottest sensor) and tok/s.
+    `self_cost` holds the sampler's rate (Hz) and jitter p99 (s), the CPU use in
+    cores (1.0 = one core busy; psutil cpu_times deltas) of the sampler thread,
+    anubis, the worker and the profiler, and a remote session's
+    acknowledgement time (ms).
+    """
 
     t_s: float
     header: Header | None
@@ -100,8 +121,9 @@ class LiveState:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.header: Header | None = None
-        self.channels: list[Channel] = []
-        self.index: dict[str, int] = {}
+        self.channel_index = ChannelIndex()  # as every sink keeps it; the next two are its parts
+        self.channels: list[Channel] = self.channel_index.channels
+        self.index: dict[str, int] = self.channel_index.positions
         self.latest: list[float | None] = []
         self.flag_counts: dict[str, dict[str, int]] = {}
         self.flag_totals: dict[str, int] = {}
@@ -136,10 +158,12 @@ class LiveState:
     # -- feeding ------------------------------------------------------------------
 
     def consume(self, rec: Record) -> None:
+        """Fold one record under the lock."""
         with self.lock:
             self._consume(rec)
 
     def consume_many(self, recs: list[Record]) -> None:
+        """Fold `recs` in order under one hold of the lock (a bus batch)."""
         with self.lock:
             for r in recs:
                 self._consume(r)
@@ -168,10 +192,8 @@ class LiveState:
             self.ended = True
 
     def _add_channels(self, chans: list[Channel]) -> None:
-        for c in chans:
-            i = len(self.channels)
-            self.index[c.id] = i
-            self.channels.append(c)
+        for i in self.channel_index.add(chans):
+            c = self.channels[i]
             self.latest.append(None)
             if c.kind == "energy" and c.method == "counter" and c.id != "system.energy":
                 self.counter_points[i] = deque()
@@ -304,6 +326,7 @@ class LiveState:
         return self._quality
 
     def snapshot(self) -> Snapshot:
+        """Everything the panels show now, copied under the lock (see `Snapshot` for units)."""
         with self.lock:
             tps = self._decode_tps()
             throttle = self._views("throttle")
@@ -369,6 +392,7 @@ class LiveState:
             )
 
     def new_events(self, since: int) -> tuple[list[Event], int]:
+        """Events from index `since` on, and the index to pass next time."""
         with self.lock:
             return self.events[since:], len(self.events)
 
@@ -389,6 +413,7 @@ def _window_jpt(points: deque[tuple[int, float, int]]) -> float | None:
 
 
 def fmt(v: Any, spec: str = ".1f", unit: str = "") -> str:
+    """`v` formatted with `spec` and `unit`, or "—" for None and NaN (no reading)."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "—"
     return f"{v:{spec}}{unit}"

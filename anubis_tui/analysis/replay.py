@@ -1,36 +1,97 @@
 """Replay: plays recorded records into a `LiveState` on a clock that can pause, seek and speed up.
 
 A recording on stdin (``ssh host anubis record -o - | anubis replay -``) is
-read by a thread as it grows; playing at the end of such a stream is live.
-Seeking back rebuilds the state from the start (folding is cheap: an hour
-of records takes well under a second).
+read by a thread as it grows and kept; playing at the end of such a stream is
+live. A recording file is not kept (issue 20): one pass at open finds its end,
+markers and how it ends (`FileRecords`), then playing reads it a chunk at a
+time in time order, so a day-long file replays in bounded memory. Seeking back
+rebuilds the state from the start, re-reading the file up to the position (a
+fold of every record before it: about a second per hour of recording here).
 """
 
 from __future__ import annotations
 
 import bisect
 import threading
+from collections.abc import Iterator
 from typing import IO
 
 from anubis_tui.analysis.live import LiveState
 from anubis_tui.analysis.segments import SETTING_EVENTS
 from anubis_tui.recording.reader import (
+    OutOfOrder,
     ReaderError,
+    RecordFile,
     RecordStream,
     Recovery,
+    in_time_order,
     read_all,
     time_ordered,
 )
-from anubis_tui.records import Header, Record
+from anubis_tui.records import Event, Header, Record
 
 SPEEDS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+
+
+class FileRecords:
+    """A recording file read in time order (`in_time_order`) a chunk at a time, from the
+    start, as playback asks for it; `rewind` starts again. Memory is the reader's chunk,
+    the order window and the records read ahead of the position (one chunk's worth).
+
+    `index` is the one pass that finds the header, the end (the last stamp, ns), the
+    markers and the recovery; it raises OutOfOrder for a file the hold cannot order and
+    ReaderError for one that is not a recording.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.header: Header | None = None
+        self.end_ns = 0
+        self.markers: list[tuple[int, str]] = []
+        self.recovery = Recovery()
+        self._batches: Iterator[list[Record]] = iter(())
+        self._ahead: list[Record] = []
+
+    def index(self) -> None:
+        f = RecordFile(self.path)
+        for batch in in_time_order(f.batches()):
+            for rec in batch:
+                if type(rec) is Event and (rec.kind == "marker" or rec.kind in SETTING_EVENTS):
+                    self.markers.append((rec.t, rec.kind))
+            self.end_ns = getattr(batch[-1], "t", self.end_ns)
+        self.header, self.recovery = f.header, f.recovery
+        self.rewind()
+
+    def rewind(self) -> None:
+        self._batches = iter(in_time_order(RecordFile(self.path).batches()))
+        self._ahead = []
+
+    def until(self, pos: int) -> list[Record]:
+        """The next records stamped at or before `pos` (ns), in time order."""
+        out: list[Record] = []
+        while True:
+            if not self._ahead:
+                try:
+                    self._ahead = next(self._batches, [])
+                except ReaderError:  # the file changed since `index`: it ends here
+                    self._batches = iter(())
+                if not self._ahead:
+                    return out
+            k = bisect.bisect_right(self._ahead, pos, key=lambda r: getattr(r, "t", 0))
+            out += self._ahead[:k]
+            self._ahead = self._ahead[k:]
+            if self._ahead:
+                return out
 
 
 class Replay:
     """Records plus a playback position (ns since the session start)."""
 
-    def __init__(self, records: list[Record] | None = None) -> None:
+    def __init__(
+        self, records: list[Record] | None = None, source: FileRecords | None = None
+    ) -> None:
         self.lock = threading.Lock()
+        self.source = source  # a file read as it plays; None: the records are kept
         # Kept in time order (records and their stamps side by side), so the position is a
         # bisection and the end is the last stamp, whatever a frame asks.
         self.records: list[Record] = []
@@ -50,9 +111,19 @@ class Replay:
 
     @classmethod
     def from_file(cls, path: str) -> Replay:
-        records, recovery = read_all(path)
-        r = cls(records)
-        r.recovery = recovery
+        """A recording file, read as it plays (`FileRecords`); one far out of time order
+        (never written by anubis) is loaded whole and sorted instead."""
+        src = FileRecords(path)
+        try:
+            src.index()
+        except OutOfOrder:
+            records, recovery = read_all(path)
+            r = cls(records)
+            r.recovery = recovery
+            return r
+        r = cls(source=src)
+        r._markers = sorted(src.markers)
+        r.recovery = src.recovery
         return r
 
     @classmethod
@@ -115,12 +186,16 @@ class Replay:
 
     @property
     def header(self) -> Header | None:
+        if self.source is not None:
+            return self.source.header
         with self.lock:
             h = self.records[0] if self.records else None
         return h if isinstance(h, Header) else None
 
     @property
     def end_ns(self) -> int:
+        if self.source is not None:
+            return self.source.end_ns
         with self.lock:
             return self.times[-1] if self.times else 0
 
@@ -131,6 +206,11 @@ class Replay:
         self._feed_to(self.pos_ns)
 
     def _feed_to(self, pos: int) -> None:
+        if self.source is not None:
+            recs = self.source.until(pos)
+            if recs:
+                self.state.consume_many(recs)
+            return
         with self.lock:
             upto = bisect.bisect_right(self.times, pos)
             batch = self.records[self.fed : upto]
@@ -143,6 +223,8 @@ class Replay:
         if to_ns < self.pos_ns:
             self.state = LiveState()
             self.fed = 0
+            if self.source is not None:
+                self.source.rewind()
         self.pos_ns = to_ns
         self._feed_to(to_ns)
 

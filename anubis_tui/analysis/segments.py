@@ -368,7 +368,7 @@ class SegmentFold:
         kind = type(rec)  # records are final dataclasses: `is` is the cheap isinstance
         if kind is ChannelsAdded:
             self._add_channels(rec.channels)  # type: ignore[union-attr]
-        t = rec.t  # type: ignore[union-attr]
+        t = rec.t  # every record but the Header (above) has a stamp
         if t > self.t:
             self.t = t
         seg = self.segments[-1]
@@ -531,63 +531,73 @@ class SegmentFold:
         self.active = False
 
     def _event(self, e: Event, seg: Segment) -> None:
-        if e.kind == KNOBS_EVENT:
-            values = e.payload.get("values")
-            if isinstance(values, dict):
-                self.knobs.update({k: v for k, v in values.items() if isinstance(k, str)})
-                if self.initial_knobs is None:
-                    self.initial_knobs = {}
-                    for old in self.segments:
-                        old.initial = self.initial_knobs
-                if not self._knob_changed:  # still the start: what it was (device knobs come late)
-                    self.initial_knobs.update(self.knobs)
-                seg.knobs = dict(self.knobs)  # a description, not a change: no new segment
-            return
-        if e.kind == "model_loaded":
-            ls = _num(e.payload.get("load_s"))
-            if ls is not None and ls >= 0:
-                seg.load_s = (seg.load_s or 0.0) + ls
-            return
-        if e.kind in GAP_EVENTS:
+        """One Event: a description (knobs, a load, findings), a gap, a request's end, or a
+        setting change that starts a new segment."""
+        if e.kind in SETTING_EVENTS:
+            self._setting(e, seg)
+        elif e.kind in GAP_EVENTS:
             if e.kind == "worker_died":
                 seg.died = True
             self._close_piece(seg)
-            return
-        if e.kind == "request_end":
+        elif e.kind == "request_end":
             self._close_request(seg)
+        elif e.kind == KNOBS_EVENT:
+            self._knobs(e, seg)
+        elif e.kind == "model_loaded":
+            ls = _num(e.payload.get("load_s"))
+            if ls is not None and ls >= 0:
+                seg.load_s = (seg.load_s or 0.0) + ls
+        elif e.kind == FRAMES_EVENT:
+            self._frames(e, seg)
+
+    def _knobs(self, e: Event, seg: Segment) -> None:
+        """Every knob's value: a description, not a change (no new segment)."""
+        values = e.payload.get("values")
+        if not isinstance(values, dict):
             return
-        if e.kind == FRAMES_EVENT:
-            target = self._frames_target(e, seg)
-            frames = e.payload.get("frames")
-            if isinstance(frames, list):
-                target.hot_frames = [f for f in frames if isinstance(f, dict)][:10]
-            n = e.payload.get("samples")
-            if isinstance(n, int) and not isinstance(n, bool) and n >= 0:
-                target.samples = n
-            return
-        if e.kind not in SETTING_EVENTS:
-            return
+        self.knobs.update({k: v for k, v in values.items() if isinstance(k, str)})
+        if self.initial_knobs is None:
+            self.initial_knobs = {}
+            for old in self.segments:
+                old.initial = self.initial_knobs
+        if not self._knob_changed:  # still the start: what it was (device knobs come late)
+            self.initial_knobs.update(self.knobs)
+        seg.knobs = dict(self.knobs)
+
+    def _frames(self, e: Event, seg: Segment) -> None:
+        target = self._frames_target(e, seg)
+        frames = e.payload.get("frames")
+        if isinstance(frames, list):
+            target.hot_frames = [f for f in frames if isinstance(f, dict)][:10]
+        n = e.payload.get("samples")
+        if isinstance(n, int) and not isinstance(n, bool) and n >= 0:
+            target.samples = n
+
+    def _new_setting(
+        self, e: Event, seg: Segment
+    ) -> tuple[str | None, float | None, str, dict[str, Any]]:
+        """(profiler, rate, cause, tags) of the segment a setting Event starts."""
+        if e.kind == "sweep_step":
+            tags = {k: v for k, v in e.payload.items() if k in ("role", "repeat", "treatment")}
+            return seg.profiler, seg.rate_hz, "sweep", tags
+        if e.kind == "knob":
+            name = e.payload.get("name")
+            if isinstance(name, str):
+                self.knobs[name] = e.payload.get("value")
+            self._knob_changed = True
+            return seg.profiler, seg.rate_hz, "knob", seg.tags
+        prof, rate = segment_setting(e)
+        return prof, rate, "profiler", seg.tags
+
+    def _setting(self, e: Event, seg: Segment) -> None:
+        """A setting Event: the segment ends here and the next one starts."""
         done = e.payload.get("samples", e.payload.get("previous_samples"))
         if isinstance(done, int) and not isinstance(done, bool) and done >= 0:
             seg.samples = done
         art = e.payload.get("artifact")
         if e.kind == "profiler_off" and isinstance(art, str) and art:
             seg.artifact = art
-        tags = seg.tags
-        if e.kind == "sweep_step":
-            tags = {k: v for k, v in e.payload.items() if k in ("role", "repeat", "treatment")}
-            prof, rate = seg.profiler, seg.rate_hz
-            cause = "sweep"
-        elif e.kind == "knob":
-            name = e.payload.get("name")
-            if isinstance(name, str):
-                self.knobs[name] = e.payload.get("value")
-            self._knob_changed = True
-            prof, rate = seg.profiler, seg.rate_hz
-            cause = "knob"
-        else:
-            prof, rate = segment_setting(e)
-            cause = "profiler"
+        prof, rate, cause, tags = self._new_setting(e, seg)
         was_active = self.active
         self._close_piece(seg)
         seg.end_ns = e.t

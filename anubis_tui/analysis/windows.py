@@ -1,10 +1,12 @@
-"""Figures over a time window of a recording: tok/s, power, energy, J/token, heat, throttle.
+"""The whole run's figures, folded in one pass: tok/s, energy, J/token, power, heat,
+throttle, idle power and each request's energy.
 
-Every function takes a `Recording` and a window [a, b) in ns since the
-session start. Decode tok/s counts decode tokens stamped in the window over
-its length; energy is the change of the system energy channel across the
-window (hardware counters where the machine has them), so J/token = ΔE /
-decode tokens in the same window.
+`RunFold` takes records in time order (`recording.reader.in_time_order`) and keeps
+sums, not samples, so a day-long recording folds in bounded memory (issue 20).
+Stamps are ns since the session start. Energy is the change of an energy counter
+across a window [a, b), its value at each edge interpolated between readings
+(`counter_at`), so J/token = ΔE ÷ the decode tokens stamped in the window. The
+array functions (`counter_at`, `energy_j`) take a loaded `Recording`.
 """
 
 from __future__ import annotations
@@ -303,8 +305,8 @@ class RequestFold:
         self.spans: list[tuple[int, int, int, int]] = []  # (request, start, end, generated)
         self._cuts: list[int] = []  # every request edge: where a piece of the timeline starts
         self._cut_tokens: list[dict[int, int]] = []  # decode tokens per request in each piece
-        self._tt = -1  # the latest token stamp, and its tokens by request (a cut there takes them)
-        self._tok_bucket: dict[int, int] = {}
+        self._tt = -1  # the latest token stamp, and its batches (a cut there takes them)
+        self._tok_bucket: list[Tokens] = []
 
     def event(self, e: Event) -> None:
         if e.kind not in ("request_start", "request_end"):
@@ -322,13 +324,15 @@ class RequestFold:
             self.spans.append((r, self._open.pop(r), e.t, int(e.payload.get("generated") or 0)))
         self.track.edge(e.t)
         if not self._cuts or self._cuts[-1] != e.t:
-            moved = self._tok_bucket if self._tt == e.t else {}
+            moved: dict[int, int] = {}
+            for tok in self._tok_bucket if self._tt == e.t else ():
+                moved[tok.request] = moved.get(tok.request, 0) + tok.count
             if self._cut_tokens:
                 prev = self._cut_tokens[-1]
                 for r2, k in moved.items():
                     prev[r2] -= k
             self._cuts.append(e.t)
-            self._cut_tokens.append(dict(moved))
+            self._cut_tokens.append(moved)
 
     def _end(self, e: Event, r: Any) -> None:
         p = e.payload
@@ -343,9 +347,9 @@ class RequestFold:
     def tokens(self, rec: Tokens) -> None:
         """A decode batch (prompt batches are not apportioned)."""
         if rec.t != self._tt:
-            self._tt, self._tok_bucket = rec.t, {}
-        b = self._tok_bucket
-        b[rec.request] = b.get(rec.request, 0) + rec.count
+            self._tt = rec.t
+            self._tok_bucket.clear()
+        self._tok_bucket.append(rec)
         if self._cuts:
             d = self._cut_tokens[-1]
             d[rec.request] = d.get(rec.request, 0) + rec.count
@@ -528,7 +532,10 @@ class RunFold:
             tr.finish()
 
     def decode_tps(self, end: int) -> float | None:
-        """`decode_tps` over the whole run [0, end)."""
+        """Decode tokens per second over the whole run [0, `end`) ns, prompt processing and
+        gaps excluded: requests whose start was seen count exactly (Σ(generated − 1) over
+        Σ decode_ns, as the worker stamped them); a run without one falls back to its
+        decode batches ((tokens − 1) over first-to-last stamp). None without either."""
         n, ns = self.requests.decode_rate()
         if ns:
             return n / (ns / 1e9)
@@ -540,7 +547,8 @@ class RunFold:
         return (self.decode[0] - 1) / ((last - first) / 1e9)
 
     def energy_j(self, end: int, cid: str | None = None) -> float | None:
-        """`energy_j` over [0, end) of a counter: None with fewer than two readings."""
+        """Energy (J) of counter `cid` (the system energy by default) over [0, `end`) ns, its
+        values at the edges by `counter_at`; None with fewer than two readings."""
         tr = self.tracks.get(cid or self.cid)
         if tr is None or tr.n < 2 or (cid or self.cid) not in self.index:
             return None
@@ -639,7 +647,8 @@ class ColumnFold:
         return (float(self.sum[j] / n), float(self.max[j])) if n else (None, None)
 
     def throttle_share(self) -> dict[str, float]:
-        """`throttle_share` over every reading folded."""
+        """Each canonical throttle flag's share of readings (0..1) in which it was active,
+        any source (`records.decode_flags`; unknown bits count as ``throttled``)."""
         return {
             n: self.flag_hits.get(n, 0) / self.flag_n[n]
             for n in sorted(self.flag_n)

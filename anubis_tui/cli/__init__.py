@@ -65,6 +65,7 @@ Global options (--plugins) may come before or after the command; options of
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``anubis`` parser: global flags and one subparser per module in `COMMANDS`."""
     p = Parser(
         prog="anubis",
         description=GUIDE,
@@ -104,6 +105,9 @@ def with_command(argv: Sequence[str], commands: Sequence[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Parse `argv` (default sys.argv), run the command; returns the exit status (2: an
+    AnubisError, printed as one line; 130: Ctrl-C).
+    """
     encoding.install()  # a non-UTF-8 locale gets ASCII stand-ins, never UnicodeEncodeError
     parser = build_parser()
     names = [m.__name__.rsplit(".", 1)[1] for m in COMMANDS]  # each module is its command

@@ -35,6 +35,7 @@ CLOSE_S = 5.0  # the longest wait for a stalled consumer at the end
 
 
 def add_parser(sub: Any) -> None:
+    """Register the ``agent`` subcommand and its flags on `sub` (argparse's subparsers)."""
     a = sub.add_parser(
         "agent",
         help="a headless session on stdin/stdout: records out (the recording format), "
@@ -51,6 +52,9 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_agent(args: argparse.Namespace, config: Config) -> int:
+    """Run a headless session on stdin/stdout until stdin closes or ``stop``; returns the
+    exit status.
+    """
     from anubis_tui.recording.writer import PipeOut, RecordingWriter
     from anubis_tui.session.agent import AgentLoop
     from anubis_tui.session.factory import make_session

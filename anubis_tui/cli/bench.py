@@ -14,6 +14,7 @@ from anubis_tui.config import Config
 
 
 def add_parser(sub: Any) -> None:
+    """Register the ``bench`` subcommand and its flags on `sub` (argparse's subparsers)."""
     b = sub.add_parser("bench", help="the inference workload alone: tok/s, TTFT, llama timers")
     b.add_argument("--duration", type=positive_float, default=20.0, help="seconds (default 20)")
     add_model_args(b)
@@ -22,6 +23,9 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_bench(args: argparse.Namespace, config: Config) -> int:
+    """Run the workload alone for ``--duration`` s and print tok/s, TTFT and llama.cpp's
+    timers; returns 0.
+    """
     from anubis_tui.inference.bench import run_bench
 
     t0 = time.monotonic_ns()

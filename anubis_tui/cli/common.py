@@ -28,7 +28,10 @@ class CliError(AnubisError):
 
 
 class Parser(argparse.ArgumentParser):
+    """argparse's parser with errors as ``anubis: <message>`` and exit status 2."""
+
     def error(self, message: str) -> NoReturn:
+        """Print ``anubis: <message>`` on stderr and exit with status 2 (no usage dump)."""
         self.exit(2, f"anubis: {message}\n")
 
 
@@ -52,6 +55,7 @@ def rate_hz(s: str) -> float:
 
 
 def positive_int(s: str) -> int:
+    """An argparse type: `s` as an int > 0; ArgumentTypeError (one line) otherwise."""
     try:
         v = int(s)
     except ValueError:
@@ -76,6 +80,7 @@ def knob_arg(name: str) -> Callable[[str], Any]:
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
+    """The model and llama.cpp flags shared by run, record, sweep, bench and agent."""
     p.add_argument("--model", help="a GGUF file (default: the packaged Gemma 3 270M Q4_K_M)")
     p.add_argument("--threads", type=knob_arg("threads"), help="llama.cpp threads")
     p.add_argument(
@@ -95,6 +100,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def model_config(args: argparse.Namespace, config: Config) -> Config:
+    """`config` with the model flags the user gave (`add_model_args`) applied over it."""
     return config.replace(
         model=args.model,
         threads=args.threads,
@@ -137,6 +143,7 @@ def jsonable(o: Any) -> Any:
 
 
 def add_export_args(p: argparse.ArgumentParser) -> None:
+    """``--export NAME[:OPTIONS]`` (repeatable): extra sinks from ``anubis.sinks`` plugins."""
     p.add_argument(
         "--export",
         action="append",

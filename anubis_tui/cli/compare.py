@@ -16,6 +16,7 @@ from anubis_tui.config import Config
 
 
 def add_parser(sub: Any) -> None:
+    """Register the ``compare`` subcommand and its flags on `sub` (argparse's subparsers)."""
     c = sub.add_parser(
         "compare",
         help="is B worse than A (decode tok/s, J/token)? exit 0 no, 1 yes, 3 inconclusive, "
@@ -60,6 +61,9 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_compare(args: argparse.Namespace, config: Config) -> int:
+    """Compare recordings A and B (docs/compare.md); returns 0 no regression, 1 regression,
+    3 inconclusive, 2 refused.
+    """
     from anubis_tui.analysis.compare import EXIT, compare, render_compare
     from anubis_tui.analysis.identity import GROUPS, differences, flat, identity, unchecked
 

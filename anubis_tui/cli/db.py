@@ -23,6 +23,7 @@ ROW_SUFFIXES = (".jsonl", ".json", ".ndjson")
 
 
 def add_parser(sub: Any) -> None:
+    """Register the ``db`` subcommand and its flags on `sub` (argparse's subparsers)."""
     p = sub.add_parser("db", help="the results database: add, list, top, compare, export")
     _db_arg(p, None)
     p.set_defaults(handler=cmd_db, db_command=None)
@@ -104,6 +105,9 @@ def rows_from(path: str) -> list[dict[str, Any]]:
 
 
 def cmd_db(args: argparse.Namespace, config: Config) -> int:
+    """Run an ``anubis db`` action (add, list, top, compare, export) or open the browser;
+    returns 0.
+    """
     return _run(args, config)
 
 
@@ -205,6 +209,7 @@ def _ci(c: Any) -> str:
 
 
 def render_list(rows: list[dict[str, Any]]) -> str:
+    """Every row as text, grouped by comparability class, with the fields a class lacks."""
     from anubis_tui.analysis import db
 
     lines = []
@@ -239,6 +244,9 @@ def _variant(r: dict[str, Any]) -> str:
 
 
 def render_top(t: list[dict[str, Any]], key: str, n: int) -> str:
+    """The best `n` rows per class on figure `key` (`db.RANKABLE`), ties marked ``=``,
+    flagged rows after.
+    """
     from anubis_tui.analysis import db
 
     label, higher = db.RANKABLE[key]
@@ -269,6 +277,7 @@ def render_top(t: list[dict[str, Any]], key: str, n: int) -> str:
 
 
 def render_compare(r: dict[str, Any]) -> str:
+    """Two rows' figures side by side with their differences and intervals, as text."""
     lines = [f"A {r['a']}  B {r['b']}"]
     if not r["same_class"]:
         lines.append(

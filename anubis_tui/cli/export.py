@@ -19,6 +19,7 @@ PLOT_FORMATS = (".png", ".svg", ".pdf")
 
 
 def add_parser(sub: Any) -> None:
+    """Register the ``export`` subcommand and its flags on `sub` (argparse's subparsers)."""
     e = sub.add_parser("export", help="a recording as CSV or a PNG plot")
     e.add_argument("path")
     e.add_argument("--csv", metavar="OUT")
@@ -47,6 +48,7 @@ def write_new(path: str, data: bytes, force: bool) -> None:
 
 
 def cmd_export(args: argparse.Namespace, config: Config) -> int:
+    """Write a recording's CSV and/or plot as new files (``--force`` to overwrite); returns 0."""
     from anubis_tui.analysis.export import plot, write_csv
     from anubis_tui.analysis.windows import write_requests_csv
 

@@ -24,6 +24,7 @@ from anubis_tui.config import Config
 
 
 def add_parser(sub: Any) -> None:
+    """Register the ``models`` subcommand and its flags on `sub` (argparse's subparsers)."""
     m = sub.add_parser("models", help="quantized variants of a model, their size and perplexity")
     msub = m.add_subparsers(dest="models_command", metavar="ACTION", parser_class=type(m))
     msub.required = True
@@ -66,6 +67,9 @@ def _source(path: str | None) -> Path:
 
 
 def cmd_quantize(args: argparse.Namespace, config: Config) -> int:
+    """Make the ``--types`` variants of a GGUF file with llama.cpp's quantizer, printing
+    one line each; returns 0.
+    """
     from anubis_tui.inference.variants import VariantError, parse_types, quantize
 
     try:
@@ -120,6 +124,7 @@ def model_rows(dirs: list[Path]) -> list[dict[str, Any]]:
 
 
 def cmd_list(args: argparse.Namespace, config: Config) -> int:
+    """Print each GGUF file in the model directories: size, quantization, perplexity; returns 0."""
     dirs = [Path(d).expanduser() for d in args.models_dir] or [_model_cache()]
     for r in model_rows(dirs):
         name = Path(r["path"]).name
@@ -137,6 +142,7 @@ def cmd_list(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_perplexity(args: argparse.Namespace, config: Config) -> int:
+    """Perplexity of each model × ``--kv-type`` on the shipped text (cached); returns 0."""
     from anubis_tui.inference.quality import KV_TYPES, Setting, run_child
 
     kvs = [k.strip() for k in args.kv_type.split(",") if k.strip()]
@@ -163,6 +169,7 @@ def cmd_perplexity(args: argparse.Namespace, config: Config) -> int:
 
 
 def config_threads(config: Config) -> int | None:
+    """The config's ``threads`` when a positive int, else None (llama.cpp's default)."""
     t = getattr(config, "threads", None)
     return t if isinstance(t, int) and t > 0 else None
 

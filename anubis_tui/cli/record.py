@@ -29,6 +29,7 @@ from anubis_tui.config import Config
 
 
 def add_parser(sub: Any) -> None:
+    """Register the ``record`` subcommand and its flags on `sub` (argparse's subparsers)."""
     r = sub.add_parser("record", help="a headless session recorded to msgpack")
     r.add_argument("--duration", type=positive_float, help="seconds (default: until Ctrl-C)")
     r.add_argument(
@@ -52,6 +53,9 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_record(args: argparse.Namespace, config: Config) -> int:
+    """Record a headless session (and its ``--plan``) until ``--duration`` or Ctrl-C;
+    returns the exit status.
+    """
     from anubis_tui.recording.format import default_path
     from anubis_tui.session.factory import make_session
     from anubis_tui.session.headless import Headless

@@ -13,12 +13,14 @@ from anubis_tui.config import Config
 
 
 def add_parser(sub: Any) -> None:
+    """Register the ``replay`` subcommand and its flags on `sub` (argparse's subparsers)."""
     rp = sub.add_parser("replay", help="open a recording (or - for a stream on stdin)")
     rp.add_argument("path")
     rp.set_defaults(handler=cmd_replay)
 
 
 def cmd_replay(args: argparse.Namespace, config: Config) -> int:
+    """Open a recording (or ``-``: a stream on stdin) in the app; returns the app's exit status."""
     from anubis_tui.analysis.replay import Replay
     from anubis_tui.ui.app import make_app  # textual is imported here only
 

@@ -15,6 +15,7 @@ from anubis_tui.config import Config
 
 
 def add_parser(sub: Any) -> None:
+    """Register the ``report`` subcommand and its flags on `sub` (argparse's subparsers)."""
     p = sub.add_parser("report", help="summary and profiler segments of a recording")
     p.add_argument("path")
     p.add_argument("--json", action="store_true")
@@ -39,6 +40,9 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_report(args: argparse.Namespace, config: Config) -> int:
+    """Print a recording's report (text or ``--json``), and write ``--plot``/``--rows``;
+    returns 0.
+    """
     from anubis_tui.analysis.report import render, report_file
 
     if args.plot and os.path.splitext(args.plot)[1].lower() not in PLOT_FORMATS:

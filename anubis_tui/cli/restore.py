@@ -10,6 +10,7 @@ from anubis_tui.config import Config
 
 
 def add_parser(sub: Any) -> None:
+    """Register the ``restore`` subcommand and its flags on `sub` (argparse's subparsers)."""
     r = sub.add_parser(
         "restore",
         help="put back device settings (GPU power limit, CPU max frequency, nvpmodel) "

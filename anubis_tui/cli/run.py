@@ -25,6 +25,7 @@ from anubis_tui.records import Event, Record
 
 
 def add_parser(sub: Any) -> None:
+    """Register the ``run`` subcommand and its flags on `sub` (argparse's subparsers)."""
     r = sub.add_parser("run", help="the live monitor (the default command)")
     r.add_argument("--rate", type=rate_hz, help="sampling rate in Hz (up to 1000)")
     rec = r.add_mutually_exclusive_group()
@@ -71,6 +72,7 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_run(args: argparse.Namespace, config: Config) -> int:
+    """Start the live monitor (recording unless ``--no-record``); returns the app's exit status."""
     if args.remote:  # before anything, the UI's import included
         from anubis_tui.session.remote import host_problem
 

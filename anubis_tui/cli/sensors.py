@@ -12,6 +12,7 @@ from anubis_tui.config import Config
 
 
 def add_parser(sub: Any) -> None:
+    """Register the ``sensors`` subcommand and its flags on `sub` (argparse's subparsers)."""
     s = sub.add_parser("sensors", help="list every power, thermal and throttle source")
     s.add_argument("--json", action="store_true", help="one JSON object on stdout")
     s.add_argument("--watch", action="store_true", help="refresh every second until Ctrl-C")
@@ -143,6 +144,7 @@ def _print_meter(m: dict[str, Any], meters: list[dict[str, Any]], indent: str) -
 
 
 def cmd_sensors(args: argparse.Namespace, config: Config) -> int:
+    """Print every source and channel (``--json``, ``--watch`` each second); returns 0."""
     if args.watch:
         try:
             while True:

@@ -30,6 +30,7 @@ DEFAULT_RATES = "10,100,1000"
 
 
 def add_parser(sub: Any) -> None:
+    """Register the ``sweep`` subcommand and its flags on `sub` (argparse's subparsers)."""
     s = sub.add_parser(
         "sweep",
         help="profilers at rising rates and knob settings, each against the baseline beside it",
@@ -97,6 +98,7 @@ def seed(text: str) -> int:
 
 
 def parse_rates(text: str) -> list[float]:
+    """``--rates`` (comma-separated Hz) as floats, each one of `RATES_HZ`; CliError otherwise."""
     from anubis_tui.profilers.base import RATES_HZ
 
     out = []
@@ -112,6 +114,9 @@ def parse_rates(text: str) -> list[float]:
 
 
 def parse_knobs(items: list[str]) -> dict[str, list[Any]]:
+    """``--knob NAME=V1,V2`` items as {name: [values]}; CliError for a bad form, a repeat
+    or a bad value.
+    """
     from anubis_tui.session.knobs import parse_knob_value
 
     out: dict[str, list[Any]] = {}
@@ -129,6 +134,9 @@ def parse_knobs(items: list[str]) -> dict[str, list[Any]]:
 
 
 def cmd_sweep(args: argparse.Namespace, config: Config) -> int:
+    """Run the sweep's segments against interleaved baselines into one recording, then
+    report; returns the exit status.
+    """
     from anubis_tui.recording.format import default_path
     from anubis_tui.session.factory import make_session
     from anubis_tui.session.headless import JOB_JOIN_S, Headless

@@ -22,9 +22,17 @@ class DeviceSettings:
 
     @classmethod
     def discover(cls) -> DeviceSettings:
+        """The settings of this machine's controls (`discover_controls`), journalled in the
+        default file.
+        """
         return cls(discover_controls())
 
     def blocked_by(self) -> str | None:
+        """Why device knobs may not change now (one line), or None when they may.
+
+        Another live anubis owning the journal, or a journal file not trusted (not a
+        regular file, owned by another user, writable by others), blocks them.
+        """
         owner = self.journal.owner()
         if owner:
             return f"another anubis (pid {owner}) holds device changes"
@@ -54,6 +62,7 @@ class DeviceSettings:
             return out
 
     def close(self) -> None:
+        """Release the controls' handles (NVML shutdown); values are not restored here."""
         close_controls(list(self.controls.values()))
 
 

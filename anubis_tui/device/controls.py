@@ -63,13 +63,16 @@ class Control:
 
     @property
     def key(self) -> str:
+        """``knob:target`` (``power_limit_w:gpu``): the journal's key for this setting."""
         return f"{self.knob}:{self.target}"
 
     @property
     def writable(self) -> bool:
+        """Whether this session may change it (no `reason` against it)."""
         return not self.reason
 
     def value(self) -> Any:
+        """The knob's current value in `unit` (None where it cannot be read)."""
         return None
 
     def original(self) -> Any:
@@ -77,6 +80,9 @@ class Control:
         raise ControlError(f"{self.knob}: {self.reason or 'cannot be read'}")
 
     def set(self, value: Any) -> None:
+        """Set the knob to `value` in `unit`; ControlError (one line) when out of range or
+        refused.
+        """
         raise ControlError(f"{self.knob}: {self.reason or 'cannot be changed'}")
 
     def restore(self, original: Any) -> Restored:
@@ -117,9 +123,11 @@ class PowerLimit(Control):
         return int(self.m.nvmlDeviceGetPowerManagementLimit(h))
 
     def value(self) -> float:
+        """GPU 0's limit in W (``nvmlDeviceGetPowerManagementLimit``, which gives mW)."""
         return self._get_mw(self.handles[0]) / 1000.0
 
     def original(self) -> list[int]:
+        """Every GPU's limit in mW (``nvmlDeviceGetPowerManagementLimit``), in NVML index order."""
         return [self._get_mw(h) for h in self.handles]
 
     def _set_mw(self, h: Any, mw: int) -> None:
@@ -129,6 +137,11 @@ class PowerLimit(Control):
             raise ControlError(f"NVML refused the power limit {mw / 1000:g} W: {e}") from None
 
     def set(self, value: Any) -> None:
+        """Set every GPU's limit to `value` W (``nvmlDeviceSetPowerManagementLimit``, in mW).
+
+        ControlError outside the constraints (``nvmlDeviceGetPowerManagementLimitConstraints``)
+        or when NVML refuses (no permission, not supported).
+        """
         w = float(value)
         if not self.lo_w <= w <= self.hi_w:
             raise ControlError(f"power limit must be within {self.lo_w:g}-{self.hi_w:g} W")
@@ -223,10 +236,15 @@ class CpuMaxFreq(Control):
         self.steps = [k // 1000 for k in steps_khz]
 
     def value(self) -> int | None:
+        """Policy 0's ``scaling_max_freq`` (sysfs, kHz) in MHz; None when unreadable."""
         k = read_int(self.policies[0] / "scaling_max_freq")
         return None if k is None else k // 1000
 
     def original(self) -> dict[str, int]:
+        """Each policy's ``scaling_max_freq`` in kHz, by policy name (``policy0``, or ``cpu0``).
+
+        ControlError when a file cannot be read.
+        """
         out = {}
         for p in self.policies:
             k = read_int(p / "scaling_max_freq")
@@ -239,6 +257,11 @@ class CpuMaxFreq(Control):
         return {(p.name if p.name != "cpufreq" else p.parent.name): p for p in self.policies}
 
     def set(self, value: Any) -> None:
+        """Write `value` MHz (as kHz) to every policy's ``scaling_max_freq``.
+
+        ControlError when `value` is not one of `steps` or a write is refused
+        (permission, a value the driver rejects).
+        """
         mhz = int(value)
         if mhz not in self.steps:
             raise ControlError(f"CPU max frequency must be one of {self.steps} MHz")
@@ -273,6 +296,13 @@ class CpuMaxFreq(Control):
 
 
 def discover_cpu_max(root: SysfsRoot | None = None) -> Control:
+    """The ``cpu_max_mhz`` control over every cpufreq policy
+    (``/sys/devices/system/cpu/cpu*/cpufreq``).
+
+    Steps are ``scaling_available_frequencies`` where the driver lists them,
+    else tenths of ``cpuinfo_min_freq``..``cpuinfo_max_freq`` rounded to 100 MHz.
+    Greyed ("no cpufreq", "no frequency range", "needs root") where it cannot change.
+    """
     root = root or SysfsRoot()
     dirs = root.glob("/sys/devices/system/cpu", "cpu[0-9]*/cpufreq")
     policies = [p for p in unique_dirs(dirs) if (p / "scaling_max_freq").exists()]
@@ -324,6 +354,11 @@ class NvpModel(Control):
         return r.stdout
 
     def value(self) -> int | None:
+        """The current mode ID from ``nvpmodel -q`` (its last numeric line, else the mode name);
+        None if neither.
+
+        ControlError when the tool fails or times out (30 s).
+        """
         out = self._run("-q")
         for line in reversed(out.strip().splitlines()):
             if line.strip().isdigit():
@@ -333,14 +368,19 @@ class NvpModel(Control):
         return names.get(m.group(1)) if m else None
 
     def original(self) -> int | None:
+        """The current mode ID (`value`): what `restore` puts back."""
         return self.value()
 
     def set(self, value: Any) -> None:
+        """Switch to mode `value` with ``nvpmodel -m``; ControlError for an unknown mode or
+        a tool failure.
+        """
         if value not in self.modes:
             raise ControlError(f"nvpmodel mode must be one of {sorted(self.modes)}")
         self._run("-m", str(int(value)))
 
     def restore(self, original: Any) -> Restored:
+        """Set the journal's mode ID back; ControlError when it is not a mode of this board."""
         if not _whole(original) or original not in self.modes:
             raise ControlError(f"{str(original)[:20]} is not a mode of {sorted(self.modes)}")
         self.set(original)
@@ -355,6 +395,12 @@ class NvpModel(Control):
 
 
 def discover_nvpmodel(root: SysfsRoot | None = None) -> Control:
+    """The ``nvpmodel`` control: modes parsed from ``/etc/nvpmodel.conf`` (``< POWER_MODEL ID=n
+    NAME=x >``).
+
+    The tool is ``$ANUBIS_NVPMODEL`` or ``nvpmodel`` on PATH. Greyed "not
+    Jetson" without tool or file, "needs root" for a user.
+    """
     root = root or SysfsRoot()
     binary = os.environ.get("ANUBIS_NVPMODEL") or shutil.which("nvpmodel")
     conf = root.read("/etc/nvpmodel.conf")
@@ -387,6 +433,7 @@ def discover_controls(root: SysfsRoot | None = None) -> list[Control]:
 
 
 def close_controls(ctls: list[Control]) -> None:
+    """Shut NVML down for the power-limit control (``nvmlShutdown``); errors are ignored."""
     for c in ctls:
         if isinstance(c, PowerLimit):
             with contextlib.suppress(Exception):

@@ -95,10 +95,12 @@ class GpuPowerCap(Control):
         self.steps = ladder_w(self.lo_w, self.hi_w)
 
     def value(self) -> float | None:
+        """The first card's cap in W (its hwmon file holds µW); None when unreadable."""
         uw = _int(self.files[0].path)
         return None if uw is None else uw / 1e6
 
     def original(self) -> dict[str, int]:
+        """Each card's cap in µW by PCI address; ControlError when a file cannot be read."""
         out = {}
         for f in self.files:
             uw = _int(f.path)
@@ -108,6 +110,10 @@ class GpuPowerCap(Control):
         return out
 
     def set(self, value: Any) -> None:
+        """Write `value` W (as µW) to every card's cap file.
+
+        ControlError outside the shared range or when the kernel refuses the write.
+        """
         w = float(value)
         if not self.lo_w <= w <= self.hi_w:
             raise ControlError(f"power cap must be within {self.lo_w:g}-{self.hi_w:g} W")

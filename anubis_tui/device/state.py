@@ -33,6 +33,9 @@ VERSION = 1
 
 
 def state_dir() -> Path:
+    """``$ANUBIS_STATE_DIR``, else ``$XDG_STATE_HOME/anubis`` (default ``~/.local/state``);
+    not created here.
+    """
     explicit = os.environ.get("ANUBIS_STATE_DIR")
     if explicit:
         return Path(explicit)
@@ -41,6 +44,7 @@ def state_dir() -> Path:
 
 
 def state_path() -> Path:
+    """The journal file: ``state_dir()/device-state.json``."""
     return state_dir() / "device-state.json"
 
 
@@ -257,6 +261,11 @@ class Journal:
                 self._write(data)
 
     def forget(self, key: str) -> None:
+        """Drop `key` after it was restored; the file goes when no change is left.
+
+        Does nothing with an untrusted file; a failed write is ignored (the value is
+        back already; the next start finds a stale entry and restores it again).
+        """
         with self.lock:
             data = self.load()
             if self.refusal:

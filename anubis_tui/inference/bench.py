@@ -17,7 +17,14 @@ LOAD_TIMEOUT_S = 180.0
 
 
 def run_bench(spec: Spec, duration_s: float, log_path: Path) -> dict[str, Any]:
-    """Run the worker for `duration_s` after its model loads; return the figures."""
+    """Run the worker alone for `duration_s` s after its model loads; return the figures.
+
+    Returns a JSON-ready dict: ``decode_tps`` and ``prompt_tps`` (tok/s, the
+    worker's stamps, `TokenStats`), ``ttft_s`` (median, s), token and request
+    counts, the settings used, ``load_s``, and ``llama`` (llama.cpp's own timers
+    and their ratio to the worker's tok/s). Raises InferenceError when the model
+    does not load within `LOAD_TIMEOUT_S`, fails to load, or the worker dies.
+    """
     stats = TokenStats()
     records: list[Record] = []
     lock = threading.Lock()

@@ -16,7 +16,12 @@ class InferenceError(AnubisError):
 
 
 def make_spec(cfg: Config, t0_ns: int) -> tuple[Spec, ModelFacts]:
-    """Validate model, prompts and numbers; raise InferenceError with one line on bad input."""
+    """The worker's Spec and the model's GGUF facts for `cfg`, the clock's zero `t0_ns`.
+
+    Threads default to half the CPUs (llama-cpp-python's default), flash
+    attention to on where layers are offloaded. Raises InferenceError (one
+    line) for a missing or unreadable model, a bad prompt file, or bad numbers.
+    """
     if cfg.threads is not None and cfg.threads <= 0:
         raise InferenceError(f"threads must be a positive integer, got {cfg.threads}")
     try:

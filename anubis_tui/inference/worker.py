@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import faulthandler
+import functools
 import json
 import os
 import signal
@@ -39,6 +40,7 @@ from typing import Any
 import msgpack
 
 from anubis_tui.knobspec import KV_TYPES  # the one list of KV cache types
+from anubis_tui.stream import Limits, StreamReader, decode
 
 PR_SET_PTRACER = 0x59616D61
 EXIT_LOAD_FAILED = 3
@@ -46,7 +48,13 @@ EXIT_LOAD_FAILED = 3
 
 @dataclass
 class Spec:
-    """What the worker runs; the parent serialises it as JSON on argv."""
+    """What the worker runs; the parent serialises it as JSON on argv.
+
+    `t0_ns` is the parent's CLOCK_MONOTONIC at the session start (ns), the zero
+    of every stamp; `n_ctx`, `n_batch`, `n_ubatch` and `max_tokens` are in
+    tokens; `batch_s` is how often queued records are flushed (s); `gpu_layers`
+    -1 offloads every layer.
+    """
 
     model: str
     t0_ns: int
@@ -90,6 +98,9 @@ def chat(prompt: str) -> str:
 
 
 def cpu_has_amx() -> bool:
+    """Whether /proc/cpuinfo's ``flags`` line lists ``amx_tile`` (Intel AMX); False if
+    unreadable.
+    """
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -128,6 +139,7 @@ class Sender:
             self.queue = self.send  # type: ignore[method-assign]
 
     def now(self) -> int:
+        """Nanoseconds since the session start (CLOCK_MONOTONIC less the parent's `t0_ns`)."""
         return time.monotonic_ns() - self.t0
 
     def _write_locked(self) -> None:
@@ -136,17 +148,26 @@ class Sender:
             self.sock.sendall(data)
 
     def send(self, *records: list[Any]) -> None:
+        """Pack `records` (plain forms) after anything queued and write them now.
+
+        Raises OSError (BrokenPipeError, ConnectionResetError) when the parent has
+        gone; TypeError for a value msgpack cannot pack.
+        """
         with self.lock:
             for r in records:
                 self._out += self.packer.pack(r)
             self._write_locked()
 
     def queue(self, *records: list[Any]) -> None:
+        """Pack `records` for the next flush (every `batch_s`); `send` itself when batching
+        is off.
+        """
         with self.lock:
             for r in records:
                 self._out += self.packer.pack(r)
 
     def flush(self) -> None:
+        """Write what is queued now; OSError when the parent has gone."""
         with self.lock:
             self._write_locked()
 
@@ -158,19 +179,31 @@ class Sender:
                 return
 
     def close(self) -> None:
+        """Stop the flusher thread and write what is queued; a gone parent is ignored."""
         self._closed.set()
         with contextlib.suppress(OSError):
             self.flush()
 
     def event(self, kind: str, **payload: Any) -> None:
+        """Send an Event record (type code 3) with `kind` and `payload` now; errors as `send`."""
         self.send([3, self.now(), kind, payload])
 
     def queue_event(self, kind: str, **payload: Any) -> None:
+        """Queue an Event record (type code 3) for the next flush."""
         self.queue([3, self.now(), kind, payload])
 
 
+CONTROL_LIMITS = Limits(buffer=1 << 16, str_len=1 << 10, bin_len=0, array_len=16, map_len=16)
+"""The parent's commands are small maps (``{"cmd": "threads", "n": 4}``): anything larger,
+or not msgpack, is dropped and the reading starts afresh (`anubis_tui.stream`)."""
+
+
 class Control:
-    """Reads commands from stdin in a thread; the generation loop polls the flags."""
+    """Reads commands from stdin in a thread; the generation loop polls the flags.
+
+    End of input (the parent went away) is a stop; bytes that are not a command are
+    skipped: nothing here may end the thread while the parent can still send.
+    """
 
     def __init__(self) -> None:
         self.stop = threading.Event()
@@ -180,32 +213,27 @@ class Control:
         threading.Thread(target=self._run, name="control", daemon=True).start()
 
     def _run(self) -> None:
-        unpacker = msgpack.Unpacker()
-        while True:
-            try:
-                chunk = os.read(0, 4096)
-            except OSError:
-                chunk = b""
-            if not chunk:  # the parent went away: stop
-                self.stop.set()
-                self.resume.set()
-                return
-            unpacker.feed(chunk)
-            for msg in unpacker:
-                if not isinstance(msg, dict):
-                    continue
-                cmd = msg.get("cmd")
-                if cmd == "stop":
-                    self.stop.set()
-                    self.resume.set()
-                elif cmd == "pause":
-                    self.resume.clear()
-                    self.paused.set()
-                elif cmd == "resume":
-                    self.paused.clear()
-                    self.resume.set()
-                elif cmd == "threads" and isinstance(msg.get("n"), int) and msg["n"] > 0:
-                    self.threads = msg["n"]
+        stdin = functools.partial(os.read, 0)
+        for batch in decode(stdin, StreamReader(CONTROL_LIMITS, on_error="resync"), 4096):
+            for msg in batch.objects:
+                if isinstance(msg, dict):
+                    self._command(msg)
+        self.stop.set()  # the parent went away: stop
+        self.resume.set()
+
+    def _command(self, msg: dict[Any, Any]) -> None:
+        cmd = msg.get("cmd")
+        if cmd == "stop":
+            self.stop.set()
+            self.resume.set()
+        elif cmd == "pause":
+            self.resume.clear()
+            self.paused.set()
+        elif cmd == "resume":
+            self.paused.clear()
+            self.resume.set()
+        elif cmd == "threads" and isinstance(msg.get("n"), int) and msg["n"] > 0:
+            self.threads = msg["n"]
 
 
 def allow_parent_ptrace() -> None:
@@ -260,6 +288,13 @@ def use_extra_bufts(wanted: bool | None) -> bool:
 
 
 def load(spec: Spec, sender: Sender) -> Any:
+    """Load `spec.model` with llama-cpp-python and send a ``model_loaded`` Event (load time,
+    threads, backends).
+
+    Raises ValueError for an unknown KV cache type, and whatever
+    ``llama_cpp.Llama`` raises for a file it cannot load (`run` reports it as an
+    ``error`` Event and exits with `EXIT_LOAD_FAILED`).
+    """
     import llama_cpp
 
     quiet_llama(llama_cpp)
@@ -356,6 +391,7 @@ class Sampling:
         return int(self.ll.llama_sampler_sample(self.chain, self.ctx, -1))
 
     def reset(self) -> None:
+        """Reset the sampler chain's state before a new prompt (``llama_sampler_reset``)."""
         self.ll.llama_sampler_reset(self.chain)
 
 
@@ -397,6 +433,13 @@ class DecodeLoop:
         return True
 
     def generate(self, prompt: list[int]) -> Iterator[int]:
+        """Yield greedy token ids for `prompt` (token ids) until the caller stops or it cannot go
+        on.
+
+        Clears the KV cache first. Stops early with `stopped` set to ``"ctx"`` when
+        the context (`n_ctx` tokens) is full and to ``"decode error N"`` when
+        ``llama_decode`` returns N ≠ 0; never raises for those.
+        """
         self.stopped = ""
         self.ll.llama_memory_clear(self.ll.llama_get_memory(self.ctx), True)
         self.sampling.reset()
@@ -418,14 +461,21 @@ class DecodeLoop:
             pos += 1
 
     def is_end(self, tok: int) -> bool:
+        """Whether `tok` ends generation (``llama_vocab_is_eog``: EOS, EOT and the like)."""
         return bool(self.ll.llama_vocab_is_eog(self.vocab, tok))
 
     def close(self) -> None:
+        """Free the batch and the sampler chain (``llama_batch_free``, ``llama_sampler_free``)."""
         self.ll.llama_batch_free(self.batch)
         self.ll.llama_sampler_free(self.sampling.chain)
 
 
 def run(spec: Spec) -> int:
+    """The worker's life: load, then answer commands and generate until told to stop.
+
+    Returns the exit status: 0 after a clean stop, `EXIT_LOAD_FAILED` when the
+    model does not load (the reason goes to the parent as an ``error`` Event).
+    """
     allow_parent_ptrace()
     sender = Sender(spec.socket, spec.t0_ns, spec.batch_s)
     sender.event("worker_started", pid=os.getpid())
@@ -532,6 +582,9 @@ def run(spec: Spec) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point: ``python -m anubis_tui.inference.worker SPEC_JSON``; returns the exit
+    status (2 on bad usage).
+    """
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
         print("usage: python -m anubis_tui.inference.worker SPEC_JSON", file=sys.stderr)

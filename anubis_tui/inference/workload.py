@@ -64,6 +64,12 @@ class TokenStats:
     llama_t_p_eval_ms: float = 0.0
 
     def add(self, rec: Record) -> None:
+        """Fold one record: only ``request_end`` Events count, others are ignored.
+
+        Reads the payload's ``generated``, ``prompt_tokens``, ``ttft_ns``,
+        ``decode_ns`` and llama.cpp's timer map ``llama`` (``n_eval``, ``t_eval_ms``,
+        ``n_p_eval``, ``t_p_eval_ms``, from ``llama_perf_context``); missing keys count 0.
+        """
         if not (isinstance(rec, Event) and rec.kind == "request_end"):
             return
         p = rec.payload
@@ -83,15 +89,22 @@ class TokenStats:
 
     @property
     def decode_tps(self) -> float | None:
+        """Decode tokens/s: Σ(generated − 1) / Σ decode time (first to last token); None
+        before any.
+        """
         return self.decode_intervals / (self.decode_ns / 1e9) if self.decode_ns else None
 
     @property
     def prompt_tps(self) -> float | None:
+        """Prompt tokens/s: Σ prompt tokens / Σ time to first token; None before any."""
         t = sum(self.ttft_ns)
         return self.prompt_tokens / (t / 1e9) if t else None
 
     @property
     def ttft_s(self) -> float | None:
+        """Median time to first token in seconds (upper median for an even count); None
+        before any.
+        """
         if not self.ttft_ns:
             return None
         s = sorted(self.ttft_ns)
@@ -99,10 +112,12 @@ class TokenStats:
 
     @property
     def llama_decode_tps(self) -> float | None:
+        """Decode tokens/s by llama.cpp's own timers: Σ n_eval / Σ t_eval; None without them."""
         t = self.llama_t_eval_ms
         return self.llama_n_eval / (t / 1e3) if t else None
 
     @property
     def llama_prompt_tps(self) -> float | None:
+        """Prompt tokens/s by llama.cpp's own timers: Σ n_p_eval / Σ t_p_eval; None without them."""
         t = self.llama_t_p_eval_ms
         return self.llama_n_p_eval / (t / 1e3) if t else None

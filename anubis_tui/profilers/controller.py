@@ -135,11 +135,14 @@ class ProfilerController:
     def _frames_event(self, final: bool, frames: list[dict[str, Any]] | None = None) -> None:
         if frames is None:
             frames = self.pyspy.hot_frames()
-        if not frames:
+        live = None if final else self.pyspy.samples  # py-spy's own count so far
+        if not frames and live is None:
             return
         payload: dict[str, Any] = {"profiler": self.active or "py-spy", "frames": frames}
         if not final:
             payload["snapshots"] = self.pyspy.snapshots
+            if live is not None:
+                payload["samples"] = live
         payload["final"] = final
         self._emit("profiler_frames", **payload)
 

@@ -27,18 +27,29 @@ COPY_BYTES = 256 << 20
 
 @dataclass(frozen=True)
 class Bandwidth:
+    """A memory bandwidth figure: `bytes_per_s` (read + written), how it was measured, and
+    when (UTC ISO 8601).
+    """
+
     bytes_per_s: float
     method: str
     measured_utc: str
 
 
 def cache_file() -> Path:
+    """``$XDG_CACHE_HOME/anubis/bandwidth.json`` (default ``~/.cache``), where `bandwidth`
+    keeps its figure.
+    """
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "anubis" / "bandwidth.json"
 
 
 def measure_bandwidth(nbytes: int = COPY_BYTES, repeats: int = 5) -> Bandwidth:
-    """Best-of-N numpy copy of `nbytes`, counting bytes read plus bytes written."""
+    """Memory bandwidth in bytes/s: the fastest of `repeats` numpy copies of `nbytes`.
+
+    Counts bytes read plus bytes written (2 × `nbytes`), as STREAM's copy does.
+    Allocates 2 × `nbytes`; takes about a second with the default 256 MiB.
+    """
     src = np.ones(nbytes // 8, dtype=np.float64)
     dst = np.empty_like(src)
     np.copyto(dst, src)  # fault the pages in
@@ -74,6 +85,14 @@ def bandwidth(refresh: bool = False) -> Bandwidth:
 
 @dataclass(frozen=True)
 class StaticEstimate:
+    """The memory-bound decode ceiling of one model on this machine (`estimate`).
+
+    `bytes_per_token` (bytes read per decoded token, ≈ the GGUF tensor data),
+    `bandwidth_bytes_per_s` (the effective bandwidth behind the ceiling) and
+    `ceiling_tps` = bandwidth / bytes per token (tok/s); `source` says which
+    bandwidth (CPU copy, NVML's GPU peak, or both).
+    """
+
     bytes_per_token: int
     bandwidth_bytes_per_s: float  # the effective bandwidth behind the ceiling
     ceiling_tps: float
@@ -81,6 +100,9 @@ class StaticEstimate:
     source: str = "CPU copy"  # which bandwidth figure the ceiling uses
 
     def share(self, measured_tps: float | None) -> float | None:
+        """`measured_tps` as a fraction of `ceiling_tps` (1.0 = memory-bound); None when
+        not measured.
+        """
         return None if measured_tps is None else measured_tps / self.ceiling_tps
 
     def short(self, measured_tps: float | None) -> str:
@@ -89,6 +111,7 @@ class StaticEstimate:
         return f"ceiling {self.ceiling_tps:.0f} tok/s" + (f" {s:.0%}" if s is not None else "")
 
     def line(self, measured_tps: float | None) -> str:
+        """One line for the report: MiB per token, the ceiling, its source and the share reached."""
         s = self.share(measured_tps)
         return (
             f"static {self.bytes_per_token / 2**20:.0f} MiB/tok, ceiling "
@@ -108,7 +131,14 @@ def estimate(
 ) -> StaticEstimate:
     """The memory-bound decode ceiling: CPU copy bandwidth, and the GPU's where layers run there.
 
-    `gpu_bw` (bytes/s, how) defaults to NVML's figure for GPU 0 when layers are offloaded.
+    Bytes per token B = `file_size` − `header_bytes` (bytes). CPU only:
+    ceiling = bw / B (tok/s). With a fraction f = `gpu_layers` / `layers` of the
+    layers offloaded (1 for -1 or unknown `layers`), one token takes
+    f·B / gpu_bw + (1 − f)·B / bw seconds, and the ceiling is its inverse.
+    `gpu_bw` (bytes/s, how) defaults to NVML's figure for GPU 0 when layers
+    are offloaded (`sources.nvml.gpu_memory_bandwidth`: bus width × max memory
+    clock × 2); without one, the CPU figure is used and `source` says so.
+    `bw` defaults to `bandwidth()`, which may measure for about a second.
     """
     per_token = max(1, file_size - header_bytes)
     offload = gpu_layers != 0

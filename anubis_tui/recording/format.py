@@ -36,10 +36,12 @@ MAX_BUFFER = 64 << 20  # one record, as packed (a Header of MAX_CHANNELS channel
 
 
 def packer() -> msgpack.Packer:
+    """A msgpack Packer for records, bin type on so bytes stay bytes (as the reader expects)."""
     return msgpack.Packer(use_bin_type=True)
 
 
 def pack(rec: Record) -> bytes:
+    """One record's msgpack bytes (its `to_plain` form); TypeError if msgpack cannot pack one."""
     return bytes(packer().pack(rec.to_plain()))
 
 
@@ -70,6 +72,9 @@ def llama_cpp_version() -> str:
 
 
 def host_facts() -> dict[str, Any]:
+    """The Header's ``host`` map: hostname, uname system/release/machine, Python version, CPU count,
+    CPU model (/proc/cpuinfo) and llama-cpp-python's version (package metadata).
+    """
     uname = platform.uname()
     return {
         "hostname": socket.gethostname(),
@@ -95,6 +100,12 @@ def make_header(
     config: dict[str, Any] | None = None,
     extra_host: dict[str, Any] | None = None,
 ) -> Header:
+    """A Header for a recording starting at `t0_monotonic_ns` (CLOCK_MONOTONIC, ns) with `channels`.
+
+    `created_utc` is now in UTC; `host` is `host_facts()` updated with
+    `extra_host`. Raises FormatError when there are more than `MAX_CHANNELS`
+    channels (readers refuse such a file).
+    """
     if len(channels) > MAX_CHANNELS:
         raise FormatError(
             f"{len(channels)} channels: a recording holds at most {MAX_CHANNELS} "
@@ -114,6 +125,9 @@ def make_header(
 
 
 def default_path(directory: str) -> str:
+    """``<directory>/<UTC YYYYmmddTHHMMSSZ>-<short hostname>.msgpack``; the directory is not
+    created.
+    """
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     host = socket.gethostname().split(".")[0] or "host"
     return os.path.join(directory, f"{stamp}-{host}.msgpack")

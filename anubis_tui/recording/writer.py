@@ -4,9 +4,12 @@
 counted (`dropped`, in the Footer; it should stay 0). A record the packer
 cannot frame (an integer over 2^64, a value nested deeper than msgpack's
 limit) is left out and counted (`unpackable`): it never reaches the file,
-and the records after it still do. The thread flushes at least every
-`flush_s` (so a process killed with SIGKILL loses at most that much), at
-once after `flush_soon`, and fsyncs every `fsync_s`. A write error (disk
+and the records after it still do. The thread wakes every `flush_s` (so a
+process killed with SIGKILL loses at most that much), at once after
+`flush_soon` or when the queue fills past a quarter, and then writes
+everything queued and flushes it; it fsyncs every `fsync_s`. It does not
+wake per record: a wake-up costs about 90 µs of CPU on a loaded VM, and at
+a GPU's token rate records come 50 a second (issue 21). A write error (disk
 full, the directory gone, a pipe whose reader left) ends the recording, not
 the session: `on_error` gets one line. `close` is bounded in time even when
 the reader of a pipe stops reading (see `PipeOut`). Files are created new,
@@ -77,20 +80,32 @@ class PipeOut:
         self._abandoned = threading.Event()
 
     def fileno(self) -> int:
+        """The pipe's file descriptor."""
         return self.fd
 
     def write(self, data: bytes) -> int:
+        """Buffer `data` and write what the pipe takes now; returns len(data).
+
+        Waits for the reader only when more than `PIPE_BUFFER_MAX` bytes are
+        buffered. Raises BrokenPipeError after `abandon` or when the reader closed
+        the pipe, and other OSErrors as write(2) gives them.
+        """
         self._buf += data
         self._drain(block=len(self._buf) > PIPE_BUFFER_MAX)
         return len(data)
 
     def flush(self) -> None:
+        """Write everything buffered, waiting for the reader; BrokenPipeError as for `write`."""
         self._drain(block=True)
 
     def abandon(self) -> None:
+        """Make a waiting or later `write`/`flush` raise BrokenPipeError at once (safe from any
+        thread).
+        """
         self._abandoned.set()
 
     def close(self) -> None:
+        """Close the descriptor; errors from close(2) are ignored."""
         with contextlib.suppress(OSError):
             os.close(self.fd)
 
@@ -109,7 +124,13 @@ class PipeOut:
 
 
 class RecordingWriter:
-    """Writes records to `out` from its own thread."""
+    """Writes records to `out` (msgpack, `recording.format`) from its own thread.
+
+    The Header is written and fsynced at once; `submit` never blocks. The
+    thread flushes every `flush_s` s and fsyncs a regular file every
+    `fsync_s` s. A write error stops writing: `error` holds one line and
+    `on_error` gets it. Counters: `dropped` (queue full), `written`, `bytes`.
+    """
 
     def __init__(
         self,
@@ -135,24 +156,35 @@ class RecordingWriter:
         self.bytes = 0
         self.error: str | None = None
         self._packer = packer()
+        self._wake = threading.Event()  # set: write and flush what is queued now
+        self._high_water = max(1, QUEUE_MAX // 4)
         self._thread = threading.Thread(target=self._run, name="anubis-writer", daemon=True)
         self._write(header)
         self._flush(sync=True)
         self._thread.start()
 
     def submit(self, rec: Record) -> None:
+        """Queue `rec` for the writer thread; never blocks or raises.
+
+        When the queue (`QUEUE_MAX` records) is full the record is counted in
+        `dropped` instead; after a write error records are ignored (see `error`).
+        """
         if self.error is not None:
             return
         try:
             self.queue.put_nowait(rec)
         except queue.Full:
             self.dropped += 1
+            return
+        if len(self.queue.queue) >= self._high_water:  # the deque's length: no lock taken
+            self._wake.set()
 
     def flush_soon(self) -> None:
         """Have the thread write what is queued and flush it now, not within `flush_s`."""
         if self.error is None:
             with contextlib.suppress(queue.Full):
                 self.queue.put_nowait(_FLUSH)  # type: ignore[arg-type]
+            self._wake.set()
 
     def close(self, footer: Footer | None = None, timeout: float = 10.0) -> None:
         """Write `footer` after everything queued, then flush, fsync and close.
@@ -161,6 +193,7 @@ class RecordingWriter:
         reader stopped reading is given up (`error` says so), a file still closes.
         """
         end = time.monotonic() + timeout
+        self._wake.set()  # the thread drains what is queued now, making room for the footer
         if footer is not None and self.error is None:
             try:
                 # Waits for room: the footer is the one record that must not be dropped.
@@ -170,6 +203,7 @@ class RecordingWriter:
                 self._give_up()
         try:
             self.queue.put(None, timeout=max(0.1, end - time.monotonic()))
+            self._wake.set()
         except queue.Full:
             self._give_up()
             with contextlib.suppress(queue.Full):
@@ -234,31 +268,37 @@ class RecordingWriter:
             self.on_error(self.error)
 
     def _run(self) -> None:
-        last_flush = last_sync = time.monotonic()
+        last_sync = time.monotonic()
         while True:
-            try:
-                rec: Record | None = self.queue.get(timeout=self.flush_s / 2)
-            except queue.Empty:
-                rec = None
-                idle = True
-            else:
-                idle = False
-                if rec is None:
-                    return
-            if self.error is not None:
-                continue
-            try:
-                now_asked = rec is _FLUSH
-                if not idle and rec is not None and not now_asked:
-                    self._write(rec)
-                now = time.monotonic()
-                if now_asked or now - last_flush >= self.flush_s:
+            self._wake.wait(self.flush_s)
+            self._wake.clear()  # a set() from now on wakes the next round
+            ending = self._drain()
+            if self.error is None:
+                try:
+                    now = time.monotonic()
                     sync = now - last_sync >= self.fsync_s
                     self._flush(sync)
-                    last_flush = now
                     if sync:
                         last_sync = now
-            except Exception as e:  # disk full, a gone directory, or a record that will not pack
+                except Exception as e:  # a file object that fails its own way
+                    self._fail(e)
+            if ending:
+                return
+
+    def _drain(self) -> bool:
+        """Write every queued record (dropped after an error); True at the end marker."""
+        while True:
+            try:
+                rec = self.queue.get_nowait()
+            except queue.Empty:
+                return False
+            if rec is None:
+                return True
+            if rec is _FLUSH or self.error is not None:
+                continue
+            try:
+                self._write(rec)
+            except Exception as e:  # disk full, a gone directory, a stalled pipe given up
                 self._fail(e)
 
 

@@ -15,6 +15,7 @@ agent goes on with the next one.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import queue
@@ -30,6 +31,7 @@ import msgpack
 from anubis_tui.records import Event
 from anubis_tui.session.core import Outcome
 from anubis_tui.session.surface import Commands
+from anubis_tui.stream import Limits, StreamReader, chunks
 
 if TYPE_CHECKING:
     from anubis_tui.recording.writer import RecordingWriter
@@ -45,22 +47,18 @@ COMMAND_QUEUE = 256  # commands waiting to run; more are refused (one ack a chun
 HEARTBEAT_S = 1.0  # the stream carries something at least this often (remote stall display)
 
 
-def unpacker() -> msgpack.Unpacker:
-    """The agent's one input decoder, with its limits: used for the whole session.
-
-    Sizes are msgpack's own (``max_*`` of `msgpack.Unpacker`); nesting deeper
-    than msgpack's stack raises `msgpack.StackError`, and `check_shape` bounds
-    it further.
-    """
-    return msgpack.Unpacker(
-        max_buffer_size=4 * MAX_COMMAND_BYTES,
-        max_str_len=MAX_COMMAND_BYTES,
-        max_bin_len=MAX_COMMAND_BYTES,
-        max_array_len=MAX_ARRAY_LEN,
-        max_map_len=MAX_MAP_LEN,
-        max_ext_len=0,
-        strict_map_key=False,
-    )
+LIMITS = Limits(
+    buffer=4 * MAX_COMMAND_BYTES,
+    str_len=MAX_COMMAND_BYTES,
+    bin_len=MAX_COMMAND_BYTES,
+    array_len=MAX_ARRAY_LEN,
+    map_len=MAX_MAP_LEN,
+    ext_len=0,
+    strict_map_key=False,
+)
+"""The agent's input limits, for the whole session. Sizes are msgpack's own (``max_*`` of
+`msgpack.Unpacker`); nesting deeper than msgpack's stack is a `msgpack.StackError`, and
+`check_shape` bounds it further."""
 
 
 class Intake:
@@ -74,25 +72,17 @@ class Intake:
     """
 
     def __init__(self) -> None:
-        self._u = unpacker()
+        self._reader = StreamReader(LIMITS, on_error="resync")
 
     def feed(self, chunk: bytes) -> tuple[list[dict[Any, Any]], list[str]]:
-        maps: list[dict[Any, Any]] = []
-        not_maps = 0
+        batch = self._reader.feed(chunk)  # a limit, malformed bytes, too deep: resynchronised
+        maps = [m for m in batch.objects if isinstance(m, dict)]
+        not_maps = len(batch.objects) - len(maps)
         bad: str | None = None
-        try:
-            self._u.feed(chunk)
-            for msg in self._u:
-                if isinstance(msg, dict):
-                    maps.append(msg)
-                else:
-                    not_maps += 1
-        except msgpack.BufferFull:
+        if batch.too_big:
             bad = f"input over {4 * MAX_COMMAND_BYTES} bytes without a whole command; dropped"
-            self._u = unpacker()
-        except Exception as e:  # a limit, malformed bytes, too deep: resynchronise
-            bad = f"bad command: {type(e).__name__}: {str(e)[:120]}; input dropped"
-            self._u = unpacker()
+        elif batch.error is not None:
+            bad = f"bad command: {batch.why(120)}; input dropped"
         said = []
         if not_maps:
             said.append(f"{not_maps} inputs that are not command maps")
@@ -111,39 +101,62 @@ class Arg:
     doc: str = ""
 
 
+def _number(key: str, v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise ValueError(f"{key} must be a number")
+    f = float(v)  # an int over 2^1024 raises OverflowError: a failed ack as well
+    if not math.isfinite(f):
+        raise ValueError(f"{key} must be finite")
+    return f
+
+
+def _int(key: str, v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError(f"{key} must be an integer")
+    return v
+
+
+def _step(key: str, v: Any) -> int:
+    if _int(key, v) not in (-1, 1):
+        raise ValueError(f"{key} must be 1 or -1")
+    return int(v)
+
+
+def _text(key: str, v: Any) -> str:
+    if not isinstance(v, str):
+        raise ValueError(f"{key} must be a string")
+    if len(v) > MAX_TEXT:
+        raise ValueError(f"{key} is longer than {MAX_TEXT} characters")
+    return v
+
+
+def _scalar(key: str, v: Any) -> Any:
+    """A knob's value: its range is the knob's own check; here only its kind and size."""
+    if isinstance(v, str):
+        return _text(key, v)
+    if isinstance(v, float) and not math.isfinite(v):
+        raise ValueError(f"{key} must be finite")
+    if not (v is None or isinstance(v, bool | int | float)):
+        raise ValueError(f"{key} must be a number, a string, true/false or nil")
+    return v
+
+
+ARG_KINDS: dict[str, Callable[[str, Any], Any]] = {
+    "number": _number,
+    "int": _int,
+    "step": _step,
+    "text": _text,
+    "scalar": _scalar,
+}
+
+
 def _arg(msg: dict[str, Any], key: str, a: Arg) -> Any:
+    """Argument `key` of `msg`, checked as `a` says; ValueError (one line) if it is not one."""
     if key not in msg:
         if a.required:
             raise ValueError(f"{key} is required")
         return None
-    v = msg[key]
-    if a.kind == "number":
-        if isinstance(v, bool) or not isinstance(v, int | float):
-            raise ValueError(f"{key} must be a number")
-        f = float(v)  # an int over 2^1024 raises OverflowError: a failed ack as well
-        if not math.isfinite(f):
-            raise ValueError(f"{key} must be finite")
-        return f
-    if a.kind in ("int", "step"):
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise ValueError(f"{key} must be an integer")
-        if a.kind == "step" and v not in (-1, 1):
-            raise ValueError(f"{key} must be 1 or -1")
-        return v
-    if a.kind == "text":
-        if not isinstance(v, str):
-            raise ValueError(f"{key} must be a string")
-        if len(v) > MAX_TEXT:
-            raise ValueError(f"{key} is longer than {MAX_TEXT} characters")
-        return v
-    # scalar: a knob's value, checked by the knob itself
-    if not (v is None or isinstance(v, bool | int | float | str)):
-        raise ValueError(f"{key} must be a number, a string, true/false or nil")
-    if isinstance(v, float) and not math.isfinite(v):
-        raise ValueError(f"{key} must be finite")
-    if isinstance(v, str) and len(v) > MAX_TEXT:
-        raise ValueError(f"{key} is longer than {MAX_TEXT} characters")
-    return v
+    return ARG_KINDS[a.kind](key, msg[key])
 
 
 @dataclass(frozen=True)
@@ -383,19 +396,13 @@ class AgentLoop:
 
     def _read(self) -> None:
         intake = Intake()  # one set of limits for the whole session, also after a refusal
-        while not self.stop.is_set():
-            try:
-                chunk = os.read(self.fd_in, 65536)
-            except OSError:
-                chunk = b""
-            if not chunk:
-                self.end("stdin closed")
-                return
+        for chunk in chunks(functools.partial(os.read, self.fd_in), 65536):
             # Invalid input is answered once a read, not once an object: 2 MB of zero
             # bytes is 2 million msgpack integers, and must not become 2 million acks.
             maps, said = intake.feed(chunk)
-            if self._take(maps, said):
+            if self._take(maps, said) or self.stop.is_set():
                 return
+        self.end("stdin closed")
 
     def _take(self, maps: list[dict[Any, Any]], said: list[str]) -> bool:
         """Queue the commands of one read (a stop runs now); True once stopped."""

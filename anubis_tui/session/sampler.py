@@ -30,6 +30,7 @@ DEFAULT_RATE_HZ = 10.0
 LOST_AFTER = 3  # consecutive failed reads before a group is reported lost
 SELF_PERIOD_S = 1.0
 READ_BUDGET_S = 1.0  # a group read that takes longer is blocked: its channels are lost
+WATCH_S = 0.5  # the watchdog looks this often: a blocked read is given up 1-1.5 s after it began
 
 
 @dataclass
@@ -68,7 +69,13 @@ def percentile(values: list[int] | list[float], q: float) -> float:
 
 
 class Sampler:
-    """Reads `sources` at `rate_hz` and hands each Sample (and Events) to `emit`."""
+    """Reads `sources` at `rate_hz` and hands each Sample (and Events) to `emit`.
+
+    `clock` (monotonic ns), `sleep` (seconds) and `cpu_clock` (this thread's
+    CPU ns, ``CLOCK_THREAD_CPUTIME_ID``) are injectable: a test gives a fake
+    clock whose `sleep` advances it, and the thread then runs its schedule
+    exactly and at once. Raises ValueError for a rate that is not positive.
+    """
 
     def __init__(
         self,
@@ -77,10 +84,14 @@ class Sampler:
         rate_hz: float = DEFAULT_RATE_HZ,
         t0_ns: int | None = None,
         clock: Callable[[], int] = time.monotonic_ns,
+        sleep: Callable[[float], None] = time.sleep,
+        cpu_clock: Callable[[], int] = time.thread_time_ns,
     ) -> None:
         self.sources = [s for s in sources if s.available]
         self.emit = emit
         self.clock = clock
+        self._sleep = sleep
+        self._cpu_clock = cpu_clock
         self.t0_ns = clock() if t0_ns is None else t0_ns
         self.rate_hz = clamp_rate(rate_hz)
         self._pending_rate: float | None = None
@@ -227,9 +238,11 @@ class Sampler:
         threading.Thread(target=self._watchdog, name="anubis-sampler-watch", daemon=True).start()
 
     def stop(self, timeout: float = 2.0) -> None:
+        """Stop ticking; waits up to `timeout` s for the thread (not when called from it)."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        t = self._thread
+        if t is not None and t is not threading.current_thread():
+            t.join(timeout)
 
     @property
     def lost_channels(self) -> list[str]:
@@ -242,7 +255,7 @@ class Sampler:
         The blocked group is given up (sensor_lost), the stuck thread abandoned,
         and a fresh sampler thread carries on with the other groups.
         """
-        while not self._stop.wait(0.25):
+        while not self._stop.wait(WATCH_S):
             busy = self._in_read
             if busy is None:
                 continue
@@ -403,7 +416,7 @@ class Sampler:
             self._last_power = (now, power)
 
     def _self_measure(self, now: int, values: list[Value]) -> None:
-        cpu = time.thread_time_ns() if threading.current_thread() is self._thread else 0
+        cpu = self._cpu_clock() if threading.current_thread() is self._thread else 0
         if self._self_last is None:
             self._self_last = (now, cpu, self.stats.ticks)
             return
@@ -438,7 +451,7 @@ class Sampler:
             # Plain sleeps: Event.wait allocates a lock per call, which showed in the
             # sampler's CPU; stop() is still seen within 100 ms.
             while deadline > now and not self._stop.is_set():
-                time.sleep(min(deadline - now, 100_000_000) / 1e9)
+                self._sleep(min(deadline - now, 100_000_000) / 1e9)
                 now = self.clock()
             if self._stop.is_set():
                 break
@@ -447,7 +460,7 @@ class Sampler:
             self.stats.lateness_ns.append(late)
             self._window_lateness.append(late)
             self.tick(now)
-            self.stats.thread_cpu_ns = time.thread_time_ns()
+            self.stats.thread_cpu_ns = self._cpu_clock()
             k += 1
             # Behind by whole periods (a stall): skip them rather than burst.
             behind = int((self.clock() - start) // period)

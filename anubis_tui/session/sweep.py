@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from anubis_tui.profilerspec import ProfilerSetting
-from anubis_tui.records import Channel, ChannelsAdded, Record, Sample
+from anubis_tui.records import Channel, ChannelIndex, ChannelsAdded, Record, Sample
 
 if TYPE_CHECKING:
     from anubis_tui.session.surface import ControlSurface
@@ -158,21 +158,18 @@ class Watch:
 
     def __init__(self, channels: Sequence[Channel]) -> None:
         self.lock = threading.Lock()
+        self.index = ChannelIndex()  # the channels in Sample order, as every sink keeps them
         self.temp_i: list[int] = []
-        self.power_i = -1
+        self.power_i: int | None = None
         self.temps: deque[tuple[float, float]] = deque(maxlen=6000)
         self.powers: deque[tuple[float, float]] = deque(maxlen=6000)
-        self._n = 0
         self._add(channels)
 
     def _add(self, chans: Sequence[Channel]) -> None:
-        for c in chans:
-            i = self._n
-            self._n += 1
-            if c.kind == "temperature":
+        for i in self.index.add(chans):
+            if self.index.channels[i].kind == "temperature":
                 self.temp_i.append(i)
-            elif c.id == "system.power":
-                self.power_i = i
+        self.power_i = self.index.position("system.power")
 
     def __call__(self, rec: Record) -> None:
         if isinstance(rec, ChannelsAdded):
@@ -182,19 +179,14 @@ class Watch:
         if not isinstance(rec, Sample):
             return
         t = rec.t / 1e9
-        vals = rec.values
-        hot = []
-        for i in self.temp_i:
-            v = vals[i] if i < len(vals) else None
-            if isinstance(v, int | float) and math.isfinite(v):
-                hot.append(float(v))
+        value = self.index.value
+        hot = [v for v in (value(rec.values, i) for i in self.temp_i) if v is not None]
+        p = value(rec.values, self.power_i)
         with self.lock:
             if hot:
                 self.temps.append((t, max(hot)))
-            if 0 <= self.power_i < len(vals):
-                p = vals[self.power_i]
-                if isinstance(p, int | float) and math.isfinite(p):
-                    self.powers.append((t, float(p)))
+            if p is not None:
+                self.powers.append((t, p))
 
     def now_temp(self) -> float | None:
         with self.lock:
@@ -274,12 +266,26 @@ class Sweep:
 
     def run(self, stop: threading.Event) -> str | None:
         """The whole sweep; None when it ran to the end, else why it ended early."""
-        o = self.opts
         err = self.s.wait_loaded()
         if err:
             return err
-        # A profiler that cannot run here is found out now, not in the middle of a segment
-        # (scalene's check runs a test worker: it would disturb the baseline beside it).
+        self._leave_out_unrunnable()
+        if not self.items:
+            return "no treatment can run here"
+        order = schedule(self.items, self.opts.repeats, self.opts.seed)
+        self._announce(order)
+        started = time.monotonic()
+        why = self._warmup(stop) or self._planned(order, stop)
+        if why is None and self.folded is not None and self.opts.max_s:
+            why = self._extra(len(order), started, stop)
+        if why:
+            return why
+        self._apply(None)
+        return None
+
+    def _leave_out_unrunnable(self) -> None:
+        """A profiler that cannot run here is found out now, not in the middle of a segment
+        (scalene's check runs a test worker: it would disturb the baseline beside it)."""
         for prof in sorted({t.profiler.profiler or "" for t in self.items if t.profiler}):
             why = self.s.profiler_check(prof)
             if why:
@@ -288,9 +294,10 @@ class Sweep:
                 self.items = [
                     t for t in self.items if not t.profiler or t.profiler.profiler != prof
                 ]
-        if not self.items:
-            return "no treatment can run here"
-        order = schedule(self.items, o.repeats, o.seed)
+
+    def _announce(self, order: list[tuple[int, str, Treatment | None]]) -> None:
+        """The ``sweep`` Event: what is compared, how often, in which order."""
+        o = self.opts
         self.s.emit_event(
             "sweep",
             treatments=[t.name for t in self.items],
@@ -302,10 +309,11 @@ class Sweep:
             base=self.base,
             order=[[r, role, t.name if t else "baseline"] for r, role, t in order],
         )
-        started = time.monotonic()
-        why = self._warmup(stop)
-        if why:
-            return why
+
+    def _planned(
+        self, order: list[tuple[int, str, Treatment | None]], stop: threading.Event
+    ) -> str | None:
+        """The planned segments in `order`; None when they all ran."""
         for i, (r, role, t) in enumerate(order):
             if stop.is_set():
                 return "stopped"
@@ -314,11 +322,6 @@ class Sweep:
             why = self._step(i, r, role, t, stop)
             if why:
                 return why
-        if self.folded is not None and o.max_s:
-            why = self._extra(len(order), started, stop)
-            if why:
-                return why
-        self._apply(None)
         return None
 
     def _step(

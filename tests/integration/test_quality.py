@@ -238,3 +238,17 @@ def test_quantize_sweep_report_with_two_variants(cache: Path, tmp_path: Path) ->
     events = [e for e in load(str(rec)).events if e.kind == "quality"]
     assert {e.payload["model"] for e in events} == {default_model().name, variant.name}
     json.dumps([e.payload for e in events])  # plain types only
+    # report --plot draws the front; the result rows carry each setting's perplexity
+    png, rows_out = tmp_path / "front.png", tmp_path / "rows.jsonl"
+    rep = run_cli("report", str(rec), "--plot", str(png), "--rows", str(rows_out), env=env)
+    assert rep.returncode == 0, rep.stderr[-2000:]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = {r["setting"]["name"]: r for r in map(json.loads, rows_out.read_text().splitlines())}
+    by_model = {e.payload["model"]: e.payload for e in events}
+    base = rows["baseline"]
+    assert base["figures"]["perplexity"]["value"] == by_model[default_model().name]["ppl"]
+    assert base["quality"]["variant"] == ""
+    # (the variant's row, where the loaded VM left its short segment one, as the table above)
+    for r in (r for name, r in rows.items() if "to-q4_0" in name):
+        assert r["quality"]["variant"] == "requantized from Q4_K_M"
+        assert r["figures"]["perplexity"]["se"] == by_model[variant.name]["ppl_se"]

@@ -82,3 +82,33 @@ def test_replay_keeps_records_in_time_order_and_indexes_markers():
     assert rp.markers() == [(3, "marker"), (5, "profiler_on")]
     rp.seek(2)
     assert rp.state.latest[0] == 1.0  # t=1 then t=2 folded, in that order
+
+
+def test_a_file_replays_as_it_plays_without_keeping_its_records():
+    """Issue 20: a file is read a chunk at a time as playback goes, not kept; what the
+    panels show at any position (after seeks either way) is what the kept records show."""
+    from pathlib import Path
+
+    from anubis_tui.recording.reader import read_all
+
+    path = Path(__file__).resolve().parents[2] / "recordings/h200-cuda-gemma270m-knobs.msgpack"
+    kept = Replay(read_all(path)[0])
+    rp = Replay.from_file(str(path))
+    assert rp.records == [] and rp.source is not None
+    assert rp.end_ns == kept.end_ns and rp.markers() == kept.markers()
+    assert rp.header == kept.header and rp.recovery is not None and not rp.recovery.truncated
+
+    def shown(r: Replay) -> tuple:
+        s = r.state.snapshot()
+        return (s.tokens, s.requests, s.energy_j, s.system_power, s.decode_tps, r.state.latest)
+
+    for to in (rp.end_ns // 3, rp.end_ns // 5, rp.end_ns, rp.end_ns // 2, 0):
+        rp.seek(to)
+        kept.seek(to)
+        assert shown(rp) == shown(kept), to
+    rp.seek(rp.end_ns // 4)
+    rp.playing = True
+    for _ in range(3):
+        rp.advance(2.0)
+    kept.seek(rp.pos_ns)
+    assert shown(rp) == shown(kept)

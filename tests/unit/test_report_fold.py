@@ -190,3 +190,14 @@ def test_fold_memory_does_not_grow_with_samples() -> None:
     # 4× the samples: requests (one per 2 s) and the energy counter's 8-byte intervals
     # grow; samples and tokens (3× as many records) are not kept
     assert large < 2.5 * small, (small, large)
+
+
+def test_a_cut_file_counts_the_batch_stamped_at_its_end() -> None:
+    """The whole-run window is every record: before, int(duration_s × 1e9) could round one
+    ns below the last stamp and drop a cut file's last batch from J/token's tokens."""
+    last = 67_355_058_851  # int(last / 1e9 * 1e9) == last − 1
+    assert int(last / 1e9 * 1e9) < last
+    recs = [r for r in session(600) if not isinstance(r, Footer) and getattr(r, "t", 0) < last]
+    recs.append(Tokens(last, 2, "decode", 34, last - S // 20))
+    r = report(from_records(recs))
+    assert r["energy"]["j_per_token"] == r["energy"]["joules"] / r["tokens"]["generated"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import threading
 
 import pytest
 
@@ -119,40 +119,111 @@ def test_failing_source_never_stops_the_sampler():
     assert len(lost) == 1 and "EIO" in lost[0].payload["error"]
 
 
-def test_thread_keeps_fixed_deadlines_and_measures_itself():
-    a, _ = source("a", 0.001, lambda t: 1.0)
-    out: list = []
-    s = Sampler([a], emit=out.append, rate_hz=50)
+class FakeClock:
+    """Monotonic ns that moves only when the sampler sleeps (or a read takes time).
+
+    `sleep` oversleeps by `overshoot_ns`, as an OS does; `cpu` is the sampler
+    thread's CPU ns, advanced by `spend`; `at(t_s, fn)` runs `fn` once the
+    clock reaches t_s. The sampler's thread then runs its schedule exactly and
+    as fast as the machine goes: no test waits on real time.
+    """
+
+    def __init__(self, overshoot_ns: int = 0) -> None:
+        self.t = 0
+        self.cpu_ns = 0
+        self.overshoot_ns = overshoot_ns
+        self.actions: list[tuple[int, int, object]] = []
+        self.sleeps = 0
+
+    def __call__(self) -> int:
+        return self.t
+
+    def cpu(self) -> int:
+        return self.cpu_ns
+
+    def spend(self, wall_ns: int, cpu_ns: int = 0) -> None:
+        self.t += wall_ns
+        self.cpu_ns += cpu_ns
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps += 1
+        self.t += round(seconds * 1e9) + self.overshoot_ns
+        while self.actions and self.actions[0][0] <= self.t:
+            _, _, fn = self.actions.pop(0)
+            fn()  # type: ignore[operator]
+
+    def at(self, t_s: float, fn) -> None:
+        self.actions.append((round(t_s * 1e9), len(self.actions), fn))
+        self.actions.sort(key=lambda a: (a[0], a[1]))
+
+
+def run_until(s: Sampler, clock: FakeClock, t_s: float) -> None:
+    """Run the sampler's thread until the fake clock reaches `t_s`, then stop it."""
+    done = threading.Event()
+    clock.at(t_s, lambda: (s.stop(), done.set()))
     s.start()
-    time.sleep(2.3)
-    s.stop()
+    assert done.wait(30), "the sampler thread never reached the end of its fake time"
+    s.stop(5)
+
+
+def test_thread_keeps_fixed_deadlines_and_measures_itself():
+    clock = FakeClock(overshoot_ns=1_000_000)  # every sleep wakes 1 ms late
+
+    def read(t):
+        clock.spend(2_000_000, cpu_ns=2_000_000)  # a read takes 2 ms, all of it CPU
+        return 1.0
+
+    a, _ = source("a", 0.001, read)
+    out: list = []
+    s = Sampler([a], emit=out.append, rate_hz=50, clock=clock, sleep=clock.sleep,
+                cpu_clock=clock.cpu)  # fmt: skip
+    run_until(s, clock, 2.3)
     samples = [r for r in out if isinstance(r, Sample)]
-    # Fixed deadlines: about 50 per second, no drift from sleep(period) accumulating
-    assert 100 <= len(samples) <= 120
-    ts = [x.t for x in samples]
-    span = (ts[-1] - ts[0]) / 1e9
-    assert abs(len(samples) - 1 - span * 50) <= 3
-    assert s.stats.rate_hz is not None and 40 < s.stats.rate_hz < 55
-    assert s.stats.jitter_p99_s is not None and s.stats.jitter_p99_s >= 0
-    assert s.stats.cpu_ratio is not None and 0 <= s.stats.cpu_ratio < 0.5
+    # Fixed deadlines start + k × 20 ms, each woken 1 ms late (tick 0 is due at once): no
+    # drift. sleep(period) would drift 3 ms a tick (the read, the late wake), 0.34 s by the end.
+    assert [x.t for x in samples] == [0] + [k * 20_000_000 + 1_000_000 for k in range(1, 115)]
+    assert s.stats.ticks == 115 and s.stats.skipped_ticks == 0
+    assert s.stats.rate_hz == 50.0
+    assert s.stats.jitter_p99_s == 0.001
+    assert s.stats.cpu_ratio == pytest.approx(0.1)  # 50 reads × 2 ms CPU a second
     ids = [c.id for c in s.channels]
     reported = [x.values[ids.index("anubis.sampler.rate")] for x in samples]
-    assert any(v is not None for v in reported)
+    # once a second: at ticks 50 and 100 (the first second is measured from tick 0)
+    assert [i for i, v in enumerate(reported) if v is not None] == [50, 100]
+    assert reported[50] == 50 / 1.001 and reported[100] == 50.0  # tick 50 came at 1.001 s
+
+
+def test_a_stall_skips_ticks_instead_of_bursting():
+    clock = FakeClock()
+    stalls = iter([0] * 10 + [95_000_000])  # the 11th read stalls 95 ms
+
+    def read(t):
+        clock.spend(next(stalls, 0))
+        return 1.0
+
+    a, _ = source("a", 0.001, read)
+    out: list = []
+    s = Sampler([a], emit=out.append, rate_hz=50, clock=clock, sleep=clock.sleep)
+    run_until(s, clock, 0.5)
+    ts = [r.t // 1_000_000 for r in out if isinstance(r, Sample)]
+    # Tick 10 (200 ms) ends at 295 ms: the tick due at 280 ms is made at once, those due at
+    # 220-260 ms are skipped, not made up in a burst, and the grid goes on at 300 ms.
+    assert ts == [*range(0, 220, 20), 295, *range(300, 500, 20)]
+    assert s.stats.skipped_ticks == 3
 
 
 def test_rate_change_is_an_event_and_takes_effect():
+    clock = FakeClock()
     a, _ = source("a", 0.001, lambda t: 1.0)
     out: list = []
-    s = Sampler([a], emit=out.append, rate_hz=10)
-    s.start()
-    time.sleep(0.5)
-    assert s.set_rate(100) == 100
-    time.sleep(1.0)
-    s.stop()
+    s = Sampler([a], emit=out.append, rate_hz=10, clock=clock, sleep=clock.sleep)
+    clock.at(0.45, lambda: s.set_rate(100))
+    run_until(s, clock, 1.5)
     ev = [r for r in out if isinstance(r, Event) and r.kind == "rate"]
-    assert ev and ev[0].payload["sampler_hz"] == 100
-    after = [r for r in out if isinstance(r, Sample) and r.t > ev[0].t]
-    assert len(after) > 60
+    assert [(e.t, e.payload["sampler_hz"]) for e in ev] == [(500_000_000, 100)]
+    ts = [r.t // 1_000_000 for r in out if isinstance(r, Sample)]
+    # 10 Hz up to the tick that saw the request, then 100 Hz from the event on
+    assert ts == [0, 100, 200, 300, 400, 500, *range(500, 1500, 10)]
 
 
 def test_rate_is_clamped_and_validated():
@@ -175,27 +246,29 @@ def test_percentile():
 
 
 def test_a_read_that_blocks_loses_its_channels_and_sampling_goes_on():
-    import threading
-
+    clock = FakeClock()
     forever = threading.Event()
+
+    def stuck_read(t):
+        clock.spend(2_000_000_000)  # 2 s pass (over READ_BUDGET_S), and then it never returns
+        forever.wait(30)
+        return 1.0
+
     healthy, _ = source("ok", 0.01, lambda t: 5.0)
-    stuck, _ = source("stuck", 0.01, lambda t: forever.wait() or 1.0, scope="cpu-package")
+    stuck, _ = source("stuck", 0.01, stuck_read, scope="cpu-package")
     records: list = []
-    s = Sampler([healthy, stuck], emit=records.append, rate_hz=20)
-    s.start()
+    s = Sampler([healthy, stuck], emit=records.append, rate_hz=20, clock=clock,
+                sleep=clock.sleep)  # fmt: skip
     try:
-        end = time.monotonic() + 8
-        while time.monotonic() < end:
-            lost = [r for r in records if isinstance(r, Event) and r.kind == "sensor_lost"]
-            after = [r for r in records if isinstance(r, Sample) and lost and r.t > lost[0].t]
-            if len(after) >= 10:
-                break
-            time.sleep(0.1)
+        run_until(s, clock, 3.0)  # the watchdog (real time, every WATCH_S) takes over
     finally:
-        s.stop()
         forever.set()
-    assert lost and lost[0].payload["channels"] == ["stuck.v"]
-    assert "blocked" in lost[0].payload["error"]
+    lost = [r for r in records if isinstance(r, Event) and r.kind == "sensor_lost"]
+    assert len(lost) == 1 and lost[0].payload["channels"] == ["stuck.v"]
+    assert "blocked" in lost[0].payload["error"] and lost[0].t == 2_000_000_000
     ok = [c.id for c in s.channels].index("ok.v")
-    assert len(after) >= 10 and all(r.values[ok] == 5.0 for r in after[-5:])
+    after = [r for r in records if isinstance(r, Sample) and r.t >= lost[0].t]
+    # a fresh thread carries on at 20 Hz from the moment the read was given up
+    assert [r.t // 1_000_000 for r in after] == list(range(2000, 3000, 50))
+    assert all(r.values[ok] == 5.0 for r in after)
     assert s.lost_channels == ["stuck.v"]
