@@ -14,6 +14,7 @@ of that start so other processes' monotonic stamps can be aligned.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -360,6 +361,53 @@ class ChannelsAdded:
 
 
 Record = Header | Sample | Tokens | Event | Footer | ChannelsAdded
+
+
+class ChannelIndex:
+    """The session's channels in the order of `Sample.values`: the Header's, then each
+    `ChannelsAdded` record's, appended (docs/recording-format.md). The one index a sink
+    keeps, so that every sink finds a channel's value the same way.
+
+    `positions` maps a channel id to its place in `Sample.values` (a repeated id: the
+    last one). Not thread-safe: its owner locks.
+    """
+
+    def __init__(self, channels: Iterable[Channel] = ()) -> None:
+        self.channels: list[Channel] = []
+        self.positions: dict[str, int] = {}
+        self.add(channels)
+
+    def __len__(self) -> int:
+        return len(self.channels)
+
+    def add(self, channels: Iterable[Channel]) -> range:
+        """Append `channels`; the positions they take in `Sample.values`."""
+        start = len(self.channels)
+        for c in channels:
+            self.positions[c.id] = len(self.channels)
+            self.channels.append(c)
+        return range(start, len(self.channels))
+
+    def consume(self, rec: Record) -> range:
+        """The positions a Header or ChannelsAdded record adds; an empty range for others."""
+        if isinstance(rec, Header | ChannelsAdded):
+            return self.add(rec.channels)
+        return range(0)
+
+    def position(self, channel_id: str) -> int | None:
+        """Where channel `channel_id` is in `Sample.values`, or None if no such channel."""
+        return self.positions.get(channel_id)
+
+    @staticmethod
+    def value(values: list[Value], i: int | None) -> float | None:
+        """The finite reading at position `i` of a Sample's values (in the channel's SI
+        unit), or None: no such position, no reading, or NaN/infinity."""
+        if i is None or not 0 <= i < len(values):
+            return None
+        v = values[i]
+        if isinstance(v, int | float) and math.isfinite(v):
+            return float(v)
+        return None
 
 
 class RecordError(AnubisError, ValueError):

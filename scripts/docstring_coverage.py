@@ -33,7 +33,8 @@ def public_defs(tree: ast.Module) -> list[tuple[str, Def]]:
         out.append((node.name, node))
         if isinstance(node, ast.ClassDef):
             for sub in node.body:
-                if isinstance(sub, ast.FunctionDef | ast.AsyncFunctionDef) and not sub.name.startswith("_"):
+                is_def = isinstance(sub, ast.FunctionDef | ast.AsyncFunctionDef)
+                if is_def and not sub.name.startswith("_"):
                     out.append((f"{node.name}.{sub.name}", sub))
     return out
 

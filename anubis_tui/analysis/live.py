@@ -20,6 +20,7 @@ from anubis_tui.analysis.rolling import JPT_WINDOW_NS, Rolling
 from anubis_tui.analysis.segments import SETTING_EVENTS, Figures, SegmentFold
 from anubis_tui.records import (
     Channel,
+    ChannelIndex,
     ChannelsAdded,
     Event,
     Footer,
@@ -120,8 +121,9 @@ class LiveState:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.header: Header | None = None
-        self.channels: list[Channel] = []
-        self.index: dict[str, int] = {}
+        self.channel_index = ChannelIndex()  # as every sink keeps it; the next two are its parts
+        self.channels: list[Channel] = self.channel_index.channels
+        self.index: dict[str, int] = self.channel_index.positions
         self.latest: list[float | None] = []
         self.flag_counts: dict[str, dict[str, int]] = {}
         self.flag_totals: dict[str, int] = {}
@@ -190,10 +192,8 @@ class LiveState:
             self.ended = True
 
     def _add_channels(self, chans: list[Channel]) -> None:
-        for c in chans:
-            i = len(self.channels)
-            self.index[c.id] = i
-            self.channels.append(c)
+        for i in self.channel_index.add(chans):
+            c = self.channels[i]
             self.latest.append(None)
             if c.kind == "energy" and c.method == "counter" and c.id != "system.energy":
                 self.counter_points[i] = deque()

@@ -18,12 +18,11 @@ and checks they agree.
 
 from __future__ import annotations
 
-import math
 from collections import deque
 
 import numpy as np
 
-from anubis_tui.records import ChannelsAdded, Event, Header, Record, Sample, Tokens
+from anubis_tui.records import ChannelIndex, ChannelsAdded, Event, Header, Record, Sample, Tokens
 
 WINDOW_NS = 2_000_000_000
 JPT_WINDOW_NS = 10_000_000_000
@@ -39,8 +38,8 @@ class Rolling:
         self.tokens = 0  # decode tokens so far
         self.batches: deque[tuple[int, int]] = deque()  # (stamp, count) of recent decode batches
         self.points: deque[tuple[int, float, int]] = deque()  # (t, energy J, tokens so far)
-        self._energy_i = -1
-        self._n = 0
+        self.index = ChannelIndex()  # where system.energy is in each Sample
+        self._energy_i: int | None = None
 
     def consume(self, rec: Record) -> None:
         """Fold one record: channel tables (to find ``system.energy``), Samples, Tokens and pause
@@ -51,10 +50,8 @@ class Rolling:
         bounded on a long run.
         """
         if isinstance(rec, Header | ChannelsAdded):
-            for c in rec.channels:
-                if c.id == "system.energy":
-                    self._energy_i = self._n
-                self._n += 1
+            self.index.consume(rec)
+            self._energy_i = self.index.position("system.energy")
             return
         t = getattr(rec, "t", None)
         if isinstance(t, int):
@@ -66,10 +63,9 @@ class Rolling:
                 while self.batches and self.batches[0][0] <= self.t - _KEEP_NS:
                     self.batches.popleft()
         elif isinstance(rec, Sample):
-            i = self._energy_i
-            v = rec.values[i] if 0 <= i < len(rec.values) else None
-            if isinstance(v, int | float) and math.isfinite(v):
-                self.points.append((rec.t, float(v), self.tokens))
+            v = self.index.value(rec.values, self._energy_i)
+            if v is not None:
+                self.points.append((rec.t, v, self.tokens))
                 while self.points and self.points[0][0] < self.t - JPT_WINDOW_NS - _KEEP_NS:
                     self.points.popleft()
         elif isinstance(rec, Event):

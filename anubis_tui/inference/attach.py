@@ -251,6 +251,32 @@ def probe(a: AttachSpec, prompts: list[str]) -> AttachSpec:
         raise AttachError(
             f"{a.url} is not on this machine: anubis measures this machine's power and heat"
         )
+    pid = _port_owner(a)
+    try:
+        models = _list_models(a)
+    except OSError as e:
+        why = e.strerror or str(e)
+        raise AttachError(f"{a.url} does not answer: {why}") from None
+    a.model = _pick_model(a, models)
+    server: dict[str, Any] = {"api": a.api, "models": models[:20]}
+    pid = a.pid or pid
+    if pid is not None:
+        server["process"] = _server_process(pid)
+    a.pid = pid
+    metrics = read_metrics(a)
+    server["metrics"] = (
+        next(METRIC_COUNTERS[k] for k in METRIC_COUNTERS if k in metrics) if metrics else None
+    )
+    server["prompt_tokens"] = _tokenize_all(a, prompts)
+    if a.api == "ollama":
+        server.update(_ollama_details(a))
+    a.server = server
+    return a
+
+
+def _port_owner(a: AttachSpec) -> int | None:
+    """The pid listening on `a.port` (None if not ours to see); AttachError when another
+    user's process serves it and no --attach-pid says which process to watch."""
     pid, uid = listen_owner(a.port)
     me = os.getuid()
     if a.pid is None and uid is not None and uid != me and me != 0:
@@ -258,64 +284,85 @@ def probe(a: AttachSpec, prompts: list[str]) -> AttachSpec:
             f"port {a.port} is served by another user's process (uid {uid}): anubis cannot "
             "watch or profile it; run anubis as that user or pass --attach-pid"
         )
+    return pid
+
+
+def _models_in(body: Any, key: str, name: str) -> list[str] | None:
+    """The model names of a models-list answer (``{key: [{name: ...}, ...]}``), or None."""
+    if isinstance(body, dict) and isinstance(body.get(key), list):
+        return [str(m.get(name)) for m in body[key] if isinstance(m, dict)]
+    return None
+
+
+def _list_models(a: AttachSpec) -> list[str]:
+    """The server's models, setting `a.api` where it was not given: ``GET /v1/models``
+    (OpenAI), else ``GET /api/tags`` (Ollama). AttachError for a server that speaks
+    neither; OSError when it does not answer."""
     models: list[str] = []
-    try:
-        status, body = http_json(a, "GET", "/v1/models") if a.api != "ollama" else (0, None)
-        if status == 200 and isinstance(body, dict) and isinstance(body.get("data"), list):
-            models = [str(m.get("id")) for m in body["data"] if isinstance(m, dict)]
-            a.api = a.api or "openai"
-        elif a.api != "openai":
-            status, body = http_json(a, "GET", "/api/tags")
-            if status == 200 and isinstance(body, dict) and isinstance(body.get("models"), list):
-                models = [str(m.get("name")) for m in body["models"] if isinstance(m, dict)]
-                a.api = a.api or "ollama"
-        if a.api is None or (status != 200 and not models):
-            raise AttachError(
-                f"{a.url} answers but speaks neither the OpenAI API (/v1/models) nor Ollama's "
-                f"(/api/tags): HTTP {status}"
-            )
-    except OSError as e:
-        why = e.strerror or str(e)
-        raise AttachError(f"{a.url} does not answer: {why}") from None
+    status, body = http_json(a, "GET", "/v1/models") if a.api != "ollama" else (0, None)
+    found = _models_in(body, "data", "id") if status == 200 else None
+    if found is not None:
+        models = found
+        a.api = a.api or "openai"
+    elif a.api != "openai":
+        status, body = http_json(a, "GET", "/api/tags")
+        found = _models_in(body, "models", "name") if status == 200 else None
+        if found is not None:
+            models = found
+            a.api = a.api or "ollama"
+    if a.api is None or (status != 200 and not models):
+        raise AttachError(
+            f"{a.url} answers but speaks neither the OpenAI API (/v1/models) nor Ollama's "
+            f"(/api/tags): HTTP {status}"
+        )
+    return models
+
+
+def _pick_model(a: AttachSpec, models: list[str]) -> str:
+    """--attach-model if the server has it, else its first model; AttachError otherwise."""
     if a.model is None:
         if not models:
             raise AttachError(f"{a.url} lists no model")
-        a.model = models[0]
-    elif a.model not in models:
+        return models[0]
+    if a.model not in models:
         raise AttachError(
             f"the server at {a.url} has no model {a.model!r} (it has: {', '.join(models[:5])})"
         )
-    server: dict[str, Any] = {"api": a.api, "models": models[:20]}
-    pid = a.pid or pid
-    if pid is not None:
-        try:
-            server["process"] = describe_process(pid)
-        except psutil.NoSuchProcess:
-            raise AttachError(f"--attach-pid {pid}: no such process") from None
-        except psutil.AccessDenied:
-            raise AttachError(
-                f"process {pid} belongs to another user: anubis cannot watch it"
-            ) from None
-        if server["process"]["uid"] != me and me != 0:
-            raise AttachError(
-                f"process {pid} belongs to another user (uid {server['process']['uid']}): "
-                "anubis cannot watch or profile it"
-            )
-    a.pid = pid
-    metrics = read_metrics(a)
-    server["metrics"] = (
-        next(METRIC_COUNTERS[k] for k in METRIC_COUNTERS if k in metrics) if metrics else None
-    )
-    server["prompt_tokens"] = _tokenize_all(a, prompts)
-    if a.api == "ollama":  # the model's facts: family, parameter size, quantization
-        with contextlib.suppress(OSError):
-            st, body = http_json(a, "POST", "/api/show", {"model": a.model})
-            if st == 200 and isinstance(body, dict) and isinstance(body.get("details"), dict):
-                server["model_details"] = {
-                    k: v for k, v in body["details"].items() if isinstance(v, str | int | float)
+    return a.model
+
+
+def _server_process(pid: int) -> dict[str, Any]:
+    """`describe_process` of the server; AttachError when it is gone or another user's."""
+    try:
+        proc = describe_process(pid)
+    except psutil.NoSuchProcess:
+        raise AttachError(f"--attach-pid {pid}: no such process") from None
+    except psutil.AccessDenied:
+        raise AttachError(
+            f"process {pid} belongs to another user: anubis cannot watch it"
+        ) from None
+    me = os.getuid()
+    if proc["uid"] != me and me != 0:
+        raise AttachError(
+            f"process {pid} belongs to another user (uid {proc['uid']}): "
+            "anubis cannot watch or profile it"
+        )
+    return proc
+
+
+def _ollama_details(a: AttachSpec) -> dict[str, Any]:
+    """``{"model_details": ...}``: the model's family, parameter size and quantization from
+    Ollama's ``POST /api/show``, or nothing where it does not say."""
+    with contextlib.suppress(OSError):
+        st, body = http_json(a, "POST", "/api/show", {"model": a.model})
+        if st == 200 and isinstance(body, dict) and isinstance(body.get("details"), dict):
+            details = body["details"]
+            return {
+                "model_details": {
+                    k: v for k, v in details.items() if isinstance(v, str | int | float)
                 }
-    a.server = server
-    return a
+            }
+    return {}
 
 
 def _tokenize_all(a: AttachSpec, prompts: list[str]) -> dict[str, int]:
@@ -462,6 +509,68 @@ def ollama_chunks(resp: http.client.HTTPResponse) -> Iterator[Chunk]:
 
 
 # -- the client --------------------------------------------------------------------------------
+
+
+@dataclass
+class _Progress:
+    """One request as its stream comes in: token counts, times (ns since the session's
+    start) and what the server said; `stop` and `failed` say how it ended."""
+
+    n: int
+    t_start: int
+    prompt_n: int | None
+    batch_ns: float
+    generated: int = 0
+    pending: int = 0  # decode tokens not yet in a Tokens record
+    t_first: int = 0
+    t_last: int = 0
+    t_pending: int = 0
+    server: dict[str, Any] = field(default_factory=dict)
+    stop: str = ""
+    failed: str = ""
+
+    def take(self, c: Chunk, now: int) -> list[Tokens]:
+        """Count chunk `c`, received at `now`; the Tokens records it makes due: the prompt's
+        at the first token (when its size is known), a decode batch every `batch_ns`."""
+        self._server_says(c)
+        if not c.tokens:
+            return []
+        out: list[Tokens] = []
+        if self.generated == 0:
+            self.t_first = now
+            if self.prompt_n is not None:
+                out.append(Tokens(now, self.prompt_n, "prompt", self.n, self.t_start))
+        self.generated += c.tokens
+        self.t_last = now
+        if self.pending == 0:
+            self.t_pending = now
+        self.pending += c.tokens
+        if now - self.t_pending >= self.batch_ns:
+            out.append(Tokens(now, self.pending, "decode", self.n, self.t_pending))
+            self.pending = 0
+        return out
+
+    def _server_says(self, c: Chunk) -> None:
+        if c.usage_generated is not None:
+            self.server["generated"] = c.usage_generated
+        if c.usage_prompt is not None:
+            self.server["prompt_tokens"] = c.usage_prompt
+        if c.eval_ns is not None:
+            self.server["eval_ns"] = c.eval_ns
+        if c.finish:  # the worker's words: "eos" for an end of generation
+            self.stop = "eos" if c.finish == "stop" else c.finish
+
+    def end_payload(self) -> dict[str, Any]:
+        """The ``request_end`` Event's payload."""
+        return {
+            "request": self.n,
+            "prompt_tokens": self.prompt_n,
+            "generated": self.generated,
+            "stop": self.stop or ("error" if self.failed else "end"),
+            "ttft_ns": (self.t_first - self.t_start) if self.generated else None,
+            "decode_ns": (self.t_last - self.t_first) if self.generated > 1 else None,
+            "server": self.server,
+        }
 
 
 class ServerLost(AnubisError):
@@ -725,7 +834,11 @@ class AttachClient:
         }
 
     def _request(self, n: int, prompt: str) -> bool:
-        """One streamed request and its records; False if it failed (an Event says why)."""
+        """One streamed request and its records; False if it failed (an Event says why).
+
+        ServerLost when the server is gone: it refuses connections, its process
+        exited, it dropped the stream, or it no longer has the model.
+        """
         a = self.attach
         path, body = self._body(prompt_text(a, prompt))
         before = (
@@ -735,20 +848,28 @@ class AttachClient:
         )
         conn = _connection(a, CONNECT_TIMEOUT_S)
         with self._lock:
-            self._conns.add(conn)
+            self._conns.add(conn)  # before the request: `stop` can cut it from here on
         t_start = self._now()
         self.emit(Event(t_start, "request_start", {"request": n}))
-        generated = pending = 0
-        t_first = t_last = t_pending = 0
-        server: dict[str, Any] = {}
-        stop = ""
-        batch = self.spec.batch_s * 1e9
-        prompt_n = self._prompt_tokens.get(prompt)
-        failed = ""
+        r = _Progress(
+            n=n,
+            t_start=t_start,
+            prompt_n=self._prompt_tokens.get(prompt),
+            batch_ns=self.spec.batch_s * 1e9,
+        )
+        self._exchange(conn, path, body, r)
+        self._close_request(r, prompt, before)
+        return self._judge(r)
+
+    def _exchange(
+        self, conn: http.client.HTTPConnection, path: str, body: dict[str, Any], r: _Progress
+    ) -> None:
+        """Send the request on `conn` and read its answer into `r` (`r.stop`, `r.failed` say
+        how it ended); `conn` is closed at the end. ServerLost for a model gone."""
         try:
             conn.request(
                 "POST",
-                a.base + path,
+                self.attach.base + path,
                 body=json.dumps(body).encode(),
                 headers={"Content-Type": "application/json", "Accept": "text/event-stream"},
             )
@@ -756,87 +877,78 @@ class AttachClient:
                 conn.sock.settimeout(READ_TIMEOUT_S)
             resp = conn.getresponse()
             if resp.status != 200:
-                detail = resp.read(2000).decode(errors="replace").strip().replace("\n", " ")
-                failed = f"HTTP {resp.status} from {path}: {detail[:200]}"
-                if resp.status == 404 and "model" in detail.lower():
-                    raise ServerLost(f"the server no longer has model {a.model!r}: {detail[:200]}")
+                self._refused(resp, path, r)
             else:
-                chunks = ollama_chunks(resp) if a.api == "ollama" else openai_chunks(resp)
-                for c in chunks:
-                    now = self._now()
-                    if c.usage_generated is not None:
-                        server["generated"] = c.usage_generated
-                    if c.usage_prompt is not None:
-                        server["prompt_tokens"] = c.usage_prompt
-                    if c.eval_ns is not None:
-                        server["eval_ns"] = c.eval_ns
-                    if c.finish:  # the worker's words: "eos" for an end of generation
-                        stop = "eos" if c.finish == "stop" else c.finish
-                    if c.tokens:
-                        if generated == 0:
-                            t_first = now
-                            if prompt_n is not None:
-                                self.emit(Tokens(now, prompt_n, "prompt", n, t_start))
-                        generated += c.tokens
-                        t_last = now
-                        if pending == 0:
-                            t_pending = now
-                        pending += c.tokens
-                        if now - t_pending >= batch:
-                            self.emit(Tokens(now, pending, "decode", n, t_pending))
-                            pending = 0
-                    if self._stop.is_set() or not self._resume.is_set():
-                        stop = "stop" if self._stop.is_set() else "pause"
-                        break
-                else:
-                    if self._stop.is_set():
-                        stop = stop or "stop"
-                    elif not stop:
-                        failed = "the stream ended without a finish reason (dropped)"
+                self._read_stream(resp, r)
         except ServerLost:
             raise
         except (OSError, http.client.HTTPException, StreamError) as e:
             if self._stop.is_set():
-                stop = "stop"
+                r.stop = "stop"
             else:
-                failed = f"{type(e).__name__}: {e}".strip().rstrip(":")
+                r.failed = f"{type(e).__name__}: {e}".strip().rstrip(":")
         finally:
             with self._lock:
                 self._conns.discard(conn)
             conn.close()
-        if pending:
-            self.emit(Tokens(t_last, pending, "decode", n, t_pending))
-        if prompt_n is None and generated and isinstance(server.get("prompt_tokens"), int):
-            prompt_n = server["prompt_tokens"]
-            self._prompt_tokens[prompt] = prompt_n
-            self.emit(Tokens(t_first, prompt_n, "prompt", n, t_start))  # the reader orders it
-        if before is not None and not failed and stop not in ("stop", "pause"):
-            after = generated_counter(read_metrics(a))
-            if after is not None:
-                server["metrics_generated"] = int(after - before)
-        payload: dict[str, Any] = {
-            "request": n,
-            "prompt_tokens": prompt_n,
-            "generated": generated,
-            "stop": stop or ("error" if failed else "end"),
-            "ttft_ns": (t_first - t_start) if generated else None,
-            "decode_ns": (t_last - t_first) if generated > 1 else None,
-            "server": server,
-        }
-        self.emit(Event(self._now(), "request_end", payload))
-        self.requests += 1
-        self._cross_check(n, generated, stop, server)
-        if failed:
-            self._note(failed)
-            self.emit(
-                Event(self._now(), "error", {"stage": "request", "request": n, "reason": failed})
+
+    def _refused(self, resp: http.client.HTTPResponse, path: str, r: _Progress) -> None:
+        """A non-200 answer: `r.failed` says it; ServerLost when the model is gone (404)."""
+        detail = resp.read(2000).decode(errors="replace").strip().replace("\n", " ")
+        r.failed = f"HTTP {resp.status} from {path}: {detail[:200]}"
+        if resp.status == 404 and "model" in detail.lower():
+            raise ServerLost(
+                f"the server no longer has model {self.attach.model!r}: {detail[:200]}"
             )
-            if self._server_alive() is False or "refused" in failed.lower():
-                raise self._gone(failed)
-            if "dropped" in failed or "RemoteDisconnected" in failed or "IncompleteRead" in failed:
-                raise self._gone(f"the server dropped request {n} mid-stream: {failed}")
-            return False
-        return True
+
+    def _read_stream(self, resp: http.client.HTTPResponse, r: _Progress) -> None:
+        """The stream's chunks into `r`, its Tokens records emitted as they fall due; a
+        stop or a pause ends the request early, a stream without a finish reason is dropped."""
+        chunks = ollama_chunks(resp) if self.attach.api == "ollama" else openai_chunks(resp)
+        for c in chunks:
+            for rec in r.take(c, self._now()):
+                self.emit(rec)
+            if self._stop.is_set() or not self._resume.is_set():
+                r.stop = "stop" if self._stop.is_set() else "pause"
+                return
+        if self._stop.is_set():
+            r.stop = r.stop or "stop"
+        elif not r.stop:
+            r.failed = "the stream ended without a finish reason (dropped)"
+
+    def _close_request(self, r: _Progress, prompt: str, before: float | None) -> None:
+        """The request's last records: the pending decode batch, the prompt's Tokens where
+        only the stream's usage gave its size, and ``request_end`` with the server's counts."""
+        n = r.n
+        if r.pending:
+            self.emit(Tokens(r.t_last, r.pending, "decode", n, r.t_pending))
+        if r.prompt_n is None and r.generated and isinstance(r.server.get("prompt_tokens"), int):
+            r.prompt_n = r.server["prompt_tokens"]
+            self._prompt_tokens[prompt] = r.prompt_n
+            self.emit(Tokens(r.t_first, r.prompt_n, "prompt", n, r.t_start))  # the reader orders it
+        if before is not None and not r.failed and r.stop not in ("stop", "pause"):
+            after = generated_counter(read_metrics(self.attach))
+            if after is not None:
+                r.server["metrics_generated"] = int(after - before)
+        self.emit(Event(self._now(), "request_end", r.end_payload()))
+        self.requests += 1
+        self._cross_check(n, r.generated, r.stop, r.server)
+
+    def _judge(self, r: _Progress) -> bool:
+        """True for a request that went through; for a failed one an ``error`` Event and
+        False, or ServerLost where the failure says the server is gone."""
+        failed = r.failed
+        if not failed:
+            return True
+        self._note(failed)
+        self.emit(
+            Event(self._now(), "error", {"stage": "request", "request": r.n, "reason": failed})
+        )
+        if self._server_alive() is False or "refused" in failed.lower():
+            raise self._gone(failed)
+        if "dropped" in failed or "RemoteDisconnected" in failed or "IncompleteRead" in failed:
+            raise self._gone(f"the server dropped request {r.n} mid-stream: {failed}")
+        return False
 
     def _cross_check(self, n: int, counted: int, stop: str, server: dict[str, Any]) -> None:
         """A ``token_mismatch`` Event where the server's own count differs from the stream's."""

@@ -36,20 +36,27 @@ import msgpack
 
 from anubis_tui.inference.worker import Spec
 from anubis_tui.records import Event, Record, RecordError, record_from_plain
+from anubis_tui.stream import Limits, StreamReader, decode
 
 MAX_FRAME = 1 << 20
 WORKER_SCRIPT = Path(__file__).with_name("worker.py")  # no single record from the worker is larger
 
 
-def unpacker() -> msgpack.Unpacker:
-    return msgpack.Unpacker(
-        max_buffer_size=4 * MAX_FRAME,
-        max_str_len=MAX_FRAME,
-        max_bin_len=MAX_FRAME,
-        max_array_len=1 << 16,
-        max_map_len=1 << 12,
-        strict_map_key=True,
-    )
+LIMITS = Limits(
+    buffer=4 * MAX_FRAME,
+    str_len=MAX_FRAME,
+    bin_len=MAX_FRAME,
+    array_len=1 << 16,
+    map_len=1 << 12,
+    strict_map_key=True,
+)
+"""The worker's record stream: bytes that break these, or are not msgpack, are an ``error``
+Event and the reading starts afresh (`anubis_tui.stream`)."""
+
+
+def reader() -> StreamReader:
+    """A reader of the worker's record stream: `LIMITS`, starting afresh after bad bytes."""
+    return StreamReader(LIMITS, on_error="resync")
 
 
 def exit_reason(returncode: int) -> str:
@@ -242,23 +249,15 @@ class WorkerClient:
             self.loaded.set()
 
     def _read(self, srv: socket.socket) -> None:
-        u = unpacker()
         conn = self._accept(srv)
-        while conn is not None:
-            try:
-                chunk = conn.recv(65536)
-            except OSError:
-                chunk = b""
-            if not chunk:
-                conn.close()
-                break
-            u.feed(chunk)
-            try:
-                for obj in u:
+        if conn is not None:
+            for batch in decode(conn.recv, reader()):
+                for obj in batch.objects:
                     self._handle(obj)
-            except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as e:
-                self.emit(Event(self._now(), "error", {"reason": f"worker stream: {e}"}))
-                u = unpacker()
+                if batch.error is not None:
+                    reason = f"worker stream: {batch.error}"
+                    self.emit(Event(self._now(), "error", {"reason": reason}))
+            conn.close()
         assert self.proc is not None
         rc = self.proc.wait()
         self.returncode = rc

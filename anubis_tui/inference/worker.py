@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import faulthandler
+import functools
 import json
 import os
 import signal
@@ -39,6 +40,7 @@ from typing import Any
 import msgpack
 
 from anubis_tui.knobspec import KV_TYPES  # the one list of KV cache types
+from anubis_tui.stream import Limits, StreamReader, decode
 
 PR_SET_PTRACER = 0x59616D61
 EXIT_LOAD_FAILED = 3
@@ -191,8 +193,17 @@ class Sender:
         self.queue([3, self.now(), kind, payload])
 
 
+CONTROL_LIMITS = Limits(buffer=1 << 16, str_len=1 << 10, bin_len=0, array_len=16, map_len=16)
+"""The parent's commands are small maps (``{"cmd": "threads", "n": 4}``): anything larger,
+or not msgpack, is dropped and the reading starts afresh (`anubis_tui.stream`)."""
+
+
 class Control:
-    """Reads commands from stdin in a thread; the generation loop polls the flags."""
+    """Reads commands from stdin in a thread; the generation loop polls the flags.
+
+    End of input (the parent went away) is a stop; bytes that are not a command are
+    skipped: nothing here may end the thread while the parent can still send.
+    """
 
     def __init__(self) -> None:
         self.stop = threading.Event()
@@ -202,32 +213,27 @@ class Control:
         threading.Thread(target=self._run, name="control", daemon=True).start()
 
     def _run(self) -> None:
-        unpacker = msgpack.Unpacker()
-        while True:
-            try:
-                chunk = os.read(0, 4096)
-            except OSError:
-                chunk = b""
-            if not chunk:  # the parent went away: stop
-                self.stop.set()
-                self.resume.set()
-                return
-            unpacker.feed(chunk)
-            for msg in unpacker:
-                if not isinstance(msg, dict):
-                    continue
-                cmd = msg.get("cmd")
-                if cmd == "stop":
-                    self.stop.set()
-                    self.resume.set()
-                elif cmd == "pause":
-                    self.resume.clear()
-                    self.paused.set()
-                elif cmd == "resume":
-                    self.paused.clear()
-                    self.resume.set()
-                elif cmd == "threads" and isinstance(msg.get("n"), int) and msg["n"] > 0:
-                    self.threads = msg["n"]
+        stdin = functools.partial(os.read, 0)
+        for batch in decode(stdin, StreamReader(CONTROL_LIMITS, on_error="resync"), 4096):
+            for msg in batch.objects:
+                if isinstance(msg, dict):
+                    self._command(msg)
+        self.stop.set()  # the parent went away: stop
+        self.resume.set()
+
+    def _command(self, msg: dict[Any, Any]) -> None:
+        cmd = msg.get("cmd")
+        if cmd == "stop":
+            self.stop.set()
+            self.resume.set()
+        elif cmd == "pause":
+            self.resume.clear()
+            self.paused.set()
+        elif cmd == "resume":
+            self.paused.clear()
+            self.resume.set()
+        elif cmd == "threads" and isinstance(msg.get("n"), int) and msg["n"] > 0:
+            self.threads = msg["n"]
 
 
 def allow_parent_ptrace() -> None:

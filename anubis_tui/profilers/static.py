@@ -131,7 +131,14 @@ def estimate(
 ) -> StaticEstimate:
     """The memory-bound decode ceiling: CPU copy bandwidth, and the GPU's where layers run there.
 
-    `gpu_bw` (bytes/s, how) defaults to NVML's figure for GPU 0 when layers are offloaded.
+    Bytes per token B = `file_size` − `header_bytes` (bytes). CPU only:
+    ceiling = bw / B (tok/s). With a fraction f = `gpu_layers` / `layers` of the
+    layers offloaded (1 for -1 or unknown `layers`), one token takes
+    f·B / gpu_bw + (1 − f)·B / bw seconds, and the ceiling is its inverse.
+    `gpu_bw` (bytes/s, how) defaults to NVML's figure for GPU 0 when layers
+    are offloaded (`sources.nvml.gpu_memory_bandwidth`: bus width × max memory
+    clock × 2); without one, the CPU figure is used and `source` says so.
+    `bw` defaults to `bandwidth()`, which may measure for about a second.
     """
     per_token = max(1, file_size - header_bytes)
     offload = gpu_layers != 0

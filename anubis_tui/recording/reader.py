@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-import msgpack
 import numpy as np
 
 from anubis_tui.config import NotRegularFile, open_regular
@@ -43,6 +42,7 @@ from anubis_tui.records import (
     Tokens,
     record_from_plain,
 )
+from anubis_tui.stream import Limits, StreamReader, chunks
 
 CHUNK = 1 << 16
 
@@ -55,18 +55,18 @@ def _no_ext(code: int, data: bytes) -> Any:
     raise RecordError(f"msgpack extension type {code} is not allowed in a recording")
 
 
-def new_unpacker() -> msgpack.Unpacker:
-    return msgpack.Unpacker(
-        raw=False,
-        strict_map_key=True,
-        max_buffer_size=MAX_BUFFER,
-        max_str_len=MAX_STR,
-        max_bin_len=MAX_STR,
-        max_array_len=MAX_ARRAY,
-        max_map_len=MAX_MAP,
-        max_ext_len=1 << 10,  # small ones reach ext_hook, which refuses them by name
-        ext_hook=_no_ext,
-    )
+RECORD_LIMITS = Limits(
+    buffer=MAX_BUFFER,
+    str_len=MAX_STR,
+    bin_len=MAX_STR,
+    array_len=MAX_ARRAY,
+    map_len=MAX_MAP,
+    ext_len=1 << 10,  # small ones reach ext_hook, which refuses them by name
+    strict_map_key=True,
+    ext_hook=_no_ext,
+)
+"""Bounds on every msgpack object of a recording (recording/format.py), shared by the
+agent's stream as `session.remote` reads it."""
 
 
 @dataclass
@@ -84,7 +84,7 @@ class RecordStream:
     """Incremental reader: feed bytes as they arrive (a growing file, a pipe), take records."""
 
     def __init__(self) -> None:
-        self.unpacker = new_unpacker()
+        self.reader = StreamReader(RECORD_LIMITS, on_error="stop")
         self.header: Header | None = None
         self.recovery = Recovery()
         self.failed = False
@@ -97,27 +97,8 @@ class RecordStream:
             return []
         out: list[Record] = []
         self._fed += len(data)
-        try:
-            self.unpacker.feed(data)
-        except msgpack.BufferFull:
-            self._fail("an object larger than the reader's limit")
-            return out
-        unpack, tell = self.unpacker.unpack, self.unpacker.tell
-        while True:
-            try:
-                obj = unpack()
-            except msgpack.OutOfData:
-                break
-            except (
-                ValueError,
-                TypeError,
-                RecordError,
-                msgpack.ExtraData,
-                msgpack.FormatError,
-                msgpack.StackError,
-            ) as e:
-                self._fail(f"corrupt data ({type(e).__name__}: {e})")
-                break
+        batch = self.reader.feed(data)
+        for obj, end in zip(batch.objects, batch.ends, strict=True):
             try:
                 rec = record_from_plain(obj)
                 if self.header is None or type(rec) in (Header, ChannelsAdded):
@@ -125,8 +106,13 @@ class RecordStream:
             except RecordError as e:
                 self._fail(str(e))
                 break
-            self._offset = tell()
+            self._offset = end
             out.append(rec)
+        else:
+            if batch.too_big:
+                self._fail("an object larger than the reader's limit")
+            elif batch.error is not None:
+                self._fail(f"corrupt data ({type(batch.error).__name__}: {batch.error})")
         self.recovery.records += len(out)
         if out:
             self.recovery.bytes_read = self._offset
@@ -197,16 +183,15 @@ class RecordFile:
         stream = RecordStream()
         last: Record | None = None
         try:
-            while not stream.failed:
-                chunk = f.read(CHUNK)
-                if not chunk:
-                    break
+            for chunk in chunks(f.read, CHUNK, errors_end=False):
                 batch = stream.feed(chunk)
                 if batch:
                     last = batch[-1]
                     self.header = stream.header
                     self.offset = stream.recovery.bytes_read
                     yield batch
+                if stream.failed:
+                    break
         except OSError as e:
             raise ReaderError(f"cannot read recording: {e.strerror or e}") from None
         finally:

@@ -15,6 +15,7 @@ agent goes on with the next one.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import queue
@@ -30,6 +31,7 @@ import msgpack
 from anubis_tui.records import Event
 from anubis_tui.session.core import Outcome
 from anubis_tui.session.surface import Commands
+from anubis_tui.stream import Limits, StreamReader, chunks
 
 if TYPE_CHECKING:
     from anubis_tui.recording.writer import RecordingWriter
@@ -45,22 +47,18 @@ COMMAND_QUEUE = 256  # commands waiting to run; more are refused (one ack a chun
 HEARTBEAT_S = 1.0  # the stream carries something at least this often (remote stall display)
 
 
-def unpacker() -> msgpack.Unpacker:
-    """The agent's one input decoder, with its limits: used for the whole session.
-
-    Sizes are msgpack's own (``max_*`` of `msgpack.Unpacker`); nesting deeper
-    than msgpack's stack raises `msgpack.StackError`, and `check_shape` bounds
-    it further.
-    """
-    return msgpack.Unpacker(
-        max_buffer_size=4 * MAX_COMMAND_BYTES,
-        max_str_len=MAX_COMMAND_BYTES,
-        max_bin_len=MAX_COMMAND_BYTES,
-        max_array_len=MAX_ARRAY_LEN,
-        max_map_len=MAX_MAP_LEN,
-        max_ext_len=0,
-        strict_map_key=False,
-    )
+LIMITS = Limits(
+    buffer=4 * MAX_COMMAND_BYTES,
+    str_len=MAX_COMMAND_BYTES,
+    bin_len=MAX_COMMAND_BYTES,
+    array_len=MAX_ARRAY_LEN,
+    map_len=MAX_MAP_LEN,
+    ext_len=0,
+    strict_map_key=False,
+)
+"""The agent's input limits, for the whole session. Sizes are msgpack's own (``max_*`` of
+`msgpack.Unpacker`); nesting deeper than msgpack's stack is a `msgpack.StackError`, and
+`check_shape` bounds it further."""
 
 
 class Intake:
@@ -74,25 +72,17 @@ class Intake:
     """
 
     def __init__(self) -> None:
-        self._u = unpacker()
+        self._reader = StreamReader(LIMITS, on_error="resync")
 
     def feed(self, chunk: bytes) -> tuple[list[dict[Any, Any]], list[str]]:
-        maps: list[dict[Any, Any]] = []
-        not_maps = 0
+        batch = self._reader.feed(chunk)  # a limit, malformed bytes, too deep: resynchronised
+        maps = [m for m in batch.objects if isinstance(m, dict)]
+        not_maps = len(batch.objects) - len(maps)
         bad: str | None = None
-        try:
-            self._u.feed(chunk)
-            for msg in self._u:
-                if isinstance(msg, dict):
-                    maps.append(msg)
-                else:
-                    not_maps += 1
-        except msgpack.BufferFull:
+        if batch.too_big:
             bad = f"input over {4 * MAX_COMMAND_BYTES} bytes without a whole command; dropped"
-            self._u = unpacker()
-        except Exception as e:  # a limit, malformed bytes, too deep: resynchronise
-            bad = f"bad command: {type(e).__name__}: {str(e)[:120]}; input dropped"
-            self._u = unpacker()
+        elif batch.error is not None:
+            bad = f"bad command: {batch.why(120)}; input dropped"
         said = []
         if not_maps:
             said.append(f"{not_maps} inputs that are not command maps")
@@ -406,19 +396,13 @@ class AgentLoop:
 
     def _read(self) -> None:
         intake = Intake()  # one set of limits for the whole session, also after a refusal
-        while not self.stop.is_set():
-            try:
-                chunk = os.read(self.fd_in, 65536)
-            except OSError:
-                chunk = b""
-            if not chunk:
-                self.end("stdin closed")
-                return
+        for chunk in chunks(functools.partial(os.read, self.fd_in), 65536):
             # Invalid input is answered once a read, not once an object: 2 MB of zero
             # bytes is 2 million msgpack integers, and must not become 2 million acks.
             maps, said = intake.feed(chunk)
-            if self._take(maps, said):
+            if self._take(maps, said) or self.stop.is_set():
                 return
+        self.end("stdin closed")
 
     def _take(self, maps: list[dict[Any, Any]], said: list[str]) -> bool:
         """Queue the commands of one read (a stop runs now); True once stopped."""

@@ -23,6 +23,7 @@ it may not start with ``-`` and goes after ``--``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import os
 import shlex
@@ -36,7 +37,7 @@ from typing import Any
 
 import msgpack
 
-from anubis_tui.recording.reader import new_unpacker
+from anubis_tui.recording.reader import RECORD_LIMITS
 from anubis_tui.recording.writer import RecordingError, RecordingWriter, open_output
 from anubis_tui.records import (
     ChannelsAdded,
@@ -49,6 +50,7 @@ from anubis_tui.records import (
     record_from_plain,
 )
 from anubis_tui.session.core import Outcome
+from anubis_tui.stream import StreamReader, decode
 
 ACK_TIMEOUT_S = 120.0  # a knob may reload a model; a dead connection ends the wait sooner
 DEFAULT_REMOTE_CMD = "anubis agent"
@@ -186,33 +188,25 @@ class RemoteSession:
 
     def _read_link(self, proc: subprocess.Popen[bytes], errs: threading.Thread) -> None:
         assert proc.stdout is not None
-        fd = proc.stdout.fileno()
-        u = new_unpacker()
+        link = functools.partial(os.read, proc.stdout.fileno())
         header_seen = False
         broken: str | None = None
-        while broken is None:
-            try:
-                data = os.read(fd, 65536)
-            except (OSError, ValueError):
-                data = b""
-            if not data:
-                break
+        # Bytes that are not msgpack: no way to find the next record, the reader stops.
+        for batch in decode(link, StreamReader(RECORD_LIMITS, on_error="stop")):
             self._heard = time.monotonic()
             bad: list[str] = []
-            try:
-                u.feed(data)
-                for obj in u:
-                    try:
-                        rec = record_from_plain(obj)
-                        if not header_seen and not isinstance(rec, Header):
-                            raise ValueError("the stream does not start with a Header")
-                        header_seen = header_seen or isinstance(rec, Header)
-                        self._deliver(rec)
-                    except Exception as e:  # one bad record: an Event, and the next one
-                        self.bad_records += 1
-                        bad.append(f"{type(e).__name__}: {str(e)[:160]}")
-            except Exception as e:  # bytes that are not msgpack: no way to find the next record
-                broken = f"the agent's stream is corrupt ({type(e).__name__}: {str(e)[:120]})"
+            for obj in batch.objects:
+                try:
+                    rec = record_from_plain(obj)
+                    if not header_seen and not isinstance(rec, Header):
+                        raise ValueError("the stream does not start with a Header")
+                    header_seen = header_seen or isinstance(rec, Header)
+                    self._deliver(rec)
+                except Exception as e:  # one bad record: an Event, and the next one
+                    self.bad_records += 1
+                    bad.append(f"{type(e).__name__}: {str(e)[:160]}")
+            if batch.error is not None:
+                broken = f"the agent's stream is corrupt ({batch.why(120)})"
             if bad:
                 more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
                 self._emit_local("remote_error", reason=f"record skipped: {bad[0]}{more}")

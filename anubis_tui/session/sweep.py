@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from anubis_tui.profilerspec import ProfilerSetting
-from anubis_tui.records import Channel, ChannelsAdded, Record, Sample
+from anubis_tui.records import Channel, ChannelIndex, ChannelsAdded, Record, Sample
 
 if TYPE_CHECKING:
     from anubis_tui.session.surface import ControlSurface
@@ -158,21 +158,18 @@ class Watch:
 
     def __init__(self, channels: Sequence[Channel]) -> None:
         self.lock = threading.Lock()
+        self.index = ChannelIndex()  # the channels in Sample order, as every sink keeps them
         self.temp_i: list[int] = []
-        self.power_i = -1
+        self.power_i: int | None = None
         self.temps: deque[tuple[float, float]] = deque(maxlen=6000)
         self.powers: deque[tuple[float, float]] = deque(maxlen=6000)
-        self._n = 0
         self._add(channels)
 
     def _add(self, chans: Sequence[Channel]) -> None:
-        for c in chans:
-            i = self._n
-            self._n += 1
-            if c.kind == "temperature":
+        for i in self.index.add(chans):
+            if self.index.channels[i].kind == "temperature":
                 self.temp_i.append(i)
-            elif c.id == "system.power":
-                self.power_i = i
+        self.power_i = self.index.position("system.power")
 
     def __call__(self, rec: Record) -> None:
         if isinstance(rec, ChannelsAdded):
@@ -182,19 +179,14 @@ class Watch:
         if not isinstance(rec, Sample):
             return
         t = rec.t / 1e9
-        vals = rec.values
-        hot = []
-        for i in self.temp_i:
-            v = vals[i] if i < len(vals) else None
-            if isinstance(v, int | float) and math.isfinite(v):
-                hot.append(float(v))
+        value = self.index.value
+        hot = [v for v in (value(rec.values, i) for i in self.temp_i) if v is not None]
+        p = value(rec.values, self.power_i)
         with self.lock:
             if hot:
                 self.temps.append((t, max(hot)))
-            if 0 <= self.power_i < len(vals):
-                p = vals[self.power_i]
-                if isinstance(p, int | float) and math.isfinite(p):
-                    self.powers.append((t, float(p)))
+            if p is not None:
+                self.powers.append((t, p))
 
     def now_temp(self) -> float | None:
         with self.lock:

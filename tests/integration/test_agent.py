@@ -146,12 +146,3 @@ def test_stop_command_and_closed_stdin_end_the_stream_with_a_footer(tmp_path):
     finally:
         if p.poll() is None:
             p.kill()
-
-
-def test_the_agent_never_imports_textual():
-    code = (
-        "import sys, anubis_tui.cli.agent, anubis_tui.session.agent; "
-        "print('textual' in sys.modules)"
-    )
-    r = subprocess.run([*ANUBIS[:1], "-c", code], capture_output=True, text=True, timeout=60)
-    assert r.stdout.strip() == "False"

@@ -18,8 +18,9 @@ import pytest
 
 from anubis_tui.recording.reader import read_all
 from anubis_tui.records import Event
-from tests.conftest import ANUBIS, FIXTURES, cli_env
+from tests.conftest import ANUBIS, FIXTURES, ROOT, cli_env, errors
 
+PLUGINS = ROOT / "plugins"
 RECORDING = Path(__file__).resolve().parents[2] / "recordings" / "vm-2core-cpu-gemma270m.msgpack"
 
 
@@ -274,3 +275,81 @@ def test_recording_to_dev_null_is_not_a_disk_error():
     p = run("record", "--no-model", "--duration", "2", "-o", os.devnull, "--force")
     assert p.returncode == 0, p.stderr.decode()
     assert b"recorded 0 samples" not in p.stderr and b"recorded " in p.stderr
+
+
+# Moved from files marked slow: none of these loads a model.
+
+
+@pytest.mark.parametrize(
+    ("args", "msg"),
+    [
+        (["--model", "/nonexistent.gguf"], "model file not found"),
+        (["--threads", "0"], "--threads: threads must be a positive number up to 4096, not 0"),
+        (["--threads", "-3"], "--threads: threads must be a positive number up to 4096, not -3"),
+        (["--prompt-file", "/nonexistent.txt"], "cannot read prompt file"),
+        (["--model", "README.md"], "not a GGUF file"),
+    ],
+)
+def test_bench_bad_input_is_one_line(args, msg):
+    p = subprocess.run(
+        [*ANUBIS, "bench", "--duration", "1", *args],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=60,
+        check=False,
+    )
+    assert p.returncode == 2
+    err = errors(p.stderr)
+    assert msg in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_export_bad_input_is_one_line(tmp_path):
+    env = cli_env("empty_container")
+    for args, msg in (
+        (["--export", "nosuch"], "no such sink plugin"),
+        (["--export", "prometheus:127.0.0.1:99999"], "out of range"),
+        (["--export", "prometheus:abc"], "is not a port"),
+    ):
+        r = subprocess.run(
+            [*ANUBIS, "--plugins", str(PLUGINS), "record", "--no-model", "--duration", "1",
+             "-o", str(tmp_path / "x.msgpack"), "--force", *args],
+            env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr
+    r = subprocess.run(
+        [*ANUBIS, "--plugins", str(tmp_path / "none"), "sensors"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 2 and "not a directory" in r.stderr
+
+
+def test_overwrite_needs_force_and_bad_files_are_one_line(tmp_path):
+    out = tmp_path / "x.msgpack"
+    out.write_bytes(b"precious")
+    p = run("record", "--duration", "1", "-o", str(out), "--no-model")
+    err = errors(p.stderr)
+    assert p.returncode == 2 and "--force" in err and err.count("\n") == 1
+    assert out.read_bytes() == b"precious"
+    p = run("report", str(out))
+    assert p.returncode == 2 and errors(p.stderr).startswith("anubis: not an anubis recording")
+    assert b"Traceback" not in p.stderr
+    p = run("report", str(tmp_path / "missing.msgpack"))
+    assert p.returncode == 2 and b"no such recording" in p.stderr
+
+
+def test_sweep_bad_input_is_one_line(tmp_path):
+    env = cli_env("empty_container")
+    for args, msg in (
+        (["--rates", "7"], "is not one of"),
+        (["--knob", "threads"], "NAME=V1,V2"),
+        (["--knob", "colour=red"], "unknown knob"),
+        (["--profilers", "perf"], "unknown profiler"),
+        (["--segment-s", "0"], "positive"),
+    ):
+        r = subprocess.run(
+            [*ANUBIS, "sweep", *args, "-o", str(tmp_path / "x.msgpack"), "--force"],
+            env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert r.returncode == 2, (args, r.stderr)
+        assert msg in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import stat
 import subprocess
 import time
 from pathlib import Path
@@ -15,8 +14,7 @@ import pytest
 from anubis_tui.config import Config
 from anubis_tui.inference.models import default_model, read_gguf
 from anubis_tui.inference.worker import Spec
-from anubis_tui.profilers.base import PTRACE_FIX
-from anubis_tui.profilers.pyspy import PySpy, speedscope_frames
+from anubis_tui.profilers.pyspy import speedscope_frames
 from anubis_tui.profilers.scalene import Scalene, scalene_lines
 from anubis_tui.records import Event
 from anubis_tui.session import Session
@@ -188,35 +186,6 @@ def test_a_relaunch_that_dies_ends_at_once_and_inference_comes_back(session, mon
         time.sleep(0.1)
     restart = [e for e in ev if e.kind == "worker_restart"][-1]
     assert [e for e in ev if e.kind == "model_loaded" and e.t > restart.t]
-
-
-def test_permission_failure_is_reported_with_the_fix(tmp_path, monkeypatch):
-    fake = tmp_path / "py-spy"
-    # py-spy's real text when ptrace is refused (reference/profilers-textual.md §1.2)
-    fake.write_text(
-        '#!/bin/sh\necho "Permission Denied: Try running again with elevated '
-        'permissions by going \'sudo env \\"PATH=\\$PATH\\" !!\'" >&2\nexit 1\n'
-    )
-    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
-    msg = PySpy(binary=str(fake)).start(os.getpid(), 100, tmp_path / "out")
-    assert msg is not None and "CAP_SYS_PTRACE" in msg and "ptrace_scope" in msg
-    assert PTRACE_FIX in msg
-    from anubis_tui.profilers import pyspy
-
-    monkeypatch.setattr(pyspy, "pyspy_binary", lambda: None)
-    assert "not installed" in (PySpy().start(os.getpid(), 100, tmp_path) or "")
-    assert PySpy.available() == (False, "py-spy is not installed (pip install py-spy)")
-    monkeypatch.undo()
-    p = subprocess.Popen(["sleep", "0"])
-    p.wait()
-    assert "not running" in PySpy().start(p.pid, 100, tmp_path / "o2")
-
-
-def test_native_with_nonblocking_is_explained():
-    from anubis_tui.profilers.pyspy import explain_failure
-
-    text = "Can't get native stack traces with the --nonblocking option."
-    assert "cannot be combined" in explain_failure(text, 1)
 
 
 def test_plan_runs_native_1000hz_and_10hz_nonblocking_as_separate_segments(tmp_path):

@@ -10,9 +10,9 @@ import time
 import numpy as np
 import pytest
 
-from anubis_tui.recording.reader import load, read_all, read_bytes
-from anubis_tui.records import Event, Footer, Sample, Tokens
-from tests.conftest import ANUBIS, cli_env, errors
+from anubis_tui.recording.reader import ReaderError, load, read_all, read_bytes
+from anubis_tui.records import Footer, Sample, Tokens
+from tests.conftest import ANUBIS, cli_env
 
 pytestmark = pytest.mark.slow
 
@@ -25,6 +25,22 @@ def run(*args, tree="jetson_orin_jp6", timeout=120, **env):
         timeout=timeout,
         check=False,
     )
+
+
+def wait_for_samples(path, n, timeout=60.0):
+    """Until the recording being written at `path` holds `n` Samples (its writer flushes
+    every 0.5 s), however long the start takes on a loaded machine."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        data = path.read_bytes() if path.exists() else b""
+        try:
+            records, _ = read_bytes(data) if data else ([], None)
+        except ReaderError:  # caught in the middle of the header's write
+            records = []
+        if sum(isinstance(r, Sample) for r in records) >= n:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{path} held fewer than {n} samples after {timeout:g} s")
 
 
 def test_record_then_report_with_real_model_on_a_jetson_tree(tmp_path):
@@ -71,7 +87,7 @@ def test_sigint_ends_cleanly_with_a_footer(tmp_path):
         env=cli_env("intel_laptop"),
         stderr=subprocess.PIPE,
     )
-    time.sleep(2.5)
+    wait_for_samples(out, 3)  # recording, with its signal handlers in place: not a fixed sleep
     proc.send_signal(signal.SIGINT)
     assert proc.wait(20) == 0
     records, recov = read_all(out)
@@ -85,7 +101,7 @@ def test_sigkill_leaves_a_file_that_replays_to_within_a_second(tmp_path):
         [*ANUBIS, "record", "-o", str(out), "--rate", "20", "--no-model"],
         env=cli_env("intel_laptop"),
     )
-    time.sleep(3.5)
+    wait_for_samples(out, 20)  # a second of samples on disk before the kill
     killed_at = time.monotonic_ns()
     proc.kill()
     proc.wait(10)
@@ -94,35 +110,6 @@ def test_sigkill_leaves_a_file_that_replays_to_within_a_second(tmp_path):
     header = records[0]
     last_t = max(r.t for r in records[1:])
     assert (killed_at - header.t0_monotonic_ns) - last_t < 1_000_000_000
-
-
-def test_overwrite_needs_force_and_bad_files_are_one_line(tmp_path):
-    out = tmp_path / "x.msgpack"
-    out.write_bytes(b"precious")
-    p = run("record", "--duration", "1", "-o", str(out), "--no-model")
-    err = errors(p.stderr)
-    assert p.returncode == 2 and "--force" in err and err.count("\n") == 1
-    assert out.read_bytes() == b"precious"
-    p = run("report", str(out))
-    assert p.returncode == 2 and errors(p.stderr).startswith("anubis: not an anubis recording")
-    assert b"Traceback" not in p.stderr
-    p = run("report", str(tmp_path / "missing.msgpack"))
-    assert p.returncode == 2 and b"no such recording" in p.stderr
-
-
-def test_export_csv_and_plot(tmp_path):
-    out = tmp_path / "e.msgpack"
-    assert run("record", "--duration", "3", "-o", str(out), "--no-model").returncode == 0
-    csv_out, png = tmp_path / "e.csv", tmp_path / "e.png"
-    p = run("export", str(out), "--csv", str(csv_out), "--plot", str(png))
-    assert p.returncode == 0, p.stderr.decode()
-    lines = csv_out.read_text().splitlines()
-    assert lines[0].startswith("t_s,") and "jetson.VDD_IN.power [W]" in lines[0]
-    assert lines[0].endswith("decode_tps_2s,prompt_tps_1s,j_per_token_10s")
-    assert len(lines) > 20
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    events = [r for r in read_all(out)[0] if isinstance(r, Event)]
-    assert events == [] or all(e.kind != "error" for e in events)
 
 
 def test_sigint_during_a_worker_relaunch_ends_at_once_with_a_footer(tmp_path):

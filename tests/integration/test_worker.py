@@ -11,14 +11,13 @@ import threading
 import time
 from pathlib import Path
 
-import msgpack
 import pytest
 
-from anubis_tui.inference.client import WorkerClient, unpacker
-from anubis_tui.inference.models import ModelError, default_model, read_gguf, resolve_model
+from anubis_tui.inference.client import WorkerClient
+from anubis_tui.inference.models import default_model
 from anubis_tui.inference.worker import Spec
-from anubis_tui.inference.workload import TokenStats, WorkloadError, load_prompts
-from anubis_tui.records import Event, Tokens, record_from_plain
+from anubis_tui.inference.workload import TokenStats
+from anubis_tui.records import Event, Tokens
 from tests.conftest import ANUBIS, cli_env, errors
 
 pytestmark = pytest.mark.slow
@@ -122,77 +121,6 @@ def test_pause_stops_tokens_and_resume_restarts_them(model, tmp_path):
     c.wait_for(lambda r: isinstance(r, Event) and r.kind == "threads" and r.payload["n"] == 1)
     assert client.stop() == 0
     assert c.events("worker_died") == []
-
-
-def test_pipe_protocol_survives_partial_reads():
-    recs = [
-        Tokens(10, 5, "decode", 1, 3),
-        Event(11, "request_end", {"request": 1, "generated": 5}),
-        Tokens(12, 7, "prompt", 2, 11),
-    ]
-    data = b"".join(msgpack.packb(r.to_plain()) for r in recs)
-    u = unpacker()
-    got = []
-    for i in range(len(data)):
-        u.feed(data[i : i + 1])
-        got.extend(record_from_plain(o) for o in u)
-    assert got == recs
-
-
-def test_bad_model_files_are_clear_errors(tmp_path):
-    with pytest.raises(ModelError, match="not found"):
-        resolve_model(str(tmp_path / "missing.gguf"))
-    junk = tmp_path / "junk.gguf"
-    junk.write_bytes(b"PK\x03\x04" + b"\0" * 100)
-    with pytest.raises(ModelError, match="not a GGUF"):
-        read_gguf(junk)
-    whole = Path(default_model()).read_bytes()
-    for cut in (30, 5000, len(whole) // 2):
-        t = tmp_path / f"cut{cut}.gguf"
-        t.write_bytes(whole[:cut])
-        with pytest.raises(ModelError, match="truncated"):
-            read_gguf(t)
-
-
-def test_default_model_facts():
-    f = read_gguf(default_model())
-    assert f.architecture == "gemma3" and f.quantization == "Q4_K_M"
-    assert 260e6 < f.parameters < 280e6 and f.layers == 18 and f.context_length == 32768
-
-
-def test_prompt_file_forms(tmp_path):
-    p = tmp_path / "p.txt"
-    p.write_text('first prompt\n\n{"prompt": "second"}\n')
-    assert load_prompts(str(p)) == ["first prompt", "second"]
-    p.write_text('{"text": 1}\n')
-    with pytest.raises(WorkloadError, match="prompt"):
-        load_prompts(str(p))
-    with pytest.raises(WorkloadError, match="cannot read"):
-        load_prompts(str(tmp_path / "none.txt"))
-
-
-@pytest.mark.parametrize(
-    ("args", "msg"),
-    [
-        (["--model", "/nonexistent.gguf"], "model file not found"),
-        (["--threads", "0"], "--threads: threads must be a positive number up to 4096, not 0"),
-        (["--threads", "-3"], "--threads: threads must be a positive number up to 4096, not -3"),
-        (["--prompt-file", "/nonexistent.txt"], "cannot read prompt file"),
-        (["--model", "README.md"], "not a GGUF file"),
-    ],
-)
-def test_bench_bad_input_is_one_line(args, msg):
-    p = subprocess.run(
-        [*ANUBIS, "bench", "--duration", "1", *args],
-        capture_output=True,
-        text=True,
-        env=cli_env(),
-        timeout=60,
-        check=False,
-    )
-    assert p.returncode == 2
-    err = errors(p.stderr)
-    assert msg in err and err.count("\n") == 1 and "Traceback" not in err
 
 
 def test_bench_json(model):

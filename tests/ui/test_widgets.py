@@ -75,3 +75,22 @@ def test_knobs_panel_greys_what_cannot_change_with_the_reason():
     assert "[b]t/T[/] threads 1" in live
     assert "w/W GPU power: needs root" in greyed
     assert "o model: 1 GGUF file" in greyed
+
+
+def test_what_system_power_leaves_out_is_never_cut_to_an_article():
+    from anubis_tui.recording.format import make_header
+    from anubis_tui.ui.widgets.power import PowerPanel
+
+    for uncovered, short in (
+        (["the whole machine: no power sensor"], "partial: 1 (l)"),
+        (["GPU0 (Quadro K2100M) power not measured", "fans"], "not covered: GPU0 +1"),
+    ):
+        sys_ch = Channel(
+            id="system.power", label="system", source="s", kind="power", unit="W",
+            scope="system", method="estimated", update_period_s=1.0,
+            meta={"uncovered": uncovered},
+        )  # fmt: skip
+        st = LiveState()
+        st.consume(make_header([sys_ch], 0))
+        lines = PowerPanel().text(st.snapshot()).splitlines()  # 22 cells before layout
+        assert short in lines, lines

@@ -22,6 +22,10 @@ HEADLESS = [
     "anubis_tui.analysis.report",
     "anubis_tui.analysis.replay",
     "anubis_tui.profilers.controller",
+    "anubis_tui.cli.agent",  # the agent runs where no terminal UI is wanted
+    "anubis_tui.session.agent",
+    "anubis_tui.errors",
+    "anubis_tui.stream",
 ]
 
 

@@ -54,12 +54,16 @@ class PowerPanel(Panel):
             # and in `anubis sensors`; here the first part, by name, then a count.
             first = str(missing[0]).split(":")[0]
             more = f" +{len(missing) - 1}" if len(missing) > 1 else ""
+            # a device's name ("GPU0 (Quadro K2100M)" → "GPU0") when shortened; never a
+            # bare article ("the whole machine" → "the")
             word = first.split(" ")[0]
+            named = any(c.isupper() or c.isdigit() for c in word)
+            shorter = [f"not covered: {word}{more}"] if named else []
             lines.append(
                 first_fit(
                     width,
                     f"not covered: {first}{more}",
-                    f"not covered: {word}{more}",
+                    *shorter,
                     f"partial: {len(missing)} (l)",
                 )
             )

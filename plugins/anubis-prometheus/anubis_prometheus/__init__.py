@@ -38,7 +38,7 @@ from prometheus_client.registry import Collector
 from anubis_tui.analysis.rolling import Rolling
 from anubis_tui.plugins import ExportSink
 from anubis_tui.records import (
-    Channel,
+    ChannelIndex,
     ChannelsAdded,
     Event,
     Header,
@@ -138,8 +138,8 @@ class PrometheusSink(ExportSink):
         self.addr, self.port = parse_address(options)
         self.lock = threading.Lock()
         self.host = str(header.host.get("hostname", ""))
-        self.channels: list[Channel] = []
-        self.latest: list[float | None] = []
+        self.index = ChannelIndex()  # the channels in Sample order, as every sink keeps them
+        self.latest: list[float | None] = []  # the last finite reading of each, SI units
         self.tokens = {"decode": 0, "prompt": 0}
         self.rolling = Rolling()  # tok/s and J/token "now", the panel's definitions
         self.rolling.consume(header)
@@ -147,14 +147,13 @@ class PrometheusSink(ExportSink):
         self.profiler: str | None = None
         self.profiler_rate: float | None = None
         self.knobs: dict[str, Any] = {}
-        self._add(header.channels)
+        self._added(self.index.consume(header))
         self.registry = CollectorRegistry()
         self.registry.register(_Collector(self))
         self.server, self.thread = serve(self.addr, self.port, self.registry)
 
-    def _add(self, chans: list[Channel]) -> None:
-        self.channels += chans
-        self.latest += [None] * len(chans)
+    def _added(self, positions: range) -> None:
+        self.latest += [None] * len(positions)
 
     def __call__(self, rec: Record) -> None:
         with self.lock:
@@ -163,10 +162,11 @@ class PrometheusSink(ExportSink):
             if isinstance(t, int):
                 self.t = max(self.t, t)
             if isinstance(rec, ChannelsAdded):
-                self._add(rec.channels)
+                self._added(self.index.consume(rec))
             elif isinstance(rec, Sample):
-                for i, v in enumerate(rec.values):
-                    if i < len(self.latest) and v is not None and math.isfinite(v):
+                for i in range(min(len(rec.values), len(self.latest))):
+                    v = self.index.value(rec.values, i)
+                    if v is not None:
                         self.latest[i] = v
             elif isinstance(rec, Tokens):
                 self.tokens[rec.phase] = self.tokens.get(rec.phase, 0) + rec.count
@@ -207,7 +207,7 @@ class _Collector(Collector):
     def collect(self) -> Iterator[Metric]:
         s = self.s
         with s.lock:
-            chans = list(zip(s.channels, s.latest, strict=True))
+            chans = list(zip(s.index.channels, s.latest, strict=True))
             tokens = dict(s.tokens)
             tps = s.decode_tps()
             jpt = s.j_per_token()
