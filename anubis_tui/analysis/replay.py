@@ -67,9 +67,10 @@ class FileRecords:
         self._ahead = []
 
     def until(self, pos: int) -> list[Record]:
-        """The next records stamped at or before `pos` (ns), in time order."""
+        """The next records stamped at or before `pos` (ns), in time order, at most a chunk's
+        worth: call again until it is empty (so a long seek never holds the records)."""
         out: list[Record] = []
-        while True:
+        while not out:
             if not self._ahead:
                 try:
                     self._ahead = next(self._batches, [])
@@ -82,6 +83,7 @@ class FileRecords:
             self._ahead = self._ahead[k:]
             if self._ahead:
                 return out
+        return out
 
 
 class Replay:
@@ -207,8 +209,7 @@ class Replay:
 
     def _feed_to(self, pos: int) -> None:
         if self.source is not None:
-            recs = self.source.until(pos)
-            if recs:
+            while recs := self.source.until(pos):
                 self.state.consume_many(recs)
             return
         with self.lock:

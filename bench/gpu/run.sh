@@ -27,6 +27,10 @@ build)  # in the background: later calls bring the model meanwhile
   ;;
 chunk)
   mv ".dev/gpu/model/chunk.0$2" /root/model/ && ls -la /root/model
+  if ls .dev/gpu/plot-wheels/*.whl > /dev/null 2>&1; then  # carried with one chunk (stage.sh)
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .dev/gpu/plot-wheels/*.whl
+    PYTHONPATH=/tmp/site python3 -c "import matplotlib; print('matplotlib', matplotlib.__version__)"
+  fi
   ;;
 checks)
   while [ ! -f /root/build.rc ]; do sleep 5; done

@@ -39,6 +39,13 @@ pkgs=(py-spy==0.4.3 scalene==2.4.0 cloudpickle==3.1.3 pydantic==2.13.4 pydantic_
       textual==8.2.8 platformdirs==4.14.8 mdit-py-plugins==0.7.0)
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   "${plat[@]}" -d "$OUT/wheels" "${pkgs[@]}"
+# matplotlib for `report --plot` there (issue 26): about 24 MB, so it travels with the last,
+# small model chunk rather than with the setup call (64 MiB per command)
+mkdir -p "$OUT/plot-wheels"
+python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+  "${plat[@]}" -d "$OUT/plot-wheels" matplotlib==3.11.2 contourpy==1.4.0 cycler==0.12.1 \
+  fonttools==4.68.0 kiwisolver==1.5.1 pillow==13.0.0 pyparsing==3.3.3 python-dateutil==4.0.0 \
+  six==1.17.0 packaging==26.4
 model=$(python3 -c "from anubis_tui.inference.models import default_model; print(default_model())")
 if [ ! -f "$OUT/model/chunk.00" ]; then
   split -b 40M -d "$model" "$OUT/model/chunk."
