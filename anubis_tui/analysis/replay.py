@@ -4,17 +4,19 @@ A recording on stdin (``ssh host anubis record -o - | anubis replay -``) is
 read by a thread as it grows and kept; playing at the end of such a stream is
 live. A recording file is not kept (issue 20): one pass at open finds its end,
 markers and how it ends (`FileRecords`), then playing reads it a chunk at a
-time in time order, so a day-long file replays in bounded memory. Seeking back
-rebuilds the state from the start, re-reading the file up to the position (a
-fold of every record before it: about a second per hour of recording here).
+time in time order, so a day-long file replays in bounded memory. As playback
+passes, the panels' state is copied every 1/24 of the file (at least 5 min of
+recording) with where the reader stood; seeking back resumes from the nearest
+copy before the position (from the start before the first one).
 """
 
 from __future__ import annotations
 
 import bisect
+import copy
 import threading
 from collections.abc import Iterator
-from typing import IO
+from typing import IO, Any
 
 from anubis_tui.analysis.live import LiveState
 from anubis_tui.analysis.segments import SETTING_EVENTS
@@ -24,6 +26,7 @@ from anubis_tui.recording.reader import (
     RecordFile,
     RecordStream,
     Recovery,
+    TimeOrder,
     in_time_order,
     read_all,
     time_ordered,
@@ -31,12 +34,19 @@ from anubis_tui.recording.reader import (
 from anubis_tui.records import Event, Header, Record
 
 SPEEDS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+CHECKPOINT_MIN_NS = 300_000_000_000  # 5 min of recording between replay checkpoints
+
+
+Mark = tuple[int, TimeOrder, list[Record]]
+"""Where a `FileRecords` stands: the file offset read up to, the order window, the
+records read ahead of the position."""
 
 
 class FileRecords:
-    """A recording file read in time order (`in_time_order`) a chunk at a time, from the
-    start, as playback asks for it; `rewind` starts again. Memory is the reader's chunk,
-    the order window and the records read ahead of the position (one chunk's worth).
+    """A recording file read in time order (`TimeOrder`) a chunk at a time, as playback
+    asks for it. Memory is the reader's chunk, the order window and the records read
+    ahead of the position (one chunk's worth). `mark` says where it stands and
+    `rewind(mark)` resumes there (the start without one).
 
     `index` is the one pass that finds the header, the end (the last stamp, ns), the
     markers and the recovery; it raises OutOfOrder for a file the hold cannot order and
@@ -49,8 +59,11 @@ class FileRecords:
         self.end_ns = 0
         self.markers: list[tuple[int, str]] = []
         self.recovery = Recovery()
-        self._batches: Iterator[list[Record]] = iter(())
+        self._file = RecordFile(path)
+        self._raw: Iterator[list[Record]] = iter(())
+        self._order = TimeOrder()
         self._ahead: list[Record] = []
+        self._done = False
 
     def index(self) -> None:
         f = RecordFile(self.path)
@@ -62,19 +75,40 @@ class FileRecords:
         self.header, self.recovery = f.header, f.recovery
         self.rewind()
 
-    def rewind(self) -> None:
-        self._batches = iter(in_time_order(RecordFile(self.path).batches()))
-        self._ahead = []
+    def mark(self) -> Mark:
+        return self._file.offset, self._order.copy(), list(self._ahead)
+
+    def rewind(self, at: Mark | None = None) -> None:
+        if at is None:
+            self._file, self._order, self._ahead = RecordFile(self.path), TimeOrder(), []
+        else:
+            self._file = RecordFile(self.path, start=at[0], header=self.header)
+            self._order, self._ahead = at[1].copy(), list(at[2])
+        self._raw = self._file.batches()
+        self._done = False
+
+    def _next(self) -> list[Record]:
+        """The next records in time order ([] at the end)."""
+        while not self._done:
+            try:
+                batch = next(self._raw, None)
+            except ReaderError:  # the file changed since `index`: it ends here
+                batch = None
+            if batch is None:
+                self._done = True
+                return self._order.flush()
+            out = self._order.push(batch)
+            if out:
+                return out
+        return []
 
     def until(self, pos: int) -> list[Record]:
-        """The next records stamped at or before `pos` (ns), in time order."""
+        """The next records stamped at or before `pos` (ns), in time order, at most a chunk's
+        worth: call again until it is empty (so a long seek never holds the records)."""
         out: list[Record] = []
-        while True:
+        while not out:
             if not self._ahead:
-                try:
-                    self._ahead = next(self._batches, [])
-                except ReaderError:  # the file changed since `index`: it ends here
-                    self._batches = iter(())
+                self._ahead = self._next()
                 if not self._ahead:
                     return out
             k = bisect.bisect_right(self._ahead, pos, key=lambda r: getattr(r, "t", 0))
@@ -82,6 +116,17 @@ class FileRecords:
             self._ahead = self._ahead[k:]
             if self._ahead:
                 return out
+        return out
+
+
+def copy_state(s: LiveState) -> LiveState:
+    """A copy of `s` that folds on apart from it; the records it holds (immutable) are
+    shared, not copied."""
+    memo: dict[int, Any] = {id(s.lock): threading.Lock()}
+    shared: list[Any] = [*s.events, *s.channels, s.header]
+    memo.update({id(x): x for x in shared if x is not None})
+    with s.lock:
+        return copy.deepcopy(s, memo)
 
 
 class Replay:
@@ -92,6 +137,11 @@ class Replay:
     ) -> None:
         self.lock = threading.Lock()
         self.source = source  # a file read as it plays; None: the records are kept
+        # A file's panels state every `checkpoint_ns` of recording as playback passes it
+        # (at most about 24 of them): seeking back resumes from the nearest one.
+        self._checkpoints: list[tuple[int, LiveState, Mark]] = []
+        end = source.end_ns if source is not None else 0
+        self.checkpoint_ns = max(CHECKPOINT_MIN_NS, end // 24)
         # Kept in time order (records and their stamps side by side), so the position is a
         # bisection and the end is the last stamp, whatever a frame asks.
         self.records: list[Record] = []
@@ -207,9 +257,12 @@ class Replay:
 
     def _feed_to(self, pos: int) -> None:
         if self.source is not None:
-            recs = self.source.until(pos)
-            if recs:
+            while recs := self.source.until(pos):
                 self.state.consume_many(recs)
+                t = getattr(recs[-1], "t", 0)
+                cps = self._checkpoints
+                if t >= (cps[-1][0] if cps else 0) + self.checkpoint_ns:
+                    cps.append((t, copy_state(self.state), self.source.mark()))
             return
         with self.lock:
             upto = bisect.bisect_right(self.times, pos)
@@ -224,9 +277,19 @@ class Replay:
             self.state = LiveState()
             self.fed = 0
             if self.source is not None:
-                self.source.rewind()
+                self._resume(to_ns)
         self.pos_ns = to_ns
         self._feed_to(to_ns)
+
+    def _resume(self, to_ns: int) -> None:
+        """Back to the latest checkpoint at or before `to_ns` (the start without one)."""
+        i = bisect.bisect_right(self._checkpoints, to_ns, key=lambda c: c[0]) - 1
+        if i < 0:
+            self.source.rewind()  # type: ignore[union-attr]
+            return
+        _, state, mark = self._checkpoints[i]
+        self.state = copy_state(state)
+        self.source.rewind(mark)  # type: ignore[union-attr]
 
     def seek_by(self, seconds: float) -> None:
         self.seek(self.pos_ns + int(seconds * 1e9))

@@ -225,9 +225,9 @@ def report_file(src: str | Path | IO[bytes]) -> ReportFold:
     try:
         for batch in in_time_order(f.batches()):
             fold.consume_all(batch)
-    except OutOfOrder:
+    except OutOfOrder as e:
         if not isinstance(src, str | Path):
-            raise
+            raise OutOfOrder(f"{e}: save the stream to a file and report that") from None
         records, recovery = read_all(src)
         fold = ReportFold().consume_all(time_ordered(records))
         fold.recovery = recovery

@@ -24,10 +24,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from anubis_tui.profilers.base import RATES_HZ, Profiler, profiler_classes
+from anubis_tui.profilers.base import Profiler, profiler_classes
 from anubis_tui.profilers.pyspy import PySpy, speedscope_hot_frames
 from anubis_tui.profilers.scalene import Scalene, scalene_command, scalene_env, scalene_hot_lines
-from anubis_tui.profilerspec import ProfilerSetting
+from anubis_tui.profilerspec import RATES_HZ, ProfilerSetting
 
 FRAMES_EVERY_S = 2.0
 

@@ -167,11 +167,16 @@ class RecordFile:
     ReaderError if the file cannot be opened or read, or holds no Header.
     """
 
-    def __init__(self, src: str | Path | IO[bytes]) -> None:
+    def __init__(
+        self, src: str | Path | IO[bytes], start: int = 0, header: Header | None = None
+    ) -> None:
+        """`start` > 0 resumes a file at a record boundary (an `offset` seen before), its
+        `header` given (the Header is not read again)."""
         self.src = src
         self.recovery = Recovery()
-        self.header: Header | None = None
-        self.offset = 0
+        self.header: Header | None = header
+        self.start = start
+        self.offset = start
 
     def __iter__(self) -> Iterator[Record]:
         for batch in self.batches():
@@ -181,6 +186,10 @@ class RecordFile:
         """The records a chunk at a time (a list per chunk read; empty lists are skipped)."""
         f, close = _open(self.src)
         stream = RecordStream()
+        if self.start:
+            f.seek(self.start)
+            stream.header = self.header
+            stream._channels = len(self.header.channels) if self.header else 0
         last: Record | None = None
         try:
             for chunk in chunks(f.read, CHUNK, errors_end=False):
@@ -188,7 +197,7 @@ class RecordFile:
                 if batch:
                     last = batch[-1]
                     self.header = stream.header
-                    self.offset = stream.recovery.bytes_read
+                    self.offset = self.start + stream.recovery.bytes_read
                     yield batch
                 if stream.failed:
                     break
@@ -220,39 +229,68 @@ def in_time_order(
 ) -> Iterator[list[Record]]:
     """Batches of records (`RecordFile.batches`) in the order of `time_ordered` (by stamp,
     stable): a record is passed on once a record stamped `hold_ns` later has been read,
-    so memory is that window of stamps, not the file.
+    so memory is that window of stamps, not the file (`TimeOrder`).
 
     Raises OutOfOrder when a record is stamped before one already passed on (more
     than `hold_ns` out of order; the caller sorts in memory instead).
     """
-    buf_t: list[int] = []
-    buf_r: list[Record] = []
-    released = 0  # the stamp of the last record passed on
+    order = TimeOrder(hold_ns)
     for batch in batches:
+        out = order.push(batch)
+        if out:
+            yield out
+    out = order.flush()
+    if out:
+        yield out
+
+
+class TimeOrder:
+    """The state of `in_time_order`: the records held (by stamp, stable) and the stamp of
+    the last one passed on. `copy` is a snapshot a reader can resume from."""
+
+    def __init__(self, hold_ns: int = HOLD_NS) -> None:
+        self.hold_ns = hold_ns
+        self.buf_t: list[int] = []
+        self.buf_r: list[Record] = []
+        self.released = 0
+
+    def copy(self) -> TimeOrder:
+        c = TimeOrder(self.hold_ns)
+        c.buf_t, c.buf_r, c.released = list(self.buf_t), list(self.buf_r), self.released
+        return c
+
+    def push(self, batch: list[Record]) -> list[Record]:
+        """Take a batch in file order; returns the records now known to be in order."""
         try:
             ts = [r.t for r in batch]  # type: ignore[union-attr]
         except AttributeError:  # the Header
             ts = [getattr(r, "t", 0) for r in batch]
+        if not ts:
+            return []
         low = min(ts)
-        if low < released:
+        if low < self.released:
             raise OutOfOrder(
-                f"a record stamped {(released - low) / 1e9:.1f} s before one already read"
+                f"a record stamped {(self.released - low) / 1e9:.1f} s before one already read"
             )
-        unsorted = (buf_t and low < buf_t[-1]) or ts != sorted(ts)
-        buf_t += ts
-        buf_r += batch
+        unsorted = (self.buf_t and low < self.buf_t[-1]) or ts != sorted(ts)
+        self.buf_t += ts
+        self.buf_r += batch
         if unsorted:
-            order = sorted(range(len(buf_t)), key=buf_t.__getitem__)  # stable
-            buf_t = [buf_t[i] for i in order]
-            buf_r = [buf_r[i] for i in order]
-        cut = bisect.bisect_left(buf_t, buf_t[-1] - hold_ns) if buf_t else 0
-        if cut:
-            released = buf_t[cut - 1]
-            out, buf_r = buf_r[:cut], buf_r[cut:]
-            buf_t = buf_t[cut:]
-            yield out
-    if buf_r:
-        yield buf_r
+            order = sorted(range(len(self.buf_t)), key=self.buf_t.__getitem__)  # stable
+            self.buf_t = [self.buf_t[i] for i in order]
+            self.buf_r = [self.buf_r[i] for i in order]
+        cut = bisect.bisect_left(self.buf_t, self.buf_t[-1] - self.hold_ns)
+        if not cut:
+            return []
+        self.released = self.buf_t[cut - 1]
+        out, self.buf_r = self.buf_r[:cut], self.buf_r[cut:]
+        self.buf_t = self.buf_t[cut:]
+        return out
+
+    def flush(self) -> list[Record]:
+        """Every record still held (at the end of the input)."""
+        out, self.buf_r, self.buf_t = self.buf_r, [], []
+        return out
 
 
 def _open(src: str | Path | IO[bytes]) -> tuple[IO[bytes], bool]:

@@ -130,3 +130,22 @@ def test_notices_say_what_failed():
     assert notice(Event(1, "sensor_lost", {"reason": "hwmon3 gone"})) == "hwmon3 gone"
     assert notice(Event(1, "sink_error", {"error": "disk full"})) == "disk full"
     assert notice(Event(1, "connection_lost", {})) == "connection_lost"
+
+
+def test_an_error_textual_ends_the_app_on_still_stops_the_session():
+    """An exception in a message handler is left to Textual (the app ends, code 1); `run`
+    stops the session on the way out, so device settings are put back."""
+    app = make_app(Config(), live=LiveOptions(autostart=False))
+    stub = StubSession()
+
+    def broken() -> None:
+        raise RuntimeError("handler failed")
+
+    async def auto_pilot(pilot) -> None:
+        app.session = stub  # type: ignore[assignment]
+        app.call_later(broken)  # runs as a message of the app's own loop
+        await pilot.pause(5)
+
+    app.run(headless=True, size=(100, 32), auto_pilot=auto_pilot)
+    assert stub.stops == ["quit"]
+    assert app.return_code == 1

@@ -112,3 +112,32 @@ def test_a_file_replays_as_it_plays_without_keeping_its_records():
         rp.advance(2.0)
     kept.seek(rp.pos_ns)
     assert shown(rp) == shown(kept)
+
+
+def test_seeking_back_resumes_from_a_checkpoint_and_shows_the_same():
+    from pathlib import Path
+
+    from anubis_tui.recording.reader import read_all
+
+    path = Path(__file__).resolve().parents[2] / "recordings/h200-cuda-gemma270m-knobs.msgpack"
+    kept = Replay(read_all(path)[0])
+    rp = Replay.from_file(str(path))
+    rp.checkpoint_ns = 5_000_000_000  # every 5 s of recording (5 min in a real file)
+    rp.seek(rp.end_ns)
+    assert len(rp._checkpoints) >= 2  # taken between chunks (this file is four)
+
+    def shown(r: Replay) -> tuple:
+        s = r.state.snapshot()
+        segs = [(f.name, f.decode_tps, f.j_per_token) for f in r.state.segs.figures()]
+        return (s.tokens, s.requests, s.energy_j, s.decode_tps, list(r.state.latest), segs)
+
+    for to in (rp.end_ns // 2, rp.end_ns // 3, rp.end_ns - 1, 7_000_000_000, 0):
+        rp.seek(to)
+        kept.seek(to)
+        assert shown(rp) == shown(kept), to
+    # a checkpoint's state is copied, never folded on: seeking back twice gives the same
+    rp.seek(rp.end_ns // 2)
+    a = shown(rp)
+    rp.seek(rp.end_ns)
+    rp.seek(rp.end_ns // 2)
+    assert shown(rp) == a

@@ -100,47 +100,56 @@ class ProfilerPanel(Panel):
     def text(self, s: Snapshot) -> str:
         """The panel's lines for one snapshot (markup), fitted to the panel's width."""
         width = self.text_width
-        seg = s.segment
-        lines = []
-        if seg is None:
-            lines.append("off")
-        elif seg.profiler is None:
-            lines.append(f"{seg.name}, {seg.end_s - seg.start_s:.0f}s")
-            if seg.cause == "knob":
-                lines += self._current(seg, width)
-            else:
-                lines.append("[dim]profiler off[/]")
-        else:
-            lines.append(f"{seg.name}, {seg.end_s - seg.start_s:.0f}s")
-            lines += self._current(seg, width)
-            cpu = s.self_cost.get("profiler_cpu")
-            n = seg.samples
-            lines.append(
-                f"own CPU {fmt(cpu and cpu * 100, '.0f', '%')} samples "
-                + ("—" if n is None else str(n))
-            )
-            hot = frames_line(seg.hot_frames)
-            if hot:
-                lines.append(hot)
+        lines = self._now_lines(s, width)
         ppl = quality_line(s, width)
         if ppl is not None:  # the setting's quality, under its deltas (issue 26)
             lines.insert(min(len(lines), 3), ppl)
-        done = [f for f in reversed(s.segments[:-1]) if not f.baseline or f.cause == "knob"]
-        if done:
-            lines.append(
-                "[b]done[/] Δtok/s ΔW ΔJ/tok cpu n"
-                if width >= WIDE
-                else "[b]done[/] Δtok/s ΔJ/tok; ΔW cpu n"
-            )
-            for f in done:
-                lines += delta_rows(f, width)
-            if seg is None or seg.profiler is None:
-                hot = next((frames_line(f.hot_frames) for f in done if f.hot_frames), None)
-                if hot:
-                    lines.append(hot)
+        lines += self._done_lines(s, width)
         if self.static_line is not None:
             lines.append(self.static_line(s.decode_tps))
         return "\n".join(lines)
+
+    def _now_lines(self, s: Snapshot, width: int) -> list[str]:
+        """The running segment: its name and length, its deltas where it has any, the
+        profiler's own CPU, samples and hottest frame."""
+        seg = s.segment
+        if seg is None:
+            return ["off"]
+        lines = [f"{seg.name}, {seg.end_s - seg.start_s:.0f}s"]
+        if seg.profiler is None:
+            return lines + (
+                self._current(seg, width) if seg.cause == "knob" else ["[dim]profiler off[/]"]
+            )
+        lines += self._current(seg, width)
+        cpu = s.self_cost.get("profiler_cpu")
+        n = seg.samples
+        lines.append(
+            f"own CPU {fmt(cpu and cpu * 100, '.0f', '%')} samples "
+            + ("—" if n is None else str(n))
+        )
+        hot = frames_line(seg.hot_frames)
+        return [*lines, hot] if hot else lines
+
+    @staticmethod
+    def _done_lines(s: Snapshot, width: int) -> list[str]:
+        """Each finished profiler or knob segment's deltas, newest first, and (with no
+        profiler running) the hottest frame of the latest finished profile."""
+        done = [f for f in reversed(s.segments[:-1]) if not f.baseline or f.cause == "knob"]
+        if not done:
+            return []
+        lines = [
+            "[b]done[/] Δtok/s ΔW ΔJ/tok cpu n"
+            if width >= WIDE
+            else "[b]done[/] Δtok/s ΔJ/tok; ΔW cpu n"
+        ]
+        for f in done:
+            lines += delta_rows(f, width)
+        seg = s.segment
+        if seg is None or seg.profiler is None:
+            hot = next((frames_line(f.hot_frames) for f in done if f.hot_frames), None)
+            if hot:
+                lines.append(hot)
+        return lines
 
     @staticmethod
     def _current(seg: Figures, width: int) -> list[str]:
