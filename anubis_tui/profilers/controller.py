@@ -138,7 +138,9 @@ class ProfilerController:
         live = None if final else self.pyspy.samples  # py-spy's own count so far
         if not frames and live is None:
             return
-        payload: dict[str, Any] = {"profiler": self.active or "py-spy", "frames": frames}
+        payload: dict[str, Any] = {"profiler": self.active or "py-spy"}
+        if frames:  # none yet: only the count (the segment keeps the frames it has)
+            payload["frames"] = frames
         if not final:
             payload["snapshots"] = self.pyspy.snapshots
             if live is not None:

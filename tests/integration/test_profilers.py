@@ -72,9 +72,17 @@ def test_pyspy_toggle_and_rate_change_make_events_segments_and_a_speedscope(sess
     assert on.payload["rate_hz"] == 100 and on.payload["mode"] == "nonblocking"
     time.sleep(2.5)
     # hot frames are records: every ~2 s while py-spy runs
-    live = ev.wait("profiler_frames", final=False)
-    assert live.payload["frames"] and live.payload["snapshots"] >= 1
-    assert live.payload["samples"] > 0  # py-spy's own count while it runs
+    first = ev.wait("profiler_frames", final=False)
+    assert first.payload["samples"] > 0  # py-spy's own count while it runs
+    end = time.monotonic() + 30
+    while time.monotonic() < end:  # the frames come with the first `py-spy dump` snapshot
+        live = next(
+            (e for e in ev if e.kind == "profiler_frames" and e.payload.get("frames")), None
+        )
+        if live is not None:
+            break
+        time.sleep(0.2)
+    assert live is not None and live.payload["snapshots"] >= 1 and live.payload["samples"] > 0
     assert _s.profiler_step_rate(+1).message == "py-spy now at 250 Hz"
     rate = ev.wait("profiler_rate", profiler="py-spy")
     assert rate.payload["rate_hz"] == 250 and rate.payload["previous_samples"] > 0
