@@ -731,7 +731,8 @@ class Session:
     def _set_knob(self, k: Knob, value: Any) -> Outcome:
         """Apply a checked value by how `k` applies (device, live or reload)."""
         ctx = self._knob_context()
-        previous, why = k.read(ctx)
+        previous, _ = k.read(ctx)
+        why = k.refusal(value, ctx)
         if why:
             return Outcome(False, f"{k.label}: {why}")
         if value == previous:

@@ -180,6 +180,10 @@ class Knob:
         """The value one key press moves `value` to (`direction` 1 up, -1 down)."""
         raise NotImplementedError
 
+    def refusal(self, value: Any, ctx: KnobContext) -> str:
+        """Why `value` cannot be set here ("" when it can): by default `read`'s reason."""
+        return self.read(ctx)[1]
+
 
 class InferenceKnob(Knob):
     """A field of the worker's `Spec`; a change reloads the model unless it applies live."""
@@ -297,6 +301,13 @@ class Model(InferenceKnob):
 
     def why_not(self, ctx: KnobContext) -> str:
         return "" if len(ctx.model_choices()) > 1 else "1 GGUF file"
+
+    def refusal(self, value: Any, ctx: KnobContext) -> str:
+        """A file named outright (``--knob model=PATH``, a plan, the agent) is set even
+        where `o` has nothing to step to: one GGUF file blocks the key, not the path."""
+        if ctx.spec is None:
+            return "no model"
+        return "set by the server" if ctx.attached else ""
 
     def next(self, value: Any, direction: int, ctx: KnobContext) -> Any:
         files = [str(p) for p in ctx.model_choices()]

@@ -328,9 +328,11 @@ class Sweep:
         self, i: int, r: int, role: str, t: Treatment | None, stop: threading.Event
     ) -> str | None:
         name = t.name if t is not None else "baseline"
-        msg = self._apply(t)
+        msg, refused = self._apply(t)
         if msg:
             self.say(f"  {msg}")
+        if refused:  # a setting that did not take would be measured as the baseline
+            return f"{name} could not be set: {refused}"
         # After the change (its stop and reload belong to no step), the step's segment.
         self.s.emit_event("sweep_step", index=i, repeat=r, role=role, treatment=name)
         self._cooldown(stop)
@@ -441,17 +443,21 @@ class Sweep:
             target_c=self.target_c,
         )
 
-    def _apply(self, t: Treatment | None) -> str:
-        """Put the session in treatment `t`'s setting (None: the baseline)."""
-        said = []
+    def _apply(self, t: Treatment | None) -> tuple[str, str]:
+        """Put the session in treatment `t`'s setting (None: the baseline).
+
+        Returns what the changes said, and the first refusal ("" when all took).
+        """
+        outcomes = []
         want = {**self.base, **(t.knobs if t is not None else {})}
         now = self.s.knob_values()
         for name, value in want.items():
             if value is not None and now.get(name) != value:
-                said.append(self.s.set_knob(name, value).message)
+                outcomes.append(self.s.set_knob(name, value))
         if t is not None and t.profiler is not None:
-            said.append(self.s.profiler_apply(t.profiler).message)
+            outcomes.append(self.s.profiler_apply(t.profiler))
         elif self._profiling:  # the baseline runs plain, never under scalene's launcher
-            said.append(self.s.profiler_plain().message)
+            outcomes.append(self.s.profiler_plain())
         self._profiling = t is not None and t.profiler is not None
-        return "; ".join(m for m in said if m)
+        refused = next((o.message for o in outcomes if not o.ok), "")
+        return "; ".join(o.message for o in outcomes if o.message), refused

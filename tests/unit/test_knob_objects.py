@@ -160,6 +160,22 @@ def test_model_cycles_the_files_and_refuses_a_bad_one(tmp_path: Path):
     assert str(e.value).startswith("model: ") and "\n" not in str(e.value)
 
 
+def test_one_gguf_file_blocks_the_key_but_not_a_file_named_outright(tmp_path: Path):
+    """`o` has nothing to step to with one file in the cache, but `--knob model=PATH` in a
+    sweep (a variant made by `models quantize` outside the cache) must still be set: the
+    H200 quality sweep measured its "variants" as the baseline when this refused."""
+    a, b = tmp_path / "a.gguf", tmp_path / "b.gguf"
+    for p in (a, b):
+        p.write_bytes(GGUF_HEAD + ARCH + b"\0" * 64)
+    k = TABLE["model"]
+    one = ctx(spec=dataclasses.replace(SPEC, model=str(a)), model_choices=lambda: [a])
+    assert k.read(one)[1] == "1 GGUF file"
+    assert k.refusal(str(b), one) == ""
+    assert k.refusal(str(b), KnobContext(spec=None)) == "no model"
+    assert k.refusal(str(b), ctx(attached=True)) == "set by the server"
+    assert TABLE["threads"].refusal(2, ctx(attached=True)) == "set by the server"
+
+
 @pytest.mark.parametrize("name", [k.name for k in KNOBS if k.group == "inference"])
 def test_inference_knobs_refuse_without_a_model_or_on_an_attached_server(name):
     k = TABLE[name]

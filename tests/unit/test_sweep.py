@@ -145,3 +145,40 @@ def test_two_identical_gpu_sweeps_decide_the_same():
     rows = {r["treatment"]: r for r in b["rows"]}
     assert rows["py-spy@1000"]["j_per_token_measured_pct_sd"] < 0.1  # the lucky pair
     assert rows["py-spy@1000"]["decision"] == "inconclusive"
+
+
+def test_a_treatment_that_cannot_be_set_ends_the_sweep_instead_of_running_as_the_baseline():
+    """A refused knob left the session in the baseline's setting while the sweep_step named
+    the treatment (the H200 quality sweep "measured" two variants that never loaded)."""
+    import threading
+
+    from anubis_tui.session.core import Outcome
+    from anubis_tui.session.sweep import Sweep, SweepOptions, Treatment
+
+    class Surface:  # the ControlSurface calls a sweep step makes, and what they were given
+        def __init__(self) -> None:
+            self.events: list[tuple[str, dict]] = []
+
+        def knob_values(self):
+            return {"kv_type": "f16"}
+
+        channels: tuple = ()
+
+        def add_sink(self, sink) -> None:
+            pass
+
+        def set_knob(self, name, value):
+            return Outcome(False, "a quantized KV cache needs flash attention")
+
+        def profiler_plain(self):
+            return Outcome(True, "")
+
+        def emit_event(self, kind, **payload) -> None:
+            self.events.append((kind, payload))
+
+    surface = Surface()
+    opts = SweepOptions(segment_s=0.01, repeats=1, warmup_s=0.01, cooldown_s=0)
+    sweep = Sweep(surface, [Treatment("kv_type=q8_0", knobs={"kv_type": "q8_0"})], opts)  # type: ignore[arg-type]
+    why = sweep._step(1, 0, "treatment", sweep.items[0], threading.Event())
+    assert why == "kv_type=q8_0 could not be set: a quantized KV cache needs flash attention"
+    assert not [e for e in surface.events if e[0] == "sweep_step"]  # no segment named after it
