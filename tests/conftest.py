@@ -3,9 +3,13 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
+
+from anubis_tui.records import Event, Record, Tokens
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -79,3 +83,30 @@ def errors(stderr: str | bytes) -> str:
     """stderr without the line that names the NVML test hook (cli_env sets it)."""
     text = stderr.decode() if isinstance(stderr, bytes) else stderr
     return "".join(ln for ln in text.splitlines(keepends=True) if HOOK_WARNING not in ln)
+
+
+class Seen:
+    """A bus sink keeping every record, with a wait for a condition on them (session tests)."""
+
+    def __init__(self) -> None:
+        self.records: list[Record] = []
+        self.cond = threading.Condition()
+
+    def __call__(self, rec: Record) -> None:
+        with self.cond:
+            self.records.append(rec)
+            self.cond.notify_all()
+
+    def events(self, kind: str) -> list[Event]:
+        return [r for r in self.records if isinstance(r, Event) and r.kind == kind]
+
+    def tokens_after(self, t: int) -> int:
+        return sum(r.count for r in self.records if isinstance(r, Tokens) and r.t > t)
+
+    def wait(self, pred, timeout: float = 60.0) -> None:
+        end = time.monotonic() + timeout
+        with self.cond:
+            while not pred():
+                left = end - time.monotonic()
+                assert left > 0, "timed out"
+                self.cond.wait(min(left, 0.2))

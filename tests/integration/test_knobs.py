@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -14,9 +12,8 @@ from anubis_tui.analysis.segments import SegmentFold
 from anubis_tui.config import Config
 from anubis_tui.inference.models import default_model, read_gguf
 from anubis_tui.inference.worker import Spec
-from anubis_tui.records import Event, Record, Tokens
 from anubis_tui.session import Session
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, Seen
 
 pytestmark = pytest.mark.slow
 
@@ -42,31 +39,6 @@ def second_quant(tmp_path_factory) -> Path:
     )
     assert read_gguf(out).quantization == "Q8_0"
     return out
-
-
-class Seen:
-    def __init__(self) -> None:
-        self.records: list[Record] = []
-        self.cond = threading.Condition()
-
-    def __call__(self, rec: Record) -> None:
-        with self.cond:
-            self.records.append(rec)
-            self.cond.notify_all()
-
-    def events(self, kind: str) -> list[Event]:
-        return [r for r in self.records if isinstance(r, Event) and r.kind == kind]
-
-    def tokens_after(self, t: int) -> int:
-        return sum(r.count for r in self.records if isinstance(r, Tokens) and r.t > t)
-
-    def wait(self, pred, timeout: float = 60.0) -> None:
-        end = time.monotonic() + timeout
-        with self.cond:
-            while not pred():
-                left = end - time.monotonic()
-                assert left > 0, "timed out"
-                self.cond.wait(min(left, 0.2))
 
 
 def session(tmp_path: Path, monkeypatch, **spec_kw) -> tuple[Session, Seen]:

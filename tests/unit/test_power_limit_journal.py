@@ -7,28 +7,12 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 
 from anubis_tui.config import Config
 from anubis_tui.device import Journal
-from anubis_tui.records import Event, Record
 from anubis_tui.session import Session
-from tests.conftest import FAKE_NVML, FIXTURES
-
-
-class Seen:
-    def __init__(self) -> None:
-        self.records: list[Record] = []
-        self.cond = threading.Condition()
-
-    def __call__(self, rec: Record) -> None:
-        with self.cond:
-            self.records.append(rec)
-            self.cond.notify_all()
-
-    def events(self, kind: str) -> list[Event]:
-        return [r for r in self.records if isinstance(r, Event) and r.kind == kind]
+from tests.conftest import FAKE_NVML, FIXTURES, Seen
 
 
 def test_power_limit_knob_is_journalled_and_put_back_when_the_session_ends(tmp_path, monkeypatch):
