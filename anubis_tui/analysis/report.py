@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import statistics
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -211,6 +213,24 @@ def report(rec: Recording, budget_pct: float = BUDGET_PCT) -> dict[str, Any]:
     return ReportFold().consume_all(rec.records).result(rec.recovery, budget_pct)
 
 
+@contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """Python's cyclic collector off while a file is folded, back to its state after.
+
+    A day's recording is millions of short-lived, acyclic records: the collector's
+    passes over the young generation found nothing to free and took about 13 % of the
+    24 h report's CPU (28.6 s against 32.9 s, `bench/report_scale.py --hours 24`).
+    Reference counting still frees every record as the fold moves on.
+    """
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def report_file(src: str | Path | IO[bytes]) -> ReportFold:
     """Fold a recording file in one pass, reading it a chunk at a time (`RecordFile`):
     memory does not grow with its samples. Returns the fold: `result(fold.recovery)` is
@@ -223,8 +243,9 @@ def report_file(src: str | Path | IO[bytes]) -> ReportFold:
     f = RecordFile(src)
     fold = ReportFold()
     try:
-        for batch in in_time_order(f.batches()):
-            fold.consume_all(batch)
+        with _no_cyclic_gc():
+            for batch in in_time_order(f.batches()):
+                fold.consume_all(batch)
     except OutOfOrder as e:
         if not isinstance(src, str | Path):
             raise OutOfOrder(f"{e}: save the stream to a file and report that") from None

@@ -201,3 +201,15 @@ def test_a_cut_file_counts_the_batch_stamped_at_its_end() -> None:
     recs.append(Tokens(last, 2, "decode", 34, last - S // 20))
     r = report(from_records(recs))
     assert r["energy"]["j_per_token"] == r["energy"]["joules"] / r["tokens"]["generated"]
+
+
+def test_the_cyclic_collector_is_back_on_after_a_fold_even_one_that_fails(tmp_path: Path) -> None:
+    import gc
+
+    report_file(RECORDINGS[0])
+    assert gc.isenabled()
+    bad = tmp_path / "bad.msgpack"
+    bad.write_bytes(b"\x93\x01" + b"\xff" * 64)
+    with pytest.raises(Exception):  # noqa: B017 - any reader error; the state is the point
+        report_file(bad)
+    assert gc.isenabled()
