@@ -46,10 +46,12 @@ class Bus:
         self._thread.start()
 
     def add_sink(self, sink: Sink) -> None:
+        """Deliver every record from now on to `sink`, on the bus thread, in time order."""
         with self._cond:
             self.sinks = [*self.sinks, sink]
 
     def remove_sink(self, sink: Sink) -> None:
+        """Stop delivering to `sink` (compared by ==); records already taken may still reach it."""
         with self._cond:
             self.sinks = [s for s in self.sinks if s != sink]
 
@@ -67,6 +69,10 @@ class Bus:
             self._flush_to = 0
 
     def emit(self, rec: Record) -> None:
+        """Queue `rec` by its stamp ``rec.t`` (ns since t0; 0 if it has none), from any thread.
+
+        Records with equal stamps keep the order they were emitted in.
+        """
         t = getattr(rec, "t", 0)
         with self._cond:
             heapq.heappush(self._heap, (t, next(self._seq), rec))
@@ -74,6 +80,7 @@ class Bus:
                 self._cond.notify()
 
     def now(self) -> int:
+        """The bus clock: ns since t0 (``clock()``, `time.monotonic_ns` by default, minus t0)."""
         return self.clock() - self.t0
 
     def close(self) -> None:

@@ -166,9 +166,11 @@ class Session:
         return next((s for s in self.sampler.sources if isinstance(s, ProcessSource)), None)
 
     def add_sink(self, sink: Sink) -> None:
+        """`sink(record)` gets every record from now on, in time order, on the bus thread."""
         self.bus.add_sink(sink)
 
     def emit_event(self, kind: str, **payload: Any) -> None:
+        """An Event of `kind` with `payload`, stamped now (`Bus.now`), to every sink."""
         self.bus.emit(Event(self.bus.now(), kind, payload))
 
     def _watch(self, rec: Record) -> None:
@@ -200,6 +202,9 @@ class Session:
 
     @property
     def paused(self) -> bool:
+        """Whether inference is paused: set by ``paused`` Events, cleared by ``resumed`` and
+        ``model_loaded``.
+        """
         return self._paused
 
     @property
@@ -210,6 +215,7 @@ class Session:
 
     @property
     def writer(self) -> RecordingWriter | None:
+        """The RecordingWriter of the current recording (None before the first one)."""
         return self._writer
 
     @property
@@ -237,10 +243,15 @@ class Session:
 
     @property
     def rate_hz(self) -> float:
+        """The sampling rate asked for last, in Hz (`Sampler.target_rate_hz`)."""
         return self.sampler.target_rate_hz
 
     @property
     def profiles_dir(self) -> Path:
+        """Where profiler artifacts go: the recording's path with ``.profiles`` for a suffix, or
+        a new temporary directory (``anubis-profiles-*``) when there is no file; fixed at
+        first use.
+        """
         if self._profiles_dir is None:
             rec = self.record_path
             self._profiles_dir = (
@@ -252,15 +263,18 @@ class Session:
 
     @property
     def profilers(self) -> ProfilerController:
+        """The ProfilerController, made on first use (the session is its Host)."""
         with self._lock:
             if self._profilers is None:
                 self._profilers = ProfilerController(self, native=self._pyspy_native)
             return self._profilers
 
     def has_model(self) -> bool:
+        """Whether this session runs inference (a worker Spec), loaded or not."""
         return self.spec is not None
 
     def worker_alive(self) -> bool:
+        """Whether the worker (or the attach client) has started and not exited."""
         w = self._worker
         return w is not None and not w.exited.is_set()
 
@@ -287,6 +301,9 @@ class Session:
         return pid if pid in kids else None
 
     def attach_process(self, role: str, pid: int | None) -> None:
+        """Point the process source's `role` channels ("worker") at `pid` (None: detach); a no-op
+        without a ProcessSource.
+        """
         ps = self._process_source()
         if ps is not None:
             ps.attach(role, pid)
@@ -328,6 +345,12 @@ class Session:
     def relaunch_worker(
         self, prefix: list[str] | None, env: dict[str, str] | None
     ) -> tuple[dict[str, Any] | None, str | None]:
+        """Stop the worker and start it again under `prefix` (scalene's launcher; None: plain)
+        with `env`.
+
+        Returns (the new worker's ``loaded`` info, None) once the model is loaded, or (None,
+        why not): no worker, an attached server, a stopping session, or a failed load.
+        """
         if self.spec is None:
             return None, "no inference worker in this session"
         if self.attach is not None:
@@ -459,6 +482,7 @@ class Session:
     # -- the control surface -------------------------------------------------------------------
 
     def pause(self) -> Outcome:
+        """Pause inference (the worker's ``pause`` command); refused when no worker runs."""
         w = self._worker
         if w is None or w.exited.is_set():
             out = Outcome(False, "no inference running")
@@ -469,6 +493,7 @@ class Session:
         return self._command("pause", out)
 
     def resume(self) -> Outcome:
+        """Resume inference (the worker's ``resume`` command); refused when no worker runs."""
         w = self._worker
         if w is None or w.exited.is_set():
             out = Outcome(False, "no inference running")
@@ -477,6 +502,7 @@ class Session:
         return self._command("resume", out)
 
     def toggle_pause(self) -> Outcome:
+        """`resume` when paused, else `pause`."""
         return self.resume() if self._paused else self.pause()
 
     def set_rate(self, rate_hz: float) -> Outcome:
@@ -508,6 +534,7 @@ class Session:
         return self.set_rate(float(nxt))
 
     def marker(self, label: str = "") -> Outcome:
+        """A ``marker`` Event with `label` (a user's note on the timeline); always ok."""
         self.emit_event("marker", label=label)
         return self._command("marker", Outcome(True, "marker"), label=label)
 
@@ -531,6 +558,11 @@ class Session:
         return None
 
     def profiler_toggle(self, name: str) -> Outcome:
+        """Profiler `name` on or off (`ProfilerController.toggle`); refused with no model, or
+        where it cannot profile the attached server.
+
+        Turning scalene off also relaunches the worker plain, unless --scalene-ready.
+        """
         if self.spec is None:
             return self._command(
                 "profiler", Outcome(False, f"{name}: no inference to profile"), name=name
@@ -549,6 +581,9 @@ class Session:
         return self._command("profiler", Outcome(self._profiler_ok(msg), msg), name=name)
 
     def profiler_step_rate(self, step: int) -> Outcome:
+        """Step the sampling rate of py-spy or scalene by `step`
+        (`ProfilerController.step_rate`); refused with no model.
+        """
         if self.spec is None:
             return self._command("profiler_rate", Outcome(False, "no inference to profile"))
         msg = self.profilers.step_rate(step)

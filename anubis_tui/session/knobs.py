@@ -149,6 +149,9 @@ class Knob:
 
     @property
     def define(self) -> KnobDef:
+        """This knob's row of the bottom layer's table (`knobspec.KNOB_BY_NAME`): kind, keys, label,
+        range.
+        """
         return KNOB_BY_NAME[self.name]
 
     @property
@@ -158,6 +161,7 @@ class Knob:
 
     @property
     def label(self) -> str:
+        """The short name the app's knob panel and help show (`KnobDef.label`)."""
         return self.define.label
 
     @property
@@ -191,6 +195,9 @@ class InferenceKnob(Knob):
     applies = RELOAD
 
     def read(self, ctx: KnobContext) -> tuple[Any, str]:
+        """The Spec field's value; None with "no model" (no Spec) or "set by the server" (attached),
+        else `why_not`'s reason.
+        """
         if ctx.spec is None:
             return None, "no model"
         if ctx.attached:  # inference knobs belong to the attached server
@@ -221,10 +228,15 @@ class LiveKnob(InferenceKnob):
 
 
 class Threads(LiveKnob):
+    """llama.cpp's thread count (``n_threads``, ``n_threads_batch``), set live in the running
+    worker.
+    """
+
     name = "threads"
     step = "one thread up or down, 1 to the CPU count"
 
     def next(self, value: Any, direction: int, ctx: KnobContext) -> Any:
+        """One thread up or down, clamped to 1..`KnobContext.cpu_count`."""
         return max(1, min(ctx.cpu_count, int(value or 1) + (1 if direction > 0 else -1)))
 
     def apply_live(self, worker: _Threads, value: Any) -> bool:
@@ -237,40 +249,53 @@ class Threads(LiveKnob):
 
 
 class GpuLayers(InferenceKnob):
+    """llama.cpp's ``n_gpu_layers`` (-1: all); a change reloads the model."""
+
     name = "gpu_layers"
     step = "0, ¼, ½, ¾, all (-1) of the model's layers; stops at the ends"
 
     def why_not(self, ctx: KnobContext) -> str:
+        """Refuses with "CPU-only build" when ``llama_supports_gpu_offload()`` said False."""
         return "CPU-only build" if ctx.gpu_offload is False else ""
 
     def next(self, value: Any, direction: int, ctx: KnobContext) -> Any:
+        """The next of `layer_steps` (0, ¼, ½, ¾, all) of the GGUF's blocks; stops at the ends."""
         return step_in(layer_steps(ctx.model_layers), value, direction, wrap=False)
 
     def change(self, value: Any, ctx: KnobContext) -> dict[str, Any]:
+        """KnobRefused for any value but 0 on a CPU-only build."""
         if value != 0 and ctx.gpu_offload is False:
             raise KnobRefused("this llama.cpp build cannot offload layers to a GPU")
         return {self.name: value}
 
 
 class NBatch(InferenceKnob):
+    """llama.cpp's logical batch ``n_batch`` (tokens per decode call); a change reloads."""
+
     name = "n_batch"
     step = "64, 128, 256, 512, 1024, 2048, round again"
 
     def next(self, value: Any, direction: int, ctx: KnobContext) -> Any:
+        """The next of 64..2048 tokens in powers of two, round again."""
         return step_in(BATCH_STEPS, value, direction, wrap=True)
 
     def change(self, value: Any, ctx: KnobContext) -> dict[str, Any]:
+        """Sets ``n_ubatch`` (the physical batch) to ``min(n_batch, 512)`` with it."""
         return {"n_batch": value, "n_ubatch": min(int(value), 512)}
 
 
 class FlashAttn(InferenceKnob):
+    """llama.cpp's ``flash_attn`` switch; a change reloads the model."""
+
     name = "flash_attn"
     step = "on ↔ off"
 
     def next(self, value: Any, direction: int, ctx: KnobContext) -> Any:
+        """The other of on and off."""
         return not value
 
     def change(self, value: Any, ctx: KnobContext) -> dict[str, Any]:
+        """KnobRefused when turning it off while the KV cache is quantized (not f16)."""
         kv = ctx.spec.kv_type if ctx.spec is not None else "f16"
         if not value and kv != "f16":
             raise KnobRefused(f"the KV cache is {kv}: it needs flash attention")
@@ -278,28 +303,38 @@ class FlashAttn(InferenceKnob):
 
 
 class KvType(InferenceKnob):
+    """llama.cpp's KV cache type (``type_k`` and ``type_v``: f16, q8_0, q4_0); a change reloads."""
+
     name = "kv_type"
     step = "f16 → q8_0 → q4_0 → f16 (either key)"
 
     def next(self, value: Any, direction: int, ctx: KnobContext) -> Any:
+        """The next of f16, q8_0, q4_0, round again; both keys step forward."""
         return step_in(KV_TYPES, str(value), 1, wrap=True)
 
     def change(self, value: Any, ctx: KnobContext) -> dict[str, Any]:
+        """KnobRefused for a quantized type unless flash attention is on."""
         if value != "f16" and not (ctx.spec is not None and ctx.spec.flash_attn):
             raise KnobRefused("a quantized KV cache needs flash attention: press f first")
         return {self.name: value}
 
 
 class Model(InferenceKnob):
+    """The GGUF file the worker loads; a change reloads the worker with the new file."""
+
     name = "model"
     step = "the next GGUF file of the cache and --models-dir, round again"
 
     def read(self, ctx: KnobContext) -> tuple[Any, str]:
+        """The attached server's model name ("set by the server") when attached, else the Spec's
+        path.
+        """
         if ctx.spec is not None and ctx.attached:
             return ctx.attached_model, "set by the server"
         return super().read(ctx)
 
     def why_not(self, ctx: KnobContext) -> str:
+        """Refuses with "1 GGUF file" when the cache and --models-dir offer nothing to step to."""
         return "" if len(ctx.model_choices()) > 1 else "1 GGUF file"
 
     def refusal(self, value: Any, ctx: KnobContext) -> str:
@@ -310,6 +345,7 @@ class Model(InferenceKnob):
         return "set by the server" if ctx.attached else ""
 
     def next(self, value: Any, direction: int, ctx: KnobContext) -> Any:
+        """The next GGUF file of `KnobContext.model_choices`, round again."""
         files = [str(p) for p in ctx.model_choices()]
         return step_in(files, str(value), direction, wrap=True)
 
@@ -329,6 +365,12 @@ class DeviceKnob(Knob):
     step = "the control's own ladder"
 
     def read(self, ctx: KnobContext) -> tuple[Any, str]:
+        """The control's value now (None if reading it failed: ControlError, OSError) and its
+        reason:
+
+        the control's own (not writable here) or what blocks writes (`DeviceSettings.blocked_by`);
+        "device knobs are off" with no DeviceSettings or no such control.
+        """
         ctl = ctx.device.controls.get(self.name) if ctx.device is not None else None
         if ctx.device is None or ctl is None:
             return None, "device knobs are off"
@@ -340,21 +382,28 @@ class DeviceKnob(Knob):
         return value, ctl.reason or blocked or ""
 
     def next(self, value: Any, direction: int, ctx: KnobContext) -> Any:
+        """The control's own step (`Control.step`); needs `KnobContext.device` set."""
         assert ctx.device is not None
         return ctx.device.controls[self.name].step(value, direction)
 
 
 class PowerLimit(DeviceKnob):
+    """Every GPU's power limit in W, set by NVML's ``nvmlDeviceSetPowerManagementLimit`` (mW)."""
+
     name = "power_limit_w"
     step = "NVML's power-limit range in about ten round steps of watts; stops at the ends"
 
 
 class CpuMaxFreq(DeviceKnob):
+    """The CPUs' top frequency in MHz: each policy's cpufreq ``scaling_max_freq`` (sysfs, kHz)."""
+
     name = "cpu_max_mhz"
     step = "cpufreq's available frequencies (or tenths of its range); stops at the ends"
 
 
 class Nvpmodel(DeviceKnob):
+    """A Jetson's power mode, an ID of /etc/nvpmodel.conf set with ``nvpmodel -m``."""
+
     name = "nvpmodel"
     step = "the modes of nvpmodel.conf, round again"
 
