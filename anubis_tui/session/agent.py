@@ -75,6 +75,11 @@ class Intake:
         self._reader = StreamReader(LIMITS, on_error="resync")
 
     def feed(self, chunk: bytes) -> tuple[list[dict[Any, Any]], list[str]]:
+        """The command maps decoded from `chunk` (with what was buffered), and at most one line
+        naming what was dropped: values that are not maps (counted), input over the size
+        limit, or bytes that are not msgpack (the buffer is dropped and decoding starts
+        afresh).
+        """
         batch = self._reader.feed(chunk)  # a limit, malformed bytes, too deep: resynchronised
         maps = [m for m in batch.objects if isinstance(m, dict)]
         not_maps = len(batch.objects) - len(maps)

@@ -19,11 +19,16 @@ from anubis_tui.session.knobs import parse_knob_value
 
 @dataclass(frozen=True)
 class PlanStep:
+    """One step of a plan: `seconds` (s) with `knobs` set (name → checked value) and the profiler
+    in `profiler` (None: left as it is).
+    """
+
     seconds: float
     profiler: ProfilerSetting | None = None  # None: the profiler stays as it is
     knobs: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> str:
+        """The step's WHAT as a plan writes it (``threads=1+py-spy@100``), without the seconds."""
         parts = [f"{k}={v}" for k, v in self.knobs.items()]
         if self.profiler is not None:
             parts.append(self.profiler.format())

@@ -165,6 +165,9 @@ class RemoteSession:
                 lines.append(text[:300])
 
     def reconnect(self) -> Outcome:
+        """A new ssh connection and a new local file (``-2``, ``-3`` … before the suffix);
+        refused while still connected.
+        """
         if self.connected:
             return Outcome(False, f"still connected to {self.host}")
         self.start()
@@ -398,39 +401,53 @@ class RemoteSession:
         return self._record_error
 
     def pause(self) -> Outcome:
+        """The agent's ``pause`` command (`command`), acknowledged from the far side."""
         return self.command("pause")
 
     def resume(self) -> Outcome:
+        """The agent's ``resume`` command."""
         return self.command("resume")
 
     def toggle_pause(self) -> Outcome:
+        """The agent's ``toggle_pause`` command (the far session knows whether it is paused)."""
         return self.command("toggle_pause")
 
     def set_rate(self, rate_hz: float) -> Outcome:
+        """The agent's ``rate`` command with ``hz``; the far session's sources set the cap."""
         return self.command("rate", hz=rate_hz)
 
     def profiler_plain(self) -> Outcome:
+        """The agent's ``profiler_plain`` command."""
         return self.command("profiler_plain")
 
     def step_rate(self, direction: int) -> Outcome:
+        """The agent's ``rate_step`` command with ``direction``."""
         return self.command("rate_step", direction=direction)
 
     def marker(self, label: str = "") -> Outcome:
+        """The agent's ``marker`` command: the marker is stamped by the far session's clock."""
         return self.command("marker", label=label)
 
     def profiler_toggle(self, name: str) -> Outcome:
+        """The agent's ``profiler`` command with ``name``; artifacts stay on the far machine."""
         return self.command("profiler", name=name)
 
     def profiler_step_rate(self, step: int) -> Outcome:
+        """The agent's ``profiler_rate`` command with ``step``."""
         return self.command("profiler_rate", step=step)
 
     def knob_step(self, name: str, direction: int) -> Outcome:
+        """The agent's ``knob_step`` command with ``name`` and ``direction``."""
         return self.command("knob_step", name=name, direction=direction)
 
     def set_knob(self, name: str, value: Any) -> Outcome:
+        """The agent's ``knob`` command with ``name`` and ``value`` (checked on the far side)."""
         return self.command("knob", name=name, value=value)
 
     def start_recording(self, path: str | None = None) -> Outcome:
+        """Sends nothing: a remote session is recorded locally from the start (--record PATH) or
+        not at all; says which.
+        """
         return (
             Outcome(True, f"recorded locally to {self.record_path}")
             if self.recording
@@ -438,4 +455,5 @@ class RemoteSession:
         )
 
     def stop_recording(self) -> Outcome:
+        """Refused: the local recording ends with the session (or with the link)."""
         return Outcome(False, "a remote session is recorded locally until it ends")

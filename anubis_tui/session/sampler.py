@@ -59,6 +59,9 @@ class SamplerStats:
 
 
 def percentile(values: list[int] | list[float], q: float) -> float:
+    """The `q` quantile (0..1) of `values`, interpolated linearly between the two nearest ranks
+    (numpy's default "linear" method); ValueError for no values.
+    """
     s = sorted(values)
     if not s:
         raise ValueError("no values")
@@ -233,6 +236,10 @@ class Sampler:
         return r
 
     def start(self) -> None:
+        """Start the tick thread (``anubis-sampler``) and its watchdog
+        (``anubis-sampler-watch``), which gives up a source group whose read blocks
+        (``sensor_lost``) and carries on without it.
+        """
         self._thread = threading.Thread(target=self._run, name="anubis-sampler", daemon=True)
         self._thread.start()
         threading.Thread(target=self._watchdog, name="anubis-sampler-watch", daemon=True).start()
@@ -470,6 +477,7 @@ class Sampler:
 
 
 def clamp_rate(rate_hz: float) -> float:
+    """`rate_hz` clamped to [`MIN_RATE_HZ`, `MAX_RATE_HZ`] (1..1000 Hz); ValueError if not > 0."""
     if not rate_hz > 0:
         raise ValueError(f"sampling rate must be positive, got {rate_hz}")
     return float(min(MAX_RATE_HZ, max(MIN_RATE_HZ, rate_hz)))

@@ -189,16 +189,25 @@ class Watch:
                 self.powers.append((t, p))
 
     def now_temp(self) -> float | None:
+        """The hottest temperature channel's last reading, in °C; None before any."""
         with self.lock:
             return self.temps[-1][1] if self.temps else None
 
     def steady(self, now: float) -> Steady:
+        """`steady_state` of the kept temperatures and system power at `now` (session s)."""
         with self.lock:
             return steady_state(list(self.temps), list(self.powers), now)
 
 
 @dataclass
 class SweepOptions:
+    """How a sweep runs: each segment's `segment_s` (s), `repeats` of every treatment, the
+    warm-up's bound `warmup_s` (s), the wait for the temperature to come back before a segment
+    `cooldown_s` (s, 0: none), the shuffle's `seed`, the whole sweep's `max_s` (s; None: no
+    extra repeats) and the overhead budget `budget_pct` (% of tok/s and J/token,
+    `analysis.sweep.decide`).
+    """
+
     segment_s: float = 20.0
     repeats: int = 3
     warmup_s: float = 60.0
@@ -223,6 +232,7 @@ class Folded:
             self.fold.consume(rec)
 
     def figures(self) -> list[Any]:
+        """The segments' Figures so far (`SegmentFold.figures`), taken under the lock."""
         with self.lock:
             return self.fold.figures()
 
