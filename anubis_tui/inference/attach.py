@@ -90,6 +90,7 @@ class AttachSpec:
     server: dict[str, Any] = field(default_factory=dict)  # what `probe` found
 
     def plain(self) -> dict[str, Any]:
+        """The fields as a dict (`dataclasses.asdict`), for a Header or an Event."""
         return asdict(self)
 
 
@@ -187,6 +188,11 @@ def http_json(a: AttachSpec, method: str, path: str, body: Any = None) -> tuple[
 
 
 def http_raw(a: AttachSpec, method: str, path: str, body: Any = None) -> tuple[int, bytes]:
+    """(status, body bytes) of one request under the URL's path prefix, JSON `body` if any.
+
+    OSError if it cannot connect (`CONNECT_TIMEOUT_S`), on an HTTP protocol error, or for a
+    body over `MAX_BODY` (8 MiB).
+    """
     conn = _connection(a, CONNECT_TIMEOUT_S)
     try:
         data = json.dumps(body).encode() if body is not None else None
@@ -234,6 +240,10 @@ def read_metrics(a: AttachSpec) -> dict[str, float] | None:
 
 
 def generated_counter(m: dict[str, float] | None) -> float | None:
+    """The server's generated-token count from parsed /metrics
+    (``llamacpp:tokens_predicted_total`` or ``vllm:generation_tokens_total``, whichever is
+    there), in tokens; None when neither is.
+    """
     if not m:
         return None
     return next((m[k] for k in METRIC_COUNTERS if k in m), None)
@@ -402,6 +412,7 @@ class StreamError(AnubisError):
 
 
 def read_line(resp: http.client.HTTPResponse) -> bytes:
+    """One line of a stream (b"" at EOF); StreamError past `MAX_LINE` (1 MiB)."""
     line = resp.readline(MAX_LINE + 1)
     if len(line) > MAX_LINE:
         raise StreamError(f"a stream line over {MAX_LINE >> 20} MiB")
@@ -438,6 +449,7 @@ def sse_events(resp: http.client.HTTPResponse) -> Iterator[str]:
 
 
 def ndjson_lines(resp: http.client.HTTPResponse) -> Iterator[str]:
+    """The non-blank lines of a newline-delimited JSON stream (Ollama's), stripped, to EOF."""
     while line := read_line(resp):
         text = line.decode("utf-8", errors="replace").strip()
         if text:
@@ -457,6 +469,12 @@ class Chunk:
 
 
 def openai_chunks(resp: http.client.HTTPResponse) -> Iterator[Chunk]:
+    """Chunks of an OpenAI ``/v1/completions`` SSE stream, up to ``[DONE]`` or EOF.
+
+    A choice's text counts as one token (llama-server and vLLM stream a token an event);
+    ``usage`` gives the server's own ``completion_tokens`` and ``prompt_tokens`` where sent.
+    StreamError for an event that is not a JSON object, or an ``error`` one.
+    """
     for data in sse_events(resp):
         if data.strip() == "[DONE]":
             return
@@ -486,6 +504,12 @@ def openai_chunks(resp: http.client.HTTPResponse) -> Iterator[Chunk]:
 
 
 def ollama_chunks(resp: http.client.HTTPResponse) -> Iterator[Chunk]:
+    """Chunks of an Ollama ``/api/generate`` NDJSON stream, one token a line, up to ``done``.
+
+    The ``done`` line carries ``eval_count`` and ``prompt_eval_count`` (tokens) and
+    ``eval_duration`` (ns). StreamError for a line that is not a JSON object, or an ``error``
+    one.
+    """
     for line in ndjson_lines(resp):
         try:
             obj = json.loads(line)
@@ -608,6 +632,10 @@ class AttachClient:
     # -- the WorkerClient interface ---------------------------------------------------------
 
     def start(self) -> None:
+        """Emit ``attached`` and ``model_loaded`` at once (the server has the model), then start
+        the driving threads (`AttachSpec.concurrency` of them) or, with --observe, one reading
+        /metrics.
+        """
         a = self.attach
         proc = a.server.get("process") or {}
         self.loaded_info = {
@@ -656,6 +684,10 @@ class AttachClient:
         threading.Thread(target=self._reap, name="attach-reap", daemon=True).start()
 
     def pause(self) -> bool:
+        """Hold new requests; waits up to 5 s for those in flight to end, then emits ``paused``.
+
+        False once the client has exited.
+        """
         if self.exited.is_set():
             return False
         self._resume.clear()
@@ -666,6 +698,7 @@ class AttachClient:
         return True
 
     def resume(self) -> bool:
+        """Emit ``resumed`` and let requests go again; False once the client has exited."""
         if self.exited.is_set():
             return False
         self.emit(Event(self._now(), "resumed", {}))
@@ -677,6 +710,9 @@ class AttachClient:
         return False
 
     def stop(self, timeout: float = 5.0) -> int | None:
+        """Stop the threads, cutting any open stream (its socket is shut down); its return code
+        (0, 1 when the server was lost; None if the threads outlast `timeout` s).
+        """
         self._stop.set()
         self._resume.set()
         with self._lock:
@@ -691,6 +727,9 @@ class AttachClient:
         return self.returncode
 
     def log_tail(self, lines: int = 10) -> list[str]:
+        """The last `lines` notes of this client (failed requests, the server lost), kept up to
+        50, each at most 300 characters.
+        """
         return self._log[-lines:]
 
     # -- internals ----------------------------------------------------------------------------

@@ -135,6 +135,12 @@ class WorkerClient:
         self.load_error: str | None = None
 
     def start(self) -> None:
+        """Spawn the worker (``python -P -m anubis_tui.inference.worker SPEC``, or under
+        `script_prefix`, or ``$ANUBIS_WORKER_CMD``) in a new session with stdout and stderr to
+        the log, and read its records from a Unix socket in a private temporary directory.
+
+        OSError if the log cannot be opened or the process cannot start.
+        """
         self._dir = tempfile.mkdtemp(prefix="anubis-w-")
         path = os.path.join(self._dir, "records.sock")
         srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -180,12 +186,20 @@ class WorkerClient:
             return False
 
     def pause(self) -> bool:
+        """Send ``{"cmd": "pause"}``: the worker ends its request at the next token and waits;
+        False if the pipe is gone.
+        """
         return self._send({"cmd": "pause"})
 
     def resume(self) -> bool:
+        """Send ``{"cmd": "resume"}``; False if the pipe is gone."""
         return self._send({"cmd": "resume"})
 
     def set_threads(self, n: int) -> bool:
+        """Send ``{"cmd": "threads", "n": n}``: the worker calls llama.cpp's
+        ``llama_set_n_threads`` with `n` for both thread counts at its next token. ValueError
+        for n <= 0; False if the pipe is gone.
+        """
         if n <= 0:
             raise ValueError("threads must be positive")
         return self._send({"cmd": "threads", "n": n})
@@ -213,6 +227,9 @@ class WorkerClient:
         return self.proc.returncode
 
     def log_tail(self, lines: int = 10) -> list[str]:
+        """The last `lines` non-blank lines of the worker's log (llama.cpp's stderr included),
+        from its last 8 KiB; [] if it cannot be read.
+        """
         try:
             with open(self.log_path, "rb") as f:
                 f.seek(max(0, f.seek(0, 2) - 8192))

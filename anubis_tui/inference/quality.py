@@ -67,6 +67,10 @@ class Setting:
     max_chunks: int | None = None  # None: every whole chunk of the text
 
     def key(self) -> dict[str, Any]:
+        """The fields that change the figure, for the cache key: KV type, context, whether any
+        layer is offloaded (not how many), flash attention and the chunk limit; threads are
+        left out.
+        """
         return {
             "kv_type": self.kv_type,
             "n_ctx": self.n_ctx,
@@ -117,11 +121,17 @@ class Perplexity:
 
     @classmethod
     def from_plain(cls, d: dict[str, Any]) -> Perplexity:
+        """The inverse of `payload`: a Perplexity from a ``quality`` Event's payload or a cache
+        file; KeyError or TypeError for a map that is not one.
+        """
         d = dict(d)
         d["ci95"] = tuple(d["ci95"])
         return cls(**d)
 
     def line(self) -> str:
+        """One line for the user: model, KV type, PPL ± its standard error, the 95 % interval,
+        and the tokens and chunks it was scored on.
+        """
         lo, hi = self.ci95
         tag = f" ({self.variant})" if self.variant else ""
         return (
@@ -143,10 +153,12 @@ def eval_text() -> str:
 
 
 def sha256_text(text: str) -> str:
+    """The hex sha256 of `text` encoded as UTF-8."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def cache_dir() -> Path:
+    """Where figures are cached: ``$XDG_CACHE_HOME/anubis/quality`` (``~/.cache`` by default)."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "anubis" / "quality"
 
@@ -224,6 +236,9 @@ def model_sha256(path: Path) -> str:
 
 
 def llama_cpp_version() -> str:
+    """The installed ``llama_cpp_python`` package's version (importlib.metadata), "unknown" if it
+    is not installed.
+    """
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -233,6 +248,10 @@ def llama_cpp_version() -> str:
 
 
 def cache_path(sha: str, setting: Setting, text_sha: str) -> Path:
+    """The cache file of a figure: ``<model sha[:16]>-<key hash[:20]>.json`` in `cache_dir`,
+    where the key is `Setting.key` with the model's and text's sha256, the llama-cpp-python
+    version and `METHOD_VERSION` (any of them changing is a new file).
+    """
     key = dict(
         setting.key(),
         model_sha256=sha,

@@ -60,6 +60,11 @@ class VariantError(AnubisError):
 
 @dataclass(frozen=True)
 class Variant:
+    """A quantized file `quantize` made: its `path` and `size` (bytes), the `type` asked for and
+    the `quantization` its GGUF header names, and its source: file name, sha256, quantization,
+    and whether that was already quantized (`requantized`).
+    """
+
     path: Path
     type: str  # as asked, e.g. "q8_0"
     quantization: str  # as the GGUF says, e.g. "Q8_0"
@@ -71,10 +76,14 @@ class Variant:
 
     @property
     def label(self) -> str:
+        """What every view shows for it (`label_for`), e.g. ``requantized from Q4_K_M``."""
         return label_for(self.requantized, self.source_quantization, self.source)
 
 
 def label_for(requantized: bool, source_quantization: str, source: str) -> str:
+    """``requantized from <source quantization>`` for a source that was already quantized, else
+    ``quantized from <source file name>``.
+    """
     if requantized:
         return f"requantized from {source_quantization}"
     return f"quantized from {source}"
@@ -99,6 +108,7 @@ def parse_types(text: str) -> list[str]:
 
 
 def sidecar(path: Path) -> Path:
+    """The sidecar next to a variant: ``<file>.anubis.json``."""
     return path.with_name(path.name + SIDECAR)
 
 
@@ -124,6 +134,9 @@ def variant_label(path: Path) -> str:
 
 
 def out_name(src: Path, qtype: str, requantized: bool) -> str:
+    """The variant's file name: ``<stem>-<qtype>.gguf``, or ``<stem>-to-<qtype>.gguf`` when
+    requantized (the name says it was made from a quantized source).
+    """
     stem = src.name[:-5] if src.name.endswith(".gguf") else src.name
     return f"{stem}-to-{qtype}.gguf" if requantized else f"{stem}-{qtype}.gguf"
 
