@@ -112,6 +112,7 @@ class Side:
     seconds: float = 0.0
 
     def plain(self) -> dict[str, Any]:
+        """The fields as a dict of JSON types, a row's ``a`` or ``b`` in `compare`'s result."""
         return {
             "mean": self.mean,
             "se": self.se,

@@ -93,6 +93,11 @@ def match(knobs: dict[str, Any], qualities: Sequence[dict[str, Any]]) -> dict[st
 
 
 def verdict(ratio: tuple[float, float, float] | None, max_increase_pct: float) -> str:
+    """A setting's perplexity against the budget: ``within`` when the upper bound of `ratio` (PPL
+    ratio to the baseline, its 95 % lower and upper bound: `ratio_interval`) is at most 1 +
+    `max_increase_pct` / 100, ``over`` when the lower bound is above it, ``inconclusive``
+    between, ``unknown`` without a ratio.
+    """
     if ratio is None:
         return "unknown"
     limit = 1 + max_increase_pct / 100

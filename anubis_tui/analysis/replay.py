@@ -66,6 +66,10 @@ class FileRecords:
         self._done = False
 
     def index(self) -> None:
+        """Read the whole file once: the header, the end (last stamp, ns), the markers and
+        setting Events (t, kind), and the recovery; then rewind to the start. OutOfOrder for a
+        file the order window cannot sort, ReaderError for one that is not a recording.
+        """
         f = RecordFile(self.path)
         for batch in in_time_order(f.batches()):
             for rec in batch:
@@ -76,9 +80,11 @@ class FileRecords:
         self.rewind()
 
     def mark(self) -> Mark:
+        """Where the reading stands now (a `Mark`), for `rewind` to resume at."""
         return self._file.offset, self._order.copy(), list(self._ahead)
 
     def rewind(self, at: Mark | None = None) -> None:
+        """Read from `at` (a `mark` taken earlier) from now on, or from the start when None."""
         if at is None:
             self._file, self._order, self._ahead = RecordFile(self.path), TimeOrder(), []
         else:
@@ -236,6 +242,7 @@ class Replay:
 
     @property
     def header(self) -> Header | None:
+        """The recording's Header; None while none has been read."""
         if self.source is not None:
             return self.source.header
         with self.lock:
@@ -244,6 +251,7 @@ class Replay:
 
     @property
     def end_ns(self) -> int:
+        """The last stamp of the recording (ns since the session start); 0 when empty."""
         if self.source is not None:
             return self.source.end_ns
         with self.lock:
@@ -272,6 +280,9 @@ class Replay:
             self.state.consume_many(batch)
 
     def seek(self, to_ns: int) -> None:
+        """Move the position to `to_ns` (clamped to [0, `end_ns`]) and fold the records up to it;
+        backwards the panels start again from the nearest checkpoint (a file) or the start.
+        """
         to_ns = max(0, min(self.end_ns, to_ns))
         if to_ns < self.pos_ns:
             self.state = LiveState()
@@ -292,9 +303,13 @@ class Replay:
         self.source.rewind(mark)  # type: ignore[union-attr]
 
     def seek_by(self, seconds: float) -> None:
+        """`seek` by `seconds` of recording from the position (negative: back)."""
         self.seek(self.pos_ns + int(seconds * 1e9))
 
     def faster(self, up: bool) -> float:
+        """The next playback speed of `SPEEDS` (0.25× to 16×) up or down, stopping at the ends;
+        returns it.
+        """
         i = min(range(len(SPEEDS)), key=lambda k: abs(SPEEDS[k] - self.speed))
         i = min(len(SPEEDS) - 1, i + 1) if up else max(0, i - 1)
         self.speed = SPEEDS[i]

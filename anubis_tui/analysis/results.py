@@ -236,6 +236,7 @@ def _scaled(spread: dict[str, Any], k: float | None) -> dict[str, Any] | None:
 
 
 def sha256_file(path: str | Path) -> str:
+    """The hex sha256 of the file at `path`, read 1 MiB at a time; OSError if it cannot be read."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -278,6 +279,7 @@ def unknown_fields(fields: dict[str, Any]) -> list[str]:
 
 
 def class_id(fields: dict[str, Any]) -> str:
+    """The class's id: the first 16 hex digits of the sha256 of `canonical(fields)`."""
     return hashlib.sha256(canonical(fields).encode()).hexdigest()[:16]
 
 

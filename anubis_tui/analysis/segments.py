@@ -232,10 +232,14 @@ class Segment:
 
     @property
     def baseline(self) -> bool:
+        """Whether no profiler ran in this segment (knobs may differ from the start)."""
         return self.profiler is None
 
     @property
     def name(self) -> str:
+        """The setting's name as every view prints it (`setting_name`: ``baseline``,
+        ``py-spy@100``, ``threads=1``…).
+        """
         return setting_name(self.profiler, self.rate_hz, self.knobs, self.initial)
 
     @property
@@ -291,13 +295,19 @@ class Figures:
 
     @property
     def baseline(self) -> bool:
+        """Whether no profiler ran in this segment."""
         return self.profiler is None
 
     @property
     def flags(self) -> frozenset[str]:
+        """The throttle flags active in any reading of the segment (``idle`` left out)."""
         return frozenset(f for f, s in self.throttle_share.items() if s > 0 and f != "idle")
 
     def plain(self) -> dict[str, Any]:
+        """The figures as JSON types for ``report --json``: the fields by name (units as named:
+        ``_s``, ``_w``, ``_j``, ``_c``), `died` as ``worker_died``; the index and baseline
+        index are left out.
+        """
         return {
             "name": self.name,
             "profiler": self.profiler,
@@ -360,6 +370,10 @@ class SegmentFold:
     # -- feeding --------------------------------------------------------------------------
 
     def consume(self, rec: Record) -> None:
+        """Fold one record, in time order: a Header sets the channels (feed it first), a setting
+        Event (`SETTING_EVENTS`: a profiler or knob change, a sweep step) starts a new
+        segment, and a Footer closes the last one.
+        """
         if isinstance(rec, Header):
             self._add_channels(rec.channels)
             ids = {c.id: i for i, c in enumerate(self.channels)}
@@ -386,6 +400,7 @@ class SegmentFold:
             self.ended = True
 
     def consume_all(self, records: Iterable[Record]) -> SegmentFold:
+        """`consume` every record of `records`; returns this fold, for chaining."""
         for r in records:
             self.consume(r)
         return self
@@ -943,10 +958,12 @@ def _figures(s: Segment, acc: _Acc | None = None) -> Figures:
 
 
 def pct(x: float | None, y: float | None) -> float | None:
+    """The change of `x` from `y` in % (100 × (x − y) ÷ y); None when either is None or y is 0."""
     return None if x is None or y is None or not y else 100.0 * (x - y) / y
 
 
 def diff(x: float | None, y: float | None) -> float | None:
+    """`x` − `y` in their unit (W, °C); None when either is None."""
     return None if x is None or y is None else x - y
 
 

@@ -155,11 +155,17 @@ class CounterTrack:
         self.finished = False
 
     def edge(self, x: int) -> None:
+        """Name stamp `x` (ns) as an edge whose value `value` will give; call it before the
+        readings stamped at `x`. An edge named twice is kept once.
+        """
         if x not in self.at and (not self._pending or self._pending[-1] != x):
             self._pending.append(x)
             self.at[x] = None
 
     def reading(self, t: int, v: float) -> None:
+        """Fold one reading of the counter: `t` ns, `v` J. Pending edges before `t` get their
+        value by `np.interp` between the previous reading and this one.
+        """
         if self._pending and t > self._pending[0]:
             keep = [x for x in self._pending if x >= t]
             for x in self._pending[: len(self._pending) - len(keep)]:
@@ -177,6 +183,9 @@ class CounterTrack:
         self.n += 1
 
     def finish(self) -> None:
+        """Give the edges no reading came after (or before) their value by `_extend` with the
+        median reading interval; `value` answers for them from now on.
+        """
         self.finished = True
         for x in (*self._early, *self._pending):
             self.at[x] = self._outside(x)
@@ -225,6 +234,9 @@ class IdleFold:
         self._bucket: dict[str, list[float]] = {}
 
     def event(self, e: Event) -> None:
+        """A ``paused`` opens a pause; ``resumed`` or ``worker_stopped`` closes it, kept only
+        when it holds at least 0.5 s after its first `IDLE_SETTLE_S`.
+        """
         if e.kind == "paused":
             self._start = e.t
             self._open, self._bucket = {}, {}
@@ -240,6 +252,9 @@ class IdleFold:
             self._open = {}
 
     def sample(self, t: int, values: list[Any], index: dict[str, int]) -> None:
+        """Add one Sample's system power and system-power channel readings (W) to the open pause,
+        once `IDLE_SETTLE_S` into it; `index` maps channel id to position in `values`.
+        """
         if self._start is None or t < self._start + int(IDLE_SETTLE_S * 1e9):
             return
         if t != self._bt:
@@ -254,6 +269,12 @@ class IdleFold:
                 acc[1] += 1
 
     def result(self, channels: Sequence[Channel] | None = None) -> dict[str, Any] | None:
+        """The pauses' idle power (see the class): ``seconds`` (s), ``pauses``, ``system_w`` and
+        ``measured_w`` (W, means over the pauses' readings); None without a kept pause.
+
+        `channels` tells measured channels from estimated ones (kind ``power``, method not
+        ``estimated``); without it ``measured_w`` is None.
+        """
         if not self.spans:
             return None
         by_id = {c.id: c for c in channels or []}
@@ -309,6 +330,10 @@ class RequestFold:
         self._tok_bucket: list[Tokens] = []
 
     def event(self, e: Event) -> None:
+        """Fold a ``request_start`` or ``request_end`` (other kinds are ignored): open or close
+        the request's span, name its stamp as an edge of the energy counter, and cut the
+        timeline there.
+        """
         if e.kind not in ("request_start", "request_end"):
             return
         r = e.payload.get("request")
@@ -479,6 +504,9 @@ class RunFold:
         return self.tracks[cid]
 
     def add_channels(self, chans: Sequence[Channel]) -> None:
+        """Append channels (the Header's, then each ``ChannelsAdded``): new Sample columns, and a
+        `CounterTrack` for each energy channel read from a counter (method ``counter``).
+        """
         self.columns.add_channels(chans)
         for c in chans:
             self.index[c.id] = len(self.channels)
@@ -527,6 +555,9 @@ class RunFold:
         self.dec_last = r.t
 
     def finish(self) -> None:
+        """End the fold: the last chunk of columns is folded and every counter's open edges
+        resolved. Call once, after the last record and before the figures.
+        """
         self.columns.finish()
         for tr in self.tracks.values():
             tr.finish()
@@ -581,6 +612,9 @@ class ColumnFold:
         self._flags: dict[tuple[int, int], list[str]] = {}
 
     def add_channels(self, chans: Sequence[Channel]) -> None:
+        """Append `chans` as new columns (the pending rows are folded first, under the old
+        table); their plausible range is `records.PLAUSIBLE` by kind.
+        """
         self._fold()
         self.channels.extend(chans)
         k = len(chans)
@@ -593,6 +627,9 @@ class ColumnFold:
         self._hi = np.concatenate([self._hi, hi])
 
     def sample(self, t: int, values: list[Any]) -> None:
+        """Keep one Sample's `values` (in channel order); every `CHUNK_ROWS` rows are folded. `t`
+        (ns) is not used.
+        """
         self._rows.append(values)
         if len(self._rows) >= CHUNK_ROWS:
             self._fold()
@@ -639,6 +676,7 @@ class ColumnFold:
                 self.flag_hits[name] = self.flag_hits.get(name, 0) + int(k)
 
     def finish(self) -> None:
+        """Fold the rows still held; call before `stats` and `throttle_share`."""
         self._fold()
 
     def stats(self, j: int) -> tuple[float | None, float | None]:
