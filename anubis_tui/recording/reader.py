@@ -93,6 +93,13 @@ class RecordStream:
         self._fed = 0
 
     def feed(self, data: bytes) -> list[Record]:
+        """The whole records in `data` (with what was buffered); an incomplete one waits for
+        more.
+
+        The first record must be a Header of this format; ReaderError for a schema major this
+        anubis cannot read. A record that breaks the limits or is not a record stops the
+        stream: `failed` is set, `recovery` says where and why, and later feeds return [].
+        """
         if self.failed:
             return []
         out: list[Record] = []
@@ -255,6 +262,7 @@ class TimeOrder:
         self.released = 0
 
     def copy(self) -> TimeOrder:
+        """An independent copy of the window (held records and the count released), for a `Mark`."""
         c = TimeOrder(self.hold_ns)
         c.buf_t, c.buf_r, c.released = list(self.buf_t), list(self.buf_r), self.released
         return c
@@ -340,6 +348,9 @@ class Recording:
     records: list[Record] = field(default_factory=list)  # every record, in time order
 
     def column(self, channel_id: str) -> np.ndarray | None:
+        """Channel `channel_id`'s readings, one per sample (float64, NaN: no reading), a view of
+        `values`; None for a channel the recording does not have.
+        """
         j = self.index.get(channel_id)
         return None if j is None else self.values[:, j]
 
@@ -354,6 +365,7 @@ class Recording:
 
     @property
     def duration_s(self) -> float:
+        """Seconds from the session start to the last stamp (sample, token, event or Footer)."""
         ends = [self.t[-1] if len(self.t) else 0, self.tok_t[-1] if len(self.tok_t) else 0]
         ends += [e.t for e in self.events[-1:]]
         if self.footer is not None:
@@ -362,11 +374,19 @@ class Recording:
 
 
 def load(src: str | Path | IO[bytes]) -> Recording:
+    """A recording file (a path, or an open binary stream) loaded into columns (`from_records`).
+
+    ReaderError when there is no Header; a truncated file loads up to its last whole record.
+    """
     records, recovery = read_all(src)
     return from_records(records, recovery)
 
 
 def from_records(records: list[Record], recovery: Recovery | None = None) -> Recording:
+    """A `Recording` from records whose first is the Header: samples as an (n samples, n
+    channels) float64 array sorted by stamp (nil, NaN and ±inf are NaN; a short row is
+    padded), tokens and events sorted by stamp, `records` in time order (`time_ordered`).
+    """
     header = records[0]
     assert isinstance(header, Header)
     channels = list(header.channels)
@@ -431,4 +451,5 @@ def time_ordered(records: list[Record]) -> list[Record]:
 
 
 def read_bytes(data: bytes) -> tuple[list[Record], Recovery]:
+    """`read_all` of a recording held in memory: (records, how reading ended)."""
     return read_all(io.BytesIO(data))
