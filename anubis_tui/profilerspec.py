@@ -99,6 +99,7 @@ class ProfilerSetting:
 
     @property
     def off(self) -> bool:
+        """Whether this setting runs no profiler (``off``)."""
         return self.profiler is None
 
     @property

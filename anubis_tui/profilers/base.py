@@ -26,6 +26,11 @@ PTRACE_FIX = (
 
 @dataclass
 class ProfilerStatus:
+    """A profiler's state: `running`, its own process `pid`, `rate_hz` (samples a second),
+    `samples` so far where known, its `artifact` file and `started_ns`
+    (``time.monotonic_ns()`` at start).
+    """
+
     running: bool
     pid: int | None = None  # the profiler's own process, when it has one
     rate_hz: float | None = None

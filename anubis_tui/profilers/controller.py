@@ -40,9 +40,13 @@ class Host(Protocol):
     """What the controller needs from its session."""
 
     @property
-    def profiles_dir(self) -> Path: ...
+    def profiles_dir(self) -> Path:
+        """The folder for profiler artifacts (speedscope and scalene JSON)."""
+        ...
 
-    def emit_event(self, kind: str, **payload: Any) -> None: ...
+    def emit_event(self, kind: str, **payload: Any) -> None:
+        """An Event of `kind` stamped now, to the session's sinks (``profiler_*`` kinds here)."""
+        ...
 
     def worker_pid(self) -> int | None:
         """The running inference process, verified to descend from our worker; else None."""
@@ -56,12 +60,16 @@ class Host(Protocol):
         session stops: never at a timeout alone.
         """
 
-    def attach_process(self, role: str, pid: int | None) -> None: ...
+    def attach_process(self, role: str, pid: int | None) -> None:
+        """Point the process channels of `role` ("profiler", "worker") at `pid`; None detaches."""
+        ...
 
     def probe_worker(self, prefix: list[str], env: dict[str, str] | None) -> str | None:
         """A short test worker under a launcher, the real one untouched; None if it works."""
 
-    def has_model(self) -> bool: ...
+    def has_model(self) -> bool:
+        """Whether the session has an inference worker to profile."""
+        ...
 
 
 class ProfilerController:
@@ -107,6 +115,7 @@ class ProfilerController:
         self._wake.set()
 
     def worker_started(self) -> None:
+        """A worker (re)start is under way: a death seen before it no longer ends a segment."""
         self._worker_gone.clear()
 
     def _watchdog(self) -> None:
@@ -292,6 +301,11 @@ class ProfilerController:
     # -- public -----------------------------------------------------------------------------
 
     def toggle(self, name: str) -> str:
+        """Profiler `name` (``py-spy`` or ``scalene``) on if off, off if on, one at a time.
+
+        Returns one line for the user: what happened, or a `Failure` (also emitted as
+        ``profiler_error``) for an unknown name, a second profiler, or a start that failed.
+        """
         with self.lock:
             if name == "py-spy":
                 return self._toggle_pyspy()
@@ -354,6 +368,11 @@ class ProfilerController:
         return f"scalene on, sampling every {1000 / self.scalene_rate:g} ms"
 
     def step_rate(self, step: int) -> str:
+        """The sampling rate `step` places along `RATES_HZ` (Hz; stops at the ends): py-spy's
+        when it runs or nothing runs plain, else scalene's. A running py-spy restarts at the
+        new rate (its artifact so far kept); scalene's rate is fixed per launch, so a running
+        scalene relaunches the worker. Returns one line for the user, or a `Failure`.
+        """
         with self.lock:
             if self.active == "py-spy" or (self.active is None and not self.scalene.under_scalene):
                 return self._step_pyspy(step)
@@ -477,6 +496,9 @@ class ProfilerController:
             return "worker under scalene, profiling off: s turns it on"
 
     def shutdown(self) -> None:
+        """Stop the watchdog and end the running profiler's segment (its artifact written); for
+        the session's end.
+        """
         self._closed.set()
         self._wake.set()
         with self.lock:

@@ -61,6 +61,7 @@ def scalene_env() -> dict[str, str]:
 
 
 def interval_s(rate_hz: float) -> float:
+    """Seconds between samples (scalene's ``--cpu-sampling-rate``) at `rate_hz` Hz."""
     return 1.0 / rate_hz
 
 
@@ -86,6 +87,11 @@ class NotUnderScalene(AnubisError):
 
 
 class Scalene(Profiler):
+    """scalene driving a worker it launched (see the module): `rate_hz` is CPU samples per
+    second, given to scalene as the interval ``--cpu-sampling-rate`` 1/`rate_hz` s and fixed
+    per launch.
+    """
+
     name = "scalene"
 
     def __init__(self) -> None:
@@ -99,6 +105,7 @@ class Scalene(Profiler):
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
+        """Whether the ``scalene`` module can be imported (found by importlib, not imported)."""
         if importlib.util.find_spec("scalene") is None:
             return False, "scalene is not installed (pip install scalene)"
         return True, ""
@@ -114,6 +121,10 @@ class Scalene(Profiler):
         os.kill(self.pid, sig)
 
     def start(self, target_pid: int, rate_hz: float, out_dir: Path) -> str | None:
+        """Send SIGILL (scalene's "start profiling") to the worker scalene launched; `rate_hz`
+        and `out_dir` were fixed at launch (`attach`). A message for another pid, a worker not
+        under scalene, or one that is gone.
+        """
         if target_pid != self.pid:
             return "scalene: that pid is not the worker scalene launched"
         try:
@@ -126,6 +137,10 @@ class Scalene(Profiler):
         return None
 
     def stop(self) -> Path | None:
+        """Send SIGBUS (scalene's "stop profiling"), on which scalene writes its JSON profile;
+        the artifact's path (written when scalene gets to it). When off: the artifact if it
+        exists, else None.
+        """
         if not self.on:
             return self.artifact if self.artifact and self.artifact.exists() else None
         with contextlib.suppress(NotUnderScalene, ProcessLookupError):
@@ -134,6 +149,9 @@ class Scalene(Profiler):
         return self.artifact
 
     def status(self) -> ProfilerStatus:
+        """On or off, the launch's rate (Hz) and artifact; scalene's own pid, sample count and
+        start time are not known here (None).
+        """
         return ProfilerStatus(self.on, None, self.rate_hz, None, self.artifact, self.started_ns)
 
 
