@@ -66,7 +66,7 @@ class Commands(Protocol):
         ...
 
     def profiler_step_rate(self, step: int) -> Outcome:
-        """The active profiler's sampling rate one step up (1) or down (-1), in Hz."""
+        """py-spy's (or, under scalene, scalene's) sampling rate one step up (1) or down (-1)."""
         ...
 
     def profiler_plain(self) -> Outcome:
