@@ -50,6 +50,7 @@ class ReportFold:
         self.recovery = Recovery()
 
     def consume(self, rec: Record) -> None:
+        """Fold one record (in time order) into the segments and, from the Header on, the run."""
         self.segments.consume(rec)
         if isinstance(rec, Header):
             self.header = rec
@@ -62,6 +63,8 @@ class ReportFold:
         self.run.consume(rec)
 
     def consume_all(self, records: Iterable[Record]) -> ReportFold:
+        """Fold a batch of records (in time order); the same as `consume` on each, with the
+        per-record dispatch hoisted out of the loop. Returns self."""
         it = iter(records)
         if self.run is None:  # up to the Header
             for r in it:
@@ -347,6 +350,7 @@ def _f(v: float | None, fmt: str = ".1f", unit: str = "") -> str:
 
 
 def render(r: dict[str, Any]) -> str:
+    """The report as the text `anubis report` prints: `r` is `ReportFold.result`'s dict."""
     t, e = r["tokens"], r["energy"]
     lines = [
         f"recording  {r['created_utc']} on {r['host']}, {r['duration_s']:.1f} s, "
