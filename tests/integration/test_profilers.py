@@ -109,10 +109,17 @@ def test_scalene_relaunches_the_worker_and_toggles_it(session):
     first_pid = s.worker_pid()
     assert ctl.toggle("scalene").startswith("scalene on")
     ev.wait("profiler_ready", profiler="scalene-off")
-    ev.wait("profiler_on", profiler="scalene")
+    on = ev.wait("profiler_on", profiler="scalene")
     loaded = [e for e in ev if e.kind == "model_loaded"][-1]
     assert loaded.payload["under_scalene"] is True and loaded.payload["pid"] != first_pid
-    time.sleep(3)
+    # Let scalene sample real inference, however slowly a loaded runner goes: at least 3 s
+    # and two whole requests after it began (a fixed 3 s gave 0 samples beside a model).
+    least, end = time.monotonic() + 3, time.monotonic() + 120
+    while time.monotonic() < end and (
+        time.monotonic() < least
+        or sum(1 for e in list(ev) if e.kind == "request_end" and e.t > on.t) < 2
+    ):
+        time.sleep(0.1)
     assert ctl.toggle("scalene").startswith("scalene off")
     off = ev.wait("profiler_off", profiler="scalene")
     art = Path(off.payload["artifact"])
