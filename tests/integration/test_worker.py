@@ -85,7 +85,12 @@ def test_token_counts_and_stamps_are_consistent_with_llama_timers(model, tmp_pat
     for r in c.records:
         stats.add(r)
     assert stats.decode_tps is not None and stats.llama_decode_tps is not None
-    assert stats.decode_tps == pytest.approx(stats.llama_decode_tps, rel=0.05)
+    # Our stamps are wall-clock between tokens; llama.cpp's timer counts only its eval calls.
+    # Ours can come out slower (the Python loop, a loaded runner), never faster beyond the
+    # timers' granularity. How close they are is a speed figure, kept in
+    # bench/worker_vs_llamacpp.py (0.98 on the VM): beside a model on 2 cores it fell under 0.95.
+    assert stats.decode_tps <= stats.llama_decode_tps * 1.02
+    assert stats.decode_tps >= stats.llama_decode_tps * 0.7  # a gross stamping error only
     # batching: at most one decode record per batch_s of decode time (plus each request's
     # first and last), whatever the token rate, never one record per token at high rates
     decode = [t for t in toks if t.phase == "decode"]
