@@ -128,7 +128,7 @@ def in_tmux(cmd: str, match: str, seconds: float, env: dict[str, str]) -> float:
 def synthetic_worker(rate: float, spec_json: str) -> int:
     """The inference worker's protocol at `rate` decode tok/s, no model (``--synthetic-worker``).
 
-    The real worker's `Sender` (records queued, one socket write per batch_s)
+    The real worker's `Sender` (records queued, one socket write per flush_s)
     and `Control` (stop, pause, threads from stdin); decode Tokens batched as
     the worker batches them: one record per `batch_s` within a request, and a
     request's last tokens in one record when it ends. A 40-token prompt takes
@@ -137,7 +137,7 @@ def synthetic_worker(rate: float, spec_json: str) -> int:
     from anubis_tui.inference.worker import Control, Sender, Spec
 
     spec = Spec(**json.loads(spec_json))
-    sender = Sender(spec.socket, spec.t0_ns, spec.batch_s)
+    sender = Sender(spec.socket, spec.t0_ns, spec.flush_s)
     sender.event("worker_started", pid=os.getpid())
     control = Control()
     sender.event(

@@ -52,8 +52,11 @@ class Spec:
 
     `t0_ns` is the parent's CLOCK_MONOTONIC at the session start (ns), the zero
     of every stamp; `n_ctx`, `n_batch`, `n_ubatch` and `max_tokens` are in
-    tokens; `batch_s` is how often queued records are flushed (s); `gpu_layers`
-    -1 offloads every layer.
+    tokens; `batch_s` is the decode Tokens granularity (one record per
+    `batch_s` of decode within a request, s); `flush_s` is how often queued
+    records are written to the socket (s: the parent's reader wakes at most
+    1 / `flush_s` times a second for them); `gpu_layers` -1 offloads every
+    layer.
     """
 
     model: str
@@ -68,6 +71,7 @@ class Spec:
     flash_attn: bool = False
     extra_bufts: bool | None = None  # None: off where the CPU has AMX (see design.md)
     batch_s: float = 0.05
+    flush_s: float = 0.1
     max_requests: int | None = None
     sampling: str | None = None  # "backend" | "argmax" | "chain"; None: by where layers run
     n_batch: int = 512
@@ -117,13 +121,13 @@ class Sender:
     `send` writes at once (after anything queued, so order holds): lifecycle
     Events a UI must see now (loaded, paused, errors). `queue` is for the
     per-request stream (Tokens, request_start/request_end): a flusher thread
-    writes what is queued every `batch_s`, so the parent wakes up at most
-    1 / `batch_s` times a second for it whatever the token rate (a GPU's
-    1,000 tok/s costs the parent what 100 tok/s does); a record waits at most
-    `batch_s` (plus the write).
+    writes what is queued every `flush_s` (s; 0: `queue` sends at once), so
+    the parent wakes up at most 1 / `flush_s` times a second for it whatever
+    the token rate (a GPU's 1,000 tok/s costs the parent what 100 tok/s
+    does); a record waits at most `flush_s` (plus the write).
     """
 
-    def __init__(self, path: str, t0_ns: int, batch_s: float = 0.05) -> None:
+    def __init__(self, path: str, t0_ns: int, flush_s: float = 0.1) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.connect(path)
         self.t0 = t0_ns
@@ -131,9 +135,9 @@ class Sender:
         self.lock = threading.Lock()
         self._out = bytearray()
         self._closed = threading.Event()
-        if batch_s > 0:
+        if flush_s > 0:
             threading.Thread(
-                target=self._flusher, args=(batch_s,), name="flusher", daemon=True
+                target=self._flusher, args=(flush_s,), name="flusher", daemon=True
             ).start()
         else:
             self.queue = self.send  # type: ignore[method-assign]
@@ -159,7 +163,7 @@ class Sender:
             self._write_locked()
 
     def queue(self, *records: list[Any]) -> None:
-        """Pack `records` for the next flush (every `batch_s`); `send` itself when batching
+        """Pack `records` for the next flush (every `flush_s`); `send` itself when batching
         is off.
         """
         with self.lock:
@@ -477,7 +481,7 @@ def run(spec: Spec) -> int:
     model does not load (the reason goes to the parent as an ``error`` Event).
     """
     allow_parent_ptrace()
-    sender = Sender(spec.socket, spec.t0_ns, spec.batch_s)
+    sender = Sender(spec.socket, spec.t0_ns, spec.flush_s)
     sender.event("worker_started", pid=os.getpid())
     control = Control()
     try:

@@ -2,7 +2,7 @@
 
 Records come from several threads (the sampler, the worker's socket reader,
 the profiler controller). The `Bus` holds each record for `REORDER_S`
-(longer than the worker's 50 ms token batches), then hands it to every sink
+(longer than the worker's records wait for its next socket write), then hands it to every sink
 in time order. Live UI, recorder and analysis are sinks alike; replay feeds
 the same records from a file. A sink that is not ours (an ``--export``
 plugin) runs behind a `plugins.QueuedSink`: its own thread and a bounded queue, so a
@@ -21,7 +21,9 @@ from dataclasses import dataclass
 
 from anubis_tui.records import Event, Record, Sample, Tokens
 
-REORDER_S = 0.15
+# The worker writes to its socket every 100 ms (`Spec.flush_s`), so its records arrive up to
+# 100 ms after their stamps; 100 ms more for a loaded machine.
+REORDER_S = 0.2
 # Records due within one slot are delivered in one wake-up of the bus thread: 10 wake-ups a
 # second (each costs about 90 µs of CPU on a loaded VM); the app draws at 2 fps, and an
 # acknowledgement does not wait for a slot (`flush`).

@@ -5,7 +5,7 @@ start the session, run a job in a thread (a plan, a sweep, or none), wait
 for whatever comes first, stop the session with a Footer that says why.
 `Headless` is that run; the CLI modules only parse flags and call it.
 
-The one wait (`Headless.wait`) ends, checked every `TICK_S` (0.2 s), on:
+The one wait (`Headless.wait`) ends, checked every `TICK_S` (0.5 s), on:
 
 - ``signal`` (or the signal's name): SIGINT or SIGTERM, installed while the
   runner is entered, always a clean end with a Footer, also while a
@@ -43,7 +43,9 @@ if TYPE_CHECKING:
     from anubis_tui.session.plan import PlanStep
     from anubis_tui.session.surface import ControlSurface
 
-TICK_S = 0.2  # how often the wait looks; a signal ends it at once
+# How often the wait looks (a signal, `end` and a duration's end are seen at once): every
+# wake-up of an idle thread is CPU that headless `record` spends at any token rate.
+TICK_S = 0.5
 JOB_JOIN_S = 30.0  # the longest wait for a job to see `stop` (a sweep mid-reload)
 
 Job = Callable[[threading.Event], "str | None"]
@@ -167,11 +169,14 @@ class Headless:
                     result.append(job(self.stop))
                 except Exception as e:  # an error, not a traceback and an exit 0
                     result.append(f"{type(e).__name__}: {e}")
+                self.end(job_name)  # the wait ends now, not at its next look
 
             runner = threading.Thread(target=run_job, name=job_name, daemon=True)
             runner.start()
         end_at = time.monotonic() + duration_s if duration_s else None
-        while not self.stop.wait(TICK_S):
+        while not self.stop.wait(
+            TICK_S if end_at is None else min(TICK_S, max(0.0, end_at - time.monotonic()))
+        ):
             why = self._why_end(result, runner, watch_worker, watch_recording, end_at)
             if why is not None:
                 self.end(why if why != "job" else job_name)
@@ -238,7 +243,9 @@ def run_plan(
             said.append(surface.profiler_apply(step.profiler).message)
         say(f"plan {step.describe()} for {step.seconds:g} s: {'; '.join(said)}")
         end = time.monotonic() + step.seconds
-        while not stop.wait(TICK_S) and time.monotonic() < end:
+        while not stop.wait(min(TICK_S, max(0.0, end - time.monotonic()))) and (
+            time.monotonic() < end
+        ):
             if not surface.worker_alive() and surface.worker_error:
                 say(f"plan ended: {surface.worker_error}")
                 return None

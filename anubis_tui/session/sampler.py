@@ -100,6 +100,7 @@ class Sampler:
         self._pending_rate: float | None = None
         self.stats = SamplerStats()
         self._stop = threading.Event()
+        self._wake = threading.Event()  # stop() and set_rate() end a long wait at once
         self._in_read: tuple[_GroupState, int, int] | None = None
         self._abandoned: set[int] = set()
         self._thread: threading.Thread | None = None
@@ -233,6 +234,7 @@ class Sampler:
         """Ask for a new tick rate (applied at the next tick); returns the clamped rate."""
         r = clamp_rate(rate_hz)
         self._pending_rate = r
+        self._wake.set()  # a wait past idle ticks ends now
         return r
 
     def start(self) -> None:
@@ -247,6 +249,7 @@ class Sampler:
     def stop(self, timeout: float = 2.0) -> None:
         """Stop ticking; waits up to `timeout` s for the thread (not when called from it)."""
         self._stop.set()
+        self._wake.set()
         t = self._thread
         if t is not None and t is not threading.current_thread():
             t.join(timeout)
@@ -309,7 +312,10 @@ class Sampler:
                 self._latest[i] = values[i]
         self.stats.ticks += 1
         sample = Sample(now - self.t0_ns, values)
-        self.emit(sample)
+        if any(v is not None for v in values):
+            # A tick where no group was due (a 0.5 s source at 10 Hz) reads nothing: a
+            # Sample of no values would cost the bus, the writer and every sink for nothing.
+            self.emit(sample)
         return sample
 
     def latest(self) -> list[Value]:
@@ -442,12 +448,34 @@ class Sampler:
         values[self._self_i + 2] = st.cpu_ratio
         self._self_last = (now, cpu, st.ticks)
 
+    def _past_idle_ticks(self, start: int, period: int, k: int) -> int:
+        """The next tick worth waking for: the first grid tick (``start + k × period``) at
+        which some group is due, at most `SELF_PERIOD_S` ahead (the self-measure).
+
+        A tick at which no group is due reads nothing and emits nothing (`tick`), so it
+        is not woken for: with only 0.5 s sources a 10 Hz sampler wakes twice a second,
+        not ten times (every wake-up of an idle thread is CPU). The ticks passed over
+        count as made, so the achieved rate still says whether the grid was kept.
+        """
+        live = [gs.next_due_ns for gs in self._groups if not gs.dead]
+        if not live or self._pending_rate is not None:
+            return k
+        # `tick` reads a group once now + period / 2 reaches its due time.
+        due_k = _ceil_div(min(live) - period // 2 - start, period)
+        limit_k = k + max(0, int(SELF_PERIOD_S * 1e9) // period - 1)
+        nxt = min(due_k, limit_k)
+        if nxt <= k:
+            return k
+        self.stats.ticks += nxt - k
+        return nxt
+
     def _run(self) -> None:
         period = int(1e9 / self.rate_hz)
         start = self.clock()
         k = 0
         me = threading.get_ident()
         while not self._stop.is_set() and me not in self._abandoned:
+            self._wake.clear()  # before looking at the rate: a set_rate from now on wakes
             if self._pending_rate is not None:
                 self.rate_hz, self._pending_rate = self._pending_rate, None
                 period = int(1e9 / self.rate_hz)
@@ -455,13 +483,21 @@ class Sampler:
                 self.emit(Event(start - self.t0_ns, "rate", {"sampler_hz": self.rate_hz}))
             deadline = start + k * period
             now = self.clock()
-            # Plain sleeps: Event.wait allocates a lock per call, which showed in the
-            # sampler's CPU; stop() is still seen within 100 ms.
-            while deadline > now and not self._stop.is_set():
-                self._sleep(min(deadline - now, 100_000_000) / 1e9)
+            # Plain sleeps of at most 100 ms (Event.wait allocates a lock per call, which
+            # showed in the sampler's CPU at high rates; stop() is seen within 100 ms), but
+            # one wait for a longer time past idle ticks: a wake-up every 100 ms would cost
+            # what skipping the idle ticks saves.
+            while deadline > now and not self._stop.is_set() and self._pending_rate is None:
+                left = (deadline - now) / 1e9
+                if left > 0.1 and self._sleep is time.sleep:
+                    self._wake.wait(left)
+                else:
+                    self._sleep(min(left, 0.1))
                 now = self.clock()
             if self._stop.is_set():
                 break
+            if self._pending_rate is not None and deadline > now:
+                continue  # a new rate, asked during a wait past idle ticks: start it now
             now = self.clock()
             late = now - deadline
             self.stats.lateness_ns.append(late)
@@ -469,11 +505,16 @@ class Sampler:
             self.tick(now)
             self.stats.thread_cpu_ns = self._cpu_clock()
             k += 1
+            k = self._past_idle_ticks(start, period, k)
             # Behind by whole periods (a stall): skip them rather than burst.
             behind = int((self.clock() - start) // period)
             if behind > k:
                 self.stats.skipped_ticks += behind - k
                 k = behind
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
 
 
 def clamp_rate(rate_hz: float) -> float:

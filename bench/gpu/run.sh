@@ -3,6 +3,8 @@
 #   bash bench/gpu/run.sh setup      # wheels, start the CUDA build in the background
 #   bash bench/gpu/run.sh chunk N    # one model chunk (.dev/gpu/model/chunk.0N) into /root/model
 #   bash bench/gpu/run.sh checks     # wait for the build, then every check; results in $OUT
+#   NOBUILD=1 bash bench/gpu/run.sh setup; bash bench/gpu/run.sh nobuild [readcost uicostsyn]
+#                                    # the checks that need no llama.cpp: one call, no model
 # Shorter runs for a small device budget: GATE_RUNS, GATE_S, ATTACH_ROUNDS, ATTACH_S, UI_S, UI_REPEATS.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -11,8 +13,10 @@ mkdir -p "$OUT" /root/model
 case "${1:-}" in
 setup)
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .dev/gpu/wheels/*.whl
-  mkdir -p /root/llama && tar xJf .dev/gpu/llama-src.tar.xz -C /root/llama
-  bash "$0" build
+  if [ -z "${NOBUILD:-}" ]; then  # NOBUILD=1: only the checks that need no llama.cpp (below)
+    mkdir -p /root/llama && tar xJf .dev/gpu/llama-src.tar.xz -C /root/llama
+    bash "$0" build
+  fi
   nvidia-smi --query-gpu=name,driver_version,memory.total,power.limit --format=csv
   lscpu | grep -E "Model name|^CPU\(s\)"; grep -o -w 'amx[a-z_0-9]*' /proc/cpuinfo | sort -u
   echo "build started"
@@ -31,6 +35,23 @@ chunk)
     python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .dev/gpu/plot-wheels/*.whl
     PYTHONPATH=/tmp/site python3 -c "import matplotlib; print('matplotlib', matplotlib.__version__)"
   fi
+  ;;
+nobuild)  # after NOBUILD=1 setup: the checks that need neither llama.cpp nor the model
+  export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 XDG_CACHE_HOME=/root/cache
+  export ANUBIS_CONFIG=/nonexistent PATH=/tmp/site/bin:$PATH
+  shift
+  for what in ${@:-readcost uicostsyn}; do
+    echo "=== $what"
+    case $what in
+    readcost)  # issue 21: what one read of each sampler group costs (NVML's energy read most)
+      python3 bench/gpu/read_cost.py 2>&1 | tee "$OUT/read_cost.txt"
+      ;;
+    uicostsyn)  # issue 21: the synthetic 1,000 and 100 tok/s streams, app against headless
+      python3 bench/ui_cost.py --token-rate 1000,100 --seconds ${UI_S:-20} --repeats ${UI_REPEATS:-2} --goals 2>&1 \
+        | tee "$OUT/uicost_synthetic.txt"
+      ;;
+    esac
+  done
   ;;
 checks)
   while [ ! -f /root/build.rc ]; do sleep 5; done

@@ -222,8 +222,9 @@ def test_rate_change_is_an_event_and_takes_effect():
     ev = [r for r in out if isinstance(r, Event) and r.kind == "rate"]
     assert [(e.t, e.payload["sampler_hz"]) for e in ev] == [(500_000_000, 100)]
     ts = [r.t // 1_000_000 for r in out if isinstance(r, Sample)]
-    # 10 Hz up to the tick that saw the request, then 100 Hz from the event on
-    assert ts == [0, 100, 200, 300, 400, 500, *range(500, 1500, 10)]
+    # 10 Hz up to the tick that saw the request, then 100 Hz once the group is next due
+    # (600 ms): the ticks between read nothing, and a tick that reads nothing emits nothing
+    assert ts == [0, 100, 200, 300, 400, 500, *range(600, 1500, 10)]
 
 
 def test_rate_is_clamped_and_validated():
@@ -272,3 +273,31 @@ def test_a_read_that_blocks_loses_its_channels_and_sampling_goes_on():
     assert [r.t // 1_000_000 for r in after] == list(range(2000, 3000, 50))
     assert all(r.values[ok] == 5.0 for r in after)
     assert s.lost_channels == ["stuck.v"]
+
+
+def test_a_tick_that_reads_nothing_emits_nothing():
+    clock = FakeClock()
+    a, _ = source("a", 0.5, lambda t: 1.0)  # a 0.5 s source under a 10 Hz sampler
+    out: list = []
+    s = Sampler([a], emit=out.append, rate_hz=10, clock=clock, sleep=clock.sleep)
+    run_until(s, clock, 2.0)
+    samples = [r for r in out if isinstance(r, Sample)]
+    assert [r.t // 1_000_000 for r in samples] == [0, 500, 1000, 1500]
+    assert all(r.values[0] == 1.0 for r in samples)
+    # It wakes only when the group is due (twice a second), yet keeps its 10 Hz grid: the
+    # ticks passed over count as made, so the achieved rate is the rate asked for.
+    assert len(s.stats.lateness_ns) == 4
+    assert s.stats.ticks == 20
+    assert s.stats.rate_hz == pytest.approx(10.0)
+    assert s.stats.skipped_ticks == 0
+
+
+def test_a_new_rate_is_taken_during_a_wait_past_idle_ticks():
+    clock = FakeClock()
+    a, _ = source("a", 0.5, lambda t: 1.0)
+    out: list = []
+    s = Sampler([a], emit=out.append, rate_hz=10, clock=clock, sleep=clock.sleep)
+    clock.at(0.05, lambda: s.set_rate(20))  # asked while the thread waits for 500 ms
+    run_until(s, clock, 1.0)
+    ev = [r for r in out if isinstance(r, Event) and r.kind == "rate"]
+    assert [e.t // 1_000_000 for e in ev] == [100]  # at the next 100 ms look, not at 500
