@@ -204,6 +204,28 @@ def self_cpu_pct(path: str, skip_s: float = 2.0) -> float | None:
     return float(100 * col[keep].mean()) if keep.any() else None
 
 
+def synthetic_gguf(path: str) -> str:
+    """A GGUF of metadata only (no tensors) at `path`: what `anubis` reads of a model before
+    the worker starts, so --token-rate needs no model download (GGUF v3 layout:
+    ggml/docs/gguf.md; header, three string/u32 keys, padding to the 32-byte alignment)."""
+    import struct
+
+    def s(x: str) -> bytes:
+        b = x.encode()
+        return struct.pack("<Q", len(b)) + b
+
+    kv = [
+        ("general.architecture", 8, s("gemma3")),
+        ("general.name", 8, s("synthetic")),
+        ("gemma3.context_length", 4, struct.pack("<I", 1024)),
+    ]
+    out = b"GGUF" + struct.pack("<IQQ", 3, 0, len(kv))
+    for key, typ, value in kv:
+        out += s(key) + struct.pack("<I", typ) + value
+    Path(path).write_bytes(out + b"\0" * (-len(out) % 32))
+    return path
+
+
 def synthetic_pair(
     rate: float, seconds: float, max_tokens: int, tmp: str
 ) -> dict[str, float | None]:
@@ -215,6 +237,7 @@ def synthetic_pair(
         "ANUBIS_WORKER_CMD": f"{sys.executable} {Path(__file__).resolve()} "
         f"--synthetic-worker {rate:g}",
         "PYTHONPATH": f"{ROOT}:{os.environ.get('PYTHONPATH', '')}",
+        "ANUBIS_MODEL": synthetic_gguf(f"{tmp}/synthetic.gguf"),
     }
     model = ["--threads", "1", "--max-tokens", str(max_tokens)]
     tag = f"{rate:g}-{time.monotonic_ns()}"

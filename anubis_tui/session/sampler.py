@@ -8,7 +8,9 @@ sampler derives the system power (the choice of `choose_system_power`) and
 the system energy: the sum of hardware counters when every part has one,
 trapezoidal integration of the system power otherwise. It measures itself:
 achieved rate, tick lateness (p50/p99) and its own CPU time per second, as
-channels of its own, once a second.
+channels of its own, once a second. It wakes only for a tick where some group
+is due, and a group whose reads cost more than `READ_CPU_SHARE` of a core is
+read less often (``sensor_slowed``), so what sampling costs stays bounded.
 """
 
 from __future__ import annotations
@@ -30,6 +32,15 @@ DEFAULT_RATE_HZ = 10.0
 LOST_AFTER = 3  # consecutive failed reads before a group is reported lost
 SELF_PERIOD_S = 1.0
 READ_BUDGET_S = 1.0  # a group read that takes longer is blocked: its channels are lost
+# A group whose reads cost more CPU than this share of a core at its period is read less
+# often (its period stretched to cost / share, at most MAX_STRETCH times the period it
+# would have: its own or the tick, whichever is longer; only past 1.5 times it, so a read
+# near the bound does not flip between the two): NVML's
+# energy counter costs 3.3-4.2 ms of CPU a call on an H200 (driver 580; the driver spins),
+# 0.4 % of a core at 1 Hz, more than every other read together (bench/gpu/read_cost.py).
+READ_CPU_SHARE = 0.002
+MAX_STRETCH = 5.0
+COST_READS = 5  # the stretch follows the median CPU of a group's last reads
 WATCH_S = 0.5  # the watchdog looks this often: a blocked read is given up 1-1.5 s after it began
 
 
@@ -42,6 +53,8 @@ class _GroupState:
     lost: bool = False
     reads: int = 0
     dead: bool = False  # a read blocked past READ_BUDGET_S: never read again
+    costs: deque[int] = field(default_factory=lambda: deque(maxlen=COST_READS))  # CPU ns
+    stretch_ns: int = 0  # the period its cost asks for (0: its own)
 
 
 @dataclass
@@ -77,7 +90,9 @@ class Sampler:
     `clock` (monotonic ns), `sleep` (seconds) and `cpu_clock` (this thread's
     CPU ns, ``CLOCK_THREAD_CPUTIME_ID``) are injectable: a test gives a fake
     clock whose `sleep` advances it, and the thread then runs its schedule
-    exactly and at once. Raises ValueError for a rate that is not positive.
+    exactly and at once. `read_cpu_share` bounds what one group's reads may
+    cost (a share of one core; None: no bound; `_weigh`). Raises ValueError
+    for a rate that is not positive.
     """
 
     def __init__(
@@ -89,12 +104,14 @@ class Sampler:
         clock: Callable[[], int] = time.monotonic_ns,
         sleep: Callable[[float], None] = time.sleep,
         cpu_clock: Callable[[], int] = time.thread_time_ns,
+        read_cpu_share: float | None = READ_CPU_SHARE,
     ) -> None:
         self.sources = [s for s in sources if s.available]
         self.emit = emit
         self.clock = clock
         self._sleep = sleep
         self._cpu_clock = cpu_clock
+        self.read_cpu_share = read_cpu_share  # None: never stretch a group (`_weigh`)
         self.t0_ns = clock() if t0_ns is None else t0_ns
         self.rate_hz = clamp_rate(rate_hz)
         self._pending_rate: float | None = None
@@ -297,11 +314,14 @@ class Sampler:
         for gs in self._groups:
             if gs.dead or (not force and now + tick_ns // 2 < gs.next_due_ns):
                 continue
-            period = max(int(gs.group.period_s * 1e9), tick_ns)
+            period = max(int(gs.group.period_s * 1e9), tick_ns, gs.stretch_ns)
             # Next due on this group's own grid, never bunching after a stall.
             gs.next_due_ns = max(gs.next_due_ns + period, now + period - tick_ns // 2)
             self._in_read = (gs, self.clock(), me)
+            cpu0 = self._cpu_clock()
             self._read_group(gs, now, values)
+            if self.read_cpu_share:
+                self._weigh(gs, self._cpu_clock() - cpu0, now, tick_ns)
             self._in_read = None
             if me in self._abandoned:
                 return Sample(now - self.t0_ns, values)  # too late: another thread took over
@@ -367,6 +387,40 @@ class Sampler:
             for kind, payload in g.notes:
                 self.emit(Event(now - self.t0_ns, kind, payload))
             g.notes.clear()
+
+    def _weigh(self, gs: _GroupState, cpu_ns: int, now: int, tick_ns: int) -> None:
+        """Stretch the period of a group whose reads cost more than `read_cpu_share` of a
+        core: period = median CPU of its last `COST_READS` reads / share, from 1.5 to
+        `MAX_STRETCH` times the period it would have (its own or the tick). The first
+        stretch is recorded as a ``sensor_slowed`` Event (``channels``, ``read_cpu_ms``,
+        ``period_s``, ``reason``)."""
+        gs.costs.append(cpu_ns)
+        if len(gs.costs) < min(3, COST_READS):
+            return
+        share = self.read_cpu_share or 1.0
+        own = max(int(gs.group.period_s * 1e9), tick_ns)
+        cost = sorted(gs.costs)[len(gs.costs) // 2]
+        want = int(cost / share)
+        if gs.stretch_ns:  # once stretched, it follows its cost down to its own period
+            stretch = min(int(own * MAX_STRETCH), want) if want > own else 0
+        else:
+            stretch = min(int(own * MAX_STRETCH), want) if want > 1.5 * own else 0
+        if stretch and not gs.stretch_ns:
+            self.emit(
+                Event(
+                    now - self.t0_ns,
+                    "sensor_slowed",
+                    {
+                        "channels": [c.id for c in gs.group.channels],
+                        "read_cpu_ms": round(cost / 1e6, 3),
+                        "period_s": round(stretch / 1e9, 3),
+                        "reason": f"a read costs {cost / 1e6:.1f} ms of CPU: read every "
+                        f"{stretch / 1e9:.2g} s, not {own / 1e9:g} s, to keep it under "
+                        f"{share:.1%} of a core",
+                    },
+                )
+            )
+        gs.stretch_ns = stretch
 
     def _drop_implausible(
         self,

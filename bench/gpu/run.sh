@@ -46,7 +46,8 @@ nobuild)  # after NOBUILD=1 setup: the checks that need neither llama.cpp nor th
     readcost)  # issue 21: what one read of each sampler group costs (NVML's energy read most)
       python3 bench/gpu/read_cost.py 2>&1 | tee "$OUT/read_cost.txt"
       ;;
-    uicostsyn)  # issue 21: the synthetic 1,000 and 100 tok/s streams, app against headless
+    uicostsyn)  # issue 21: the synthetic 1,000 and 100 tok/s streams, app against headless (no model:
+                # ui_cost gives anubis a GGUF of metadata only)
       python3 bench/ui_cost.py --token-rate 1000,100 --seconds ${UI_S:-20} --repeats ${UI_REPEATS:-2} --goals 2>&1 \
         | tee "$OUT/uicost_synthetic.txt"
       ;;
@@ -171,6 +172,10 @@ print(read_gguf(Path('$M')).layers // 2)")
              # llama_cpp.server (--n_gpu_layers -1), alternated: tok/s, J/token, J/request
       python3 bench/attach_vs_worker.py --gpu-layers -1 --rounds ${ATTACH_ROUNDS:-2} --seconds ${ATTACH_S:-30} \
         --dir "$OUT/attach" 2>&1 | tee "$OUT/attach.txt"
+      ;;
+    uicostmodel)  # issue 21: only the real-model half of uicost
+      ANUBIS_GPU_LAYERS=-1 python3 bench/ui_cost.py --seconds ${UI_S:-20} --model --repeats ${UI_REPEATS:-2} 2>&1 \
+        | tee "$OUT/uicost_model.txt"
       ;;
     uicost)  # issue 21: the app's CPU over headless record with every layer on the GPU, then the
              # synthetic 1,000 and 100 tok/s streams side by side (a bare pty where tmux is missing)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 
 import pytest
@@ -175,8 +176,9 @@ def test_thread_keeps_fixed_deadlines_and_measures_itself():
 
     a, _ = source("a", 0.001, read)
     out: list = []
+    # No bound on a read's CPU here (2 ms at 50 Hz is 10 % of a core: it would be stretched)
     s = Sampler([a], emit=out.append, rate_hz=50, clock=clock, sleep=clock.sleep,
-                cpu_clock=clock.cpu)  # fmt: skip
+                cpu_clock=clock.cpu, read_cpu_share=None)  # fmt: skip
     run_until(s, clock, 2.3)
     samples = [r for r in out if isinstance(r, Sample)]
     # Fixed deadlines start + k × 20 ms, each woken 1 ms late (tick 0 is due at once): no
@@ -301,3 +303,47 @@ def test_a_new_rate_is_taken_during_a_wait_past_idle_ticks():
     run_until(s, clock, 1.0)
     ev = [r for r in out if isinstance(r, Event) and r.kind == "rate"]
     assert [e.t // 1_000_000 for e in ev] == [100]  # at the next 100 ms look, not at 500
+
+
+def test_a_group_whose_reads_cost_cpu_is_read_less_often():
+    clock = FakeClock()
+
+    def energy(t):  # NVML's energy counter on an H200: about 4 ms of CPU a call
+        clock.spend(4_000_000, cpu_ns=4_000_000)
+        return 1.0
+
+    a, _ = source("energy", 1.0, energy)
+    b, _ = source("power", 0.1, lambda t: 2.0)  # cheap: read at its own 10 Hz throughout
+    out: list = []
+    s = Sampler([a, b], emit=out.append, rate_hz=10, clock=clock, sleep=clock.sleep,
+                cpu_clock=clock.cpu)  # fmt: skip
+    run_until(s, clock, 14.0)
+    samples = [r for r in out if isinstance(r, Sample)]
+    got = [r.t // 1_000_000 for r in samples if r.values[0] is not None]
+    # Three reads at 1 s give the cost (median 4 ms; the third was already due at 3 s), then
+    # every 4 ms / 0.2 % = 2 s
+    assert got[:5] == [0, 1000, 2000, 3000, 5000]
+    assert all(b - a == 2000 for a, b in itertools.pairwise(got[3:]))
+    slowed = [r for r in out if isinstance(r, Event) and r.kind == "sensor_slowed"]
+    assert len(slowed) == 1 and slowed[0].payload["channels"] == ["energy.v"]
+    assert slowed[0].payload["period_s"] == 2.0 and slowed[0].payload["read_cpu_ms"] == 4.0
+    assert len([r for r in samples if r.values[1] is not None]) >= 135  # 10 Hz for 14 s
+
+
+def test_a_stretch_is_bounded_and_a_cheap_group_never_stretched():
+    clock = FakeClock()
+
+    def slow(t):
+        clock.spend(1_000_000, cpu_ns=50_000_000)  # 50 ms of CPU: 25 s at 0.2 %
+        return 1.0
+
+    a, _ = source("slow", 0.5, slow)
+    b, _ = source("cheap", 0.5, lambda t: 2.0)
+    out: list = []
+    s = Sampler([a, b], emit=out.append, rate_hz=10, clock=clock, sleep=clock.sleep,
+                cpu_clock=clock.cpu)  # fmt: skip
+    run_until(s, clock, 12.0)
+    got = [r.t // 1_000_000 for r in out if isinstance(r, Sample) and r.values[0] is not None]
+    assert got == [0, 500, 1000, 1500, 4000, 6500, 9000, 11500]  # at most 5 × its 0.5 s
+    slowed = [r for r in out if isinstance(r, Event) and r.kind == "sensor_slowed"]
+    assert [e.payload["channels"] for e in slowed] == [["slow.v"]]
