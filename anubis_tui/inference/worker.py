@@ -71,7 +71,7 @@ class Spec:
     flash_attn: bool = False
     extra_bufts: bool | None = None  # None: off where the CPU has AMX (see design.md)
     batch_s: float = 0.05
-    flush_s: float = 0.1
+    flush_s: float = 0.2  # 5 wake-ups a second of the parent's reader (each ~150-200 µs)
     max_requests: int | None = None
     sampling: str | None = None  # "backend" | "argmax" | "chain"; None: by where layers run
     n_batch: int = 512
@@ -127,7 +127,7 @@ class Sender:
     does); a record waits at most `flush_s` (plus the write).
     """
 
-    def __init__(self, path: str, t0_ns: int, flush_s: float = 0.1) -> None:
+    def __init__(self, path: str, t0_ns: int, flush_s: float = 0.2) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.connect(path)
         self.t0 = t0_ns

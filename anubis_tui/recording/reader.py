@@ -224,7 +224,7 @@ class RecordFile:
 
 HOLD_NS = 60_000_000_000
 """How far back in time a record may come after a later-stamped one and still be put in
-order by `in_time_order` (the bus holds 200 ms; an ack may overtake a token batch)."""
+order by `in_time_order` (the bus holds 300 ms; an ack may overtake a token batch)."""
 
 
 class OutOfOrder(ReaderError):

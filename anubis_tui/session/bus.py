@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 from anubis_tui.records import Event, Record, Sample, Tokens
 
-# The worker writes to its socket every 100 ms (`Spec.flush_s`), so its records arrive up to
-# 100 ms after their stamps; 100 ms more for a loaded machine.
-REORDER_S = 0.2
+# The worker writes to its socket every 200 ms (`Spec.flush_s`), so its records arrive up to
+# 200 ms after their stamps; 100 ms more for a loaded machine.
+REORDER_S = 0.3
 # Records due within one slot are delivered in one wake-up of the bus thread: 5 wake-ups a
 # second (each cost 140-200 µs of CPU on the VM and the H200 host at 1,000 tok/s); the app
 # draws at 1 fps, and an acknowledgement does not wait for a slot (`flush`).
