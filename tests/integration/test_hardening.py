@@ -229,7 +229,7 @@ def test_worker_never_imports_code_from_the_current_directory(tmp_path):
         (tmp_path / name).write_text(f"open({str(marker)!r}, 'w').write('x')\n")
     anubis = str(Path(sysconfig.get_path("scripts")) / "anubis")
     p = subprocess.run(
-        [anubis, "bench", "--duration", "2", "--threads", "2", "--max-tokens", "16"],
+        [anubis, "bench", "--duration", "2", "--threads", "1", "--max-tokens", "16"],
         capture_output=True,
         env=cli_env("empty_container"),
         cwd=tmp_path,
@@ -246,7 +246,7 @@ def test_a_planted_log_symlink_is_refused(tmp_path):
     target = tmp_path / "victim"
     target.write_text("keep")
     (tmp_path / "r.msgpack.log").symlink_to(target)
-    p = run("record", "--duration", "2", "--threads", "2", "-o", str(out), timeout=120)
+    p = run("record", "--duration", "2", "--threads", "1", "-o", str(out), timeout=120)
     assert p.returncode == 2 and b"symlink" in p.stderr and b"Traceback" not in p.stderr
     assert target.read_text() == "keep"
     _, recovery = read_all(out)  # what was recorded is still a clean file with a footer

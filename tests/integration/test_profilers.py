@@ -51,7 +51,7 @@ def session(tmp_path):
     )
     s = Session(
         Config(),
-        spec=Spec(model=str(model), t0_ns=0, threads=2, max_tokens=64),
+        spec=Spec(model=str(model), t0_ns=0, threads=1, max_tokens=64),
         model=read_gguf(model),
         sources=sources,
         log_path=tmp_path / "w.log",

@@ -44,7 +44,7 @@ def test_a_real_prometheus_scrapes_a_live_session(tmp_path):
     assert prom, "the prometheus server is installed by .ci/run (Debian package prometheus)"
     port, pport = free_port(), free_port()
     anubis = subprocess.Popen(
-        [*ANUBIS, "--plugins", str(PLUGINS), "record", "--threads", "2", "--duration", "90",
+        [*ANUBIS, "--plugins", str(PLUGINS), "record", "--threads", "1", "--duration", "90",
          "-o", str(tmp_path / "s.msgpack"), "--export", f"prometheus:127.0.0.1:{port}"],
         env=cli_env("empty_container"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip

@@ -221,7 +221,7 @@ def test_quantize_sweep_report_with_two_variants(cache: Path, tmp_path: Path) ->
         "sweep", "--model", str(default_model()),
         "--knob", f"model={default_model()},{variant}", "--quality",
         "--segment-s", "6", "--repeats", "1", "--warmup-s", "1", "--cooldown-s", "0",
-        "--threads", "2", "--max-tokens", "64", "-o", str(rec), env=env,
+        "--threads", "1", "--max-tokens", "64", "-o", str(rec), env=env,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
     table = r.stdout[r.stdout.find("quality    (perplexity") :]

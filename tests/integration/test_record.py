@@ -45,7 +45,7 @@ def wait_for_samples(path, n, timeout=60.0):
 
 def test_record_then_report_with_real_model_on_a_jetson_tree(tmp_path):
     out = tmp_path / "s.msgpack"
-    p = run("record", "--duration", "6", "-o", str(out), "--threads", "2", "--max-tokens", "48")
+    p = run("record", "--duration", "6", "-o", str(out), "--threads", "1", "--max-tokens", "48")
     assert p.returncode == 0, p.stderr.decode()
     records, recov = read_all(out)
     assert not recov.truncated and isinstance(records[-1], Footer)

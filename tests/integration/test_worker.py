@@ -130,7 +130,7 @@ def test_pause_stops_tokens_and_resume_restarts_them(model, tmp_path):
 
 def test_bench_json(model):
     p = subprocess.run(
-        [*ANUBIS, "bench", "--duration", "4", "--json", "--threads", "2", "--max-tokens", "32"],
+        [*ANUBIS, "bench", "--duration", "4", "--json", "--threads", "1", "--max-tokens", "32"],
         capture_output=True,
         text=True,
         env=cli_env(),
