@@ -466,6 +466,7 @@ class Session:
             "requests": own.requests,
             "events": own.events,
             "sampler_ticks": st.ticks,
+            "sampler_samples": st.samples,  # ticks that read something: each is a Sample
             "sampler_skipped": st.skipped_ticks,
             "sampler_read_errors": st.read_errors,
             # Whether every channel gave readings to the end; which did not.

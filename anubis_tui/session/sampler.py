@@ -62,6 +62,7 @@ class SamplerStats:
     """What the sampler says about itself."""
 
     ticks: int = 0
+    samples: int = 0  # Samples emitted: ticks that read something
     skipped_ticks: int = 0
     rate_hz: float | None = None
     jitter_p99_s: float | None = None
@@ -335,6 +336,7 @@ class Sampler:
         if any(v is not None for v in values):
             # A tick where no group was due (a 0.5 s source at 10 Hz) reads nothing: a
             # Sample of no values would cost the bus, the writer and every sink for nothing.
+            self.stats.samples += 1
             self.emit(sample)
         return sample
 

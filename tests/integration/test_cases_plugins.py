@@ -105,8 +105,9 @@ def test_a_slow_sink_is_dropped_and_the_recording_keeps_every_sample(tmp_path: P
     assert isinstance(footer, Footer)
     samples = sum(isinstance(x, Sample) for x in records)
     # every sample the sampler took is in the file (it was 11 of 80 with the sink inline)
-    assert samples == footer.totals["samples"] == footer.totals["sampler_ticks"], footer.totals
-    assert samples >= 50
+    assert samples == footer.totals["samples"] == footer.totals["sampler_samples"], footer.totals
+    # 8 s of sources that update at 2 Hz: a tick that reads nothing records nothing
+    assert samples >= 14
     dropped = [x for x in records if isinstance(x, Event) and x.kind == "sink_dropped"]
     assert len(dropped) == 1 and "slow" in dropped[0].payload["reason"]
 
@@ -132,4 +133,4 @@ def test_a_stuck_sink_is_dropped_and_the_session_still_ends(tmp_path: Path):
     records, recovery = read_all(rec)
     footer = records[-1]
     assert not recovery.truncated and isinstance(footer, Footer)
-    assert sum(isinstance(x, Sample) for x in records) == footer.totals["sampler_ticks"]
+    assert sum(isinstance(x, Sample) for x in records) == footer.totals["sampler_samples"]

@@ -63,7 +63,7 @@ def small_disk(kib: int) -> Iterator[Path]:
 
 @pytest.mark.slow
 def test_a_sweep_on_a_disk_that_fills_fails_and_keeps_what_was_written():
-    with small_disk(96) as disk:
+    with small_disk(20) as disk:  # 2 Samples a second at 100 Hz: the sources update at 2 Hz
         out = disk / "s.msgpack"
         r = sweep("--knob", "threads=1,2", "--segment-s", "20", "--repeats", "1", "--warmup-s",
                   "1", "--cooldown-s", "0", "--rate", "100", "-o", str(out))  # fmt: skip

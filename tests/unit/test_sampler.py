@@ -289,7 +289,7 @@ def test_a_tick_that_reads_nothing_emits_nothing():
     # It wakes only when the group is due (twice a second), yet keeps its 10 Hz grid: the
     # ticks passed over count as made, so the achieved rate is the rate asked for.
     assert len(s.stats.lateness_ns) == 4
-    assert s.stats.ticks == 20
+    assert s.stats.ticks == 20 and s.stats.samples == 4
     assert s.stats.rate_hz == pytest.approx(10.0)
     assert s.stats.skipped_ticks == 0
 
