@@ -156,7 +156,7 @@ from anubis_tui.inference.worker import quiet_llama, use_extra_bufts
 import llama_cpp
 quiet_llama(llama_cpp)
 use_extra_bufts(None)
-llm = llama_cpp.Llama(model_path=sys.argv[1], n_ctx=512, n_threads=2, verbose=False)
+llm = llama_cpp.Llama(model_path=sys.argv[1], n_ctx=512, n_threads=1, verbose=False)
 out = {"reference": []}
 for prompt in BUILTIN_PROMPTS[:3]:
     toks = llm.tokenize(chat(prompt).encode(), add_bos=True, special=True)

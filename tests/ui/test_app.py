@@ -123,7 +123,7 @@ async def test_pause_stops_tokens_and_worker_crash_is_a_notification(tmp_path, m
     monkeypatch.setenv("ANUBIS_SYSFS_ROOT", str(FIXTURES / "empty_container"))
     monkeypatch.setenv("ANUBIS_NVML_MODULE", "absent_nvml_module")
     model = default_model()
-    spec = Spec(model=str(model), t0_ns=0, threads=2, max_tokens=64)
+    spec = Spec(model=str(model), t0_ns=0, threads=1, max_tokens=64)
     app = make_app(
         Config(), live=LiveOptions(spec=spec, model=read_gguf(model), log_path=tmp_path / "w.log")
     )
@@ -179,7 +179,7 @@ async def test_p_starts_pyspy_and_the_overhead_panel_fills(tmp_path, monkeypatch
     monkeypatch.setenv("ANUBIS_NVML_MODULE", "absent_nvml_module")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     model = default_model()
-    spec = Spec(model=str(model), t0_ns=0, threads=2, max_tokens=64)
+    spec = Spec(model=str(model), t0_ns=0, threads=1, max_tokens=64)
     app = make_app(
         Config(), live=LiveOptions(spec=spec, model=read_gguf(model), log_path=tmp_path / "w.log")
     )

@@ -221,7 +221,7 @@ async def test_s_off_returns_the_worker_to_plain(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     model = default_model()
     rec = tmp_path / "scalene.msgpack"
-    spec = Spec(model=str(model), t0_ns=0, threads=2, max_tokens=32)
+    spec = Spec(model=str(model), t0_ns=0, threads=1, max_tokens=32)
     opts = LiveOptions(
         spec=spec, model=read_gguf(model), log_path=tmp_path / "w.log", record_path=str(rec)
     )
