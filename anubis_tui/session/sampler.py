@@ -35,9 +35,9 @@ READ_BUDGET_S = 1.0  # a group read that takes longer is blocked: its channels a
 # A group whose reads cost more CPU than this share of a core at its period is read less
 # often (its period stretched to cost / share, at most MAX_STRETCH times the period it
 # would have: its own or the tick, whichever is longer; only past 1.5 times it, so a read
-# near the bound does not flip between the two): NVML's
-# energy counter costs 3.3-4.2 ms of CPU a call on an H200 (driver 580; the driver spins),
-# 0.4 % of a core at 1 Hz, more than every other read together (bench/gpu/read_cost.py).
+# near the bound does not flip between the two): NVML's energy counter costs 3.3-12.6 ms
+# of CPU a call on an H200 (driver 580; the driver spins), 0.33-1 % of a core at 1 Hz, more
+# than every other read together (bench/gpu/read_cost.py, bench/gpu/energy_read.py).
 READ_CPU_SHARE = 0.002
 MAX_STRETCH = 5.0
 COST_READS = 5  # the stretch follows the median CPU of a group's last reads
@@ -319,7 +319,7 @@ class Sampler:
             # Next due on this group's own grid, never bunching after a stall.
             gs.next_due_ns = max(gs.next_due_ns + period, now + period - tick_ns // 2)
             self._in_read = (gs, self.clock(), me)
-            cpu0 = self._cpu_clock()
+            cpu0 = self._cpu_clock() if self.read_cpu_share else 0
             self._read_group(gs, now, values)
             if self.read_cpu_share:
                 self._weigh(gs, self._cpu_clock() - cpu0, now, tick_ns)
@@ -403,10 +403,9 @@ class Sampler:
         own = max(int(gs.group.period_s * 1e9), tick_ns)
         cost = sorted(gs.costs)[len(gs.costs) // 2]
         want = int(cost / share)
-        if gs.stretch_ns:  # once stretched, it follows its cost down to its own period
-            stretch = min(int(own * MAX_STRETCH), want) if want > own else 0
-        else:
-            stretch = min(int(own * MAX_STRETCH), want) if want > 1.5 * own else 0
+        # Once stretched, a group follows its cost down to its own period.
+        past = own if gs.stretch_ns else 1.5 * own
+        stretch = min(int(own * MAX_STRETCH), want) if want > past else 0
         if stretch and not gs.stretch_ns:
             self.emit(
                 Event(
